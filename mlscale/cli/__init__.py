@@ -1,0 +1,1 @@
+"""Thin commands: parse flags into typed settings, call the library, report."""

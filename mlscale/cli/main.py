@@ -1,0 +1,165 @@
+"""The ``mlscale`` command."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+
+import click
+
+from mlscale import __version__
+from mlscale.cli.options import ByteSize
+from mlscale.errors import MlscaleError
+
+
+def configure_logging(level: str = "info") -> None:
+    logging.basicConfig(
+        level=level.upper(), format="%(levelname)-9s %(message)s", stream=sys.stderr, force=False
+    )
+    logging.getLogger("mlscale").setLevel(level.upper())
+
+
+class _Group(click.Group):
+    """Turns mlscale's own errors into a one-line message and exit status 1."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except MlscaleError as exc:
+            raise click.ClickException(str(exc)) from exc
+
+
+@click.group(cls=_Group, context_settings={"max_content_width": 100})
+@click.version_option(__version__, prog_name="mlscale")
+def main() -> None:
+    """Serve MLflow models fast, load-test them, and size their Kubernetes deployment."""
+
+
+@main.command()
+@click.option(
+    "--tracking-uri", envvar="MLFLOW_TRACKING_URI", default="sqlite:///mlflow.db", show_default=True,
+    help="MLflow tracking and registry store. The default is an embedded SQLite store in the "
+    "working folder, which `mlflow ui` run there shows. Env: MLFLOW_TRACKING_URI.",
+)  # fmt: skip
+@click.option("--name", "model_name", default="wine-quality", show_default=True,
+              help="Registered model name.")  # fmt: skip
+@click.option("--experiment", default="wine-quality", show_default=True, help="Experiment name.")
+@click.option(
+    "--data", type=click.Path(exists=True, dir_okay=False), default=None,
+    help="A wine-quality CSV with a 'quality' column (default: the copy shipped with mlscale).",
+)  # fmt: skip
+def train(tracking_uri: str, model_name: str, experiment: str, data: str | None) -> None:
+    """Train and register the reference scenario's model.
+
+    XGBRegressor(max_depth=10, min_child_weight=1, random_state=42) on the UCI white
+    wine quality data, split 70/30 with random_state=1, logged with its params,
+    metrics (rmse, mae, r2), signature and input example. The last line of output is
+    the registered model URI, models:/<name>/<version>.
+    """
+    from mlscale.examples.wine import TrainSettings
+    from mlscale.examples.wine import train as run_training
+
+    settings = TrainSettings(
+        tracking_uri=tracking_uri, model_name=model_name, experiment=experiment, data=data
+    )
+    click.echo(f"Training on {data or 'the bundled wine-quality data'}; tracking: {tracking_uri}",
+               err=True)  # fmt: skip
+    result = run_training(settings)
+    metrics = ", ".join(f"{k}={v:.4f}" for k, v in result.metrics.items())
+    click.echo(f"Run {result.run_id}: {metrics}", err=True)
+    click.echo(result.model_uri)
+
+
+_ENV_MANAGERS = ("local", "virtualenv", "uv", "conda")
+
+
+@main.command(context_settings={"help_option_names": ["--help"]})
+@click.option("-m", "--model-uri", required=True, metavar="URI",
+              help="The model: models:/name/version, models:/name@alias, runs:/id/path, "
+              "a local folder, or an object-store URI.")  # fmt: skip
+@click.option("-h", "--host", envvar="MLFLOW_HOST", default="127.0.0.1", show_default=True,
+              help="Interface to listen on; 0.0.0.0 for every interface (containers). "
+              "Env: MLFLOW_HOST.")  # fmt: skip
+@click.option("-p", "--port", envvar="MLFLOW_PORT", type=click.IntRange(0, 65535), default=5000,
+              show_default=True, help="Port to listen on. Env: MLFLOW_PORT.")  # fmt: skip
+@click.option("-w", "--workers", envvar="MLFLOW_MODELS_WORKERS", type=click.IntRange(1, 512),
+              default=1, show_default=True,
+              help="Worker processes sharing the port; a worker that dies is replaced. "
+              "Env: MLFLOW_MODELS_WORKERS.")  # fmt: skip
+@click.option("-t", "--timeout", envvar="MLFLOW_SCORING_SERVER_REQUEST_TIMEOUT",
+              type=click.FloatRange(min=0, min_open=True), default=60, show_default=True,
+              help="Seconds a request may take, body included; past it: 504 and its work is "
+              "dropped. Env: MLFLOW_SCORING_SERVER_REQUEST_TIMEOUT.")  # fmt: skip
+@click.option("--env-manager", type=click.Choice(_ENV_MANAGERS), default=None,
+              help="Accepted for compatibility with `mlflow models serve`; mlscale serves in "
+              "the current environment, so only 'local' is supported.")  # fmt: skip
+@click.option("--no-conda", is_flag=True, help="Same as --env-manager local.")
+@click.option("--install-mlflow", is_flag=True, hidden=True)
+@click.option("--tracking-uri", envvar="MLFLOW_TRACKING_URI", default=None,
+              help="Registry used to resolve models:/ URIs. Env: MLFLOW_TRACKING_URI.")
+@click.option("--max-batch-size", type=click.IntRange(min=1), default=256, show_default=True,
+              help="Most rows merged into one predict call.")  # fmt: skip
+@click.option("--max-batch-wait-ms", type=click.FloatRange(min=0), default=0.0, show_default=True,
+              help="How long a batch may wait for more requests. 0 never delays a request: "
+              "batches form from requests that arrive while the model is busy.")  # fmt: skip
+@click.option("--max-queue", type=click.IntRange(min=1), default=1024, show_default=True,
+              help="Requests queued per worker before new ones get 503 with Retry-After.")
+@click.option("--max-body-size", type=ByteSize(), default="100MB", show_default=True,
+              help="Larger request bodies get 413.")  # fmt: skip
+@click.option("--no-native", is_flag=True,
+              help="Always predict through pyfunc, even where a native fast path exists.")
+@click.option("--accept-legacy-split", is_flag=True,
+              help="Accept MLflow 1.x bare {\"columns\", \"data\"} bodies (MLflow 2+ rejects them).")
+@click.option("--drain-delay", type=click.FloatRange(min=0), default=0.0, show_default=True,
+              help="Seconds between SIGTERM and the end of accepting requests, with /ping "
+              "answering 503, so a load balancer stops routing here first.")  # fmt: skip
+@click.option("--graceful-timeout", type=click.FloatRange(min=0), default=30.0, show_default=True,
+              help="Seconds in-flight requests get to finish once draining starts.")
+@click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]),
+              default="info", show_default=True)  # fmt: skip
+def serve(**options) -> None:
+    """Serve an MLflow model over HTTP: a drop-in for `mlflow models serve`.
+
+    The same endpoints (/invocations, /ping, /health, /version), request formats,
+    schema enforcement and error JSON as MLflow's scoring server, and the same flags
+    and environment variables; plus /metrics for Prometheus, micro-batching, a native
+    fast path for XGBoost, LightGBM and scikit-learn, and bounded overload.
+    """
+    from mlscale.serving.batcher import BatchSettings
+    from mlscale.serving.server import serve as run_server
+    from mlscale.serving.settings import ServeSettings
+
+    env_manager = options["env_manager"]
+    if env_manager not in (None, "local"):
+        raise click.UsageError(
+            f"--env-manager {env_manager} is not supported: mlscale serves the model in the "
+            "current environment. Install the model's requirements here "
+            "(mlflow.pyfunc.get_model_dependencies) and use --env-manager local."
+        )
+    if options["tracking_uri"]:
+        os.environ["MLFLOW_TRACKING_URI"] = options["tracking_uri"]
+    configure_logging(options["log_level"])
+    settings = ServeSettings(
+        model_uri=options["model_uri"],
+        host=options["host"],
+        port=options["port"],
+        workers=options["workers"],
+        timeout_s=options["timeout"],
+        max_body_bytes=options["max_body_size"],
+        batch=BatchSettings(
+            max_batch_rows=options["max_batch_size"],
+            max_wait_s=options["max_batch_wait_ms"] / 1000,
+            max_queue=options["max_queue"],
+        ),
+        native=not options["no_native"],
+        accept_legacy_split=options["accept_legacy_split"],
+        drain_delay_s=options["drain_delay"],
+        graceful_timeout_s=options["graceful_timeout"],
+        log_level=options["log_level"],
+    )
+    sys.exit(run_server(settings))
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

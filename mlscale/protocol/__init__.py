@@ -1,0 +1,1 @@
+"""The MLflow scoring protocol: decode requests, encode predictions, error JSON."""

@@ -1,0 +1,1 @@
+"""The scoring server: ASGI app, batching, metrics, workers and lifecycle."""

@@ -1,0 +1,271 @@
+"""The ASGI application: MLflow's scoring endpoints, thin, over the batchers.
+
+A plain ASGI callable rather than a framework: every microsecond of routing
+and request wrapping is paid on each of thousands of requests per second per
+core, and the server has five fixed routes. Handlers only read the request,
+pick the path (native fast path or MLflow's generic one) and write the answer.
+
+Endpoints (as ``mlflow models serve``): ``POST /invocations``, ``GET /ping``,
+``GET /health``, ``GET /version``; plus ``GET /metrics`` (Prometheus).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import orjson
+from mlflow.exceptions import MlflowException
+from mlflow.version import VERSION as MLFLOW_VERSION
+
+from mlscale.model.loader import LoadedModel
+from mlscale.protocol import pyfunc as generic
+from mlscale.protocol.errors import (
+    JSON,
+    DeadlineExceeded,
+    NotReady,
+    PayloadTooLarge,
+    ServingError,
+)
+from mlscale.protocol.fast import decode_matrix
+from mlscale.serving import lifecycle
+from mlscale.serving.batcher import Batcher
+from mlscale.serving.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from mlscale.serving.metrics import Metrics
+from mlscale.serving.predict import batch_key, native_batch, pyfunc_batch
+from mlscale.serving.settings import ServeSettings
+
+logger = logging.getLogger("mlscale.serving")
+
+# Bodies larger than this are decoded in a thread so the event loop keeps serving.
+_INLINE_DECODE_BYTES = 256 * 1024
+
+_ROUTES = {
+    b"/invocations": ("invocations", b"POST"),
+    b"/ping": ("ping", b"GET"),
+    b"/health": ("health", b"GET"),
+    b"/version": ("version", b"GET"),
+    b"/metrics": ("metrics", b"GET"),
+}
+_NOT_FOUND = b'{"detail":"Not Found"}'
+_NOT_ALLOWED = b'{"detail":"Method Not Allowed"}'
+
+
+def _headers(content_type: bytes, body: bytes, extra: list | None = None) -> list:
+    headers = [(b"content-type", content_type), (b"content-length", b"%d" % len(body))]
+    return headers + extra if extra else headers
+
+
+async def _respond(send, status: int, body: bytes, headers: list) -> None:
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+def _header(scope: dict, name: bytes) -> bytes | None:
+    for key, value in scope["headers"]:
+        if key == name:
+            return value
+    return None
+
+
+class ScoringApp:
+    """One worker's scoring server for one loaded model."""
+
+    def __init__(self, settings: ServeSettings, model: LoadedModel, metrics: Metrics) -> None:
+        self.settings = settings
+        self.model = model
+        self.metrics = metrics
+        self.ready = False
+        self.draining = False
+        # One thread runs the model: batching relies on calls not overlapping.
+        self._model_thread = ThreadPoolExecutor(1, thread_name_prefix="mlscale-predict")
+        self._native: Batcher | None = None
+        if model.native is not None:
+            self._native = Batcher(
+                native_batch(model.native),
+                settings.batch,
+                executor=self._model_thread,
+                observer=metrics.observer("native"),
+            )
+        self._pyfunc = Batcher(
+            pyfunc_batch(generic.Predictor(model.pyfunc)),
+            settings.batch,
+            executor=self._model_thread,
+            observer=metrics.observer("pyfunc"),
+        )
+        metrics.model_load.set(model.load_seconds)
+
+    async def __call__(self, scope, receive, send) -> None:
+        kind = scope["type"]
+        if kind == "http":
+            await self._http(scope, receive, send)
+        elif kind == "lifespan":
+            await self._lifespan(receive, send)
+
+    # -- lifecycle ---------------------------------------------------------
+
+    async def _lifespan(self, receive, send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                await self.startup()
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await self.shutdown()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    async def startup(self) -> None:
+        if self._native is not None:
+            self._native.start()
+        self._pyfunc.start()
+        lifecycle.on_sigterm(self._begin_drain, self.settings.drain_delay_s)
+        self.ready = True
+
+    async def shutdown(self) -> None:
+        self.ready = False
+        if self._native is not None:
+            await self._native.stop()
+        await self._pyfunc.stop()
+        self._model_thread.shutdown(wait=False, cancel_futures=True)
+
+    def _begin_drain(self) -> None:
+        if not self.draining:
+            logger.info("SIGTERM: readiness is now false; finishing in-flight requests")
+        self.draining = True
+
+    # -- routing -----------------------------------------------------------
+
+    async def _http(self, scope, receive, send) -> None:
+        route = _ROUTES.get(scope["path"].encode())
+        if route is None:
+            self.metrics.count("other", 404)
+            await _respond(send, 404, _NOT_FOUND, _headers(JSON, _NOT_FOUND))
+            return
+        endpoint, method = route
+        if scope["method"].encode() != method:
+            self.metrics.count(endpoint, 405)
+            headers = _headers(JSON, _NOT_ALLOWED, [(b"allow", method)])
+            await _respond(send, 405, _NOT_ALLOWED, headers)
+            return
+        if endpoint == "invocations":
+            await self._invocations(scope, receive, send)
+            return
+        if endpoint in ("ping", "health"):
+            status, content_type, body = self._ping()
+        elif endpoint == "version":
+            status, content_type, body = 200, JSON, MLFLOW_VERSION.encode()
+        else:
+            status, content_type, body = 200, METRICS_CONTENT_TYPE, self.metrics.exposition()
+        self.metrics.count(endpoint, status)
+        await _respond(send, status, body, _headers(content_type, body))
+
+    def _ping(self) -> tuple[int, bytes, bytes]:
+        if self.ready and not self.draining:
+            return 200, JSON, b"\n"
+        reason = "draining: the server is shutting down" if self.draining else "starting"
+        error = NotReady(f"Not ready ({reason}).")
+        return error.status, JSON, error.body
+
+    # -- scoring -----------------------------------------------------------
+
+    async def _invocations(self, scope, receive, send) -> None:
+        started = time.perf_counter()
+        metrics = self.metrics
+        metrics.in_flight.inc()
+        status = 500
+        try:
+            try:
+                async with asyncio.timeout(self.settings.timeout_s):
+                    body = await self._score(scope, receive)
+                status, headers = 200, _headers(JSON, body)
+            except ServingError as error:
+                status, body = error.status, error.body
+                headers = _headers(error.content_type, body, error.extra_headers)
+            except MlflowException as error:
+                status, body = error.get_http_status_code(), error.serialize_as_json().encode()
+                headers = _headers(JSON, body)
+            except TimeoutError:
+                error = DeadlineExceeded(
+                    "Request processing time exceeded limit "
+                    f"({self.settings.timeout_s:g} s; raise it with -t/--timeout)."
+                )
+                status, body, headers = error.status, error.body, _headers(JSON, error.body)
+            except Exception:
+                logger.exception("Unexpected error while scoring a request")
+                status, body = 500, b'{"error_code": "INTERNAL_ERROR", "message": "Internal error"}'
+                headers = _headers(JSON, body)
+            await _respond(send, status, body, headers)
+        finally:
+            metrics.in_flight.dec()
+            metrics.latency.observe(time.perf_counter() - started)
+            metrics.count("invocations", status)
+
+    async def _score(self, scope, receive) -> bytes:
+        content_type = _header(scope, b"content-type")
+        if content_type == b"application/json":
+            mime = generic.JSON
+        else:
+            mime = generic.media_type(None if content_type is None else content_type.decode("latin-1"))
+        body = await self._read_body(scope, receive)
+
+        if mime is generic.JSON and self._native is not None:
+            if len(body) <= _INLINE_DECODE_BYTES:
+                matrix = self._decode(body)
+            else:
+                matrix = await asyncio.get_running_loop().run_in_executor(None, self._decode, body)
+            if matrix is not None:
+                return await self._native.submit(matrix, len(matrix))
+
+        model = self.model
+        parsed = await asyncio.get_running_loop().run_in_executor(
+            None,
+            lambda: generic.parse(
+                body, mime, model.pyfunc, model.input_schema,
+                accept_legacy_split=self.settings.accept_legacy_split,
+            ),
+        )  # fmt: skip
+        rows = len(parsed.data) if hasattr(parsed.data, "__len__") else 1
+        return await self._pyfunc.submit(parsed, rows, batch_key(parsed))
+
+    def _decode(self, body: bytes):
+        try:
+            document = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            return None  # MLflow's parser words the error
+        return decode_matrix(
+            document, self.model.signature, accept_legacy_split=self.settings.accept_legacy_split
+        )
+
+    async def _read_body(self, scope, receive) -> bytes:
+        limit = self.settings.max_body_bytes
+        declared = _header(scope, b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            raise self._too_large(int(declared))
+        message = await receive()
+        body = message.get("body", b"")
+        if not message.get("more_body", False):
+            if len(body) > limit:
+                raise self._too_large(len(body))
+            return body
+        chunks = [body]
+        size = len(body)
+        while message.get("more_body", False):
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                raise asyncio.CancelledError("client disconnected")
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > limit:
+                raise self._too_large(size)
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    def _too_large(self, size: int) -> PayloadTooLarge:
+        return PayloadTooLarge(
+            f"The request body ({size} bytes) is larger than the limit of "
+            f"{self.settings.max_body_bytes} bytes. Send fewer rows per request, or raise "
+            "the limit with --max-body-size."
+        )

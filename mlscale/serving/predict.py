@@ -1,0 +1,117 @@
+"""The two batch functions: many requests in, one model call, one answer each.
+
+Both encode each request's answer to JSON bytes in the same call, so that the
+work leaves the event loop in one piece when the batcher runs it in a thread.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from mlscale.model.native import NativePredict
+from mlscale.protocol.encode import encode_predictions
+from mlscale.protocol.errors import ServingError
+from mlscale.protocol.pyfunc import ParsedRequest, Predictor
+
+
+class OutputNotSerializable(ServingError):
+    """The model returned something JSON cannot hold; MLflow answers 500 too."""
+
+    status = 500
+    error_code = "INTERNAL_ERROR"
+
+
+def _encode(raw: object, *, unwrapped: bool = False) -> bytes:
+    try:
+        return encode_predictions(raw, unwrapped=unwrapped)
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise OutputNotSerializable(
+            f"The model's output of type {type(raw).__name__} cannot be encoded as JSON: {exc}"
+        ) from exc
+
+
+def native_batch(predict: NativePredict):
+    """A batch function over float64 matrices for a native predict function."""
+
+    def run(matrices: Sequence[np.ndarray]) -> list[object]:
+        if len(matrices) == 1:
+            return [_encode(predict(matrices[0]))]
+        out = predict(np.concatenate(matrices))
+        bounds = np.cumsum([len(m) for m in matrices])[:-1]
+        return [_encode(part) for part in np.split(out, bounds)]
+
+    return run
+
+
+def pyfunc_batch(predictor: Predictor):
+    """A batch function over parsed requests, through pyfunc's predict.
+
+    Requests are only merged when the batcher's key says they are compatible
+    (same columns and dtypes, no params); a merged call whose output does not
+    split back into one row per input row, or that fails, is redone request by
+    request, so that every request gets the answer, or the error, it would get
+    alone.
+    """
+
+    def one(request: ParsedRequest) -> object:
+        try:
+            return _encode(predictor(request.data, request.params), unwrapped=request.unwrapped)
+        except Exception as exc:
+            return exc
+
+    def run(requests: Sequence[ParsedRequest]) -> list[object]:
+        if len(requests) == 1:
+            return [one(requests[0])]
+        import pandas as pd
+
+        sizes = [len(r.data) for r in requests]
+        merged = pd.concat([r.data for r in requests], ignore_index=True)
+        try:
+            raw = predictor(merged, None)
+        except Exception:
+            return [one(r) for r in requests]
+        parts = split_rows(raw, sizes)
+        if parts is None:
+            return [one(r) for r in requests]
+        outcomes: list[object] = []
+        for part in parts:
+            try:
+                outcomes.append(_encode(part))
+            except ServingError as exc:
+                outcomes.append(exc)
+        return outcomes
+
+    return run
+
+
+def split_rows(raw: object, sizes: Sequence[int]) -> list[object] | None:
+    """Split a batched output back per request, or None when it is not row-aligned."""
+    total = sum(sizes)
+    if not hasattr(raw, "__len__") or isinstance(raw, (str, bytes, dict)) or len(raw) != total:
+        return None
+    bounds = np.cumsum(sizes)
+    starts = [0, *bounds[:-1].tolist()]
+    if isinstance(raw, np.ndarray):
+        return [raw[s:e] for s, e in zip(starts, bounds.tolist())]
+    if hasattr(raw, "iloc"):  # DataFrame or Series: fresh index as each request alone would have
+        return [raw.iloc[s:e].reset_index(drop=True) for s, e in zip(starts, bounds.tolist())]
+    if isinstance(raw, list):
+        return [raw[s:e] for s, e in zip(starts, bounds.tolist())]
+    return None
+
+
+def batch_key(request: ParsedRequest) -> object:
+    """Requests with equal keys may share one predict call; None-like keys never match."""
+    data = request.data
+    if request.params or request.unwrapped or not hasattr(data, "dtypes") or not len(data):
+        return object()  # unique: never merged
+    index = data.index
+    # A request with its own index may have a model that reads it; keep it alone.
+    if type(index).__name__ != "RangeIndex" or index.start != 0 or index.step != 1:
+        return object()
+    try:
+        return (tuple(data.columns), tuple(str(t) for t in data.dtypes))
+    except TypeError:
+        return object()

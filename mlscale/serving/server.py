@@ -1,0 +1,120 @@
+"""Run the scoring server: one process, or N workers under uvicorn's supervisor.
+
+With ``workers == 1`` the model loads in this process and uvicorn serves it
+here, as ``mlflow models serve`` does. With more, this process resolves and
+downloads the model once, then uvicorn's supervisor starts N worker processes
+that share one listening socket (the kernel spreads connections over them),
+each loading the local copy, and replaces any worker that dies.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import sys
+import tempfile
+from dataclasses import replace
+
+import uvicorn
+from uvicorn.config import STARTUP_FAILURE
+from uvicorn.supervisors import Multiprocess
+
+from mlscale.errors import ModelLoadError
+from mlscale.serving.lifecycle import exit_quietly_after_signals
+from mlscale.serving.settings import SETTINGS_ENV, ServeSettings
+
+logger = logging.getLogger("mlscale.serving")
+
+
+def _uvicorn_config(settings: ServeSettings, app: object, **extra: object) -> uvicorn.Config:
+    return uvicorn.Config(
+        app,
+        host=settings.host,
+        port=settings.port,
+        lifespan="on",
+        # Access logs cost more per request than the prediction itself; the
+        # /metrics counters say what they would.
+        access_log=False,
+        log_level=settings.log_level,
+        timeout_graceful_shutdown=settings.graceful_timeout_s,
+        timeout_keep_alive=75,
+        **extra,
+    )
+
+
+def build_app(settings: ServeSettings):
+    """Load the model and build the app (used in-process and by each worker)."""
+    from mlscale.model import load_model
+    from mlscale.serving.app import ScoringApp
+    from mlscale.serving.metrics import Metrics
+
+    model = load_model(settings.model_uri, native=settings.native)
+    logger.info(
+        "Model %s loaded in %.2f s; fast path: %s",
+        settings.model_uri, model.load_seconds, model.path_description,
+    )  # fmt: skip
+    return ScoringApp(settings, model, Metrics())
+
+
+def worker_app():
+    """uvicorn's app factory in each worker process; settings come in the environment."""
+    settings = ServeSettings.from_json(os.environ[SETTINGS_ENV])
+    try:
+        return build_app(settings)
+    except ModelLoadError as exc:
+        logger.error("%s", exc)
+        # uvicorn's supervisor stops, instead of restarting, on this exit status.
+        sys.exit(STARTUP_FAILURE)
+
+
+class _Supervisor(Multiprocess):
+    """uvicorn's supervisor, remembering whether a signal (not a failure) stopped it."""
+
+    stopped_by_signal = False
+
+    def handle_int(self) -> None:
+        self.stopped_by_signal = True
+        super().handle_int()
+
+    def handle_term(self) -> None:
+        self.stopped_by_signal = True
+        super().handle_term()
+
+
+def serve(settings: ServeSettings) -> int:
+    """Serve until stopped; returns the process exit status."""
+    if settings.workers == 1:
+        app = build_app(settings)
+        server = uvicorn.Server(_uvicorn_config(settings, app))
+        exit_quietly_after_signals()
+        server.run()
+        return 0 if server.started else 1
+    return _serve_workers(settings)
+
+
+def _serve_workers(settings: ServeSettings) -> int:
+    from mlscale.model import download_model
+    from mlscale.serving.metrics import MULTIPROC_ENV
+
+    workdir = tempfile.mkdtemp(prefix="mlscale-serve-")
+    try:
+        local = download_model(settings.model_uri, dst_path=os.path.join(workdir, "model"))
+        metrics_dir = os.path.join(workdir, "metrics")
+        os.makedirs(metrics_dir)
+        # Inherited by the workers, which are spawned after this point.
+        os.environ[MULTIPROC_ENV] = metrics_dir
+        os.environ[SETTINGS_ENV] = replace(settings, model_uri=local).to_json()
+        config = _uvicorn_config(
+            settings, "mlscale.serving.server:worker_app", factory=True, workers=settings.workers
+        )
+        socket = config.bind_socket()
+        supervisor = _Supervisor(config, sockets=[socket])
+        supervisor.run()
+        socket.close()
+        if not supervisor.stopped_by_signal:
+            logger.error("The workers could not start; see the error above.")
+            return 1
+        return 0
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)

@@ -1,0 +1,42 @@
+"""Typed settings of the scoring server, built once at the edge and passed down."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+
+from mlscale.serving.batcher import BatchSettings
+
+# The environment variable that carries the settings to worker processes.
+SETTINGS_ENV = "MLSCALE_SERVE_SETTINGS"
+
+
+@dataclass(frozen=True, kw_only=True)
+class ServeSettings:
+    model_uri: str
+    host: str = "127.0.0.1"
+    port: int = 5000
+    workers: int = 1
+    # Per request, from its arrival to its answer (MLflow's -t); past it: 504.
+    timeout_s: float = 60.0
+    # Larger bodies get 413 (MLflow's container caps them at 100 MB too).
+    max_body_bytes: int = 100 * 1024 * 1024
+    batch: BatchSettings = field(default_factory=BatchSettings)
+    # The native fast path for XGBoost, LightGBM and scikit-learn models.
+    native: bool = True
+    # Accept MLflow 1.x bare ``{"columns", "data"}`` bodies.
+    accept_legacy_split: bool = False
+    # After SIGTERM: answer /ping with 503 for this long, still serving, then drain.
+    drain_delay_s: float = 0.0
+    # How long in-flight requests may take to finish once draining starts.
+    graceful_timeout_s: float = 30.0
+    log_level: str = "info"
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self))
+
+    @classmethod
+    def from_json(cls, text: str) -> ServeSettings:
+        values = json.loads(text)
+        values["batch"] = BatchSettings(**values["batch"])
+        return cls(**values)
