@@ -18,7 +18,7 @@ import numpy as np
 import orjson
 
 from mlscale.errors import ModelLoadError
-from mlscale.model.native import NativePredict, find_native_predict, same_predictions
+from mlscale.model.native import NativePredict, native_candidates, same_predictions
 from mlscale.model.signature import NumericSignature
 
 logger = logging.getLogger("mlscale.model")
@@ -93,16 +93,20 @@ def load_model(uri: str, *, native: bool = True) -> LoadedModel:
     elif signature is None:
         description = "pyfunc (the signature is not all named numeric columns)"
     else:
-        choice = find_native_predict(pyfunc_model)
-        if choice.predict is None:
-            description = f"pyfunc ({choice.reason})"
-        else:
+        reasons = []
+        for choice in native_candidates(pyfunc_model):
+            if choice.predict is None:
+                reasons.append(choice.reason)
+                continue
             mismatch = _verify_native(pyfunc_model, schema, signature, choice.predict, local)
             if mismatch is None:
                 native_predict = choice.predict
-                description = f"native ({choice.reason}), checked against pyfunc"
-            else:
-                description = f"pyfunc (native {choice.reason} not used: {mismatch})"
+                break
+            reasons.append(f"{choice.reason}: {mismatch}")
+        if native_predict is not None:
+            description = f"native ({choice.reason}), checked against pyfunc"
+        else:
+            description = f"pyfunc (no native path: {'; '.join(reasons)})"
     return LoadedModel(
         uri=uri,
         local_path=local,

@@ -33,29 +33,23 @@ class NativeChoice:
     reason: str
 
 
-def find_native_predict(pyfunc_model: object) -> NativeChoice:
-    """The library's own predict function behind a pyfunc model, when there is one."""
+def native_candidates(pyfunc_model: object) -> list[NativeChoice]:
+    """The library's own predict functions behind a pyfunc model, fastest first.
+
+    Each candidate still has to match pyfunc on sample rows before it is used;
+    an empty list's single entry says why there is none.
+    """
     conf = pyfunc_model.metadata.flavors.get("python_function", {})
     loader = conf.get("loader_module")
     if loader not in _FLAVORS:
-        return NativeChoice(None, f"flavor {loader!r} has no native path")
+        return [NativeChoice(None, f"flavor {loader!r} has no native path")]
     try:
         raw = pyfunc_model.get_raw_model()
     except NotImplementedError:
-        return NativeChoice(None, f"{loader} does not expose its raw model")
+        return [NativeChoice(None, f"{loader} does not expose its raw model")]
 
     if loader == "mlflow.xgboost":
-        import xgboost
-
-        if isinstance(raw, xgboost.Booster):
-            # pyfunc predicts through a DMatrix; inplace_predict skips building one.
-            return NativeChoice(raw.inplace_predict, "xgboost Booster.inplace_predict")
-        predict = raw.predict
-        if "validate_features" in inspect.signature(predict).parameters:
-            # The matrix carries no column names; the fast path has already put
-            # the columns in the signature's order, which is the training order.
-            predict = functools.partial(predict, validate_features=False)
-        return NativeChoice(predict, f"xgboost {type(raw).__name__}.predict")
+        return _xgboost_candidates(raw)
 
     if loader == "mlflow.sklearn":
         # A model fitted on a DataFrame warns on every call with a bare matrix.
@@ -63,8 +57,37 @@ def find_native_predict(pyfunc_model: object) -> NativeChoice:
     method = conf.get("predict_fn", "predict")
     predict = getattr(raw, method, None)
     if predict is None:
-        return NativeChoice(None, f"{type(raw).__name__} has no {method}()")
-    return NativeChoice(predict, f"{loader.split('.')[1]} {type(raw).__name__}.{method}")
+        return [NativeChoice(None, f"{type(raw).__name__} has no {method}()")]
+    return [NativeChoice(predict, f"{loader.split('.')[1]} {type(raw).__name__}.{method}")]
+
+
+def _xgboost_candidates(raw: object) -> list[NativeChoice]:
+    import xgboost
+
+    from mlscale.model.xgboost_dense import DenseXGBoostPredict
+
+    if isinstance(raw, xgboost.Booster):
+        return [
+            NativeChoice(DenseXGBoostPredict(raw), "xgboost C API, dense"),
+            # pyfunc predicts through a DMatrix; inplace_predict skips building one.
+            NativeChoice(raw.inplace_predict, "xgboost Booster.inplace_predict"),
+        ]
+    candidates = []
+    # Regressors (not classifiers, whose predict decodes labels) predict values in place.
+    if not isinstance(raw, xgboost.XGBClassifier) and raw._can_use_inplace_predict():
+        dense = DenseXGBoostPredict(
+            raw.get_booster(),
+            iteration_range=raw._get_iteration_range(None),
+            missing=raw.missing,
+        )
+        candidates.append(NativeChoice(dense, "xgboost C API, dense"))
+    predict = raw.predict
+    if "validate_features" in inspect.signature(predict).parameters:
+        # The matrix carries no column names; the fast path has already put
+        # the columns in the signature's order, which is the training order.
+        predict = functools.partial(predict, validate_features=False)
+    candidates.append(NativeChoice(predict, f"xgboost {type(raw).__name__}.predict"))
+    return candidates
 
 
 def same_predictions(expected: object, actual: object) -> str | None:

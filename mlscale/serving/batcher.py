@@ -61,13 +61,16 @@ class Batcher:
         settings: BatchSettings,
         *,
         executor: Executor | None = None,
+        inline_max_rows: int = 0,
         observer: BatchObserver | None = None,
     ) -> None:
         self._predict_batch = predict_batch
         self._settings = settings
-        # None runs predictions on the event loop: cheaper for tiny calls, but
-        # it blocks the loop for the call's duration.
+        # Batches of at most ``inline_max_rows`` rows (all of them without an
+        # executor) run on the event loop: cheaper for tiny calls, but the loop
+        # waits for them. Larger batches run in the executor.
         self._executor = executor
+        self._inline_max_rows = inline_max_rows if executor is not None else None
         self._observer = observer or BatchObserver()
         self._queue: collections.deque[_Pending] = collections.deque()
         self._wakeup = asyncio.Event()
@@ -162,15 +165,16 @@ class Batcher:
         for pending in live:
             self._observer.queue_wait(started - pending.enqueued)
         payloads = [p.payload for p in live]
+        rows = sum(p.rows for p in live)
         try:
-            if self._executor is None:
+            if self._inline_max_rows is None or rows <= self._inline_max_rows:
                 outcomes = self._predict_batch(payloads)
             else:
                 loop = asyncio.get_running_loop()
                 outcomes = await loop.run_in_executor(self._executor, self._predict_batch, payloads)
         except Exception as exc:  # the batch function itself failed: every request learns why
             outcomes = [exc] * len(live)
-        self._observer.batch(len(live), sum(p.rows for p in live), time.perf_counter() - started)
+        self._observer.batch(len(live), rows, time.perf_counter() - started)
         for pending, outcome in zip(live, outcomes, strict=True):
             if pending.future.done():
                 continue  # timed out while the model ran; its answer is dropped

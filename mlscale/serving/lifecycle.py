@@ -14,6 +14,7 @@ worker process behave the same way.
 from __future__ import annotations
 
 import asyncio
+import gc
 import signal
 import threading
 from collections.abc import Callable
@@ -48,3 +49,15 @@ def exit_quietly_after_signals() -> None:
     """
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: None)
+
+
+def freeze_heap() -> None:
+    """Exclude everything loaded so far (libraries, the model) from garbage collection.
+
+    A loaded MLflow model drags in about a million long-lived Python objects
+    (pandas, MLflow, the flavor's library). Each full collection walks all of
+    them, which stalls the event loop for tens of milliseconds and shows up as
+    the p99 latency. Frozen objects are never freed, and never walked again.
+    """
+    gc.collect()
+    gc.freeze()
