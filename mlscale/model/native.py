@@ -58,7 +58,20 @@ def native_candidates(pyfunc_model: object) -> list[NativeChoice]:
     predict = getattr(raw, method, None)
     if predict is None:
         return [NativeChoice(None, f"{type(raw).__name__} has no {method}()")]
-    return [NativeChoice(predict, f"{loader.split('.')[1]} {type(raw).__name__}.{method}")]
+    name = f"{loader.split('.')[1]} {type(raw).__name__}.{method}"
+    if loader == "mlflow.sklearn":
+        # pyfunc hands scikit-learn a DataFrame, which becomes a column-major
+        # array; BLAS sums in another order for row-major input, so linear
+        # models would differ in the last bit. Column-major input matches.
+        return [NativeChoice(_column_major(predict), f"{name}, column-major")]
+    return [NativeChoice(predict, name)]
+
+
+def _column_major(predict: NativePredict) -> NativePredict:
+    def run(matrix: np.ndarray) -> np.ndarray:
+        return predict(np.asfortranarray(matrix))
+
+    return run
 
 
 def _xgboost_candidates(raw: object) -> list[NativeChoice]:

@@ -1,0 +1,30 @@
+# mlscale: `make demo` runs the whole loop locally; `make test` runs the test suite.
+# Both create .venv and install mlscale into it on first use.
+
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: install demo test bench clean
+
+install: $(STAMP)
+
+# Re-install when the declared dependencies or the pins change.
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet --constraint constraints.txt --editable '.[test]'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/mlscale demo
+
+test: $(STAMP)
+	$(BIN)/python -m pytest
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/serve_bench.py
+
+clean:
+	rm -rf $(VENV) demo-output .pytest_cache

@@ -1,0 +1,1169 @@
+"""Protocol conformance: mlscale answers every request as ``mlflow models serve`` does.
+
+Each test sends the SAME request to two in-process apps, mlscale's and MLflow's own
+scoring app (``mlflow.pyfunc.scoring_server.init``), and compares the answers:
+
+* a success (2xx): same status, same content type, same JSON once parsed (floats
+  compared as float64, so xgboost's float32 outputs must be widened exactly as
+  MLflow widens them; NaN equals NaN);
+* a rejection: same status and, for JSON error bodies, the same ``error_code``,
+  ``error_class`` and ``sqlstate`` and the same message (or both matching a
+  regex where MLflow's message embeds a set whose order varies); for MLflow's
+  ``text/plain`` answers, the same text.
+
+The rows follow ``/work/shared/reference/mlflow-scoring-protocol.md``; where a
+row names the expected status, the test also checks that MLflow itself still
+answers it, so a drift in MLflow shows up as such. The cases where mlscale is
+better on purpose (missing Content-Type, body limit, timeout, overload, the
+opt-in MLflow 1.x body) assert mlscale's own behaviour.
+
+Models: the numeric ones (xgboost, lightgbm, sklearn_numeric) take mlscale's
+native fast path; the others (sklearn_pipeline, no_signature, custom_dataframe)
+only the generic pyfunc path. Two extra custom models are built here: one that
+behaves as its input says (raises, returns odd types, waits on a gate), and one
+with a params schema (params and the LLM input mode).
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import contextlib
+import io
+import json
+import re
+import sys
+import threading
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from tests.conftest import mlflow_client, mlscale_client
+from tests.models import color_frame, small_frame
+
+NUMERIC = ["xgboost", "lightgbm", "sklearn_numeric"]
+PYFUNC_ONLY = ["sklearn_pipeline", "no_signature", "custom_dataframe"]
+ALL_MODELS = NUMERIC + PYFUNC_ONLY
+# Models whose signature is f0: double, f1: double, f2: long (fast path and pyfunc path).
+F_SIGNED = [*NUMERIC, "custom_dataframe"]
+# Models with an input signature of named columns.
+SIGNED = [*F_SIGNED, "sklearn_pipeline"]
+
+JSON_CT = "application/json"
+CSV_CT = "text/csv"
+PARQUET_CT = "application/vnd.apache.parquet"
+
+# MLflow's message for a body without exactly one format key; the set's order varies.
+_FORMAT_SET = r"\{('(dataframe_split|dataframe_records|instances|inputs)'(, )?){4}\}"
+_PROTOCOL_CHANGED = r" IMPORTANT: The MLflow Model scoring protocol has changed in MLflow version 2\.0\..*"
+
+
+def exactly_one_key_message(received: list[str]) -> str:
+    return (
+        r"The input must be a JSON dictionary with exactly one of the input fields "
+        + _FORMAT_SET
+        + r"\. Received dictionary with input fields: "
+        + re.escape(repr(received))
+        + r"\."
+        + _PROTOCOL_CHANGED
+    )
+
+
+# ---------------------------------------------------------------------------
+# Frames and bodies
+# ---------------------------------------------------------------------------
+
+
+def frame_for(name: str, rows: int = 3, seed: int = 11) -> pd.DataFrame:
+    """A few valid rows for the model ``name``."""
+    if name == "sklearn_pipeline":
+        return color_frame(rows, seed)
+    return small_frame(rows, seed)
+
+
+def split_of(frame: pd.DataFrame, **extra) -> dict:
+    """The ``dataframe_split`` payload, with plain Python values (ints stay ints)."""
+    payload = frame.to_dict(orient="split", index=False)
+    return {"columns": payload["columns"], "data": payload["data"], **extra}
+
+
+def records_of(frame: pd.DataFrame) -> list[dict]:
+    return frame.to_dict(orient="records")
+
+
+def encode(document: object) -> bytes:
+    """A JSON body; the stdlib writes NaN and Infinity tokens as MLflow accepts them."""
+    if isinstance(document, bytes):
+        return document
+    return json.dumps(document).encode()
+
+
+# ---------------------------------------------------------------------------
+# Comparing answers
+# ---------------------------------------------------------------------------
+
+
+def _media(response) -> str:
+    return response.headers.get("content-type", "").split(";")[0].strip()
+
+
+def _canon(value: object) -> object:
+    """Parsed JSON with NaN made comparable (NaN != NaN otherwise)."""
+    if isinstance(value, float) and value != value:
+        return "<NaN>"
+    if isinstance(value, list):
+        return [_canon(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _canon(v) for k, v in value.items()}
+    return value
+
+
+def _show(response) -> str:
+    text = response.text
+    return f"{response.status_code} {response.headers.get('content-type')} {text[:700]!r}"
+
+
+def assert_same_answer(ours, theirs, *, message: str | None = None, status: int | None = None):
+    """mlscale's answer (``ours``) is MLflow's (``theirs``), as the protocol requires.
+
+    ``message``: a regex both error messages must match in full, instead of being
+    equal (for MLflow messages that embed a set). ``status``: what the checklist
+    says MLflow answers; checked on MLflow's side so the expectation stays true.
+    """
+    context = f"\n  mlscale: {_show(ours)}\n  mlflow:  {_show(theirs)}"
+    if status is not None:
+        assert theirs.status_code == status, f"MLflow no longer answers {status}:{context}"
+    assert ours.status_code == theirs.status_code, f"status differs:{context}"
+    if 200 <= theirs.status_code < 300:
+        assert _media(ours) == _media(theirs), f"content type differs:{context}"
+        assert _canon(json.loads(ours.text)) == _canon(json.loads(theirs.text)), (
+            f"answers differ:{context}"
+        )
+        return
+    if _media(theirs) != "application/json":
+        assert _media(ours) == _media(theirs), f"content type differs:{context}"
+        assert ours.text == theirs.text, f"text differs:{context}"
+        return
+    assert _media(ours) == "application/json", f"content type differs:{context}"
+    mine, reference = json.loads(ours.text), json.loads(theirs.text)
+    if "error_code" not in reference:  # FastAPI's {"detail": ...} bodies
+        assert mine == reference, f"bodies differ:{context}"
+        return
+    for key in ("error_code", "error_class", "sqlstate"):
+        assert mine.get(key) == reference.get(key), f"{key} differs:{context}"
+    assert ("stack_trace" in mine) == ("stack_trace" in reference), f"stack_trace differs:{context}"
+    if message is None:
+        assert mine["message"] == reference["message"], f"messages differ:{context}"
+    else:
+        assert re.fullmatch(message, reference["message"], re.S), (
+            f"MLflow's message no longer matches {message!r}:{context}"
+        )
+        assert re.fullmatch(message, mine["message"], re.S), f"message differs:{context}"
+
+
+# ---------------------------------------------------------------------------
+# Extra models, built here
+# ---------------------------------------------------------------------------
+
+# The gated model waits on these (looked up by module name at predict time, so the
+# pickled model finds this module's objects rather than copies).
+STARTED = threading.Event()
+GATE = threading.Event()
+_GATE_WAIT_S = 10.0
+
+
+def _behaviour_model():
+    """A no-signature model whose input column ``kind`` says what it does."""
+    import mlflow.pyfunc
+
+    module_name = __name__
+    gate_wait_s = _GATE_WAIT_S
+
+    class Behaviour(mlflow.pyfunc.PythonModel):
+        def predict(self, context, model_input, params=None):
+            import datetime
+            import sys
+
+            import numpy as np
+            import pandas as pd
+            from mlflow.exceptions import MlflowException
+            from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
+
+            kind = model_input["kind"].iloc[0]
+            rows = len(model_input)
+            if kind == "ok":
+                return np.arange(rows, dtype=np.float64) + 0.5
+            if kind == "raise":
+                raise ValueError("this model does not like its input")
+            if kind == "mlflow_error":
+                raise MlflowException("a bare MLflow error from the model")
+            if kind == "mlflow_invalid":
+                raise MlflowException("an invalid value", error_code=INVALID_PARAMETER_VALUE)
+            if kind == "float32":
+                return np.array([0.1, 4.9985085, 0.17731822, -1e-3], dtype=np.float32)
+            if kind == "nan":
+                return np.array([np.nan, np.inf, -np.inf, 1.5])
+            if kind == "float32_nan":
+                return np.array([np.nan, 0.1], dtype=np.float32)
+            if kind == "int":
+                return np.array([1, -2, 2**40], dtype=np.int64)
+            if kind == "bool":
+                return np.array([True, False])
+            if kind == "matrix":
+                return np.array([[1.25, 2.5], [3.0, np.float32(0.1)]], dtype=np.float32)
+            if kind == "series":
+                return pd.Series([1.5, 2.5], name="pred")
+            if kind == "series_unnamed":
+                return pd.Series([1.5, 2.5])
+            if kind == "frame":
+                return pd.DataFrame({"a": [1, 2], "b": ["x", "y"], "c": [0.5, np.nan]})
+            if kind == "dict":
+                return {"a": np.array([1.0, 2.0]), "b": "x", "c": [1, 2]}
+            if kind == "str":
+                return "hello"
+            if kind == "bytes":
+                return b"\x00\x01 binary \xff"
+            if kind == "datetime":
+                return datetime.datetime(2024, 1, 2, 3, 4, 5)
+            if kind == "list":
+                return [1, "a", None, 2.5]
+            if kind == "unicode":
+                return ["héllo", "日本"]
+            if kind == "unserializable":
+                return object()
+            if kind == "gate":
+                module = sys.modules[module_name]
+                module.STARTED.set()
+                if not module.GATE.wait(gate_wait_s):
+                    raise RuntimeError("the test never opened the gate")
+                return np.array([1.0])
+            raise KeyError(kind)
+
+    return Behaviour()
+
+
+def _echo_model():
+    """A model with a params schema (and no input schema) that echoes what it got."""
+    import mlflow.pyfunc
+
+    class Echo(mlflow.pyfunc.PythonModel):
+        def predict(self, context, model_input, params=None):
+            return {
+                "type": type(model_input).__name__,
+                "input": model_input if isinstance(model_input, dict) else None,
+                "params": params,
+            }
+
+    return Echo()
+
+
+@pytest.fixture(scope="module")
+def extra_paths(tmp_path_factory) -> dict[str, str]:
+    import mlflow.pyfunc
+    from mlflow.models import ModelSignature
+    from mlflow.types import ParamSchema, ParamSpec
+
+    root = tmp_path_factory.mktemp("conformance_models")
+    behaviour = str(root / "behaviour")
+    mlflow.pyfunc.save_model(behaviour, python_model=_behaviour_model(), pip_requirements=[])
+    echo = str(root / "echo")
+    params = ParamSchema(
+        [ParamSpec("temperature", "double", 0.5), ParamSpec("tag", "string", "none")]
+    )
+    mlflow.pyfunc.save_model(
+        echo, python_model=_echo_model(), pip_requirements=[],
+        signature=ModelSignature(inputs=None, params=params),
+    )  # fmt: skip
+    return {"behaviour": behaviour, "echo": echo}
+
+
+@pytest.fixture(scope="module")
+def extra_clients(extra_paths):
+    with contextlib.ExitStack() as stack:
+        yield {
+            name: (
+                stack.enter_context(mlscale_client(path)),
+                stack.enter_context(mlflow_client(path)),
+            )
+            for name, path in extra_paths.items()
+        }
+
+
+@pytest.fixture(scope="module")
+def both(clients, extra_clients):
+    """``both(name, method, path, **kwargs)``: the same request to mlscale and MLflow."""
+    pairs = {**clients, **extra_clients}
+
+    def send(name: str, method: str, path: str, **kwargs):
+        ours, theirs = pairs[name]
+        return ours.request(method, path, **kwargs), theirs.request(method, path, **kwargs)
+
+    return send
+
+
+@pytest.fixture(scope="module")
+def invoke(both):
+    """POST a body to /invocations of both servers; documents are JSON-encoded."""
+
+    def send(name: str, document: object, content_type: str | None = JSON_CT):
+        headers = {} if content_type is None else {"content-type": content_type}
+        return both(name, "POST", "/invocations", content=encode(document), headers=headers)
+
+    return send
+
+
+def native_calls(client) -> float:
+    """How many predict calls mlscale's native fast path has made."""
+    text = client.get("/metrics").text
+    found = re.search(r'^mlscale_batch_rows_count\{path="native"\} (\S+)$', text, re.M)
+    return float(found.group(1)) if found else 0.0
+
+
+# ---------------------------------------------------------------------------
+# 2. Endpoints
+# ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["xgboost", "sklearn_pipeline"])
+@pytest.mark.parametrize(
+    ("method", "path", "status"),
+    [
+        ("GET", "/ping", 200),
+        ("GET", "/health", 200),
+        ("GET", "/version", 200),
+        ("HEAD", "/ping", 405),
+        ("POST", "/ping", 405),
+        ("POST", "/health", 405),
+        ("GET", "/invocations", 405),
+        ("PUT", "/invocations", 405),
+        ("GET", "/nope", 404),
+        ("POST", "/predict", 404),
+        ("GET", "/invocations/", 404),
+    ],
+    ids=lambda v: str(v) if not isinstance(v, int) else None,
+)
+def test_endpoints(both, name, method, path, status):
+    ours, theirs = both(name, method, path)
+    assert_same_answer(ours, theirs, status=status)
+    assert ours.content == theirs.content
+    assert _media(ours) == _media(theirs) == "application/json"
+    if status == 405:
+        assert ours.headers.get("allow") == theirs.headers.get("allow")
+
+
+def test_ping_and_version_bodies(both):
+    ping, _ = both("xgboost", "GET", "/ping")
+    assert ping.content == b"\n"
+    version, _ = both("xgboost", "GET", "/version")
+    from mlflow.version import VERSION
+
+    assert version.text == VERSION  # unquoted, under application/json, as MLflow
+
+
+def test_not_found_and_not_allowed_bodies(both):
+    missing, _ = both("lightgbm", "GET", "/nope")
+    assert missing.json() == {"detail": "Not Found"}
+    wrong, _ = both("lightgbm", "GET", "/invocations")
+    assert wrong.json() == {"detail": "Method Not Allowed"}
+
+
+# ---------------------------------------------------------------------------
+# 3. Content-Type
+# ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ALL_MODELS)
+@pytest.mark.parametrize(
+    "content_type",
+    [
+        "application/json",
+        "application/json; charset=UTF-8",
+        "application/json;charset=utf-8",
+        "application/json ; charset=utf-8",
+    ],
+)
+def test_json_content_types_accepted(invoke, name, content_type):
+    document = {"dataframe_split": split_of(frame_for(name))}
+    assert_same_answer(*invoke(name, document, content_type), status=200)
+
+
+@pytest.mark.parametrize("name", ALL_MODELS)
+def test_csv_accepted(invoke, name):
+    body = frame_for(name, rows=4).to_csv(index=False).encode()
+    assert_same_answer(*invoke(name, body, CSV_CT), status=200)
+
+
+@pytest.mark.parametrize("name", ALL_MODELS)
+def test_csv_with_float_valued_long_and_shuffled_columns(invoke, name):
+    frame = frame_for(name, rows=4)
+    body = frame[list(reversed(frame.columns))].to_csv(index=False).encode()
+    assert_same_answer(*invoke(name, body, CSV_CT), status=200)
+
+
+@pytest.mark.parametrize("name", ALL_MODELS)
+def test_parquet_accepted(invoke, name):
+    buffer = io.BytesIO()
+    frame_for(name, rows=4).to_parquet(buffer)
+    assert_same_answer(*invoke(name, buffer.getvalue(), PARQUET_CT), status=200)
+
+
+@pytest.mark.parametrize("name", F_SIGNED)
+def test_csv_value_that_cannot_be_cast(invoke, name):
+    body = b"f0,f1,f2\n1.5,2.0,abc\n"
+    ours, theirs = invoke(name, body, CSV_CT)
+    assert_same_answer(ours, theirs, status=400)
+    assert theirs.json()["message"].startswith("Failed to parse input as a Pandas DataFrame")
+    assert "stack_trace" in theirs.json()
+
+
+@pytest.mark.parametrize("name", ["xgboost", "sklearn_pipeline", "no_signature"])
+@pytest.mark.parametrize(
+    ("body", "content_type"),
+    [
+        (b"f0,f1\n1.5,2.0\n", CSV_CT),  # missing column
+        (b"\xff\xfe,f1\n1,2\n", CSV_CT),  # not UTF-8
+        (b"", CSV_CT),
+        (b"not parquet at all", PARQUET_CT),
+    ],
+    ids=["csv-missing-column", "csv-invalid-utf8", "csv-empty", "parquet-garbage"],
+)
+def test_bad_csv_and_parquet_bodies(invoke, name, body, content_type):
+    ours, theirs = invoke(name, body, content_type)
+    assert 400 <= theirs.status_code < 500
+    assert_same_answer(ours, theirs)
+
+
+@pytest.mark.parametrize("name", ["xgboost", "sklearn_pipeline"])
+@pytest.mark.parametrize(
+    "content_type",
+    [
+        "application/json; charset=latin-1",
+        "application/json; charset=utf-16",
+        "text/csv; charset=ascii",
+        "application/json; format=pandas-split",
+        "application/json; format=pandas-records",
+        "application/json;",
+        "text/csv; header=present",
+        "application/csv",
+        "text/plain",
+        "Application/JSON",
+        "application/JSON",
+        "application/x-www-form-urlencoded",
+        "",
+    ],
+    ids=lambda ct: ct or "empty",
+)
+def test_content_types_rejected_with_415(invoke, name, content_type):
+    document = {"dataframe_split": split_of(frame_for(name))}
+    ours, theirs = invoke(name, document, content_type)
+    assert_same_answer(ours, theirs, status=415)
+    assert _media(theirs) == "text/plain"
+
+
+def test_415_messages_are_mlflows(invoke):
+    document = {"dataframe_split": split_of(frame_for("xgboost"))}
+    ours, _ = invoke("xgboost", document, "application/json; charset=latin-1")
+    assert ours.text == "The scoring server only supports UTF-8"
+    ours, _ = invoke("xgboost", document, "application/json; format=pandas-split")
+    assert ours.text.startswith("Unrecognized content type parameters: format. IMPORTANT:")
+    ours, _ = invoke("xgboost", document, "Application/JSON")
+    assert ours.text == (
+        "This predictor only supports the following content types: Types: "
+        "['text/csv', 'application/json', 'application/vnd.apache.parquet']. "
+        "Got 'Application/JSON'."
+    )
+
+
+@pytest.mark.parametrize("name", ["xgboost", "sklearn_pipeline"])
+def test_missing_content_type_is_a_clear_415(invoke, name):
+    """Better than MLflow on purpose: MLflow crashes (500) on a missing header."""
+    document = {"dataframe_split": split_of(frame_for(name))}
+    ours, theirs = invoke(name, document, content_type=None)
+    assert theirs.status_code == 500  # MLflow: 'NoneType' has no attribute 'split'
+    assert ours.status_code == 415
+    assert "Content-Type" in ours.text
+    assert "application/json" in ours.text
+
+
+# ---------------------------------------------------------------------------
+# 4. JSON body
+# ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Case:
+    """A request body built from a model's valid frame, and what MLflow answers."""
+
+    id: str
+    build: object  # frame -> document (or bytes)
+    status: int | None = None  # what the checklist says MLflow answers (None: not stated)
+    message: str | None = None  # a regex, where MLflow's message embeds a set
+
+
+def _cases(*cases: Case):
+    return [pytest.param(case, id=case.id) for case in cases]
+
+
+JSON_BODY_CASES = _cases(
+    Case("invalid-json", lambda f: b'{"dataframe_split": ', 400),
+    Case("invalid-json-single-quotes", lambda f: b"{'dataframe_split': {}}", 400),
+    Case("invalid-json-empty-body", lambda f: b"", 400),
+    Case("invalid-json-trailing-garbage", lambda f: b'{"inputs": [1]} x', 400),
+    Case(
+        "invalid-utf8",
+        lambda f: b'{"dataframe_records": [{"' + f.columns[0].encode() + b'": "\xff\xfe"}]}',
+        400,
+    ),
+    Case("top-level-empty-list", lambda f: [], 400),
+    Case("top-level-list", lambda f: records_of(f), 400),
+    Case("top-level-int", lambda f: 5, 400),
+    Case("top-level-float", lambda f: 1.5, 400),
+    Case("top-level-string", lambda f: "abc", 400),
+    Case("top-level-null", lambda f: None, 400),
+    Case("top-level-bool", lambda f: True, 400),
+    Case("no-key-empty", lambda f: {}, 400, exactly_one_key_message([])),
+    Case("no-key-unknown", lambda f: {"data": [[1, 2, 3]], "foo": 1}, 400,
+         exactly_one_key_message([])),
+    Case("no-key-params-only", lambda f: {"params": {"a": 1}}, 400, exactly_one_key_message([])),
+    Case(
+        "two-keys-split-records",
+        lambda f: {"dataframe_split": split_of(f), "dataframe_records": records_of(f)},
+        400, exactly_one_key_message(["dataframe_split", "dataframe_records"]),
+    ),
+    Case(
+        "two-keys-inputs-instances",
+        lambda f: {"inputs": records_of(f), "instances": records_of(f), "x": 1},
+        400, exactly_one_key_message(["inputs", "instances"]),
+    ),
+    Case(
+        "unknown-extra-keys-dropped",
+        lambda f: {"dataframe_split": split_of(f), "foo": 1, "meta": {"a": [1]}},
+        200,
+    ),
+    Case(
+        "records-unknown-extra-keys-dropped",
+        lambda f: {"extra": None, "dataframe_records": records_of(f)},
+        200,
+    ),
+    Case("split-not-dict-list", lambda f: {"dataframe_split": split_of(f)["data"]}, 400),
+    Case("split-not-dict-string", lambda f: {"dataframe_split": "abc"}, 400),
+    Case("split-not-dict-null", lambda f: {"dataframe_split": None}, 400),
+    Case(
+        "split-extra-key",
+        lambda f: {"dataframe_split": split_of(f, orient="split")},
+        400,
+        r"Dataframe split format must have 'data' field and optionally 'columns' and 'index'"
+        r" fields\. Got \{('(columns|data|orient)'(, )?){3}\}\.'",
+    ),
+    Case(
+        "split-no-data",
+        lambda f: {"dataframe_split": {"columns": list(f.columns)}},
+        400,
+        r"Dataframe split format must have 'data' field and optionally 'columns' and 'index'"
+        r" fields\. Got \{'columns'\}\.'",
+    ),
+    Case("split-with-index", lambda f: {"dataframe_split": split_of(f, index=[7, 8, 9])}, 200),
+    Case("split-with-string-index",
+         lambda f: {"dataframe_split": split_of(f, index=["a", "b", "c"])}, 200),
+    Case("split-index-wrong-length",
+         lambda f: {"dataframe_split": split_of(f, index=[1])}, 400),
+    Case("split-without-columns", lambda f: {"dataframe_split": {"data": split_of(f)["data"]}}),
+    Case(
+        "split-ragged-short-row",
+        lambda f: {"dataframe_split": {"columns": list(f.columns),
+                                       "data": [row[:-1] for row in split_of(f)["data"]]}},
+        400,
+    ),
+    Case(
+        "split-ragged-mixed-rows",
+        lambda f: {"dataframe_split": {"columns": list(f.columns),
+                                       "data": [split_of(f)["data"][0], [1]]}},
+        400,
+    ),
+    Case("split-empty-dict", lambda f: {"dataframe_split": {}}, 400),
+    Case("records-not-list-dict", lambda f: {"dataframe_records": split_of(f)}, 400),
+    Case("records-not-list-string", lambda f: {"dataframe_records": "abc"}, 400),
+    Case("records-of-lists", lambda f: {"dataframe_records": split_of(f)["data"]}),
+    Case("inputs-list-of-dicts", lambda f: {"inputs": records_of(f)}, 200),
+    Case("instances-list-of-dicts", lambda f: {"instances": records_of(f)}, 200),
+    Case("inputs-dict-of-lists", lambda f: {"inputs": f.to_dict(orient="list")}, 200),
+    Case("instances-dict-of-lists", lambda f: {"instances": f.to_dict(orient="list")}),
+    Case("inputs-scalar", lambda f: {"inputs": 5}),
+    Case("inputs-ragged-2d", lambda f: {"inputs": [[1.0, 2.0, 3], [1.0]]}),
+    Case("params-no-schema-ignored",
+         lambda f: {"dataframe_split": split_of(f), "params": {"alpha": 1, "b": "x"}}, 200),
+    Case("params-no-schema-records",
+         lambda f: {"dataframe_records": records_of(f), "params": {}}, 200),
+    Case("params-not-a-dict", lambda f: {"dataframe_split": split_of(f), "params": "x"}),
+    Case("llm-prompt-key", lambda f: {"prompt": "hello"}),
+    Case("llm-messages-key-with-format-key",
+         lambda f: {"messages": [{"role": "user", "content": "hi"}],
+                    "dataframe_split": split_of(f)}),
+    Case("llm-input-key", lambda f: {"input": records_of(f)}),
+)
+
+
+@pytest.mark.parametrize("name", ALL_MODELS)
+@pytest.mark.parametrize("case", JSON_BODY_CASES)
+def test_json_bodies(invoke, name, case):
+    assert_same_answer(*invoke(name, case.build(frame_for(name))), status=case.status,
+                       message=case.message)  # fmt: skip
+
+
+def test_json_error_messages_are_mlflows(invoke):
+    """A few rows' exact words, as listed in the checklist."""
+    ours, _ = invoke("xgboost", [1, 2])
+    assert ours.json()["message"].endswith("Received a list.")
+    assert ours.json()["error_code"] == "BAD_REQUEST"
+    ours, _ = invoke("xgboost", 5)
+    assert ours.json()["message"].endswith("Received unexpected input type '<class 'int'>.")
+    ours, _ = invoke("xgboost", b"{")
+    assert ours.json()["message"].startswith(
+        "Invalid input. Ensure that input is a valid JSON formatted string. Error: "
+    )
+    ours, _ = invoke("xgboost", {"dataframe_split": [[1, 2, 3]]})
+    assert ours.json()["message"] == (
+        "Invalid input. Dataframe split format must be a dictionary. Got list."
+    )
+    ours, _ = invoke("xgboost", {"dataframe_records": {"f0": [1]}})
+    assert ours.json()["message"] == (
+        "Invalid input. Dataframe records format must be a list of records. Got dictionary."
+    )
+    ragged = {"dataframe_split": {"columns": ["f0", "f1", "f2"], "data": [[1.0, 2.0]]}}
+    ours, _ = invoke("xgboost", ragged)
+    assert ours.json()["message"] == (
+        "Invalid input. Provided dataframe_split field is not a valid dataframe representation"
+        " in 'split' format. Error: '3 columns passed, passed data had 2 columns'"
+    )
+
+
+@pytest.mark.parametrize("name", SIGNED)
+def test_inputs_2d_list_with_named_signature_is_rejected(invoke, name):
+    frame = frame_for(name)
+    ours, theirs = invoke(name, {"inputs": frame.to_numpy().tolist()})
+    assert_same_answer(ours, theirs, status=400)
+    if name in F_SIGNED:
+        assert "Model is missing inputs ['f0', 'f1', 'f2']" in theirs.json()["message"]
+
+
+@pytest.mark.parametrize("key", ["inputs", "instances"])
+def test_inputs_2d_list_without_signature_is_accepted(invoke, key):
+    frame = frame_for("no_signature")
+    assert_same_answer(*invoke("no_signature", {key: frame.to_numpy().tolist()}), status=200)
+
+
+@pytest.mark.parametrize(
+    ("body", "status"),
+    [
+        pytest.param({"inputs": [[1, 2]], "params": {"temperature": 2}}, 200, id="known-param"),
+        pytest.param({"inputs": [[1, 2]], "params": {"temperature": 0.1, "tag": "a"}}, 200,
+                     id="all-params"),
+        pytest.param({"inputs": [[1, 2]], "params": {"zzz": 1, "tag": "b"}}, 200,
+                     id="unknown-param-dropped"),
+        pytest.param({"inputs": [[1, 2]]}, 200, id="missing-params-get-defaults"),
+        pytest.param({"inputs": [[1, 2]], "params": {}}, 200, id="empty-params"),
+        pytest.param({"inputs": [[1, 2]], "params": {"temperature": "hot"}}, 400,
+                     id="wrong-type"),
+        pytest.param({"inputs": [[1, 2]], "params": "x"}, 400, id="not-a-dict-string"),
+        pytest.param({"inputs": [[1, 2]], "params": [1]}, 400, id="not-a-dict-list"),
+        pytest.param({"dataframe_records": [{"a": 1}], "params": {"tag": "r"}}, 200,
+                     id="records-with-params"),
+    ],
+)
+def test_params_with_a_params_schema(invoke, body, status):
+    ours, theirs = invoke("echo", body)
+    assert_same_answer(ours, theirs, status=status)
+    if status == 200:
+        params = theirs.json()["predictions"]["params"]
+        assert set(params) == {"temperature", "tag"}  # unknown dropped, missing defaulted
+
+
+def test_params_error_messages(invoke):
+    ours, _ = invoke("echo", {"inputs": [[1, 2]], "params": "x"})
+    assert ours.json()["message"].endswith("Parameters must be a dictionary. Got type 'str'.")
+    ours, _ = invoke("echo", {"inputs": [[1, 2]], "params": {"temperature": "hot"}})
+    assert "Invalid parameters found: {" in ours.json()["message"]
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        pytest.param({"messages": [{"role": "user", "content": "hi"}]}, id="messages"),
+        pytest.param({"prompt": "say hi", "temperature": 0.1, "other": [1]},
+                     id="prompt-with-param-and-extra"),
+        pytest.param({"input": ["a", "b"], "tag": "t"}, id="input"),
+        pytest.param({"input": "x", "inputs": {"a": [1]}}, id="input-and-inputs"),
+        pytest.param({"prompt": "x", "params": {"temperature": 3}}, id="prompt-with-params-key"),
+    ],
+)
+def test_llm_inputs_are_passed_raw_and_unwrapped(invoke, body):
+    ours, theirs = invoke("echo", body)
+    assert_same_answer(ours, theirs, status=200)
+    assert "predictions" not in theirs.json()  # the unified LLM format has no wrapper
+
+
+# ---------------------------------------------------------------------------
+# 5. Schema enforcement
+# ---------------------------------------------------------------------------
+
+
+def _split_rows(*rows, columns=("f0", "f1", "f2")) -> dict:
+    return {"dataframe_split": {"columns": list(columns), "data": [list(r) for r in rows]}}
+
+
+def _records(*records) -> dict:
+    return {"dataframe_records": list(records)}
+
+
+SCHEMA_CASES = [
+    pytest.param(_split_rows(["1.5", 2.0, 3]), 200, id="string-into-double"),
+    pytest.param(_split_rows(["1e2", "-0.25", "3"]), 200, id="strings-into-all-columns"),
+    pytest.param(_split_rows([1.0, 2.0, 3.7], [1.0, 2.0, -3.7]), 200,
+                 id="float-into-long-truncated"),
+    pytest.param(_split_rows([1.0, 2.0, 3.0], [0.5, 1.5, 4.0]), 200, id="int-valued-floats"),
+    pytest.param(_split_rows([1.0, 2.0, 0.9999999]), 200, id="nearly-one-into-long"),
+    pytest.param(_split_rows([1.0, 2.0, None]), 400, id="null-into-long"),
+    pytest.param(_split_rows([1.0, 2.0, "abc"]), 400, id="abc-into-long"),
+    pytest.param(_split_rows(["abc", 2.0, 3]), 400, id="abc-into-double"),
+    pytest.param(_split_rows([None, 2.0, 3]), None, id="null-into-double"),
+    pytest.param(_split_rows([1, 2, 3], [4, 5, 6]), 200, id="ints-into-double"),
+    pytest.param(_split_rows([True, 2.0, False]), None, id="bools"),
+    pytest.param(_split_rows([1.0, 2.0, 1e20]), None, id="huge-into-long"),
+    pytest.param(_split_rows([1.0, 2.0, 2**53 + 1]), None, id="beyond-2-53-into-long"),
+    pytest.param(_split_rows([2**60, 2.0, 3]), 200, id="big-int-into-double"),
+    pytest.param(_split_rows([1.5, 2.0, "3"]), 200, id="string-int-into-long"),
+    pytest.param(_split_rows([[1.0], 2.0, 3]), None, id="nested-list-value"),
+    pytest.param(_split_rows([1.0, 2.0], columns=("f0", "f1")), 400, id="missing-column"),
+    pytest.param(_split_rows([1.0, 2.0, 3, 9.5, "x"], columns=("f0", "f1", "f2", "e", "s")),
+                 200, id="extra-columns-dropped"),
+    pytest.param(_split_rows([3, 2.5, 1.25], columns=("f2", "f1", "f0")), 200,
+                 id="column-order"),
+    pytest.param(_split_rows([3, 1.25, 9, 2.5], columns=("f2", "f0", "zz", "f1")), 200,
+                 id="column-order-and-extra"),
+    pytest.param(_split_rows([1.0, 2.0, 3, 4], columns=("f0", "f1", "f2", "f2")), None,
+                 id="duplicate-column"),
+    pytest.param(_split_rows(columns=("f0", "f1", "f2")), 200, id="empty-data"),
+    pytest.param(_records(), 200, id="empty-records"),
+    pytest.param(_records({"f0": "1.5", "f1": 2, "f2": 3}), 200, id="records-string-into-double"),
+    pytest.param(_records({"f0": 1.5, "f1": 2, "f2": 3.7}), 200, id="records-truncated"),
+    pytest.param(_records({"f0": 1.5, "f1": 2, "f2": None}), 400, id="records-null-into-long"),
+    pytest.param(_records({"f0": 1.5, "f1": 2}), 400, id="records-missing-column"),
+    pytest.param(_records({"f0": 1.5, "f1": 2, "f2": 1}, {"f0": 1.5, "f1": 2}), 400,
+                 id="records-missing-in-one-row"),
+    pytest.param(_records({"f2": 1, "x": "y", "f1": 2, "f0": 0.5}), 200,
+                 id="records-order-and-extra"),
+    pytest.param(b'{"dataframe_split": {"columns": ["f0", "f1", "f2"], "data": '
+                 b'[[NaN, 2.0, 1], [Infinity, -Infinity, 2]]}}', None,
+                 id="nan-and-infinity-tokens"),
+    pytest.param(b'{"dataframe_split": {"columns": ["f0", "f1", "f2"], "data": '
+                 b'[[1e400, 2.0, 1]]}}', None, id="overflowing-literal"),
+    pytest.param(b'{"dataframe_split": {"columns": ["f0", "f1", "f2"], "data": '
+                 b'[[1.0, 2.0, NaN]]}}', 400, id="nan-into-long"),
+    pytest.param({"inputs": {"f0": [1.5], "f1": [2.0], "f2": [3]}}, 200, id="inputs-exact-types"),
+    pytest.param({"inputs": {"f0": [1.5], "f1": [2.0], "f2": [3.7]}}, 400,
+                 id="inputs-float-into-long-incompatible"),
+    pytest.param({"inputs": {"f0": ["1.5"], "f1": [2.0], "f2": [3]}}, 400,
+                 id="inputs-string-into-double-incompatible"),
+    pytest.param({"inputs": {"f0": [1], "f1": [2], "f2": [3]}}, 200, id="inputs-int-into-double"),
+    pytest.param({"inputs": [{"f0": 1.5, "f1": 2.0}]}, 400, id="inputs-missing-column"),
+]
+
+
+@pytest.mark.parametrize("name", F_SIGNED)
+@pytest.mark.parametrize(("document", "status"), SCHEMA_CASES)
+def test_schema_enforcement(invoke, name, document, status):
+    assert_same_answer(*invoke(name, document), status=status)
+
+
+def test_schema_error_details(invoke):
+    """The checklist's codes for the two enforcement stages."""
+    ours, theirs = invoke("xgboost", _split_rows([1.0, 2.0, None]))
+    for answer in (ours, theirs):
+        body = answer.json()
+        assert body["error_code"] == "BAD_REQUEST"
+        assert body["message"].startswith(
+            "Invalid input. Data is not compatible with model signature. "
+            "Failed to convert column f2 to type 'int64'. Error: '"
+        )
+    ours, theirs = invoke("xgboost", _split_rows([1.0, 2.0], columns=("f0", "f1")))
+    for answer in (ours, theirs):
+        body = answer.json()
+        assert body["error_code"] == "INVALID_PARAMETER_VALUE"
+        assert body["error_class"] == "SCHEMA_ENFORCEMENT_FAILED"
+        assert body["message"].startswith("Failed to predict data '")
+        assert body["message"].endswith("Model is missing inputs ['f2'].")
+
+
+@pytest.mark.parametrize("name", F_SIGNED)
+def test_empty_data_answers_empty_predictions(invoke, name):
+    ours, theirs = invoke(name, _split_rows())
+    assert_same_answer(ours, theirs, status=200)
+    assert ours.json() == {"predictions": []}
+
+
+PIPELINE_CASES = [
+    pytest.param(_split_rows(["red", 1.5], columns=("color", "size")), 200, id="plain"),
+    pytest.param(_split_rows(["red", "1.5"], columns=("color", "size")), 200,
+                 id="string-into-double"),
+    pytest.param(_split_rows(["red", 2], columns=("color", "size")), 200, id="int-into-double"),
+    pytest.param(_split_rows([1.5, "red"], columns=("size", "color")), 200, id="column-order"),
+    pytest.param(_split_rows(["purple", 1.5], columns=("color", "size")), 200,
+                 id="unknown-category"),
+    pytest.param(_split_rows([3, 1.5], columns=("color", "size")), None, id="int-into-string"),
+    pytest.param(_split_rows([None, 1.5], columns=("color", "size")), None,
+                 id="null-into-string"),
+    pytest.param(_split_rows(["red", None], columns=("color", "size")), None,
+                 id="null-into-double"),
+    pytest.param(_split_rows(["red", "abc"], columns=("color", "size")), 400,
+                 id="abc-into-double"),
+    pytest.param(_split_rows([1.5], columns=("size",)), 400, id="missing-column"),
+    pytest.param(_split_rows(["red", 1.5, 7], columns=("color", "size", "x")), 200,
+                 id="extra-column"),
+    pytest.param(_split_rows(columns=("color", "size")), None, id="empty-data"),
+    pytest.param(_records({"color": "blue", "size": 0.5}, {"size": 2, "color": "red"}), 200,
+                 id="records"),
+    pytest.param({"inputs": {"color": ["red"], "size": [1.5]}}, 200, id="inputs"),
+    pytest.param({"inputs": {"color": [1], "size": [1.5]}}, 400, id="inputs-int-into-string"),
+]
+
+
+@pytest.mark.parametrize(("document", "status"), PIPELINE_CASES)
+def test_schema_enforcement_string_column(invoke, document, status):
+    assert_same_answer(*invoke("sklearn_pipeline", document), status=status)
+
+
+# ---------------------------------------------------------------------------
+# The fast path answers exactly what MLflow answers, on many rows
+# ---------------------------------------------------------------------------
+
+
+def _many_rows(seed: int, rows: int = 50) -> pd.DataFrame:
+    """Random rows: full-precision doubles, int-valued floats and ints in the long column."""
+    rng = np.random.default_rng(seed)
+    f2 = rng.integers(-3, 8, size=rows)
+    return pd.DataFrame(
+        {
+            "extra": rng.normal(size=rows),
+            "f1": rng.uniform(-5, 15, size=rows),
+            "f2": [float(v) if i % 2 else int(v) for i, v in enumerate(f2)],
+            "f0": rng.normal(scale=3, size=rows),
+            "more": rng.integers(0, 100, size=rows),
+        },
+        dtype=object,
+    )
+
+
+def _plain(value):
+    return value.item() if hasattr(value, "item") else value
+
+
+def _many_split(frame: pd.DataFrame, seed: int) -> dict:
+    columns = list(np.random.default_rng(seed).permutation(frame.columns))
+    data = [[_plain(frame.at[i, c]) for c in columns] for i in frame.index]
+    return {"dataframe_split": {"columns": columns, "data": data}}
+
+
+def _many_records(frame: pd.DataFrame, seed: int) -> dict:
+    rng = np.random.default_rng(seed)
+    records = []
+    for i in frame.index:
+        columns = list(rng.permutation(frame.columns))
+        records.append({c: _plain(frame.at[i, c]) for c in columns})
+    return {"dataframe_records": records}
+
+
+@pytest.mark.parametrize("name", NUMERIC)
+@pytest.mark.parametrize("orient", ["split", "records"])
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_fast_path_many_rows(clients, invoke, name, orient, seed):
+    frame = _many_rows(seed)
+    document = (_many_split if orient == "split" else _many_records)(frame, seed)
+    mlscale, _ = clients[name]
+    before = native_calls(mlscale)
+    ours, theirs = invoke(name, document)
+    assert_same_answer(ours, theirs, status=200)
+    assert len(ours.json()["predictions"]) == len(frame)
+    assert native_calls(mlscale) == before + 1, "the request did not take the native fast path"
+
+
+def _edge_rows() -> list[list]:
+    """Values at the edges of what a double or a float32 holds."""
+    return [
+        [0.1, 0.2, 0],
+        [-0.0, 0.0, -0],
+        [1e300, -1e300, 1],
+        [5e-324, 2.2250738585072014e-308, 2],
+        [3.4028235e38, 3.4028236e38, 3],
+        [1.0000000000000002, 0.30000000000000004, 4],
+        [123456789.123456789, -9.87654321e-5, 5],
+        [1e-45, 1.401298464324817e-45, 2**52],
+        [4.9985085, 0.17731822, -(2**53)],
+    ]
+
+
+@pytest.mark.parametrize("name", NUMERIC)
+@pytest.mark.parametrize("orient", ["split", "records"])
+def test_fast_path_edge_values(clients, invoke, name, orient):
+    rows = _edge_rows()
+    if orient == "split":
+        document = _split_rows(*rows)
+    else:
+        document = _records(*({"f0": a, "f1": b, "f2": c} for a, b, c in rows))
+    mlscale, _ = clients[name]
+    before = native_calls(mlscale)
+    assert_same_answer(*invoke(name, document), status=200)
+    assert native_calls(mlscale) == before + 1, "the request did not take the native fast path"
+
+
+@pytest.mark.parametrize("name", NUMERIC)
+def test_fast_path_one_row_at_a_time(invoke, name):
+    """The common case of the reference scenario: single rows, one after another."""
+    frame = _many_rows(7, rows=10)
+    for seed in range(len(frame)):
+        document = _many_split(frame.iloc[[seed]].reset_index(drop=True), seed)
+        assert_same_answer(*invoke(name, document), status=200)
+
+
+def test_xgboost_float32_outputs_are_widened_like_mlflow(invoke):
+    """xgboost predicts float32; MLflow writes the widened double (e.g. 4.998508453369141)."""
+    document = {"dataframe_split": split_of(small_frame(20, seed=0))}
+    ours, theirs = invoke("xgboost", document)
+    assert_same_answer(ours, theirs, status=200)
+    predictions = ours.json()["predictions"]
+    widened = [float(np.float32(v)) for v in predictions]
+    assert predictions == widened  # each value is exactly a float32 widened to double
+    assert any(len(repr(v)) > 12 for v in predictions)  # not shortest-float32 text
+
+
+# ---------------------------------------------------------------------------
+# Legacy MLflow 1.x bare split body
+# ---------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def legacy_clients(model_paths):
+    with contextlib.ExitStack() as stack:
+        yield {
+            name: stack.enter_context(mlscale_client(model_paths[name], accept_legacy_split=True))
+            for name in ["xgboost", "sklearn_pipeline", "custom_dataframe"]
+        }
+
+
+def _bare_split(frame: pd.DataFrame, **extra) -> dict:
+    # What `df.to_json(orient="split")` sends: columns, index and data, no wrapper.
+    return {**json.loads(frame.to_json(orient="split")), **extra}
+
+
+@pytest.mark.parametrize("name", ["xgboost", "sklearn_pipeline", "custom_dataframe"])
+def test_legacy_split_rejected_by_default(invoke, name):
+    ours, theirs = invoke(name, _bare_split(frame_for(name)))
+    assert_same_answer(ours, theirs, status=400, message=exactly_one_key_message([]))
+    assert ours.json()["error_code"] == "BAD_REQUEST"
+
+
+@pytest.mark.parametrize("name", ["xgboost", "sklearn_pipeline", "custom_dataframe"])
+@pytest.mark.parametrize("with_index", [True, False], ids=["with-index", "no-index"])
+def test_legacy_split_accepted_on_request(legacy_clients, invoke, name, with_index):
+    frame = frame_for(name, rows=5)
+    bare = _bare_split(frame)
+    if not with_index:
+        bare.pop("index")
+    ours = legacy_clients[name].post(
+        "/invocations", content=encode(bare), headers={"content-type": JSON_CT}
+    )
+    _, theirs = invoke(name, {"dataframe_split": bare})  # MLflow's answer to the wrapped form
+    assert_same_answer(ours, theirs, status=200)
+
+
+@pytest.mark.parametrize(
+    "document",
+    [
+        pytest.param({"columns": ["f0"], "foo": 1}, id="no-data-key"),
+        pytest.param({"dataframe_split": {"columns": ["f0", "f1", "f2"], "data": [[1, 2, 3]]},
+                      "data": [[1, 2, 3]]}, id="format-key-wins"),
+        pytest.param([1, 2], id="list"),
+    ],
+)
+def test_legacy_opt_in_leaves_other_bodies_alone(legacy_clients, invoke, document):
+    ours = legacy_clients["xgboost"].post(
+        "/invocations", content=encode(document), headers={"content-type": JSON_CT}
+    )
+    _, theirs = invoke("xgboost", document)
+    assert_same_answer(ours, theirs, message=exactly_one_key_message([])
+                       if isinstance(document, dict) and "dataframe_split" not in document
+                       else None)  # fmt: skip
+
+
+# ---------------------------------------------------------------------------
+# 6. Errors
+# ---------------------------------------------------------------------------
+
+
+def _kind(kind: str, rows: int = 1) -> dict:
+    return {"dataframe_records": [{"kind": kind} for _ in range(rows)]}
+
+
+def test_model_raising_an_ordinary_exception_is_a_400(invoke):
+    ours, theirs = invoke("behaviour", _kind("raise"))
+    assert_same_answer(ours, theirs, status=400)
+    body = ours.json()
+    assert body["error_code"] == "BAD_REQUEST"
+    assert body["message"].startswith("Encountered an unexpected error while evaluating the model.")
+    assert "this model does not like its input" in body["stack_trace"]
+
+
+@pytest.mark.parametrize(
+    ("kind", "status", "code"),
+    [("mlflow_error", 500, "INTERNAL_ERROR"), ("mlflow_invalid", 400, "INVALID_PARAMETER_VALUE")],
+)
+def test_model_raising_an_mlflow_exception_keeps_its_code(invoke, kind, status, code):
+    ours, theirs = invoke("behaviour", _kind(kind))
+    assert_same_answer(ours, theirs, status=status)
+    assert ours.json()["error_code"] == code
+    assert ours.json()["message"].startswith("Failed to predict data '")
+
+
+def test_model_raising_on_a_native_model_input(invoke):
+    """sklearn's Ridge rejects NaN: the native path must answer MLflow's 400 too."""
+    assert_same_answer(*invoke("sklearn_numeric", _split_rows([None, 1.0, 2])), status=400)
+
+
+def test_output_that_cannot_be_serialized_is_a_500(invoke):
+    ours, theirs = invoke("behaviour", _kind("unserializable"))
+    assert theirs.status_code == 500 and _media(theirs) == "text/plain"
+    assert ours.status_code == 500
+    # mlscale's body may be clearer than MLflow's "Internal Server Error", not vaguer.
+    assert "object" in ours.text
+
+
+@pytest.fixture
+def gate():
+    STARTED.clear()
+    GATE.clear()
+    yield
+    GATE.set()  # never leave a model thread waiting
+
+
+def test_timeout_is_a_504_with_a_json_error(extra_paths, gate):
+    """Better than MLflow on purpose: MLflow's 504 body is plain text under a JSON type."""
+    with mlscale_client(extra_paths["behaviour"], timeout_s=0.2) as client:
+        response = client.post(
+            "/invocations", content=encode(_kind("gate")), headers={"content-type": JSON_CT}
+        )
+        GATE.set()
+        assert response.status_code == 504
+        assert _media(response) == "application/json"
+        body = response.json()
+        assert body["error_code"] == "DEADLINE_EXCEEDED"
+        assert "Request processing time exceeded limit" in body["message"]
+
+
+def test_overload_is_a_503_with_retry_after(extra_paths, gate):
+    """Better than MLflow on purpose: a bounded queue instead of an unbounded one."""
+    from mlscale.serving.batcher import BatchSettings
+
+    def post(client, kind):
+        return client.post(
+            "/invocations", content=encode(_kind(kind)), headers={"content-type": JSON_CT}
+        )
+
+    settings = BatchSettings(max_queue=1)
+    with (
+        mlscale_client(extra_paths["behaviour"], batch=settings) as client,
+        concurrent.futures.ThreadPoolExecutor(3) as pool,
+    ):
+        first = pool.submit(post, client, "gate")
+        assert STARTED.wait(_GATE_WAIT_S), "the gated request never reached the model"
+        # The model is busy: one of these two waits in the queue, the other finds it full.
+        others = [pool.submit(post, client, "ok") for _ in range(2)]
+        done, _ = concurrent.futures.wait(
+            others, timeout=_GATE_WAIT_S, return_when=concurrent.futures.FIRST_COMPLETED
+        )
+        GATE.set()
+        assert done, "neither request was turned away while the queue was full"
+        rejected = next(iter(done)).result()
+        assert rejected.status_code == 503
+        assert rejected.headers.get("retry-after")
+        assert rejected.json()["error_code"] == "TEMPORARILY_UNAVAILABLE"
+        assert first.result().status_code == 200
+        assert sorted(f.result().status_code for f in others) == [200, 503]
+
+
+# ---------------------------------------------------------------------------
+# Body size limit (mlscale only; MLflow has none)
+# ---------------------------------------------------------------------------
+
+
+def test_body_over_the_limit_is_a_413(model_paths, invoke):
+    frame = small_frame(40, seed=3)
+    big = encode({"dataframe_split": split_of(frame)})
+    small = encode({"dataframe_split": split_of(frame.head(2))})
+    assert len(small) < 1000 < len(big)
+    with mlscale_client(model_paths["xgboost"], max_body_bytes=1000) as client:
+        for content in (big, iter([big[:600], big[600:]])):  # declared length, then chunked
+            response = client.post(
+                "/invocations", content=content, headers={"content-type": JSON_CT}
+            )
+            assert response.status_code == 413
+            assert _media(response) == "application/json"
+            body = response.json()
+            assert body["error_code"]
+            assert "1000" in body["message"]
+        under = client.post("/invocations", content=small, headers={"content-type": JSON_CT})
+    _, theirs = invoke("xgboost", small)
+    assert_same_answer(under, theirs, status=200)
+    _, theirs = invoke("xgboost", big)
+    assert theirs.status_code == 200  # MLflow has no limit
+
+
+# ---------------------------------------------------------------------------
+# 7. Output encoding
+# ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "kind",
+    ["ok", "float32", "nan", "float32_nan", "int", "bool", "matrix", "series", "series_unnamed",
+     "frame", "dict", "str", "bytes", "datetime", "list", "unicode"],
+)
+def test_output_encoding(invoke, kind):
+    ours, theirs = invoke("behaviour", _kind(kind))
+    assert_same_answer(ours, theirs, status=200)
+
+
+def test_output_encoding_details(invoke):
+    ours, _ = invoke("behaviour", _kind("float32"))
+    assert ours.json()["predictions"][0] == 0.10000000149011612
+    ours, _ = invoke("behaviour", _kind("nan"))
+    assert "NaN" in ours.text and "Infinity" in ours.text and "-Infinity" in ours.text
+    ours, _ = invoke("behaviour", _kind("series"))
+    assert ours.json() == {"predictions": [{"pred": 1.5}, {"pred": 2.5}]}
+    ours, _ = invoke("behaviour", _kind("series_unnamed"))
+    assert ours.json() == {"predictions": [{"0": 1.5}, {"0": 2.5}]}
+    ours, _ = invoke("behaviour", _kind("str"))
+    assert ours.json() == {"predictions": "hello"}
+    ours, _ = invoke("behaviour", _kind("datetime"))
+    assert ours.json() == {"predictions": "2024-01-02T03:04:05"}
+    ours, _ = invoke("behaviour", _kind("bytes"))
+    assert ours.json()["predictions"].endswith("\n")
+
+
+@pytest.mark.parametrize("rows", [1, 3, 20])
+def test_dataframe_output_as_records(invoke, rows):
+    document = {"dataframe_split": split_of(small_frame(rows, seed=5))}
+    ours, theirs = invoke("custom_dataframe", document)
+    assert_same_answer(ours, theirs, status=200)
+    assert all(set(row) == {"total", "label"} for row in ours.json()["predictions"])
+
+
+@pytest.mark.parametrize("name", ALL_MODELS)
+def test_bodies_are_stdlib_json(invoke, name):
+    """Whatever the encoder, the body parses as the same JSON and is plain ASCII."""
+    ours, theirs = invoke(name, {"dataframe_split": split_of(frame_for(name, rows=6))})
+    assert_same_answer(ours, theirs, status=200)
+    ours.content.decode("ascii")
+
+
+# Keep this module importable by name for the gated model (see ``_behaviour_model``).
+assert sys.modules.get(__name__) is not None
