@@ -161,5 +161,22 @@ def serve(**options) -> None:
     sys.exit(run_server(settings))
 
 
+@main.command()
+@click.option("--out", "out_dir", default="demo-output", show_default=True,
+              type=click.Path(file_okay=False), help="Folder for the store, models and logs.")
+@click.option("--rows", type=click.IntRange(1, 1000), default=5, show_default=True,
+              help="Rows of wine data to score.")  # fmt: skip
+def demo(out_dir: str, rows: int) -> None:
+    """Run the loop on this machine: train, register, serve, score, stop.
+
+    Everything runs locally with an embedded default: a SQLite MLflow store in the
+    output folder, the reference wine-quality model, the server on 127.0.0.1.
+    Running it again adds a model version; nothing needs deleting first.
+    """
+    from mlscale.demo import DemoSettings, run_demo
+
+    run_demo(DemoSettings(out_dir=out_dir, rows=rows))
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()

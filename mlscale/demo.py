@@ -1,0 +1,141 @@
+"""``mlscale demo``: the loop on one machine, with an embedded default.
+
+Each step runs the same ``mlscale`` command a user would type, in a folder of
+its own (``demo-output/`` by default): train and register the reference model
+in an embedded SQLite store, serve it, score a few rows, stop the server.
+Every process it starts is stopped again, on success, failure or Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+
+from mlscale.errors import MlscaleError
+
+
+@dataclass(frozen=True, kw_only=True)
+class DemoSettings:
+    out_dir: str = "demo-output"
+    rows: int = 5
+    startup_timeout_s: float = 120.0
+
+
+class DemoError(MlscaleError):
+    """A step of the demo failed; the message says which and why."""
+
+
+def _say(step: str, text: str) -> None:
+    print(f"\n== {step}: {text}", flush=True)
+
+
+def _mlscale(*args: str) -> list[str]:
+    return [sys.executable, "-m", "mlscale", *args]
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def _http(method: str, url: str, body: dict | None = None, timeout: float = 10) -> tuple[int, bytes]:
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(url, data=data, method=method)
+    if data is not None:
+        request.add_header("Content-Type", "application/json")
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            return response.status, response.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read()
+
+
+def _wait_ready(url: str, server: subprocess.Popen, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            raise DemoError(f"the server exited with status {server.returncode} before it was ready")
+        try:
+            if _http("GET", f"{url}/ping", timeout=2)[0] == 200:
+                return
+        except OSError:
+            pass
+        time.sleep(0.1)
+    raise DemoError(f"the server was not ready after {timeout_s:.0f} s")
+
+
+def _stop(server: subprocess.Popen, grace_s: float = 30) -> int:
+    if server.poll() is None:
+        server.send_signal(signal.SIGTERM)
+        try:
+            return server.wait(grace_s)
+        except subprocess.TimeoutExpired:
+            os.killpg(server.pid, signal.SIGKILL)
+    return server.wait()
+
+
+def run_demo(settings: DemoSettings) -> None:
+    from mlscale.examples.wine import TARGET, load_wine
+
+    out_dir = os.path.abspath(settings.out_dir)
+    os.makedirs(out_dir, exist_ok=True)
+    tracking_uri = "sqlite:///mlflow.db"  # relative: the store lives in out_dir
+    env = {**os.environ, "MLFLOW_TRACKING_URI": tracking_uri}
+    started = time.monotonic()
+
+    _say("1/3 train", f"the reference XGBoost model, registered in {out_dir}/mlflow.db (~15 s)")
+    trained = subprocess.run(
+        _mlscale("train", "--tracking-uri", tracking_uri), cwd=out_dir, env=env,
+        stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    if trained.returncode != 0 or not trained.stdout.strip():
+        raise DemoError("training failed (see the messages above)")
+    model_uri = trained.stdout.strip().splitlines()[-1]
+    print(f"registered {model_uri}")
+
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    _say("2/3 serve", f"{model_uri} at {url} (~5 s to load)")
+    log_path = os.path.join(out_dir, "serve.log")
+    with open(log_path, "w") as log:
+        server = subprocess.Popen(
+            _mlscale("serve", "-m", model_uri, "-p", str(port)), cwd=out_dir, env=env,
+            stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        )  # fmt: skip
+        try:
+            _wait_ready(url, server, settings.startup_timeout_s)
+            print(f"ready; server log: {log_path}")
+
+            _say("3/3 score", f"{settings.rows} rows of the wine data, one request")
+            wine = load_wine().head(settings.rows)
+            features = wine.drop(columns=[TARGET]).astype(float)
+            body = {"dataframe_split": {"columns": list(features.columns),
+                                        "data": features.values.tolist()}}  # fmt: skip
+            print(f"curl -X POST {url}/invocations -H 'Content-Type: application/json' "
+                  f"-d '{json.dumps(body)[:90]}...'")  # fmt: skip
+            status, answer = _http("POST", f"{url}/invocations", body)
+            if status != 200:
+                raise DemoError(f"scoring answered {status}: {answer[:300]!r}")
+            predictions = json.loads(answer)["predictions"]
+            print(f"{'alcohol':>8} {'pH':>5} {'quality':>8} {'predicted':>10}")
+            for (_, row), predicted in zip(wine.iterrows(), predictions):
+                print(f"{row['alcohol']:>8.1f} {row['pH']:>5.2f} {row[TARGET]:>8.0f} {predicted:>10.3f}")
+            metrics = _http("GET", f"{url}/metrics")[1].decode()
+            served = [line for line in metrics.splitlines()
+                      if line.startswith("mlscale_requests_total") and "invocations" in line]  # fmt: skip
+            print("metrics: " + "; ".join(served))
+        finally:
+            code = _stop(server)
+    if code != 0:
+        raise DemoError(f"the server exited with status {code} after SIGTERM (log: {log_path})")
+    print(f"\nserver stopped cleanly. Done in {time.monotonic() - started:.0f} s. "
+          f"Browse the runs: cd {settings.out_dir} && mlflow ui")  # fmt: skip

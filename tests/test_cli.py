@@ -1,0 +1,106 @@
+"""The command line: what a user types, what they read, and the exit status."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+from click.testing import CliRunner
+
+from mlscale.cli.main import main
+
+
+def test_help_lists_the_commands():
+    result = CliRunner().invoke(main, ["--help"])
+    assert result.exit_code == 0
+    for command in ("train", "serve", "demo"):
+        assert command in result.output
+
+
+def test_serve_help_documents_the_mlflow_flags():
+    result = CliRunner().invoke(main, ["serve", "--help"])
+    assert result.exit_code == 0
+    for flag in ("-m, --model-uri", "-h, --host", "-p, --port", "-w, --workers", "-t, --timeout",
+                 "MLFLOW_MODELS_WORKERS", "MLFLOW_SCORING_SERVER_REQUEST_TIMEOUT", "--no-conda"):
+        assert flag in result.output
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--env-manager", "conda"], "--env-manager conda is not supported"),
+        (["--max-body-size", "lots"], "'lots' is not a size"),
+        (["--port", "70000"], "70000 is not in the range"),
+        (["--workers", "0"], "0 is not in the range"),
+        (["--timeout", "0"], "Invalid value for '-t' / '--timeout'"),
+    ],
+)
+def test_bad_serve_flags_are_usage_errors(args, message):
+    result = CliRunner().invoke(main, ["serve", "-m", "models:/x/1", *args])
+    assert result.exit_code == 2
+    assert message in result.output
+    assert "Traceback" not in result.output
+
+
+def test_serve_requires_a_model():
+    result = CliRunner().invoke(main, ["serve"])
+    assert result.exit_code == 2
+    assert "Missing option '-m' / '--model-uri'" in result.output
+
+
+def test_mlflow_environment_variables_set_the_defaults(monkeypatch):
+    """MLFLOW_MODELS_WORKERS and friends reach the settings, as in `mlflow models serve`."""
+    import mlscale.serving.server as server
+
+    seen = {}
+    monkeypatch.setattr(server, "serve", lambda settings: seen.setdefault("s", settings) and 0)
+    env = {"MLFLOW_MODELS_WORKERS": "3", "MLFLOW_SCORING_SERVER_REQUEST_TIMEOUT": "7",
+           "MLFLOW_PORT": "6001", "MLFLOW_HOST": "0.0.0.0"}  # fmt: skip
+    result = CliRunner().invoke(main, ["serve", "-m", "m"], env=env)
+    assert result.exit_code == 0, result.output
+    settings = seen["s"]
+    assert (settings.workers, settings.timeout_s, settings.port, settings.host) == (3, 7, 6001, "0.0.0.0")
+
+
+def test_train_prints_the_registered_uri_last(tmp_path):
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    run = subprocess.run(
+        [sys.executable, "-m", "mlscale", "train", "--tracking-uri", uri, "--name", "wine-cli"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.strip().splitlines()[-1] == "models:/wine-cli/1"
+    assert "rmse=" in run.stderr
+
+    import mlflow
+
+    client = mlflow.MlflowClient(tracking_uri=uri)
+    version = client.get_model_version("wine-cli", "1")
+    logged = client.get_run(version.run_id).data
+    assert set(logged.metrics) == {"rmse", "mae", "r2"}
+    assert logged.params["max_depth"] == "10" and logged.params["random_state"] == "42"
+
+
+def test_train_rejects_data_without_a_target(tmp_path):
+    bad = tmp_path / "bad.csv"
+    bad.write_text("a,b\n1,2\n")
+    result = CliRunner().invoke(
+        main, ["train", "--data", str(bad), "--tracking-uri", f"sqlite:///{tmp_path}/m.db"]
+    )
+    assert result.exit_code == 1
+    assert "has no 'quality' column" in result.output
+
+
+@pytest.mark.slow
+def test_demo_runs_end_to_end_and_again(tmp_path):
+    out = tmp_path / "demo"
+    for version in (1, 2):  # a second run works without deleting anything
+        run = subprocess.run(
+            [sys.executable, "-m", "mlscale", "demo", "--out", str(out)],
+            capture_output=True, text=True, timeout=600,
+        )  # fmt: skip
+        assert run.returncode == 0, run.stdout + run.stderr
+        assert f"registered models:/wine-quality/{version}" in run.stdout
+        assert "server stopped cleanly" in run.stdout
+        assert 'status="200"} 1.0' in run.stdout
