@@ -28,6 +28,7 @@ import json
 import os
 import platform
 import re
+import resource
 import shutil
 import signal
 import socket
@@ -135,6 +136,56 @@ def wait_for_quiet(max_wait_s: float = QUIET_WAIT_S) -> float:
     while load > NOISY_CPU_PCT and time.monotonic() < deadline:
         load = background_cpu_pct()
     return load
+
+
+class CpuAudit:
+    """CPU time spent by processes other than ours while a measurement runs.
+
+    System busy time (user+nice+system, all cores) minus what the server tree,
+    this script and its waited-for children (wrk, the in-process run) used.
+    The rest is somebody else's job competing for our cores; the report flags
+    measurements where it reached a fifth of a core.
+    """
+
+    def __init__(self, server_pid: int | None = None) -> None:
+        self.server_pid = server_pid
+        self._start = self._snapshot()
+        self._t0 = time.monotonic()
+
+    def _snapshot(self) -> tuple[float, float]:
+        t = psutil.cpu_times()
+        busy = t.user + t.nice + t.system
+        ours = sum(
+            r.ru_utime + r.ru_stime
+            for r in (resource.getrusage(resource.RUSAGE_SELF),
+                      resource.getrusage(resource.RUSAGE_CHILDREN))
+        )  # fmt: skip
+        if self.server_pid is not None:
+            ours += _tree_cpu_s(self.server_pid)
+        return busy, ours
+
+    def foreign_pct(self) -> float:
+        """Others' CPU use since start, in % of one core (0 when nothing else ran)."""
+        busy, ours = self._snapshot()
+        wall = max(time.monotonic() - self._t0, 1e-6)
+        foreign = (busy - self._start[0]) - (ours - self._start[1])
+        return max(0.0, 100 * foreign / wall)
+
+
+def _tree_cpu_s(pid: int) -> float:
+    try:
+        root = psutil.Process(pid)
+        procs = [root, *root.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return 0.0
+    total = 0.0
+    for proc in procs:
+        try:
+            times = proc.cpu_times()
+            total += times.user + times.system
+        except psutil.NoSuchProcess:
+            pass
+    return total
 
 
 def train_model(workdir: Path) -> str:
@@ -409,6 +460,7 @@ class WrkResult:
     non_2xx: int = 0
     socket_errors: dict[str, int] = field(default_factory=dict)
     rows_per_request: int = 1
+    foreign_cpu_pct: float = 0.0
 
     @property
     def valid(self) -> bool:
@@ -552,9 +604,13 @@ def bench_server(
                 continue
             result = WrkResult(server.name, workload.name, workload.connections, duration_s,
                                rows_per_request=workload.rows)  # fmt: skip
+            audit = CpuAudit(server.proc.pid if server.proc else None)
             output = run_wrk(server.port, scripts[workload.body], workload.connections, duration_s)
+            result.foreign_cpu_pct = audit.foreign_pct()
             parse_wrk(output, result)
             flag = "" if result.valid else "  INVALID (errors)"
+            if result.foreign_cpu_pct > NOISY_CPU_PCT:
+                flag += f"  (noisy: other processes used {result.foreign_cpu_pct:.0f} % of a core)"
             print(f"[{server.name}] {workload.name}: {result.requests_per_s:,.0f} req/s, "
                   f"p50 {fmt_ms(result.p50_ms)}, p99 {fmt_ms(result.p99_ms)}{flag}", flush=True)  # fmt: skip
             results.append(result)
@@ -622,7 +678,7 @@ def evaluate_targets(
 def render_markdown(
     facts: dict[str, str], duration_s: float, results: list[WrkResult],
     memory: dict[str, dict[str, float]], inproc: dict[str, float],
-    targets: list[dict[str, object]],
+    targets: list[dict[str, object]], inproc_noise: float,
 ) -> str:  # fmt: skip
     """The report: one table per kind of number, ratios next to the raw figures."""
     by_key = {(r.workload, r.server): r for r in results}
@@ -633,12 +689,14 @@ def render_markdown(
         f"{facts['wrk']}. Each server pinned to core {SERVER_CORE}, wrk to core {WRK_CORE}; "
         f"{duration_s:g} s per run."
     )
-    noisy = {name: m["background_cpu_pct"] for name, m in memory.items()
-             if m["background_cpu_pct"] > NOISY_CPU_PCT}  # fmt: skip
+    noisy = [f"{r.server} / {r.workload} {r.foreign_cpu_pct:.0f} %" for r in results
+             if r.foreign_cpu_pct > NOISY_CPU_PCT]  # fmt: skip
+    if inproc_noise > NOISY_CPU_PCT:
+        noisy.append(f"in-process predict {inproc_noise:.0f} %")
     if noisy:
-        where = ", ".join(f"{name} {pct:.0f} %" for name, pct in noisy.items())
-        out += ["", f"**Noisy run:** other processes kept a core busy before these servers "
-                f"started ({where}); their numbers are less reliable."]  # fmt: skip
+        out += ["", "**Noisy run:** other processes on this machine used CPU during "
+                f"these measurements (% of one core): {'; '.join(noisy)}. "
+                "Their numbers are less reliable; rerun on a quiet machine."]  # fmt: skip
     out += ["", "## One row per request", "",
             "| workload | server | requests/s | p50 | p99 | mlscale / mlflow | share of ceiling | valid |",
             "|---|---|---:|---:|---:|---:|---:|:---:|"]  # fmt: skip
@@ -744,11 +802,14 @@ def run(args: argparse.Namespace) -> int:
 
         print(f"\n[in-process] predict on {BATCH_ROWS} rows for {args.duration:g} s each...",
               flush=True)  # fmt: skip
+        wait_for_quiet(10.0 if args.quick else QUIET_WAIT_S)
+        audit = CpuAudit()
         inproc = inprocess_rates(model_uri, env, args.duration)
+        inproc_noise = audit.foreign_pct()
 
     by_key = {(r.workload, r.server): r for r in results}
     targets = evaluate_targets(by_key, memory, inproc)
-    report = render_markdown(facts, args.duration, results, memory, inproc, targets)
+    report = render_markdown(facts, args.duration, results, memory, inproc, targets, inproc_noise)
     print("\n" + report)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "serve.md").write_text(report)
@@ -758,6 +819,7 @@ def run(args: argparse.Namespace) -> int:
         "model_uri": model_uri,
         "runs": [{**asdict(r), "valid": r.valid, "rows_per_s": r.rows_per_s} for r in results],
         "in_process_rows_per_s": inproc,
+        "in_process_foreign_cpu_pct": inproc_noise,
         "memory": memory,
         "targets": targets,
     }

@@ -74,9 +74,9 @@ def save_sklearn_pipeline(path: str) -> str:
     import mlflow.sklearn
     from mlflow.models import infer_signature
     from sklearn.compose import ColumnTransformer
-    from sklearn.linear_model import LinearRegression
     from sklearn.pipeline import Pipeline
     from sklearn.preprocessing import OneHotEncoder
+    from sklearn.tree import DecisionTreeRegressor
 
     frame = color_frame()
     target = frame["size"] * 3 + (frame["color"] == "red") * 2.0
@@ -86,13 +86,14 @@ def save_sklearn_pipeline(path: str) -> str:
                 [("color", OneHotEncoder(handle_unknown="ignore"), ["color"])],
                 remainder="passthrough",
             )),
-            ("regress", LinearRegression()),
+            # A tree: its answers do not depend on how requests are merged.
+            ("regress", DecisionTreeRegressor(max_depth=4, random_state=0)),
         ]
     )  # fmt: skip
     model.fit(frame, target)
     mlflow.sklearn.save_model(
         model, path, signature=infer_signature(frame, model.predict(frame)),
-        serialization_format="cloudpickle",
+        input_example=frame.head(5), serialization_format="cloudpickle",
     )  # fmt: skip
     return path
 

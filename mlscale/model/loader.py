@@ -14,16 +14,14 @@ import os
 import time
 from dataclasses import dataclass
 
-import numpy as np
 import orjson
 
 from mlscale.errors import ModelLoadError
-from mlscale.model.native import NativePredict, native_candidates, same_predictions
+from mlscale.model import checks
+from mlscale.model.native import NativePredict, native_candidates
 from mlscale.model.signature import NumericSignature
 
 logger = logging.getLogger("mlscale.model")
-
-_SAMPLE_ROWS = 8
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -34,6 +32,9 @@ class LoadedModel:
     input_schema: object | None
     signature: NumericSignature | None
     native: NativePredict | None
+    # Whether merging requests into one call answers each exactly as alone.
+    native_batchable: bool = False
+    pyfunc_batchable: bool = False
     # Which path serves the fast case, and why; shown at start-up.
     path_description: str
     load_seconds: float
@@ -80,27 +81,57 @@ def _explain_resolution_error(uri: str, detail: str) -> str:
 
 
 def load_model(uri: str, *, native: bool = True) -> LoadedModel:
-    """Load ``uri``, pick the fast path, and warm both paths up."""
+    """Load ``uri``, pick the fast path, check batching, and warm both paths up."""
+    from mlflow.exceptions import MlflowException
+
+    from mlscale.protocol.fast import decode_matrix
+    from mlscale.protocol.pyfunc import JSON, Predictor, parse
+
     started = time.perf_counter()
     local = download_model(uri)
     pyfunc_model = _load_pyfunc(uri, local)
     schema = pyfunc_model.metadata.get_input_schema()
     signature = NumericSignature.from_schema(schema)
+    predictor = Predictor(pyfunc_model)
 
-    native_predict: NativePredict | None = None
+    # The sample: the model's input example, and random rows for numeric signatures.
+    example = checks.input_example(local)
+    body: bytes | None = None
+    if signature is not None:
+        rows = []
+        if example is not None and set(signature.names) <= set(map(str, example.columns)):
+            rows = example[list(signature.names)].astype(float).values.tolist()
+        body = orjson.dumps(checks.sample_document(signature, rows))
+    elif example is not None:
+        body = checks.sample_frame_body(example)
+
+    sample = None
+    if body is not None:
+        try:
+            sample = parse(body, JSON, pyfunc_model, schema, accept_legacy_split=False)
+            expected = predictor(sample.data, sample.params)  # also warms pyfunc up
+        except MlflowException as exc:
+            logger.warning("The sample rows fail through pyfunc: %s", exc.message.splitlines()[0])
+            sample = None
+
+    pyfunc_batchable = sample is not None and checks.pyfunc_merges_exactly(predictor, sample.data)
+    native_predict, native_batchable = None, False
     if not native:
         description = "pyfunc (native path switched off)"
     elif signature is None:
         description = "pyfunc (the signature is not all named numeric columns)"
+    elif sample is None:
+        description = "pyfunc (no sample rows to check a native path against)"
     else:
+        matrix = decode_matrix(orjson.loads(body), signature)
         reasons = []
         for choice in native_candidates(pyfunc_model):
             if choice.predict is None:
                 reasons.append(choice.reason)
                 continue
-            mismatch = _verify_native(pyfunc_model, schema, signature, choice.predict, local)
+            mismatch, batchable = checks.check_native(choice.predict, matrix, expected)
             if mismatch is None:
-                native_predict = choice.predict
+                native_predict, native_batchable = choice.predict, batchable
                 break
             reasons.append(f"{choice.reason}: {mismatch}")
         if native_predict is not None:
@@ -114,6 +145,8 @@ def load_model(uri: str, *, native: bool = True) -> LoadedModel:
         input_schema=schema,
         signature=signature,
         native=native_predict,
+        native_batchable=native_batchable,
+        pyfunc_batchable=pyfunc_batchable,
         path_description=description,
         load_seconds=time.perf_counter() - started,
     )
@@ -135,70 +168,3 @@ def _load_pyfunc(uri: str, local: str) -> object:
             f"Cannot load model {uri!r} from {local}: {type(exc).__name__}: {first_line}. "
             "The artifact may be corrupt or saved by an incompatible library version."
         ) from exc
-
-
-def sample_document(
-    signature: NumericSignature, local_path: str | None = None, rows: int = _SAMPLE_ROWS
-) -> dict:
-    """A ``dataframe_split`` request body of sample rows for the signature.
-
-    The model's own input example comes first when it has one; seeded random
-    rows, integers in integer columns, follow.
-    """
-    data: list[list[float]] = []
-    example = _input_example_rows(signature, local_path) if local_path else []
-    data.extend(example)
-    rng = np.random.default_rng(0)
-    for _ in range(rows):
-        row = rng.uniform(-10, 10, signature.width).round(3)
-        row[list(signature.integer_columns)] = np.round(row[list(signature.integer_columns)])
-        data.append(row.tolist())
-    return {"dataframe_split": {"columns": list(signature.names), "data": data}}
-
-
-def _input_example_rows(signature: NumericSignature, local_path: str) -> list[list[float]]:
-    try:
-        from mlflow.models import Model
-
-        example = Model.load(local_path).load_input_example(local_path)
-        frame = example if hasattr(example, "columns") else None
-        if frame is None:
-            return []
-        return frame[list(signature.names)].astype(float).values.tolist()
-    except Exception:  # an example is a bonus; its absence or oddity is not an error
-        return []
-
-
-def _verify_native(
-    pyfunc_model: object,
-    schema: object,
-    signature: NumericSignature,
-    native_predict: NativePredict,
-    local_path: str,
-) -> str | None:
-    """Run sample rows through both full paths; None when the answers are identical."""
-    from mlflow.exceptions import MlflowException
-
-    from mlscale.protocol.fast import decode_matrix
-    from mlscale.protocol.pyfunc import JSON, Predictor, parse
-
-    body = orjson.dumps(sample_document(signature, local_path))
-    try:
-        parsed = parse(body, JSON, pyfunc_model, schema, accept_legacy_split=False)
-        expected = Predictor(pyfunc_model)(parsed.data, parsed.params)
-    except MlflowException as exc:
-        return f"pyfunc rejects the sample rows: {exc.message.splitlines()[0]}"
-    matrix = decode_matrix(orjson.loads(body), signature)
-    if matrix is None:
-        return "the sample rows do not decode on the fast path"
-    try:
-        actual = native_predict(matrix)
-    except Exception as exc:
-        return f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
-    mismatch = same_predictions(expected, actual)
-    if mismatch is None:
-        # A batch of many rows must also answer row by row, or batching would change results.
-        single = native_predict(matrix[:1])
-        if not np.array_equal(single, actual[:1], equal_nan=actual.dtype.kind == "f"):
-            return "a single row predicts differently alone than in a batch"
-    return mismatch

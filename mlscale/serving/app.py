@@ -15,6 +15,7 @@ import asyncio
 import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 
 import orjson
 from mlflow.exceptions import MlflowException
@@ -31,7 +32,7 @@ from mlscale.protocol.errors import (
 )
 from mlscale.protocol.fast import decode_matrix
 from mlscale.serving import lifecycle
-from mlscale.serving.batcher import Batcher
+from mlscale.serving.batcher import Batcher, BatchSettings
 from mlscale.serving.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from mlscale.serving.metrics import Metrics
 from mlscale.serving.predict import batch_key, native_batch, pyfunc_batch
@@ -72,6 +73,11 @@ def _header(scope: dict, name: bytes) -> bytes | None:
     return None
 
 
+def _batch_settings(settings: ServeSettings, mergeable: bool) -> BatchSettings:
+    """One request per predict call when merging could change an answer's last bit."""
+    return settings.batch if mergeable else replace(settings.batch, max_batch_rows=1)
+
+
 class ScoringApp:
     """One worker's scoring server for one loaded model."""
 
@@ -87,7 +93,7 @@ class ScoringApp:
         if model.native is not None:
             self._native = Batcher(
                 native_batch(model.native),
-                settings.batch,
+                _batch_settings(settings, model.native_batchable),
                 executor=self._model_thread,
                 # A small native call (~0.2 ms) costs less than the hop to a thread
                 # and back; larger ones leave the event loop free meanwhile.
@@ -96,7 +102,7 @@ class ScoringApp:
             )
         self._pyfunc = Batcher(
             pyfunc_batch(generic.Predictor(model.pyfunc)),
-            settings.batch,
+            _batch_settings(settings, model.pyfunc_batchable),
             executor=self._model_thread,
             observer=metrics.observer("pyfunc"),
         )

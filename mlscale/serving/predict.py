@@ -10,6 +10,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from mlscale.model.checks import split_rows
 from mlscale.model.native import NativePredict
 from mlscale.protocol.encode import encode_predictions
 from mlscale.protocol.errors import ServingError
@@ -84,22 +85,6 @@ def pyfunc_batch(predictor: Predictor):
         return outcomes
 
     return run
-
-
-def split_rows(raw: object, sizes: Sequence[int]) -> list[object] | None:
-    """Split a batched output back per request, or None when it is not row-aligned."""
-    total = sum(sizes)
-    if not hasattr(raw, "__len__") or isinstance(raw, (str, bytes, dict)) or len(raw) != total:
-        return None
-    bounds = np.cumsum(sizes)
-    starts = [0, *bounds[:-1].tolist()]
-    if isinstance(raw, np.ndarray):
-        return [raw[s:e] for s, e in zip(starts, bounds.tolist())]
-    if hasattr(raw, "iloc"):  # DataFrame or Series: fresh index as each request alone would have
-        return [raw.iloc[s:e].reset_index(drop=True) for s, e in zip(starts, bounds.tolist())]
-    if isinstance(raw, list):
-        return [raw[s:e] for s, e in zip(starts, bounds.tolist())]
-    return None
 
 
 def batch_key(request: ParsedRequest) -> object:

@@ -50,9 +50,12 @@ def build_app(settings: ServeSettings):
     from mlscale.serving.metrics import Metrics
 
     model = load_model(settings.model_uri, native=settings.native)
+    batching = "on" if (model.native_batchable if model.native else model.pyfunc_batchable) else (
+        "off (merged calls did not answer exactly as single ones on sample rows, or no sample)"
+    )
     logger.info(
-        "Model %s loaded in %.2f s; fast path: %s",
-        settings.model_uri, model.load_seconds, model.path_description,
+        "Model %s loaded in %.2f s; path: %s; batching: %s",
+        settings.model_uri, model.load_seconds, model.path_description, batching,
     )  # fmt: skip
     return ScoringApp(settings, model, Metrics())
 
