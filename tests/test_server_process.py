@@ -157,6 +157,7 @@ def test_timeout_answers_504_and_drops_queued_work(slow_model, tmp_path):
     args = ("-m", slow_model, "-t", "0.5", "--max-batch-size", "1")
     with ServerProcess(*args, env=env) as server:
         server.wait_ready()
+        calls.write_text("")  # forget the calls of the load-time checks
         with concurrent.futures.ThreadPoolExecutor(4) as pool:
             answers = list(pool.map(lambda _: post(server.url, ONE_ROW), range(4)))
         # The call that had started runs to its end; when it ends, the batcher

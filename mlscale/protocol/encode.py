@@ -20,7 +20,7 @@ _ORJSON_NUMPY = orjson.OPT_SERIALIZE_NUMPY
 
 def encode_predictions(raw: object, *, unwrapped: bool = False) -> bytes:
     """The response body for a model's output."""
-    if not unwrapped and isinstance(raw, np.ndarray) and raw.dtype.kind in "fiub":
+    if not unwrapped and isinstance(raw, np.ndarray) and raw.ndim and raw.dtype.kind in "fiub":
         array = raw
         if array.dtype.kind == "f":
             if array.dtype != np.float64:

@@ -89,11 +89,9 @@ def _wrap_legacy_split(body: bytes) -> object:
         document = orjson.loads(body)
     except orjson.JSONDecodeError:
         return body  # MLflow's parser reports the error
-    if (
-        isinstance(document, dict)
-        and "data" in document
-        and not document.keys() & (FORMAT_KEYS | LLM_KEYS)
-    ):
+    if not isinstance(document, dict):
+        return body  # MLflow's parser words the rejection
+    if "data" in document and not document.keys() & (FORMAT_KEYS | LLM_KEYS):
         return {"dataframe_split": document}
     return document
 

@@ -78,6 +78,14 @@ def _batch_settings(settings: ServeSettings, mergeable: bool) -> BatchSettings:
     return settings.batch if mergeable else replace(settings.batch, max_batch_rows=1)
 
 
+def _row_count(data: object) -> int:
+    """Rows in a parsed input, for the batch budget; a scalar or 0-d array is one."""
+    try:
+        return max(len(data), 1)
+    except TypeError:
+        return 1
+
+
 class ScoringApp:
     """One worker's scoring server for one loaded model."""
 
@@ -151,7 +159,13 @@ class ScoringApp:
     # -- routing -----------------------------------------------------------
 
     async def _http(self, scope, receive, send) -> None:
-        route = _ROUTES.get(scope["path"].encode())
+        path = scope["path"].encode()
+        route = _ROUTES.get(path)
+        if route is None and path.endswith(b"/") and path.rstrip(b"/") in _ROUTES:
+            # FastAPI (MLflow's server) redirects "/ping/" to "/ping" with a 307,
+            # which keeps the method and body; clients that rely on it keep working.
+            await self._redirect(scope, send, path.rstrip(b"/"))
+            return
         if route is None:
             self.metrics.count("other", 404)
             await _respond(send, 404, _NOT_FOUND, _headers(JSON, _NOT_FOUND))
@@ -173,6 +187,15 @@ class ScoringApp:
             status, content_type, body = 200, METRICS_CONTENT_TYPE, self.metrics.exposition()
         self.metrics.count(endpoint, status)
         await _respond(send, status, body, _headers(content_type, body))
+
+    async def _redirect(self, scope, send, path: bytes) -> None:
+        host = _header(scope, b"host")
+        scheme = scope.get("scheme", "http").encode()
+        location = (scheme + b"://" + host + path) if host else path
+        if scope.get("query_string"):
+            location += b"?" + scope["query_string"]
+        self.metrics.count("other", 307)
+        await _respond(send, 307, b"", [(b"location", location), (b"content-length", b"0")])
 
     def _ping(self) -> tuple[int, bytes, bytes]:
         if self.ready and not self.draining:
@@ -239,8 +262,7 @@ class ScoringApp:
                 accept_legacy_split=self.settings.accept_legacy_split,
             ),
         )  # fmt: skip
-        rows = len(parsed.data) if hasattr(parsed.data, "__len__") else 1
-        return await self._pyfunc.submit(parsed, rows, batch_key(parsed))
+        return await self._pyfunc.submit(parsed, _row_count(parsed.data), batch_key(parsed))
 
     def _decode(self, body: bytes):
         try:
