@@ -111,7 +111,8 @@ def machine_facts() -> dict[str, str]:
         "mlflow": mlflow.__version__,
         "uvicorn": uvicorn.__version__,
         "xgboost": xgboost.__version__,
-        "wrk": (wrk_version.stdout or wrk_version.stderr).split("\n", 1)[0].strip(),
+        "wrk": re.sub(r"\s*Copyright.*", "", (wrk_version.stdout or wrk_version.stderr)
+                      .split("\n", 1)[0]).strip(),  # fmt: skip
         "kernel": platform.release(),
     }
 
@@ -120,7 +121,7 @@ def background_cpu_pct(sample_s: float = 1.0) -> float:
     """Busiest core's CPU use while none of our processes runs.
 
     Pinning keeps server and wrk apart, not other people's jobs: a test suite
-    running on the same box shows up here, and the report flags the run as noisy.
+    running on the same box shows up here, and is waited out (see wait_for_quiet).
     """
     return max(psutil.cpu_percent(interval=sample_s, percpu=True))
 
@@ -141,7 +142,7 @@ def wait_for_quiet(max_wait_s: float = QUIET_WAIT_S) -> float:
 class CpuAudit:
     """CPU time spent by processes other than ours while a measurement runs.
 
-    System busy time (user+nice+system, all cores) minus what the server tree,
+    System busy time (all cores, idle and iowait excluded) minus what the server tree,
     this script and its waited-for children (wrk, the in-process run) used.
     The rest is somebody else's job competing for our cores; the report flags
     measurements where it reached a fifth of a core.
@@ -154,7 +155,10 @@ class CpuAudit:
 
     def _snapshot(self) -> tuple[float, float]:
         t = psutil.cpu_times()
-        busy = t.user + t.nice + t.system
+        # softirq too: the kernel charges loopback network work done in our
+        # processes' context to them, and to softirq here. steal: the
+        # hypervisor's other guests also compete for our cores.
+        busy = t.user + t.nice + t.system + t.irq + t.softirq + t.steal
         ours = sum(
             r.ru_utime + r.ru_stime
             for r in (resource.getrusage(resource.RUSAGE_SELF),
@@ -397,22 +401,24 @@ def _group_members(pgid: int) -> list[int]:
     return members
 
 
-def tree_rss_mb(pid: int) -> tuple[float, int]:
-    """RSS of a process and all its descendants in MB, and how many processes that is.
+def tree_rss_mb(pid: int) -> tuple[float, float, int]:
+    """RSS of a process and all its descendants in MB, the largest single process's
+    RSS, and how many processes that is.
 
     The whole tree counts because ``mlflow models serve`` keeps its launcher
     process alive next to the uvicorn child that serves: both are the cost of
-    running it. ``taskset`` execs, so the pid is the server's own.
+    running it. The largest process is reported too, so a reader can compare
+    serving processes alone. ``taskset`` execs, so the pid is the server's own.
     """
     root = psutil.Process(pid)
     procs = [root, *root.children(recursive=True)]
-    total = 0
+    sizes = []
     for proc in procs:
         try:
-            total += proc.memory_info().rss
+            sizes.append(proc.memory_info().rss / 2**20)
         except psutil.NoSuchProcess:
             pass
-    return total / 2**20, len(procs)
+    return sum(sizes), max(sizes, default=0.0), len(sizes)
 
 
 def check_answers(server: Server, bodies: dict[str, bytes]) -> list[float]:
@@ -615,11 +621,13 @@ def bench_server(
                   f"p50 {fmt_ms(result.p50_ms)}, p99 {fmt_ms(result.p99_ms)}{flag}", flush=True)  # fmt: skip
             results.append(result)
         assert server.proc is not None
-        rss, nprocs = tree_rss_mb(server.proc.pid)
-        memory = {"tree_rss_mb": rss, "processes": nprocs, "workers": server.workers,
+        rss, largest, nprocs = tree_rss_mb(server.proc.pid)
+        memory = {"tree_rss_mb": rss, "largest_process_rss_mb": largest,
+                  "processes": nprocs, "workers": server.workers,
                   "rss_per_worker_mb": rss / server.workers,
                   "background_cpu_pct": background}  # fmt: skip
-        print(f"[{server.name}] RSS {rss:.0f} MB over {nprocs} process(es)", flush=True)
+        print(f"[{server.name}] RSS {rss:.0f} MB over {nprocs} process(es), "
+              f"largest {largest:.0f} MB", flush=True)
         return results, memory
     finally:
         stop_server(server)
@@ -686,7 +694,7 @@ def render_markdown(
     out.append(
         f"Machine: {facts['cpu']} ({facts['cores']} cores); Python {facts['python']}, "
         f"MLflow {facts['mlflow']}, uvicorn {facts['uvicorn']}, xgboost {facts['xgboost']}, "
-        f"{facts['wrk']}. Each server pinned to core {SERVER_CORE}, wrk to core {WRK_CORE}; "
+        f"{facts['wrk']}; kernel {facts['kernel']}. Each server pinned to core {SERVER_CORE}, wrk to core {WRK_CORE}; "
         f"{duration_s:g} s per run."
     )
     noisy = [f"{r.server} / {r.workload} {r.foreign_cpu_pct:.0f} %" for r in results
@@ -731,10 +739,11 @@ def render_markdown(
         out.append(f"| in-process raw xgboost `predict` | | {inproc['raw']:,.0f} | | | | "
                    f"{fmt_ratio(inproc['raw'], inproc['pyfunc'], pct=True)} | |")  # fmt: skip
     out += ["", "## Memory (RSS of the whole process tree, after the runs)", "",
-            "| server | processes | workers | RSS total | RSS per worker |", "|---|---:|---:|---:|---:|"]
+            "| server | processes | workers | RSS total | RSS per worker | largest process |",
+            "|---|---:|---:|---:|---:|---:|"]  # fmt: skip
     for server, m in memory.items():
         out.append(f"| {server} | {m['processes']:.0f} | {m['workers']:.0f} | {m['tree_rss_mb']:.0f} MB "
-                   f"| {m['rss_per_worker_mb']:.0f} MB |")  # fmt: skip
+                   f"| {m['rss_per_worker_mb']:.0f} MB | {m['largest_process_rss_mb']:.0f} MB |")  # fmt: skip
     out += ["", "## Targets", "", "| target | measured | met |", "|---|---|:---:|"]
     for t in targets:
         met = {True: "yes", False: "**no**", None: "n/a"}[t["met"]]  # type: ignore[index]
@@ -779,7 +788,7 @@ def run(args: argparse.Namespace) -> int:
     ensure_cores()
     ensure_wrk()
     facts = machine_facts()
-    print("Machine: " + ", ".join(f"{k} {v}" for k, v in facts.items()), flush=True)
+    print("Machine: " + ", ".join(f"{k}: {v}" for k, v in facts.items()), flush=True)
     warmup_s = 1.0 if args.quick else 2.0
     with tempfile.TemporaryDirectory(prefix="mlscale-bench-") as tmp:
         workdir = Path(tmp)

@@ -1,17 +1,17 @@
 """Run the scoring server: one process, or N workers under uvicorn's supervisor.
 
-With ``workers == 1`` the model loads in this process and uvicorn serves it
-here, as ``mlflow models serve`` does. With more, this process resolves and
-downloads the model once, then uvicorn's supervisor starts N worker processes
-that share one listening socket (the kernel spreads connections over them),
-each loading the local copy, and replaces any worker that dies.
+The model URI is resolved and downloaded once, into a temporary folder, by a
+short-lived child process. With ``workers == 1`` the model then loads in this
+process and uvicorn serves it here. With more, uvicorn's supervisor starts N
+worker processes that share one listening socket (the kernel spreads
+connections over them), each loading the local copy, and replaces any worker
+that dies.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import shutil
 import sys
 import tempfile
 from dataclasses import replace
@@ -49,7 +49,7 @@ def build_app(settings: ServeSettings):
     from mlscale.serving.app import ScoringApp
     from mlscale.serving.metrics import Metrics
 
-    model = load_model(settings.model_uri, native=settings.native)
+    model = load_model(settings.model_path or settings.model_uri, native=settings.native)
     batching = "on" if (model.native_batchable if model.native else model.pyfunc_batchable) else (
         "off (merged calls did not answer exactly as single ones on sample rows, or no sample)"
     )
@@ -87,37 +87,36 @@ class _Supervisor(Multiprocess):
 
 def serve(settings: ServeSettings) -> int:
     """Serve until stopped; returns the process exit status."""
-    if settings.workers == 1:
-        app = build_app(settings)
-        server = uvicorn.Server(_uvicorn_config(settings, app))
-        exit_quietly_after_signals()
-        server.run()
-        return 0 if server.started else 1
-    return _serve_workers(settings)
+    from mlscale.model import fetch_model
+
+    with tempfile.TemporaryDirectory(prefix="mlscale-serve-") as workdir:
+        local = fetch_model(settings.model_uri, os.path.join(workdir, "model"))
+        settings = replace(settings, model_path=local)
+        if settings.workers == 1:
+            app = build_app(settings)
+            server = uvicorn.Server(_uvicorn_config(settings, app))
+            exit_quietly_after_signals()
+            server.run()
+            return 0 if server.started else 1
+        return _serve_workers(settings, workdir)
 
 
-def _serve_workers(settings: ServeSettings) -> int:
-    from mlscale.model import download_model
+def _serve_workers(settings: ServeSettings, workdir: str) -> int:
     from mlscale.serving.metrics import MULTIPROC_ENV
 
-    workdir = tempfile.mkdtemp(prefix="mlscale-serve-")
-    try:
-        local = download_model(settings.model_uri, dst_path=os.path.join(workdir, "model"))
-        metrics_dir = os.path.join(workdir, "metrics")
-        os.makedirs(metrics_dir)
-        # Inherited by the workers, which are spawned after this point.
-        os.environ[MULTIPROC_ENV] = metrics_dir
-        os.environ[SETTINGS_ENV] = replace(settings, model_uri=local).to_json()
-        config = _uvicorn_config(
-            settings, "mlscale.serving.server:worker_app", factory=True, workers=settings.workers
-        )
-        socket = config.bind_socket()
-        supervisor = _Supervisor(config, sockets=[socket])
-        supervisor.run()
-        socket.close()
-        if not supervisor.stopped_by_signal:
-            logger.error("The workers could not start; see the error above.")
-            return 1
-        return 0
-    finally:
-        shutil.rmtree(workdir, ignore_errors=True)
+    metrics_dir = os.path.join(workdir, "metrics")
+    os.makedirs(metrics_dir)
+    # Inherited by the workers, which are spawned after this point.
+    os.environ[MULTIPROC_ENV] = metrics_dir
+    os.environ[SETTINGS_ENV] = settings.to_json()
+    config = _uvicorn_config(
+        settings, "mlscale.serving.server:worker_app", factory=True, workers=settings.workers
+    )
+    socket = config.bind_socket()
+    supervisor = _Supervisor(config, sockets=[socket])
+    supervisor.run()
+    socket.close()
+    if not supervisor.stopped_by_signal:
+        logger.error("The workers could not start; see the error above.")
+        return 1
+    return 0

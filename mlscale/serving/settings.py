@@ -14,6 +14,8 @@ SETTINGS_ENV = "MLSCALE_SERVE_SETTINGS"
 @dataclass(frozen=True, kw_only=True)
 class ServeSettings:
     model_uri: str
+    # A local copy of the model, once fetched; loaded instead of ``model_uri``.
+    model_path: str | None = None
     host: str = "127.0.0.1"
     port: int = 5000
     workers: int = 1
