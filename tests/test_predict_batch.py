@@ -155,3 +155,25 @@ def test_split_rows(raw, sizes, expected):
         assert parts is None
     else:
         assert [list(p) for p in parts] == expected
+
+
+def test_a_native_model_that_raises_answers_mlflows_400():
+    def broken(matrix):
+        raise ValueError("the library refused the input")
+
+    with pytest.raises(MlflowException) as raised:
+        native_batch(broken)([np.zeros((1, 3))])
+    assert raised.value.get_http_status_code() == 400
+    assert "unexpected error while evaluating the model" in raised.value.message
+    assert "the library refused the input" in raised.value.serialize_as_json()
+
+
+def test_a_native_failure_in_a_merged_call_fails_only_its_request():
+    def picky(matrix):
+        if (matrix > 100).any():
+            raise ValueError("too large")
+        return matrix[:, 0] * 2
+
+    outcomes = native_batch(picky)([np.ones((1, 2)), np.full((2, 2), 1000.0), np.zeros((1, 2))])
+    assert outcomes[0] == b'{"predictions":[2.0]}' and outcomes[2] == b'{"predictions":[0.0]}'
+    assert isinstance(outcomes[1], MlflowException)

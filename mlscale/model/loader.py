@@ -82,10 +82,7 @@ def _explain_resolution_error(uri: str, detail: str) -> str:
 
 def load_model(uri: str, *, native: bool = True) -> LoadedModel:
     """Load ``uri``, pick the fast path, check batching, and warm both paths up."""
-    from mlflow.exceptions import MlflowException
-
-    from mlscale.protocol.fast import decode_matrix
-    from mlscale.protocol.pyfunc import JSON, Predictor, parse
+    from mlscale.protocol.pyfunc import Predictor
 
     started = time.perf_counter()
     local = download_model(uri)
@@ -93,43 +90,22 @@ def load_model(uri: str, *, native: bool = True) -> LoadedModel:
     schema = pyfunc_model.metadata.get_input_schema()
     signature = NumericSignature.from_schema(schema)
     predictor = Predictor(pyfunc_model)
+    sample = _Sample.build(pyfunc_model, schema, signature, local, predictor)
 
-    # The sample: the model's input example, and random rows for numeric signatures.
-    example = checks.input_example(local)
-    body: bytes | None = None
-    if signature is not None:
-        rows = []
-        if example is not None and set(signature.names) <= set(map(str, example.columns)):
-            rows = example[list(signature.names)].astype(float).values.tolist()
-        body = orjson.dumps(checks.sample_document(signature, rows))
-    elif example is not None:
-        body = checks.sample_frame_body(example)
-
-    sample = None
-    if body is not None:
-        try:
-            sample = parse(body, JSON, pyfunc_model, schema, accept_legacy_split=False)
-            expected = predictor(sample.data, sample.params)  # also warms pyfunc up
-        except MlflowException as exc:
-            logger.warning("The sample rows fail through pyfunc: %s", exc.message.splitlines()[0])
-            sample = None
-
-    pyfunc_batchable = sample is not None and checks.pyfunc_merges_exactly(predictor, sample.data)
     native_predict, native_batchable = None, False
     if not native:
         description = "pyfunc (native path switched off)"
     elif signature is None:
         description = "pyfunc (the signature is not all named numeric columns)"
-    elif sample is None:
+    elif sample is None or sample.matrix is None:
         description = "pyfunc (no sample rows to check a native path against)"
     else:
-        matrix = decode_matrix(orjson.loads(body), signature)
         reasons = []
         for choice in native_candidates(pyfunc_model):
             if choice.predict is None:
                 reasons.append(choice.reason)
                 continue
-            mismatch, batchable = checks.check_native(choice.predict, matrix, expected)
+            mismatch, batchable = checks.check_native(choice.predict, sample.matrix, sample.expected)
             if mismatch is None:
                 native_predict, native_batchable = choice.predict, batchable
                 break
@@ -146,10 +122,51 @@ def load_model(uri: str, *, native: bool = True) -> LoadedModel:
         signature=signature,
         native=native_predict,
         native_batchable=native_batchable,
-        pyfunc_batchable=pyfunc_batchable,
+        pyfunc_batchable=sample is not None and checks.pyfunc_merges_exactly(predictor, sample.frame),
         path_description=description,
         load_seconds=time.perf_counter() - started,
     )
+
+
+@dataclass(frozen=True)
+class _Sample:
+    """Sample rows as pyfunc sees them (``frame``), as the fast path decodes them
+    (``matrix``, numeric signatures only), and pyfunc's predictions for them."""
+
+    frame: object
+    matrix: object | None
+    expected: object
+
+    @classmethod
+    def build(cls, pyfunc_model, schema, signature, local, predictor) -> _Sample | None:
+        """The model's input example, plus random rows for numeric signatures; None
+        when there is nothing to sample or pyfunc refuses the sample."""
+        from mlflow.exceptions import MlflowException
+
+        from mlscale.protocol.fast import decode_matrix
+        from mlscale.protocol.pyfunc import JSON, parse
+
+        example = checks.input_example(local)
+        if signature is not None:
+            rows = []
+            try:
+                if example is not None:
+                    rows = example[list(signature.names)].astype(float).values.tolist()
+            except (KeyError, TypeError, ValueError):
+                rows = []  # an example that does not fit the signature is left out
+            body = orjson.dumps(checks.sample_document(signature, rows))
+        elif example is not None:
+            body = checks.sample_frame_body(example)
+        else:
+            return None
+        try:
+            parsed = parse(body, JSON, pyfunc_model, schema, accept_legacy_split=False)
+            expected = predictor(parsed.data, parsed.params)  # also warms pyfunc up
+        except MlflowException as exc:
+            logger.warning("The sample rows fail through pyfunc: %s", exc.message.splitlines()[0])
+            return None
+        matrix = decode_matrix(orjson.loads(body), signature) if signature is not None else None
+        return cls(parsed.data, matrix, expected)
 
 
 def _load_pyfunc(uri: str, local: str) -> object:

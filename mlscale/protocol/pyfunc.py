@@ -112,12 +112,17 @@ class Predictor:
             exc.message = f"Failed to predict data '{data}'. \nError: {exc.message}"
             raise
         except Exception as exc:
-            raise MlflowException(
-                message=(
-                    "Encountered an unexpected error while evaluating the model. Verify"
-                    " that the serialized input Dataframe is compatible with the model for"
-                    " inference."
-                ),
-                error_code=BAD_REQUEST,
-                stack_trace=traceback.format_exc(),
-            ) from exc
+            raise unexpected_model_error() from exc
+
+
+def unexpected_model_error() -> MlflowException:
+    """MLflow's answer to a model that raised an ordinary exception (call in ``except``)."""
+    return MlflowException(
+        message=(
+            "Encountered an unexpected error while evaluating the model. Verify"
+            " that the serialized input Dataframe is compatible with the model for"
+            " inference."
+        ),
+        error_code=BAD_REQUEST,
+        stack_trace=traceback.format_exc(),
+    )

@@ -78,6 +78,10 @@ def _batch_settings(settings: ServeSettings, mergeable: bool) -> BatchSettings:
     return settings.batch if mergeable else replace(settings.batch, max_batch_rows=1)
 
 
+class ClientDisconnected(Exception):
+    """The client went away before its body arrived: there is no one to answer."""
+
+
 def _row_count(data: object) -> int:
     """Rows in a parsed input, for the batch budget; a scalar or 0-d array is one."""
     try:
@@ -228,6 +232,9 @@ class ScoringApp:
                     f"({self.settings.timeout_s:g} s; raise it with -t/--timeout)."
                 )
                 status, body, headers = error.status, error.body, _headers(JSON, error.body)
+            except ClientDisconnected:
+                status = 499  # nginx's code for it, in the metrics only
+                return
             except Exception:
                 logger.exception("Unexpected error while scoring a request")
                 status, body = 500, b'{"error_code": "INTERNAL_ERROR", "message": "Internal error"}'
@@ -279,6 +286,8 @@ class ScoringApp:
         if declared is not None and declared.isdigit() and int(declared) > limit:
             raise self._too_large(int(declared))
         message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ClientDisconnected()
         body = message.get("body", b"")
         if not message.get("more_body", False):
             if len(body) > limit:
@@ -289,7 +298,7 @@ class ScoringApp:
         while message.get("more_body", False):
             message = await receive()
             if message["type"] == "http.disconnect":
-                raise asyncio.CancelledError("client disconnected")
+                raise ClientDisconnected()
             chunk = message.get("body", b"")
             size += len(chunk)
             if size > limit:

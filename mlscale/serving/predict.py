@@ -14,7 +14,7 @@ from mlscale.model.checks import split_rows
 from mlscale.model.native import NativePredict
 from mlscale.protocol.encode import encode_predictions
 from mlscale.protocol.errors import ServingError
-from mlscale.protocol.pyfunc import ParsedRequest, Predictor
+from mlscale.protocol.pyfunc import ParsedRequest, Predictor, unexpected_model_error
 
 
 class OutputNotSerializable(ServingError):
@@ -36,10 +36,25 @@ def _encode(raw: object, *, unwrapped: bool = False) -> bytes:
 def native_batch(predict: NativePredict):
     """A batch function over float64 matrices for a native predict function."""
 
+    def guarded(matrix: np.ndarray) -> np.ndarray:
+        try:
+            return predict(matrix)
+        except Exception as exc:  # the model's own failure: MLflow's 400, as on pyfunc
+            raise unexpected_model_error() from exc
+
+    def one(matrix: np.ndarray) -> object:
+        try:
+            return _encode(guarded(matrix))
+        except Exception as exc:
+            return exc
+
     def run(matrices: Sequence[np.ndarray]) -> list[object]:
         if len(matrices) == 1:
-            return [_encode(predict(matrices[0]))]
-        out = predict(np.concatenate(matrices))
+            return [_encode(guarded(matrices[0]))]
+        try:
+            out = guarded(np.concatenate(matrices))
+        except Exception:
+            return [one(m) for m in matrices]  # find out whose request the model refused
         bounds = np.cumsum([len(m) for m in matrices])[:-1]
         return [_encode(part) for part in np.split(out, bounds)]
 
