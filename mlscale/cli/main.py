@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import os
 import sys
 
@@ -11,13 +10,7 @@ import click
 from mlscale import __version__
 from mlscale.cli.options import ByteSize
 from mlscale.errors import MlscaleError
-
-
-def configure_logging(level: str = "info") -> None:
-    logging.basicConfig(
-        level=level.upper(), format="%(levelname)-9s %(message)s", stream=sys.stderr, force=False
-    )
-    logging.getLogger("mlscale").setLevel(level.upper())
+from mlscale.logs import configure_logging
 
 
 class _Group(click.Group):

@@ -21,6 +21,7 @@ from uvicorn.config import STARTUP_FAILURE
 from uvicorn.supervisors import Multiprocess
 
 from mlscale.errors import ModelLoadError
+from mlscale.logs import configure_logging
 from mlscale.serving.lifecycle import exit_quietly_after_signals
 from mlscale.serving.settings import SETTINGS_ENV, ServeSettings
 
@@ -63,6 +64,7 @@ def build_app(settings: ServeSettings):
 def worker_app():
     """uvicorn's app factory in each worker process; settings come in the environment."""
     settings = ServeSettings.from_json(os.environ[SETTINGS_ENV])
+    configure_logging(settings.log_level)
     try:
         return build_app(settings)
     except ModelLoadError as exc:
@@ -87,7 +89,7 @@ class _Supervisor(Multiprocess):
 
 def serve(settings: ServeSettings) -> int:
     """Serve until stopped; returns the process exit status."""
-    from mlscale.model import fetch_model
+    from mlscale.model.fetch import fetch_model
 
     with tempfile.TemporaryDirectory(prefix="mlscale-serve-") as workdir:
         local = fetch_model(settings.model_uri, os.path.join(workdir, "model"))
