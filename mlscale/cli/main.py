@@ -155,6 +155,67 @@ def serve(**options) -> None:
 
 
 @main.command()
+@click.option("--host", envvar="TARGET_HOST", required=True, metavar="URL",
+              help="The server, e.g. http://127.0.0.1:5000. Env: TARGET_HOST.")
+@click.option("--path", default="/invocations", show_default=True, help="The scoring path.")
+@click.option("--users", type=click.FloatRange(min=0), default=None,
+              help="Closed loop: concurrent users (each sends, waits for the answer, thinks).")
+@click.option("--rate", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="Open loop: requests per second, sent on schedule whatever the answers; "
+              "latency counts from each request's scheduled time.")  # fmt: skip
+@click.option("--duration", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="Seconds to run a constant load (default 30), or a ramp.")
+@click.option("--ramp-to", type=click.FloatRange(min=0), default=None,
+              help="Ramp linearly from --users/--rate to this value over --duration.")
+@click.option("--steps", default=None, metavar="S:V,…",
+              help="Phases of SECONDS:VALUE, e.g. 60:10,60:20,60:40 (users, or rps with --rate-steps).")
+@click.option("--rate-steps", is_flag=True, help="The --steps values are requests/s (open loop).")
+@click.option("--spike", default=None, metavar="BASE:PEAK:AT:WIDTH",
+              help="BASE load throughout, PEAK from AT s for WIDTH s (users, or rps with --rate).")
+@click.option("--shape", "shape_file", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="A profile CSV: time_s and users or rps; each row holds until the next.")
+@click.option("--spawn-rate", type=click.FloatRange(min=0, min_open=True), default=10.0,
+              show_default=True, help="Users started per second when the user count rises.")
+@click.option("--think-time", type=click.FloatRange(min=0), default=1.0, show_default=True,
+              help="Seconds a user waits between requests (the reference: 1).")
+@click.option("--random-think", is_flag=True,
+              help="Think times uniform on [0, 2T] (same mean), so users do not march in step.")
+@click.option("--arrival", type=click.Choice(["poisson", "constant"]), default="poisson",
+              show_default=True, help="Open loop: gaps between requests.")
+@click.option("--workers", type=click.IntRange(0, 64), default=0, show_default=True,
+              help="Locust worker processes under a Locust master (0: one process). Use one "
+              "per free core when one generator process saturates.")  # fmt: skip
+@click.option("--data", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="CSV or parquet of request rows (default: the wine data, target dropped).")
+@click.option("--rows-per-request", type=click.IntRange(min=1), default=1, show_default=True)
+@click.option("--mix", default=None, metavar="ROWS:WEIGHT,…",
+              help="A weighted mix of request sizes, e.g. 1:90,100:10.")
+@click.option("--format", "body_format",
+              type=click.Choice(["split", "records", "csv", "legacy-split"]), default="split",
+              show_default=True,
+              help="Body format; legacy-split is the MLflow 1.x bare split of the reference.")
+@click.option("--max-in-flight", type=click.IntRange(min=1), default=1000, show_default=True,
+              help="Open loop: requests outstanding per generator before new ones are dropped.")
+@click.option("--sla", default=None, metavar="EXPR",
+              help="e.g. 'p95<1000ms' or 'p99<=0.5s,errors<1%'; exit status 1 when missed.")
+@click.option("--server-pid", type=int, default=None,
+              help="Process to measure CPU and memory of (found from the port when local).")
+@click.option("--out", "out_dir", default="loadtest-output", show_default=True,
+              type=click.Path(file_okay=False), help="Folder for the results and report.")
+@click.option("--web-ui", is_flag=True, help="Keep Locust's web UI on http://127.0.0.1:8089.")
+def loadtest(**options) -> None:
+    """Load-test a scoring server with Locust: exact percentiles and the charts people read.
+
+    Closed loop (--users, with think time, like the reference) or open loop (--rate);
+    constant, ramp, steps, spike or a profile file. Writes summary.json, timeseries.csv
+    and report.html to --out.
+    """
+    from mlscale.loadtest.cli import run_from_options
+
+    sys.exit(run_from_options(options))
+
+
+@main.command()
 @click.option("--out", "out_dir", default="demo-output", show_default=True,
               type=click.Path(file_okay=False), help="Folder for the store, models and logs.")
 @click.option("--rows", type=click.IntRange(1, 1000), default=5, show_default=True,

@@ -1,0 +1,120 @@
+"""Request bodies for a load test: rows of a data file, in the scoring protocol's formats.
+
+Bodies are built once, before the test, by the mlscale process (with pandas),
+and handed to the Locust processes as text, so a generator only picks one at
+random and sends it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import pandas as pd
+
+from mlscale.errors import ConfigurationError
+
+FORMATS = {
+    "split": "application/json",  # {"dataframe_split": {...}}
+    "records": "application/json",  # {"dataframe_records": [...]}
+    "csv": "text/csv",
+    "legacy-split": "application/json",  # MLflow 1.x bare split, as in the reference
+}
+
+
+@dataclass(frozen=True)
+class RequestKind:
+    name: str
+    rows: int
+    weight: float
+
+
+def parse_mix(spec: str | None, rows_per_request: int = 1) -> list[RequestKind]:
+    """``"1:90,100:10"``: 90 % single rows, 10 % batches of 100 rows."""
+    if not spec:
+        return [RequestKind(_kind_name(rows_per_request), rows_per_request, 1.0)]
+    kinds = []
+    for part in (p.strip() for p in spec.split(",") if p.strip()):
+        try:
+            rows_text, weight_text = part.split(":")
+            rows, weight = int(rows_text), float(weight_text)
+        except ValueError:
+            raise ConfigurationError(
+                f"Cannot read {part!r} in --mix: write ROWS:WEIGHT pairs, for example 1:90,100:10."
+            ) from None
+        if rows < 1 or weight <= 0:
+            raise ConfigurationError(f"In --mix {part!r}: rows must be >= 1 and weight > 0.")
+        kinds.append(RequestKind(_kind_name(rows), rows, weight))
+    if len({k.name for k in kinds}) != len(kinds):
+        raise ConfigurationError("--mix names the same row count twice.")
+    return kinds
+
+
+def _kind_name(rows: int) -> str:
+    return "1 row" if rows == 1 else f"{rows} rows"
+
+
+def load_frame(path: str | None = None, target: str | None = "quality") -> pd.DataFrame:
+    """The request rows: a CSV or parquet file (default: the wine data), target dropped."""
+    from mlscale.examples.wine import data_path
+
+    path = path or data_path()
+    try:
+        if path.endswith((".parquet", ".pq")):
+            frame = pd.read_parquet(path)
+        else:
+            frame = pd.read_csv(path)
+    except (OSError, ValueError) as exc:
+        raise ConfigurationError(f"Cannot read the request data {path}: {exc}") from exc
+    if target and target in frame.columns:
+        frame = frame.drop(columns=[target])
+    if frame.empty:
+        raise ConfigurationError(f"The request data {path} has no rows.")
+    return frame
+
+
+def encode_body(rows: pd.DataFrame, fmt: str) -> str:
+    if fmt == "csv":
+        return rows.to_csv(index=False)
+    split = {"columns": [str(c) for c in rows.columns], "data": rows.values.tolist()}
+    if fmt == "split":
+        return json.dumps({"dataframe_split": split})
+    if fmt == "records":
+        return json.dumps({"dataframe_records": rows.to_dict(orient="records")})
+    if fmt == "legacy-split":
+        return json.dumps(split)
+    raise ConfigurationError(f"Unknown body format {fmt!r}; use one of {', '.join(FORMATS)}.")
+
+
+@dataclass(frozen=True)
+class BodyPool:
+    content_type: str
+    kinds: list[dict]  # {"name", "rows", "weight", "bodies": [str, ...]}
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def build_pool(
+    frame: pd.DataFrame, kinds: list[RequestKind], fmt: str, *, per_kind: int = 64, seed: int = 0
+) -> BodyPool:
+    """``per_kind`` bodies of random rows for each request kind."""
+    if fmt not in FORMATS:
+        raise ConfigurationError(f"Unknown body format {fmt!r}; use one of {', '.join(FORMATS)}.")
+    rng = np.random.default_rng(seed)
+    out = []
+    for kind in kinds:
+        bodies = []
+        for _ in range(per_kind):
+            picks = rng.integers(0, len(frame), size=kind.rows)
+            bodies.append(encode_body(frame.iloc[picks], fmt))
+        out.append({**asdict(kind), "bodies": bodies})
+    return BodyPool(FORMATS[fmt], out)
+
+
+def write_pool(pool: BodyPool, path: str) -> None:
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    with open(path, "w") as handle:
+        json.dump(pool.to_dict(), handle)

@@ -1,0 +1,121 @@
+"""``mlscale loadtest``: flags to settings, a live line while it runs, the verdict after."""
+
+from __future__ import annotations
+
+import sys
+import time
+
+import click
+
+from mlscale.errors import ConfigurationError
+from mlscale.loadtest import shapes
+from mlscale.loadtest.runner import LoadTestSettings, check_host, run_loadtest
+from mlscale.loadtest.sla import parse_sla
+
+
+def shape_from_options(options: dict) -> shapes.Shape:
+    users, rate = options["users"], options["rate"]
+    if users is not None and rate is not None:
+        raise ConfigurationError("Give --users (closed loop) or --rate (open loop), not both.")
+    kind = shapes.RPS if (rate is not None or options["rate_steps"]) else shapes.USERS
+    chosen = [n for n in ("steps", "spike", "shape_file") if options[n]]
+    if len(chosen) > 1:
+        raise ConfigurationError("Give one of --steps, --spike and --shape.")
+    duration = options["duration"]
+    if options["steps"]:
+        return shapes.steps(kind, options["steps"])
+    if options["shape_file"]:
+        return shapes.read_profile(options["shape_file"], duration)
+    base = rate if kind == shapes.RPS else users
+    if options["spike"]:
+        try:
+            base_v, peak, at, width = (float(x) for x in options["spike"].split(":"))
+        except ValueError:
+            raise ConfigurationError("--spike takes BASE:PEAK:AT:WIDTH, e.g. 10:50:20:10.") from None
+        return shapes.spike(kind, base_v, peak, duration or 60.0, at, width)
+    if base is None:
+        raise ConfigurationError("Say how much load: --users N, --rate RPS, --steps, --spike or --shape.")
+    if options["ramp_to"] is not None:
+        return shapes.ramp(kind, base, options["ramp_to"], duration or 60.0)
+    return shapes.constant(kind, base, duration or 30.0)
+
+
+def settings_from_options(options: dict) -> LoadTestSettings:
+    return LoadTestSettings(
+        host=check_host(options["host"]),
+        path=options["path"],
+        shape=shape_from_options(options),
+        out_dir=options["out_dir"],
+        spawn_rate=options["spawn_rate"],
+        think_time_s=options["think_time"],
+        think="random" if options["random_think"] else "constant",
+        arrival=options["arrival"],
+        workers=options["workers"],
+        data=options["data"],
+        rows_per_request=options["rows_per_request"],
+        mix=options["mix"],
+        body_format=options["body_format"],
+        max_in_flight=options["max_in_flight"],
+        sla=parse_sla(options["sla"]) if options["sla"] else None,
+        server_pid=options["server_pid"],
+        web_ui=options["web_ui"],
+    )
+
+
+class LiveLine:
+    """One status line, rewritten each second on a terminal, appended otherwise."""
+
+    def __init__(self, settings: LoadTestSettings) -> None:
+        self.settings = settings
+        self.started = time.monotonic()
+        self.tty = sys.stderr.isatty()
+
+    def __call__(self, progress: dict) -> None:
+        elapsed = time.monotonic() - self.started
+        total = self.settings.shape.duration_s
+        load = (f"{progress['users']} users" if self.settings.mode == "closed"
+                else f"target {self.settings.shape.value_at(elapsed) or 0:.0f} rps")  # fmt: skip
+        p95 = progress.get("p95_ms")
+        line = (f"{elapsed:5.0f}/{total:.0f} s  {load}  {progress['requests']} req/s  "
+                f"p95 {'–' if p95 is None else f'{p95:.1f} ms'}  "
+                f"errors {progress['failures']}/s")  # fmt: skip
+        if self.tty:
+            click.echo("\r" + line.ljust(78), nl=False, err=True)
+        else:
+            click.echo(line, err=True)
+
+    def close(self) -> None:
+        if self.tty:
+            click.echo("", err=True)
+
+
+def run_from_options(options: dict) -> int:
+    settings = settings_from_options(options)
+    mode = "open loop" if settings.mode == "open" else "closed loop"
+    click.echo(
+        f"Load test of {settings.host}{settings.path}: {mode}, "
+        f"{settings.shape.duration_s:.0f} s, results in {settings.out_dir}/", err=True,
+    )  # fmt: skip
+    live = LiveLine(settings)
+    try:
+        result = run_loadtest(settings, on_progress=live)
+    finally:
+        live.close()
+    summary = result.summary
+    latency = summary["latency_ms"]
+    fmt = lambda v: "–" if v is None else f"{v:.1f} ms"  # noqa: E731
+    click.echo(
+        f"{summary['requests']} requests, {summary['failures']} failed, "
+        f"{summary['rps']:.1f} req/s; p50 {fmt(latency['p50'])}, p95 {fmt(latency['p95'])}, "
+        f"p99 {fmt(latency['p99'])}, max {fmt(latency['max'])}"
+    )
+    for error in summary["errors"][:5]:
+        click.echo(f"  {error['count']} × {error['error']} ({error['kind']})")
+    for problem in summary["problems"]:
+        click.echo(f"INVALID: {problem}", err=True)
+    click.echo(f"Report: {result.out_dir}/report.html")
+    if summary["sla"] is not None:
+        verdict = "met" if summary["sla"]["met"] else "MISSED"
+        click.echo(f"SLA {summary['sla']['expr']}: {verdict}")
+        return 0 if summary["sla"]["met"] else 1
+    return 0

@@ -1,0 +1,262 @@
+"""The locustfile mlscale ships: scoring requests, closed or open loop, exact histograms.
+
+Run by Locust, never imported by mlscale. Its configuration is a JSON file
+named by ``MLSCALE_LOADTEST_CONFIG`` (``mlscale loadtest`` writes it); without
+one it runs the reference scenario's closed loop on the bundled wine data
+against ``--host`` or ``TARGET_HOST``, so the same file runs unchanged in a
+Locust master/worker deployment on Kubernetes.
+
+Every process records latencies in per-second HDR histograms (see
+``mlscale.loadtest.histograms``). Workers send their closed seconds to the
+master once a second and everything on stop; the master (or the single local
+process) merges them, prints one progress line a second, and writes the merged
+results when the test stops. Workers' final messages arrive before the master
+sees them stop (one ordered connection), so the results are complete.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import sys
+import time
+
+import gevent
+from locust import FastHttpUser, LoadTestShape, events, task
+from locust.runners import MasterRunner, WorkerRunner
+
+from mlscale.loadtest.histograms import Recorder, Store, latency_ms, new_histogram
+from mlscale.loadtest.shapes import Shape, constant
+
+CONFIG_ENV = "MLSCALE_LOADTEST_CONFIG"
+PROGRESS_PREFIX = "MLSCALE_PROGRESS "
+RESULTS_FILE = "locust_results.json"
+
+
+def _load_config() -> dict:
+    path = os.environ.get(CONFIG_ENV)
+    if path:
+        with open(path) as handle:
+            config = json.load(handle)
+        with open(config["bodies"]) as handle:
+            config["pool"] = json.load(handle)
+        return config
+    # No configuration: the reference scenario's user, one wine row per request,
+    # one second between requests, for as long as Locust is told to run.
+    from mlscale.loadtest.bodies import build_pool, load_frame, parse_mix
+
+    pool = build_pool(load_frame(), parse_mix(None), "split").to_dict()
+    return {"mode": "closed", "think_time_s": 1.0, "think": "constant", "path": "/invocations",
+            "pool": pool, "shape": None, "out": None}  # fmt: skip
+
+
+CONFIG = _load_config()
+POOL = CONFIG["pool"]
+PATH = CONFIG.get("path", "/invocations")
+HEADERS = {"Content-Type": POOL["content_type"]}
+KINDS = [kind["name"] for kind in POOL["kinds"]]
+WEIGHTS = [kind["weight"] for kind in POOL["kinds"]]
+BODIES = {kind["name"]: [b.encode() for b in kind["bodies"]] for kind in POOL["kinds"]}
+SHAPE = Shape.from_dict(CONFIG["shape"]) if CONFIG.get("shape") else None
+LATE_S = CONFIG.get("late_threshold_s", 0.01)
+
+recorder = Recorder()
+store = Store()
+_state = {"start": None, "end": None, "workers": [], "cpu_warnings": 0}
+
+
+def _pick() -> tuple[str, bytes]:
+    kind = random.choices(KINDS, WEIGHTS)[0] if len(KINDS) > 1 else KINDS[0]
+    return kind, random.choice(BODIES[kind])
+
+
+def _describe(status: int, error: object) -> str:
+    if status:
+        return f"HTTP {status}"
+    return type(error).__name__ if error is not None else "no response"
+
+
+def _send(user: FastHttpUser, intended: float | None = None) -> None:
+    """One request; latency from ``intended`` (open loop) or from the send (closed)."""
+    kind, body = _pick()
+    started = time.perf_counter()
+    try:
+        response = user.client.post(PATH, data=body, headers=HEADERS, name=kind)
+        status, error = response.status_code, getattr(response, "error", None)
+    except Exception as exc:  # a client that cannot even build the request
+        status, error = 0, exc
+    done = time.perf_counter()
+    second = int(time.time())
+    if error is None and 200 <= status < 400:
+        if intended is None:
+            recorder.success(second, kind, done - started)
+        else:
+            recorder.success(second, kind, done - intended, done - started)
+    else:
+        recorder.failure(second, kind, _describe(status, error))
+
+
+class ScoringUser(FastHttpUser):
+    """Closed loop: send, wait for the answer, think, repeat (the reference's user)."""
+
+    abstract = CONFIG["mode"] != "closed"
+    host = os.environ.get("TARGET_HOST")
+
+    def wait_time(self) -> float:
+        think = CONFIG.get("think_time_s", 1.0)
+        # "random": uniform on [0, 2T], the same mean, so users do not march in lockstep.
+        return random.uniform(0, 2 * think) if CONFIG.get("think") == "random" else think
+
+    @task
+    def score(self) -> None:
+        _send(self)
+
+
+class ArrivalUser(FastHttpUser):
+    """Open loop: dispatch requests at scheduled times, whether or not answers came back.
+
+    Each dispatcher sends its share of the target rate; every request runs in a
+    greenlet of its own and its latency counts from its scheduled time, so a
+    server that stalls shows in the percentiles (no coordinated omission).
+    """
+
+    abstract = CONFIG["mode"] != "open"
+    host = os.environ.get("TARGET_HOST")
+    concurrency = CONFIG.get("max_in_flight", 1000)
+
+    def wait_time(self) -> float:
+        return 0.0
+
+    @task
+    def dispatch(self) -> None:
+        dispatchers = max(1, CONFIG.get("dispatchers", 1))
+        poisson = CONFIG.get("arrival", "poisson") == "poisson"
+        limit = CONFIG.get("max_in_flight", 1000)
+        in_flight = [0]
+        start = _state["start"] or time.time()
+        offset = time.perf_counter() - (time.time() - start)  # perf_counter at test start
+        scheduled = time.perf_counter()
+
+        def run(intended: float) -> None:
+            try:
+                _send(self, intended)
+            finally:
+                in_flight[0] -= 1
+
+        while True:
+            elapsed = time.perf_counter() - offset
+            rate = (SHAPE.value_at(elapsed) if SHAPE else CONFIG.get("rps", 1.0)) or 0.0
+            if rate <= 0:
+                gevent.sleep(0.05)
+                scheduled = time.perf_counter()
+                continue
+            per_dispatcher = rate / dispatchers
+            scheduled += random.expovariate(per_dispatcher) if poisson else 1 / per_dispatcher
+            delay = scheduled - time.perf_counter()
+            if delay > 0:
+                gevent.sleep(delay)
+            elif -delay > LATE_S:
+                recorder.late(int(time.time()))
+            if in_flight[0] >= limit:
+                recorder.dropped(int(time.time()))
+                continue
+            in_flight[0] += 1
+            gevent.spawn(run, scheduled)
+
+
+if SHAPE is not None:
+
+    class ConfiguredShape(LoadTestShape):
+        """Users (closed loop) or dispatchers (open loop) over the configured shape."""
+
+        def tick(self):
+            elapsed = self.get_run_time()
+            value = SHAPE.value_at(elapsed)
+            if value is None:
+                return None
+            if CONFIG["mode"] == "open":
+                dispatchers = max(1, CONFIG.get("dispatchers", 1))
+                return dispatchers, dispatchers
+            return round(value), CONFIG.get("spawn_rate", 10.0)
+
+
+def _flush(runner, everything: bool = False) -> None:
+    windows = recorder.drain(None if everything else int(time.time()))
+    if not windows:
+        return
+    if isinstance(runner, WorkerRunner):
+        runner.send_message("mlscale_windows", windows)
+    else:
+        store.add(windows)
+
+
+def _flusher(environment) -> None:
+    while True:
+        gevent.sleep(1.0 - (time.time() % 1.0))
+        _flush(environment.runner)
+        if not isinstance(environment.runner, WorkerRunner):
+            _progress(environment)
+
+
+def _progress(environment) -> None:
+    """One machine-readable line a second, for mlscale's live view."""
+    second = int(time.time()) - 1
+    window = store.windows.get(second)
+    merged, failures = new_histogram(), 0
+    if window is not None:
+        for histogram in window.latency.values():
+            merged.add(histogram)
+        failures = sum(window.failures.values())
+    runner = environment.runner
+    workers = runner.worker_count if isinstance(runner, MasterRunner) else None
+    _state["workers"].append([second, workers])
+    line = {
+        "second": second,
+        "users": runner.user_count,
+        "requests": merged.get_total_count(),
+        "failures": failures,
+        "p95_ms": latency_ms(merged)["p95"],
+        "workers": workers,
+    }
+    print(PROGRESS_PREFIX + json.dumps(line), file=sys.stdout, flush=True)
+
+
+@events.init.add_listener
+def _on_init(environment, **_kwargs) -> None:
+    if isinstance(environment.runner, MasterRunner):
+        environment.runner.register_message(
+            "mlscale_windows", lambda environment, msg, **_: store.add(msg.data)
+        )
+    gevent.spawn(_flusher, environment)
+
+
+@events.test_start.add_listener
+def _on_test_start(environment, **_kwargs) -> None:
+    _state["start"] = time.time()
+
+
+@events.cpu_warning.add_listener
+def _on_cpu_warning(environment, cpu_usage, **_kwargs) -> None:
+    _state["cpu_warnings"] += 1
+
+
+@events.test_stop.add_listener
+def _on_test_stop(environment, **_kwargs) -> None:
+    _flush(environment.runner, everything=True)
+    if isinstance(environment.runner, WorkerRunner):
+        return
+    _state["end"] = time.time()
+    out = CONFIG.get("out")
+    if not out:
+        return
+    results = {
+        "start": _state["start"],
+        "end": _state["end"],
+        "windows": store.encode(),
+        "workers": _state["workers"],
+        "cpu_warnings": _state["cpu_warnings"],
+        "expected_workers": getattr(environment.parsed_options, "expect_workers", None),
+    }
+    with open(os.path.join(out, RESULTS_FILE), "w") as handle:
+        json.dump(results, handle)

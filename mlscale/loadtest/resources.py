@@ -1,0 +1,113 @@
+"""Resource usage once a second: the server's process tree and the load generators.
+
+CPU is reported in cores (1.0 = one core busy for the whole second), memory as
+the resident set of the server's whole process tree, so workers count too.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from urllib.parse import urlparse
+
+import psutil
+
+from mlscale.loadtest.results import Sample
+
+
+def find_server_pid(host_url: str) -> int | None:
+    """The process listening on the target's port, when the target is this machine."""
+    parsed = urlparse(host_url)
+    if parsed.hostname not in ("127.0.0.1", "localhost", "::1", "0.0.0.0"):
+        return None
+    port = parsed.port or (443 if parsed.scheme == "https" else 80)
+    try:
+        connections = psutil.net_connections(kind="tcp")
+    except (psutil.AccessDenied, OSError):
+        return None
+    pids = {c.pid for c in connections if c.status == psutil.CONN_LISTEN and c.laddr.port == port}
+    pids.discard(None)
+    if not pids:
+        return None
+    # With several workers on one socket, the supervisor is their common parent.
+    for pid in pids:
+        try:
+            parent = psutil.Process(pid).parent()
+        except psutil.Error:
+            continue
+        if parent is not None and parent.pid in pids:
+            return parent.pid
+    return min(pids)
+
+
+class _Tree:
+    """CPU seconds and RSS of a process and its descendants, between two readings."""
+
+    def __init__(self, pid: int) -> None:
+        self.root = psutil.Process(pid)
+        self._last: dict[int, float] = {}
+
+    def read(self) -> tuple[float, float, dict[int, float]]:
+        """(CPU seconds used since the last read, RSS in MB, CPU seconds per process)."""
+        try:
+            processes = [self.root, *self.root.children(recursive=True)]
+        except psutil.Error:
+            return 0.0, 0.0, {}
+        used, rss, per_process, seen = 0.0, 0.0, {}, {}
+        for process in processes:
+            try:
+                times = process.cpu_times()
+                total = times.user + times.system
+                rss += process.memory_info().rss / 2**20
+            except psutil.Error:
+                continue
+            seen[process.pid] = total
+            delta = total - self._last.get(process.pid, total)
+            per_process[process.pid] = delta
+            used += delta
+        self._last = seen
+        return used, rss, per_process
+
+
+class ResourceMonitor:
+    """Samples the server and the generator processes each second, in a thread."""
+
+    def __init__(self, server_pid: int | None, generator_pids: list[int]) -> None:
+        self.samples: list[Sample] = []
+        self._server = _Tree(server_pid) if server_pid and psutil.pid_exists(server_pid) else None
+        self._generators = [_Tree(pid) for pid in generator_pids if psutil.pid_exists(pid)]
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="mlscale-monitor", daemon=True)
+
+    def start(self) -> ResourceMonitor:
+        self._read()  # baseline readings
+        self._thread.start()
+        return self
+
+    def stop(self) -> list[Sample]:
+        self._stop.set()
+        self._thread.join(5)
+        return self.samples
+
+    def _read(self) -> tuple:
+        server = self._server.read() if self._server else None
+        generators = [tree.read() for tree in self._generators]
+        return server, generators
+
+    def _run(self) -> None:
+        last = time.monotonic()
+        while not self._stop.wait(1.0 - (time.time() % 1.0)):
+            now = time.monotonic()
+            elapsed = max(now - last, 1e-3)
+            last = now
+            server, generators = self._read()
+            per_process = [d / elapsed for g in generators for d in g[2].values()]
+            self.samples.append(
+                Sample(
+                    second=int(time.time()) - 1,
+                    server_cpu=server[0] / elapsed if server else None,
+                    server_rss_mb=server[1] if server else None,
+                    generator_cpu=sum(g[0] for g in generators) / elapsed if generators else None,
+                    generator_cpu_max=max(per_process, default=None),
+                )
+            )

@@ -1,0 +1,277 @@
+"""Run a load test: Locust as subprocesses on mlscale's locustfile, then the results.
+
+With ``workers == 0`` one Locust process generates the load; with ``N`` a
+Locust master and N workers run on this machine, as they would in a
+master/worker deployment on Kubernetes. Every process is stopped again on
+success, failure and Ctrl-C, and the whole run is bounded in time.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from importlib import resources
+
+from mlscale.errors import ConfigurationError, MlscaleError
+from mlscale.loadtest.bodies import build_pool, load_frame, parse_mix, write_pool
+from mlscale.loadtest.histograms import Store
+from mlscale.loadtest.resources import ResourceMonitor, find_server_pid
+from mlscale.loadtest.results import summarize, timeseries
+from mlscale.loadtest.shapes import RPS, Shape
+from mlscale.loadtest.sla import Sla
+
+CONFIG_ENV = "MLSCALE_LOADTEST_CONFIG"
+PROGRESS_PREFIX = "MLSCALE_PROGRESS "
+RESULTS_FILE = "locust_results.json"
+# Locust needs a moment to start and to stop its users; past this the run is killed.
+_GRACE_S = 60.0
+
+
+class LoadTestError(MlscaleError):
+    """The load test could not run; the message says why."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class LoadTestSettings:
+    host: str
+    shape: Shape
+    out_dir: str
+    path: str = "/invocations"
+    spawn_rate: float = 10.0
+    think_time_s: float = 1.0
+    think: str = "constant"  # or "random": uniform on [0, 2T]
+    arrival: str = "poisson"  # or "constant" (open loop)
+    workers: int = 0
+    data: str | None = None
+    rows_per_request: int = 1
+    mix: str | None = None
+    body_format: str = "split"
+    max_in_flight: int = 1000
+    sla: Sla | None = None
+    server_pid: int | None = None
+    web_ui: bool = False
+    extra_locust_args: tuple[str, ...] = field(default_factory=tuple)
+
+    @property
+    def mode(self) -> str:
+        return "open" if self.shape.kind == RPS else "closed"
+
+    def describe(self) -> dict:
+        data = asdict(self)
+        data["shape"] = self.shape.to_dict()
+        data["sla"] = self.sla.expr if self.sla else None
+        data["mode"] = self.mode
+        return data
+
+
+@dataclass(frozen=True)
+class LoadTestResult:
+    summary: dict
+    rows: list[dict]
+    out_dir: str
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def locustfile_path() -> str:
+    return str(resources.files("mlscale.loadtest") / "locustfile.py")
+
+
+def _locust(*args: str) -> list[str]:
+    return [sys.executable, "-m", "locust", "-f", locustfile_path(), *args]
+
+
+def run_loadtest(
+    settings: LoadTestSettings, on_progress: Callable[[dict], None] | None = None
+) -> LoadTestResult:
+    out = os.path.abspath(settings.out_dir)
+    os.makedirs(out, exist_ok=True)
+    for stale in (RESULTS_FILE,):
+        if os.path.exists(os.path.join(out, stale)):
+            os.remove(os.path.join(out, stale))
+    frame = load_frame(settings.data)
+    pool = build_pool(frame, parse_mix(settings.mix, settings.rows_per_request), settings.body_format)
+    write_pool(pool, os.path.join(out, "bodies.json"))
+    config = {
+        "mode": settings.mode,
+        "shape": settings.shape.to_dict(),
+        "spawn_rate": settings.spawn_rate,
+        "think_time_s": settings.think_time_s,
+        "think": settings.think,
+        "arrival": settings.arrival,
+        "dispatchers": max(1, settings.workers),
+        "max_in_flight": settings.max_in_flight,
+        "path": settings.path,
+        "bodies": os.path.join(out, "bodies.json"),
+        "out": out,
+    }
+    config_path = os.path.join(out, "locust_config.json")
+    with open(config_path, "w") as handle:
+        json.dump(config, handle, indent=2)
+
+    env = {**os.environ, CONFIG_ENV: config_path, "TARGET_HOST": settings.host}
+    common = ["--host", settings.host, "--only-summary", "--loglevel", "WARNING"]
+    common += ["--headless"] if not settings.web_ui else [
+        "--autostart", "--autoquit", "5", "--web-host", "127.0.0.1",
+    ]  # fmt: skip
+    log_path = os.path.join(out, "locust.log")
+    processes: list[subprocess.Popen] = []
+    log = open(log_path, "w")
+    try:
+        if settings.workers == 0:
+            master = subprocess.Popen(
+                _locust(*common, *settings.extra_locust_args), env=env, stdout=subprocess.PIPE,
+                stderr=log, text=True, start_new_session=True,
+            )  # fmt: skip
+            processes.append(master)
+        else:
+            port = _free_port()
+            master = subprocess.Popen(
+                _locust(*common, "--master", "--expect-workers", str(settings.workers),
+                        "--master-bind-host", "127.0.0.1", "--master-bind-port", str(port),
+                        *settings.extra_locust_args),
+                env=env, stdout=subprocess.PIPE, stderr=log, text=True, start_new_session=True,
+            )  # fmt: skip
+            processes.append(master)
+            for _ in range(settings.workers):
+                processes.append(subprocess.Popen(
+                    _locust("--worker", "--master-host", "127.0.0.1", "--master-port", str(port),
+                            "--loglevel", "WARNING"),
+                    env=env, stdout=subprocess.DEVNULL, stderr=log, start_new_session=True,
+                ))  # fmt: skip
+        server_pid = settings.server_pid or find_server_pid(settings.host)
+        monitor = ResourceMonitor(server_pid, [p.pid for p in processes]).start()
+        reader = threading.Thread(target=_read_progress, args=(master, on_progress), daemon=True)
+        reader.start()
+        deadline = time.monotonic() + settings.shape.duration_s + _GRACE_S
+        killed = _wait(master, deadline)
+        samples = monitor.stop()
+        reader.join(5)
+    finally:
+        _stop_all(processes)
+        log.close()
+
+    return _collect(settings, out, samples, killed, master.returncode, log_path, server_pid)
+
+
+def _read_progress(master: subprocess.Popen, on_progress: Callable[[dict], None] | None) -> None:
+    for line in master.stdout:
+        if line.startswith(PROGRESS_PREFIX) and on_progress is not None:
+            try:
+                on_progress(json.loads(line[len(PROGRESS_PREFIX):]))
+            except (ValueError, TypeError):
+                pass
+
+
+def _wait(master: subprocess.Popen, deadline: float) -> bool:
+    """Wait for Locust to finish; True when it had to be stopped at the deadline."""
+    try:
+        master.wait(timeout=max(deadline - time.monotonic(), 1))
+        return False
+    except subprocess.TimeoutExpired:
+        master.send_signal(signal.SIGTERM)
+        try:
+            master.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            master.kill()
+        return True
+
+
+def _stop_all(processes: list[subprocess.Popen]) -> None:
+    for process in processes:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+    for process in processes:
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            try:
+                os.killpg(process.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            process.wait()
+
+
+def _tail(path: str, lines: int = 15) -> str:
+    try:
+        with open(path) as handle:
+            return "".join(handle.readlines()[-lines:])
+    except OSError:
+        return ""
+
+
+def _collect(settings, out, samples, killed, returncode, log_path, server_pid) -> LoadTestResult:
+    results_path = os.path.join(out, RESULTS_FILE)
+    if not os.path.exists(results_path):
+        raise LoadTestError(
+            f"Locust stopped (exit status {returncode}) without results. Its log "
+            f"({log_path}) ends with:\n{_tail(log_path)}"
+        )
+    with open(results_path) as handle:
+        raw = json.load(handle)
+    store = Store()
+    store.add(raw["windows"])
+    start, end = raw["start"] or time.time(), raw["end"] or time.time()
+    # Only the test itself: Locust's start-up (imports) would read as a busy generator.
+    samples = [s for s in samples if int(start) < s.second < int(end)]
+    problems = []
+    if killed:
+        problems.append("Locust did not stop on time and was stopped; the end of the run is cut.")
+    if raw.get("cpu_warnings"):
+        problems.append(
+            "Locust warned that a generator process was above 90 % CPU: add --workers."
+        )
+    if settings.workers:
+        seen = [w for _, w in raw.get("workers", []) if w is not None]
+        if seen and min(seen[2:] or seen) < settings.workers:
+            problems.append(
+                f"a load generator worker was lost during the run ({min(seen)} of "
+                f"{settings.workers} left): the load was lower than asked."
+            )
+    if server_pid is None:
+        problems_note = "server resources not measured (give --server-pid for a remote target)"
+    else:
+        problems_note = None
+    summary = summarize(
+        store, start=start, end=end, shape=settings.shape, samples=samples, sla=settings.sla,
+        problems=problems, config=settings.describe(),
+    )  # fmt: skip
+    if problems_note:
+        summary["notes"] = [problems_note]
+    rows = timeseries(store, start=start, shape=settings.shape, samples=samples)
+    _write_outputs(out, summary, rows)
+    from mlscale.report.loadtest import write_report
+
+    write_report(os.path.join(out, "report.html"), summary, rows, store, settings.shape)
+    return LoadTestResult(summary, rows, out)
+
+
+def _write_outputs(out: str, summary: dict, rows: list[dict]) -> None:
+    import csv
+
+    with open(os.path.join(out, "summary.json"), "w") as handle:
+        json.dump(summary, handle, indent=2)
+    columns = ["elapsed_s", "stage", "users", "target_rps", "rps", "failures_per_s", "p50_ms",
+               "p95_ms", "p99_ms", "server_cpu", "server_rss_mb", "generator_cpu"]  # fmt: skip
+    with open(os.path.join(out, "timeseries.csv"), "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=columns, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def check_host(host: str) -> str:
+    if not host.startswith(("http://", "https://")):
+        raise ConfigurationError(f"--host must be a URL such as http://127.0.0.1:5000, not {host!r}.")
+    return host.rstrip("/")

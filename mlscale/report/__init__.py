@@ -1,0 +1,1 @@
+"""HTML reports: self-contained pages (charts and their data inline, no network)."""
