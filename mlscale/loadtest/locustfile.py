@@ -10,8 +10,9 @@ Every process records latencies in per-second HDR histograms (see
 ``mlscale.loadtest.histograms``). Workers send their closed seconds to the
 master once a second and everything on stop; the master (or the single local
 process) merges them, prints one progress line a second, and writes the merged
-results when the test stops. Workers' final messages arrive before the master
-sees them stop (one ordered connection), so the results are complete.
+results when the test stops. When the shape is over, the users are stopped
+first and the generators get a moment to send their last seconds, because
+Locust's own quit does not wait for workers' last messages.
 """
 
 from __future__ import annotations
@@ -64,6 +65,10 @@ LATE_S = CONFIG.get("late_threshold_s", 0.01)
 recorder = Recorder()
 store = Store()
 _state = {"start": None, "end": None, "workers": [], "cpu_warnings": 0}
+# Once the shape is over, users are stopped and the generators get this long to
+# send their last seconds before Locust quits. Locust's own quit does not wait
+# for workers' last messages, so this is what makes the results complete.
+_DRAIN_S = 2.5
 
 
 def _pick() -> tuple[str, bytes]:
@@ -174,6 +179,10 @@ if SHAPE is not None:
             elapsed = self.get_run_time()
             value = SHAPE.value_at(elapsed)
             if value is None:
+                if _state["end"] is None:
+                    _state["end"] = time.time()
+                if elapsed < SHAPE.duration_s + _DRAIN_S:
+                    return 0, 10_000  # stop the users; their last seconds are still coming
                 return None
             if CONFIG["mode"] == "open":
                 dispatchers = max(1, CONFIG.get("dispatchers", 1))
@@ -246,7 +255,7 @@ def _on_test_stop(environment, **_kwargs) -> None:
     _flush(environment.runner, everything=True)
     if isinstance(environment.runner, WorkerRunner):
         return
-    _state["end"] = time.time()
+    _state["end"] = _state["end"] or time.time()
     out = CONFIG.get("out")
     if not out:
         return

@@ -79,8 +79,11 @@ def summarize(
                 "generator could not keep the schedule. Use more --workers, or raise "
                 "--max-in-flight if the server is slow."
             )
-    if requests == 0:
-        problems.append("no request was answered: check the target address and that it is up.")
+    if successes == 0:
+        problems.append(
+            "no request got a successful answer: check the target address, the path and "
+            "that the server is up (see the errors)."
+        )
 
     error_rate = failed / requests if requests else 1.0
     latency = latency_ms(overall)

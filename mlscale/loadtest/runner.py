@@ -112,6 +112,7 @@ def run_loadtest(
         "think": settings.think,
         "arrival": settings.arrival,
         "dispatchers": max(1, settings.workers),
+        "workers": settings.workers,
         "max_in_flight": settings.max_in_flight,
         "path": settings.path,
         "bodies": os.path.join(out, "bodies.json"),
