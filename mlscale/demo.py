@@ -2,7 +2,8 @@
 
 Each step runs the same ``mlscale`` command a user would type, in a folder of
 its own (``demo-output/`` by default): train and register the reference model
-in an embedded SQLite store, serve it, score a few rows, stop the server.
+in an embedded SQLite store, serve it, score a few rows, load-test it with
+stepped users like the reference, stop the server.
 Every process it starts is stopped again, on success, failure or Ctrl-C.
 """
 
@@ -27,6 +28,31 @@ class DemoSettings:
     out_dir: str = "demo-output"
     rows: int = 5
     startup_timeout_s: float = 120.0
+    # The reference's rising load, shortened: users per phase, 1 s think time.
+    steps: str = "10:10,10:50,10:100"
+    think_time_s: float = 1.0
+
+
+def _steps_seconds(settings: DemoSettings) -> float:
+    from mlscale.loadtest.shapes import steps
+
+    return steps("users", settings.steps).duration_s
+
+
+def _load_test(settings: DemoSettings, url: str, out_dir: str, server_pid: int) -> dict:
+    from mlscale.loadtest.cli import LiveLine
+    from mlscale.loadtest.runner import LoadTestSettings, run_loadtest
+    from mlscale.loadtest.shapes import steps
+
+    load = LoadTestSettings(
+        host=url, shape=steps("users", settings.steps), out_dir=os.path.join(out_dir, "loadtest"),
+        think_time_s=settings.think_time_s, think="random", spawn_rate=50, server_pid=server_pid,
+    )  # fmt: skip
+    live = LiveLine(load)
+    try:
+        return run_loadtest(load, on_progress=live).summary
+    finally:
+        live.close()
 
 
 class DemoError(MlscaleError):
@@ -92,7 +118,7 @@ def run_demo(settings: DemoSettings) -> None:
     env = {**os.environ, "MLFLOW_TRACKING_URI": tracking_uri}
     started = time.monotonic()
 
-    _say("1/3 train", f"the reference XGBoost model, registered in {out_dir}/mlflow.db (~15 s)")
+    _say("1/4 train", f"the reference XGBoost model, registered in {out_dir}/mlflow.db (~15 s)")
     trained = subprocess.run(
         _mlscale("train", "--tracking-uri", tracking_uri), cwd=out_dir, env=env,
         stdout=subprocess.PIPE, text=True,
@@ -104,7 +130,7 @@ def run_demo(settings: DemoSettings) -> None:
 
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    _say("2/3 serve", f"{model_uri} at {url} (~5 s to load)")
+    _say("2/4 serve", f"{model_uri} at {url} (~5 s to load)")
     log_path = os.path.join(out_dir, "serve.log")
     with open(log_path, "w") as log:
         server = subprocess.Popen(
@@ -115,7 +141,7 @@ def run_demo(settings: DemoSettings) -> None:
             _wait_ready(url, server, settings.startup_timeout_s)
             print(f"ready; server log: {log_path}")
 
-            _say("3/3 score", f"{settings.rows} rows of the wine data, one request")
+            _say("3/4 score", f"{settings.rows} rows of the wine data, one request")
             wine = load_wine().head(settings.rows)
             features = wine.drop(columns=[TARGET]).astype(float)
             body = {"dataframe_split": {"columns": list(features.columns),
@@ -133,9 +159,17 @@ def run_demo(settings: DemoSettings) -> None:
             served = [line for line in metrics.splitlines()
                       if line.startswith("mlscale_requests_total") and "invocations" in line]  # fmt: skip
             print("metrics: " + "; ".join(served))
+
+            _say("4/4 load", f"stepped load test like the reference's: {settings.steps} "
+                 f"users with {settings.think_time_s:g} s think time (~{_steps_seconds(settings):.0f} s)")
+            summary = _load_test(settings, url, out_dir, server.pid)
         finally:
             code = _stop(server)
     if code != 0:
         raise DemoError(f"the server exited with status {code} after SIGTERM (log: {log_path})")
+    latency = summary["latency_ms"]
+    print(f"load test: {summary['requests']} requests, {summary['failures']} failed, "
+          f"p50 {latency['p50']} ms, p95 {latency['p95']} ms; "
+          f"report: {settings.out_dir}/loadtest/report.html")  # fmt: skip
     print(f"\nserver stopped cleanly. Done in {time.monotonic() - started:.0f} s. "
           f"Browse the runs: cd {settings.out_dir} && mlflow ui")  # fmt: skip
