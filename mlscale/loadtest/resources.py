@@ -69,11 +69,62 @@ class _Tree:
         return used, rss, per_process
 
 
+class ServerMetrics:
+    """mlscale's own gauges and histograms from the server's /metrics, per second.
+
+    Turns itself off at the first scrape that is not Prometheus text with
+    mlscale's metrics (another server, or none at that path).
+    """
+
+    _SUMS = ("mlscale_queue_wait_seconds", "mlscale_batch_rows")
+
+    def __init__(self, url: str | None) -> None:
+        self.url = url
+        self._last: dict[str, tuple[float, float]] = {}
+
+    def read(self) -> dict[str, float | None]:
+        empty = {"in_flight": None, "queue_wait_ms": None, "batch_rows": None}
+        if self.url is None:
+            return empty
+        import urllib.request
+
+        from prometheus_client.parser import text_string_to_metric_families
+
+        try:
+            with urllib.request.urlopen(self.url, timeout=0.5) as response:
+                text = response.read().decode()
+            families = {f.name: f for f in text_string_to_metric_families(text)}
+        except (OSError, ValueError):
+            self.url = None if not self._last else self.url
+            return empty
+        if "mlscale_in_flight_requests" not in families:
+            self.url = None
+            return empty
+        values = dict(empty)
+        values["in_flight"] = sum(s.value for s in families["mlscale_in_flight_requests"].samples)
+        for name in self._SUMS:
+            family = families.get(name)
+            if family is None:
+                continue
+            total = sum(s.value for s in family.samples if s.name == f"{name}_sum")
+            count = sum(s.value for s in family.samples if s.name == f"{name}_count")
+            previous = self._last.get(name)
+            self._last[name] = (total, count)
+            if previous and count > previous[1]:
+                mean = (total - previous[0]) / (count - previous[1])
+                key = "queue_wait_ms" if name == "mlscale_queue_wait_seconds" else "batch_rows"
+                values[key] = mean * 1000 if key == "queue_wait_ms" else mean
+        return values
+
+
 class ResourceMonitor:
     """Samples the server and the generator processes each second, in a thread."""
 
-    def __init__(self, server_pid: int | None, generator_pids: list[int]) -> None:
+    def __init__(
+        self, server_pid: int | None, generator_pids: list[int], metrics_url: str | None = None
+    ) -> None:
         self.samples: list[Sample] = []
+        self._metrics = ServerMetrics(metrics_url)
         self._server = _Tree(server_pid) if server_pid and psutil.pid_exists(server_pid) else None
         self._generators = [_Tree(pid) for pid in generator_pids if psutil.pid_exists(pid)]
         self._stop = threading.Event()
@@ -81,6 +132,7 @@ class ResourceMonitor:
 
     def start(self) -> ResourceMonitor:
         self._read()  # baseline readings
+        self._metrics.read()
         self._thread.start()
         return self
 
@@ -102,6 +154,7 @@ class ResourceMonitor:
             last = now
             server, generators = self._read()
             per_process = [d / elapsed for g in generators for d in g[2].values()]
+            internals = self._metrics.read()
             self.samples.append(
                 Sample(
                     second=int(time.time()) - 1,
@@ -109,5 +162,6 @@ class ResourceMonitor:
                     server_rss_mb=server[1] if server else None,
                     generator_cpu=sum(g[0] for g in generators) / elapsed if generators else None,
                     generator_cpu_max=max(per_process, default=None),
+                    **internals,
                 )
             )

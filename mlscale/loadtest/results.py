@@ -28,6 +28,10 @@ class Sample:
     server_rss_mb: float | None
     generator_cpu: float | None  # cores, all generator processes together
     generator_cpu_max: float | None  # the busiest single generator process, in cores
+    # From the server's /metrics, when it has mlscale's (None otherwise).
+    in_flight: float | None = None
+    queue_wait_ms: float | None = None  # mean over the second
+    batch_rows: float | None = None  # mean rows per predict call over the second
 
 
 def _merged(store: Store, attribute: str = "latency", kind: str | None = None):
@@ -152,6 +156,9 @@ def timeseries(store: Store, *, start: float, shape: Shape, samples: list[Sample
                 "server_cpu": sample.server_cpu if sample else None,
                 "server_rss_mb": sample.server_rss_mb if sample else None,
                 "generator_cpu": sample.generator_cpu if sample else None,
+                "in_flight": sample.in_flight if sample else None,
+                "queue_wait_ms": sample.queue_wait_ms if sample else None,
+                "batch_rows": sample.batch_rows if sample else None,
             }
         )
     return rows

@@ -153,7 +153,9 @@ def run_loadtest(
                     env=env, stdout=subprocess.DEVNULL, stderr=log, start_new_session=True,
                 ))  # fmt: skip
         server_pid = settings.server_pid or find_server_pid(settings.host)
-        monitor = ResourceMonitor(server_pid, [p.pid for p in processes]).start()
+        monitor = ResourceMonitor(
+            server_pid, [p.pid for p in processes], metrics_url=f"{settings.host}/metrics"
+        ).start()
         reader = threading.Thread(target=_read_progress, args=(master, on_progress), daemon=True)
         reader.start()
         deadline = time.monotonic() + settings.shape.duration_s + _GRACE_S
@@ -265,7 +267,8 @@ def _write_outputs(out: str, summary: dict, rows: list[dict]) -> None:
     with open(os.path.join(out, "summary.json"), "w") as handle:
         json.dump(summary, handle, indent=2)
     columns = ["elapsed_s", "stage", "users", "target_rps", "rps", "failures_per_s", "p50_ms",
-               "p95_ms", "p99_ms", "server_cpu", "server_rss_mb", "generator_cpu"]  # fmt: skip
+               "p95_ms", "p99_ms", "server_cpu", "server_rss_mb", "generator_cpu", "in_flight",
+               "queue_wait_ms", "batch_rows"]  # fmt: skip
     with open(os.path.join(out, "timeseries.csv"), "w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=columns, extrasaction="ignore")
         writer.writeheader()

@@ -76,6 +76,24 @@ def resources_figure(rows: list[dict], shape: Shape) -> go.Figure:
     return figure
 
 
+def internals_figure(rows: list[dict], shape: Shape) -> go.Figure | None:
+    """The server's own view, from its /metrics: None when it had none."""
+    if all(r.get("in_flight") is None for r in rows):
+        return None
+    x = [r["elapsed_s"] for r in rows]
+    figure = make_subplots(specs=[[{"secondary_y": True}]])
+    figure.add_trace(go.Scatter(x=x, y=[r["in_flight"] for r in rows], name="in flight"))
+    figure.add_trace(go.Scatter(x=x, y=[r["batch_rows"] for r in rows], name="rows per predict call",
+                                line_dash="dot"))  # fmt: skip
+    figure.add_trace(go.Scatter(x=x, y=[r["queue_wait_ms"] for r in rows],
+                                name="queue wait (ms, mean)"), secondary_y=True)  # fmt: skip
+    _stage_marks(figure, shape)
+    figure.update_layout(title="Inside the server (its /metrics)", xaxis_title="seconds")
+    figure.update_yaxes(title_text="requests / rows", secondary_y=False, rangemode="tozero")
+    figure.update_yaxes(title_text="milliseconds", secondary_y=True, rangemode="tozero")
+    return figure
+
+
 def distribution_figure(store: Store) -> go.Figure:
     points = latency_distribution(store)
     figure = go.Figure()
@@ -139,8 +157,10 @@ def render_report(summary: dict, rows: list[dict], store: Store, shape: Shape) -
         latency_figure(rows, shape),
         throughput_figure(rows, shape),
         resources_figure(rows, shape),
+        internals_figure(rows, shape),
         distribution_figure(store),
     ]
+    figures = [f for f in figures if f is not None]
     charts = "\n".join(
         f.to_html(full_html=False, include_plotlyjs=False, config={"displaylogo": False})
         for f in figures
