@@ -104,3 +104,29 @@ def test_demo_runs_end_to_end_and_again(tmp_path):
         assert f"registered models:/wine-quality/{version}" in run.stdout
         assert "server stopped cleanly" in run.stdout
         assert 'status="200"} 1.0' in run.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        ([], "Say how much load"),
+        (["--users", "5", "--rate", "10"], "not both"),
+        (["--steps", "60"], "Cannot read the step '60'"),
+        (["--users", "5", "--sla", "p95>1s"], "Cannot read the SLA term 'p95>1s'"),
+        (["--users", "5", "--mix", "1:x"], "Cannot read '1:x' in --mix"),
+        (["--spike", "1:2"], "--spike takes BASE:PEAK:AT:WIDTH"),
+    ],
+)
+def test_bad_loadtest_flags_say_what_to_do(args, message, tmp_path):
+    result = CliRunner().invoke(
+        main, ["loadtest", "--host", "http://127.0.0.1:9", "--out", str(tmp_path), *args]
+    )
+    assert result.exit_code == 1, result.output
+    assert message in result.output
+    assert "Traceback" not in result.output
+
+
+def test_loadtest_needs_a_url():
+    result = CliRunner().invoke(main, ["loadtest", "--host", "localhost:5000", "--users", "1"])
+    assert result.exit_code == 1
+    assert "--host must be a URL such as http://127.0.0.1:5000" in result.output

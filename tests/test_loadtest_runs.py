@@ -111,3 +111,21 @@ def test_an_unreachable_target_is_a_clear_message_not_a_traceback(tmp_path):
     assert "ConnectionRefusedError" in output
     assert "INVALID: no request got a successful answer" in output
     assert "SLA p95<1s: MISSED" in output
+
+
+def test_a_real_mlscale_server_with_generated_rows_and_its_metrics(tmp_path, model_paths):
+    from tests.server_process import ServerProcess
+
+    with ServerProcess("-m", model_paths["sklearn_pipeline"]) as server:
+        server.wait_ready()
+        result = run(tmp_path, server.url, constant("users", 4, 4), think_time_s=0.01,
+                     signature_of=model_paths["sklearn_pipeline"], mix="1:80,20:20")  # fmt: skip
+        answered = server.metric("mlscale_requests_total", endpoint="invocations", status="200")
+    summary = result.summary
+    assert summary["failures"] == 0 and summary["requests"] > 0
+    assert set(summary["by_kind"]) == {"1 row", "20 rows"}
+    assert answered >= summary["requests"]
+    # The server was found from its port, and its own metrics were read.
+    assert any(r["server_cpu"] is not None for r in result.rows)
+    assert any(r["in_flight"] is not None for r in result.rows)
+    assert any(r["batch_rows"] for r in result.rows)

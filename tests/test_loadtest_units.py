@@ -164,3 +164,15 @@ def test_request_mix_and_body_formats():
     assert encode_body(frame, "csv") == "a,b\n1.0,3.0\n2.0,4.0\n"
     with pytest.raises(ConfigurationError):
         parse_mix("1:0")
+
+
+def test_rows_generated_from_a_signature_fit_it(model_paths):
+    from mlscale.loadtest.bodies import frame_from_signature
+
+    frame = frame_from_signature(model_paths["sklearn_pipeline"], rows=20)
+    assert list(frame.columns) == ["color", "size"]
+    assert set(frame["color"]) <= {"a", "b", "c", "d"} and frame["size"].dtype == float
+    numeric = frame_from_signature(model_paths["xgboost"], rows=20)
+    assert list(numeric.columns) == ["f0", "f1", "f2"] and numeric["f2"].dtype.kind == "i"
+    with pytest.raises(ConfigurationError, match="no signature"):
+        frame_from_signature(model_paths["no_signature"])

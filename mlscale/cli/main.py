@@ -187,6 +187,8 @@ def serve(**options) -> None:
               "per free core when one generator process saturates.")  # fmt: skip
 @click.option("--data", type=click.Path(exists=True, dir_okay=False), default=None,
               help="CSV or parquet of request rows (default: the wine data, target dropped).")
+@click.option("--from-signature", "signature_of", default=None, metavar="MODEL_URI",
+              help="Generate random rows that fit this model's signature instead of --data.")
 @click.option("--rows-per-request", type=click.IntRange(min=1), default=1, show_default=True)
 @click.option("--mix", default=None, metavar="ROWS:WEIGHT,…",
               help="A weighted mix of request sizes, e.g. 1:90,100:10.")

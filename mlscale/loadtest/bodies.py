@@ -75,6 +75,40 @@ def load_frame(path: str | None = None, target: str | None = "quality") -> pd.Da
     return frame
 
 
+def frame_from_signature(model_uri: str, rows: int = 512, seed: int = 0) -> pd.DataFrame:
+    """Random rows that fit a model's input signature (numbers, strings, booleans)."""
+    from mlflow.exceptions import MlflowException
+    from mlflow.models import get_model_info
+
+    try:
+        signature = get_model_info(model_uri).signature
+    except (MlflowException, OSError) as exc:
+        raise ConfigurationError(f"Cannot read the signature of {model_uri!r}: {exc}") from exc
+    if signature is None or not signature.inputs.has_input_names():
+        raise ConfigurationError(
+            f"{model_uri!r} has no signature with named columns to generate requests from; "
+            "give --data with rows instead."
+        )
+    rng = np.random.default_rng(seed)
+    columns = {}
+    for spec in signature.inputs.inputs:
+        type_name = getattr(getattr(spec, "type", None), "name", None)
+        if type_name in ("double", "float"):
+            columns[spec.name] = rng.normal(0, 1, rows)
+        elif type_name in ("long", "integer"):
+            columns[spec.name] = rng.integers(0, 10, rows)
+        elif type_name == "boolean":
+            columns[spec.name] = rng.integers(0, 2, rows).astype(bool)
+        elif type_name == "string":
+            columns[spec.name] = rng.choice(["a", "b", "c", "d"], rows)
+        else:
+            raise ConfigurationError(
+                f"Column {spec.name!r} of {model_uri!r} has type {spec.type}, which mlscale cannot "
+                "generate; give --data with rows instead."
+            )
+    return pd.DataFrame(columns)
+
+
 def encode_body(rows: pd.DataFrame, fmt: str) -> str:
     if fmt == "csv":
         return rows.to_csv(index=False)

@@ -41,6 +41,8 @@ def shape_from_options(options: dict) -> shapes.Shape:
 
 
 def settings_from_options(options: dict) -> LoadTestSettings:
+    if options["data"] and options["signature_of"]:
+        raise ConfigurationError("Give --data or --from-signature, not both.")
     return LoadTestSettings(
         host=check_host(options["host"]),
         path=options["path"],
@@ -52,6 +54,7 @@ def settings_from_options(options: dict) -> LoadTestSettings:
         arrival=options["arrival"],
         workers=options["workers"],
         data=options["data"],
+        signature_of=options["signature_of"],
         rows_per_request=options["rows_per_request"],
         mix=options["mix"],
         body_format=options["body_format"],

@@ -21,7 +21,13 @@ from dataclasses import asdict, dataclass, field
 from importlib import resources
 
 from mlscale.errors import ConfigurationError, MlscaleError
-from mlscale.loadtest.bodies import build_pool, load_frame, parse_mix, write_pool
+from mlscale.loadtest.bodies import (
+    build_pool,
+    frame_from_signature,
+    load_frame,
+    parse_mix,
+    write_pool,
+)
 from mlscale.loadtest.histograms import Store
 from mlscale.loadtest.resources import ResourceMonitor, find_server_pid
 from mlscale.loadtest.results import summarize, timeseries
@@ -51,6 +57,8 @@ class LoadTestSettings:
     arrival: str = "poisson"  # or "constant" (open loop)
     workers: int = 0
     data: str | None = None
+    # Generate rows from this model's signature instead of reading ``data``.
+    signature_of: str | None = None
     rows_per_request: int = 1
     mix: str | None = None
     body_format: str = "split"
@@ -101,7 +109,7 @@ def run_loadtest(
     for stale in (RESULTS_FILE,):
         if os.path.exists(os.path.join(out, stale)):
             os.remove(os.path.join(out, stale))
-    frame = load_frame(settings.data)
+    frame = frame_from_signature(settings.signature_of) if settings.signature_of else load_frame(settings.data)
     pool = build_pool(frame, parse_mix(settings.mix, settings.rows_per_request), settings.body_format)
     write_pool(pool, os.path.join(out, "bodies.json"))
     config = {
