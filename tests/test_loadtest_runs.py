@@ -66,6 +66,7 @@ def test_percentiles_match_the_servers_truth_and_workers_merge(tmp_path, workers
         served = httpx.get(f"{url}/count").json()["count"]
     summary = result.summary
     assert summary["failures"] == 0
+    assert summary["valid"], summary["problems"]
     # Every answered request is counted once, whichever process sent it; at most
     # the requests in flight when the users stopped are missing.
     assert served - 40 <= summary["requests"] <= served

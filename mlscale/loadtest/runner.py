@@ -245,8 +245,10 @@ def _collect(settings, out, samples, killed, returncode, log_path, server_pid) -
             "Locust warned that a generator process was above 90 % CPU: add --workers."
         )
     if settings.workers:
-        seen = [w for _, w in raw.get("workers", []) if w is not None]
-        if seen and min(seen[2:] or seen) < settings.workers:
+        # Worker counts while the shape ran, past the first seconds of connecting.
+        seen = [w for second, w in raw.get("workers", [])
+                if w is not None and start + 2 <= second < end - 1]  # fmt: skip
+        if seen and min(seen) < settings.workers:
             problems.append(
                 f"a load generator worker was lost during the run ({min(seen)} of "
                 f"{settings.workers} left): the load was lower than asked."
