@@ -1,0 +1,1 @@
+"""Capacity at a latency SLA: the search, the fitted models, the sizing. Pure functions."""

@@ -1,0 +1,99 @@
+"""The largest load that meets the SLA: grow geometrically until it fails, then bisect.
+
+As MLPerf's LoadGen finds peak QPS. ``measure`` runs one step (a load test at
+one load) and says whether the SLA held; the search itself is pure and takes
+it as an argument, so tests drive it with a table instead of a server.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Step:
+    load: float
+    latency_ms: float | None  # at the SLA's percentile
+    error_rate: float
+    meets: bool
+    valid: bool = True  # False: the generator saturated; not a measurement
+
+
+@dataclass(frozen=True)
+class SearchResult:
+    max_load: float | None  # None: not even the smallest load meets the SLA
+    steps: tuple[Step, ...]
+    # The failing load above max_load (None when the search hit its ceiling).
+    first_failure: float | None
+    stopped_by: str  # "converged", "ceiling", "invalid", "max_steps", "floor"
+
+
+def find_max_load(
+    measure: Callable[[float], Step],
+    *,
+    start: float,
+    ceiling: float,
+    growth: float = 2.0,
+    precision: float = 0.1,
+    floor: float = 1.0,
+    integer: bool = True,
+    max_steps: int = 20,
+) -> SearchResult:
+    """Search loads from ``start`` up to ``ceiling``; ``precision`` is the bracket's relative width."""
+    if not (start > 0 and ceiling >= start and growth > 1 and 0 < precision < 1):
+        raise ValueError("need 0 < start <= ceiling, growth > 1 and 0 < precision < 1")
+    steps: list[Step] = []
+
+    def run(load: float) -> Step:
+        load = max(round(load), 1) if integer else load
+        step = measure(load)
+        steps.append(step)
+        return step
+
+    best: float | None = None
+    failed: float | None = None
+    load = start
+    # Phase 1: grow until the SLA fails, the ceiling is reached, or a step is invalid.
+    while len(steps) < max_steps:
+        step = run(load)
+        if not step.valid:
+            return SearchResult(best, tuple(steps), failed, "invalid")
+        if step.meets:
+            best = step.load
+            if step.load >= ceiling:
+                return SearchResult(best, tuple(steps), None, "ceiling")
+            load = min(step.load * growth, ceiling)
+            continue
+        failed = step.load
+        break
+    else:
+        return SearchResult(best, tuple(steps), failed, "max_steps")
+
+    # The first load already failed: go down until one meets the SLA.
+    while best is None and len(steps) < max_steps:
+        load = failed / growth
+        if load < floor:
+            return SearchResult(None, tuple(steps), failed, "floor")
+        step = run(load)
+        if not step.valid:
+            return SearchResult(None, tuple(steps), failed, "invalid")
+        if step.meets:
+            best = step.load
+        else:
+            failed = step.load
+
+    # Phase 2: bisect the bracket (best meets, failed does not).
+    while best is not None and failed is not None and len(steps) < max_steps:
+        if (failed - best) / failed <= precision or (integer and failed - best <= 1):
+            return SearchResult(best, tuple(steps), failed, "converged")
+        middle = math.sqrt(best * failed) if failed / best > 4 else (best + failed) / 2
+        step = run(middle)
+        if not step.valid:
+            return SearchResult(best, tuple(steps), failed, "invalid")
+        if step.meets:
+            best = step.load
+        else:
+            failed = step.load
+    return SearchResult(best, tuple(steps), failed, "max_steps" if best else "floor")
