@@ -67,9 +67,11 @@ def test_percentiles_match_the_servers_truth_and_workers_merge(tmp_path, workers
     summary = result.summary
     assert summary["failures"] == 0
     assert summary["valid"], summary["problems"]
-    # Every answered request is counted once, whichever process sent it; at most
-    # the requests in flight when the users stopped are missing.
-    assert served - 40 <= summary["requests"] <= served
+    # Every answered request is counted once, whichever process sent it. Missing
+    # at most: the requests in flight when the users stopped (40), and as many
+    # again for the client's own retries on a reused connection, which the
+    # server counts twice. A lost second of results would be ~570.
+    assert served - 80 <= summary["requests"] <= served
     for name in ("p50", "p95", "p99"):
         assert within(summary["latency_ms"][name], truth[name]), (name, summary["latency_ms"], truth)
     for output in ("summary.json", "timeseries.csv", "report.html"):
