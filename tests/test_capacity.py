@@ -114,3 +114,10 @@ def test_a_pod_larger_than_the_node_is_refused():
     with pytest.raises(ConfigurationError, match="does not fit on e2-standard-2"):
         size(target=10, target_kind="rps", capacity_per_pod=5, cpu_per_pod=2, workers_per_pod=2,
              sla_text="p95 < 1 s", node_type="e2-standard-2")  # fmt: skip
+
+
+def test_two_sizes_fit_contention_only():
+    fit = fit_usl([1, 2], [100, 180])
+    assert fit.kappa == 0.0
+    assert fit.throughput(1) == pytest.approx(100, rel=1e-3)
+    assert fit.throughput(2) == pytest.approx(180, rel=1e-3)

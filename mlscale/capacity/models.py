@@ -42,10 +42,15 @@ def fit_usl(cores: Sequence[float], throughput: Sequence[float]) -> UslFit:
     if len(x) == 1:
         return UslFit(float(y[0] / x[0]), 0.0, 0.0)
 
-    def law(n, lam, sigma, kappa):
+    def law(n, lam, sigma, kappa=0.0):
         return lam * n / (1 + sigma * (n - 1) + kappa * n * (n - 1))
 
     lam0 = float(max(y / x))
+    if len(x) == 2:  # two points fix two parameters: contention only (Amdahl)
+        (lam, sigma), _ = curve_fit(
+            law, x, y, p0=(lam0, 0.05), bounds=([0, 0], [np.inf, 1]), maxfev=20_000
+        )
+        return UslFit(float(lam), float(sigma), 0.0)
     (lam, sigma, kappa), _ = curve_fit(
         law, x, y, p0=(lam0, 0.05, 0.001), bounds=([0, 0, 0], [np.inf, 1, 1]), maxfev=20_000
     )

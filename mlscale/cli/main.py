@@ -218,6 +218,66 @@ def loadtest(**options) -> None:
 
 
 @main.command()
+@click.option("-m", "--model-uri", default=None, metavar="URI",
+              help="Plan starts its own mlscale servers of each pod size for this model.")
+@click.option("--url", default=None, help="Or measure a running server as it is (one size).")
+@click.option("--sla", default="p95<1s", show_default=True, help="e.g. 'p95<1s,errors<1%'.")
+@click.option("--target-users", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="Size for this many concurrent users (closed loop, --think-time).")
+@click.option("--target-rps", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="Size for this arrival rate (open loop).")
+@click.option("--think-time", type=click.FloatRange(min=0), default=1.0, show_default=True)
+@click.option("--data", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="Request rows, CSV or parquet (default: the wine data).")
+@click.option("--from-signature", is_flag=True,
+              help="Generate request rows from the model's signature instead of --data.")
+@click.option("--cpus", default="1", show_default=True,
+              help="CPU per pod to measure, e.g. 0.5,1 (500m works too; fractions need cgroups).")
+@click.option("--workers-per-pod", default="1", show_default=True, help="e.g. 1,2.")
+@click.option("--node-type", default="e2-standard-4", show_default=True)
+@click.option("--daemonset-cpu", type=click.IntRange(min=0), default=100, show_default=True,
+              help="Millicores the DaemonSets request on every node (GKE's kube-proxy: 100).")
+@click.option("--price-per-node-hour", type=float, default=None, help="For a monthly cost.")
+@click.option("--quick", is_flag=True, help="Short steps and a coarse search: minutes, wider error bars.")
+@click.option("--out", "out_dir", default="plan-output", show_default=True,
+              type=click.Path(file_okay=False))
+def plan(**options) -> None:
+    """Find the capacity of each pod size at an SLA and size the cluster from it.
+
+    Grows the load geometrically until the SLA fails, then bisects, for each pod size;
+    fits throughput against CPU; and sizes pods, nodes and the HPA for the target.
+    Writes plan.json and plan.html.
+    """
+    from mlscale.capacity.pods import parse_pod_specs
+    from mlscale.capacity.planner import PlanSettings, run_plan
+    from mlscale.loadtest.sla import parse_sla
+
+    if (options["target_users"] is None) == (options["target_rps"] is None):
+        raise click.UsageError("Give --target-users (closed loop) or --target-rps (open loop).")
+    kind = "users" if options["target_users"] is not None else "rps"
+    quick = options["quick"]
+    settings = PlanSettings(
+        sla=parse_sla(options["sla"]), kind=kind,
+        target=options["target_users"] or options["target_rps"],
+        out_dir=options["out_dir"],
+        pods=tuple(parse_pod_specs(options["cpus"], options["workers_per_pod"])),
+        model_uri=options["model_uri"], url=options["url"].rstrip("/") if options["url"] else None,
+        think_time_s=options["think_time"], step_s=4.0 if quick else 20.0,
+        data=options["data"],
+        signature_of=options["model_uri"] if options["from_signature"] else None,
+        precision=0.25 if quick else 0.1, max_steps=12 if quick else 16,
+        node_type=options["node_type"], daemonset_cpu_m=options["daemonset_cpu"],
+        price_per_node_hour=options["price_per_node_hour"], quick=quick,
+    )  # fmt: skip
+    result = run_plan(settings, say=lambda text: click.echo(text, err=True))
+    if result["sizing"]:
+        click.echo(result["sizing"]["sentence"])
+    else:
+        click.echo("No pod size met the SLA at any load measured.")
+    click.echo(f"Plan: {options['out_dir']}/plan.json, report: {options['out_dir']}/plan.html")
+
+
+@main.command()
 @click.option("--out", "out_dir", default="demo-output", show_default=True,
               type=click.Path(file_okay=False), help="Folder for the store, models and logs.")
 @click.option("--rows", type=click.IntRange(1, 1000), default=5, show_default=True,

@@ -66,6 +66,10 @@ class LoadTestSettings:
     sla: Sla | None = None
     server_pid: int | None = None
     web_ui: bool = False
+    # Pin the Locust processes to these cores (taskset), away from the server's.
+    cpu_affinity: tuple[int, ...] | None = None
+    # Write report.html (the capacity search skips it for its many short steps).
+    report: bool = True
     extra_locust_args: tuple[str, ...] = field(default_factory=tuple)
 
     @property
@@ -97,8 +101,9 @@ def locustfile_path() -> str:
     return str(resources.files("mlscale.loadtest") / "locustfile.py")
 
 
-def _locust(*args: str) -> list[str]:
-    return [sys.executable, "-m", "locust", "-f", locustfile_path(), *args]
+def _locust(*args: str, cores: tuple[int, ...] | None = None) -> list[str]:
+    pin = ["taskset", "-c", ",".join(map(str, cores))] if cores else []
+    return [*pin, sys.executable, "-m", "locust", "-f", locustfile_path(), *args]
 
 
 def run_loadtest(
@@ -141,7 +146,8 @@ def run_loadtest(
     try:
         if settings.workers == 0:
             master = subprocess.Popen(
-                _locust(*common, *settings.extra_locust_args), env=env, stdout=subprocess.PIPE,
+                _locust(*common, *settings.extra_locust_args, cores=settings.cpu_affinity),
+                env=env, stdout=subprocess.PIPE,
                 stderr=log, text=True, start_new_session=True,
             )  # fmt: skip
             processes.append(master)
@@ -150,14 +156,14 @@ def run_loadtest(
             master = subprocess.Popen(
                 _locust(*common, "--master", "--expect-workers", str(settings.workers),
                         "--master-bind-host", "127.0.0.1", "--master-bind-port", str(port),
-                        *settings.extra_locust_args),
+                        *settings.extra_locust_args, cores=settings.cpu_affinity),
                 env=env, stdout=subprocess.PIPE, stderr=log, text=True, start_new_session=True,
             )  # fmt: skip
             processes.append(master)
             for _ in range(settings.workers):
                 processes.append(subprocess.Popen(
                     _locust("--worker", "--master-host", "127.0.0.1", "--master-port", str(port),
-                            "--loglevel", "WARNING"),
+                            "--loglevel", "WARNING", cores=settings.cpu_affinity),
                     env=env, stdout=subprocess.DEVNULL, stderr=log, start_new_session=True,
                 ))  # fmt: skip
         server_pid = settings.server_pid or find_server_pid(settings.host)
@@ -265,9 +271,10 @@ def _collect(settings, out, samples, killed, returncode, log_path, server_pid) -
         summary["notes"] = [problems_note]
     rows = timeseries(store, start=start, shape=settings.shape, samples=samples)
     _write_outputs(out, summary, rows)
-    from mlscale.report.loadtest import write_report
+    if settings.report:
+        from mlscale.report.loadtest import write_report
 
-    write_report(os.path.join(out, "report.html"), summary, rows, store, settings.shape)
+        write_report(os.path.join(out, "report.html"), summary, rows, store, settings.shape)
     return LoadTestResult(summary, rows, out)
 
 

@@ -1,0 +1,40 @@
+"""One real, short plan against a real mlscale server."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+
+from mlscale.capacity.pods import PodSpec
+from mlscale.capacity.planner import PlanSettings, run_plan
+from mlscale.loadtest.sla import parse_sla
+from tests.server_process import ServerProcess
+
+pytestmark = pytest.mark.slow
+
+
+def test_a_quick_plan_against_a_running_server(tmp_path, model_paths):
+    with ServerProcess("-m", model_paths["xgboost"]) as server:
+        server.wait_ready()
+        settings = PlanSettings(
+            sla=parse_sla("p95<50ms"), kind="users", target=40, out_dir=str(tmp_path),
+            pods=(PodSpec(1.0, 1),), url=server.url, think_time_s=0.05, step_s=2.0,
+            precision=0.5, start_load=2, ceiling=16, max_steps=5, quick=True,
+            signature_of=model_paths["xgboost"],
+        )  # fmt: skip
+        lines: list[str] = []
+        plan = run_plan(settings, say=lines.append)
+    measured = plan["measurements"][0]
+    assert measured["max_users"] == 16  # the search's ceiling: far below this server's capacity
+    assert [s["load"] for s in measured["steps"]] == [2, 4, 8, 16]
+    assert all(s["meets"] and s["valid"] for s in measured["steps"])
+    assert measured["max_rps"] > 0 and measured["p95_ms_at_max"] < 50
+    sizing = plan["sizing"]
+    # Self-consistent: 40 users at 80 % of 16 per pod need 4 pods; they fit the nodes.
+    assert sizing["pods"] == 4 and sizing["pods"] <= sizing["pods_per_node"] * sizing["nodes"]
+    assert sizing["hpa"]["max_replicas"] >= sizing["pods"]
+    assert json.load(open(tmp_path / "plan.json")) == plan
+    assert os.path.getsize(tmp_path / "plan.html") > 0
+    assert any("capacity: 16 users" in line for line in lines)
