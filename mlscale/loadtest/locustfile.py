@@ -27,12 +27,10 @@ import gevent
 from locust import FastHttpUser, LoadTestShape, events, task
 from locust.runners import MasterRunner, WorkerRunner
 
+from mlscale.loadtest import CONFIG_ENV, PROGRESS_PREFIX, RESULTS_FILE
 from mlscale.loadtest.histograms import Recorder, Store, latency_ms, new_histogram
-from mlscale.loadtest.shapes import Shape, constant
+from mlscale.loadtest.shapes import Shape
 
-CONFIG_ENV = "MLSCALE_LOADTEST_CONFIG"
-PROGRESS_PREFIX = "MLSCALE_PROGRESS "
-RESULTS_FILE = "locust_results.json"
 
 
 def _load_config() -> dict:

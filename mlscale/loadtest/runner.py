@@ -21,6 +21,7 @@ from dataclasses import asdict, dataclass, field
 from importlib import resources
 
 from mlscale.errors import ConfigurationError, MlscaleError
+from mlscale.loadtest import CONFIG_ENV, PROGRESS_PREFIX, RESULTS_FILE
 from mlscale.loadtest.bodies import (
     build_pool,
     frame_from_signature,
@@ -34,9 +35,6 @@ from mlscale.loadtest.results import summarize, timeseries
 from mlscale.loadtest.shapes import RPS, Shape
 from mlscale.loadtest.sla import Sla
 
-CONFIG_ENV = "MLSCALE_LOADTEST_CONFIG"
-PROGRESS_PREFIX = "MLSCALE_PROGRESS "
-RESULTS_FILE = "locust_results.json"
 # Locust needs a moment to start and to stop its users; past this the run is killed.
 _GRACE_S = 60.0
 
@@ -111,9 +109,9 @@ def run_loadtest(
 ) -> LoadTestResult:
     out = os.path.abspath(settings.out_dir)
     os.makedirs(out, exist_ok=True)
-    for stale in (RESULTS_FILE,):
-        if os.path.exists(os.path.join(out, stale)):
-            os.remove(os.path.join(out, stale))
+    stale = os.path.join(out, RESULTS_FILE)  # a previous run's results must not be read as ours
+    if os.path.exists(stale):
+        os.remove(stale)
     frame = frame_from_signature(settings.signature_of) if settings.signature_of else load_frame(settings.data)
     pool = build_pool(frame, parse_mix(settings.mix, settings.rows_per_request), settings.body_format)
     write_pool(pool, os.path.join(out, "bodies.json"))
