@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import socket
 import subprocess
 import sys
 import time
@@ -21,6 +19,7 @@ import urllib.request
 from dataclasses import dataclass
 
 from mlscale.errors import MlscaleError
+from mlscale.serving.process import ServeProcess
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -67,12 +66,6 @@ def _mlscale(*args: str) -> list[str]:
     return [sys.executable, "-m", "mlscale", *args]
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 def _http(method: str, url: str, body: dict | None = None, timeout: float = 10) -> tuple[int, bytes]:
     data = None if body is None else json.dumps(body).encode()
     request = urllib.request.Request(url, data=data, method=method)
@@ -83,30 +76,6 @@ def _http(method: str, url: str, body: dict | None = None, timeout: float = 10) 
             return response.status, response.read()
     except urllib.error.HTTPError as exc:
         return exc.code, exc.read()
-
-
-def _wait_ready(url: str, server: subprocess.Popen, timeout_s: float) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if server.poll() is not None:
-            raise DemoError(f"the server exited with status {server.returncode} before it was ready")
-        try:
-            if _http("GET", f"{url}/ping", timeout=2)[0] == 200:
-                return
-        except OSError:
-            pass
-        time.sleep(0.1)
-    raise DemoError(f"the server was not ready after {timeout_s:.0f} s")
-
-
-def _stop(server: subprocess.Popen, grace_s: float = 30) -> int:
-    if server.poll() is None:
-        server.send_signal(signal.SIGTERM)
-        try:
-            return server.wait(grace_s)
-        except subprocess.TimeoutExpired:
-            os.killpg(server.pid, signal.SIGKILL)
-    return server.wait()
 
 
 def run_demo(settings: DemoSettings) -> None:
@@ -128,43 +97,41 @@ def run_demo(settings: DemoSettings) -> None:
     model_uri = trained.stdout.strip().splitlines()[-1]
     print(f"registered {model_uri}")
 
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    _say("2/4 serve", f"{model_uri} at {url} (~5 s to load)")
+    _say("2/4 serve", f"{model_uri} on 127.0.0.1, a free port (~5 s to load)")
     log_path = os.path.join(out_dir, "serve.log")
-    with open(log_path, "w") as log:
-        server = subprocess.Popen(
-            _mlscale("serve", "-m", model_uri, "-p", str(port)), cwd=out_dir, env=env,
-            stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-        )  # fmt: skip
-        try:
-            _wait_ready(url, server, settings.startup_timeout_s)
-            print(f"ready; server log: {log_path}")
+    server = ServeProcess(["-m", model_uri], env=env, cwd=out_dir)
+    try:
+        if not server.ready(settings.startup_timeout_s):
+            raise DemoError(f"the server did not become ready:\n{server.output[-2000:]}")
+        url = server.url
+        print(f"ready at {url}; server log: {log_path}")
 
-            _say("3/4 score", f"{settings.rows} rows of the wine data, one request")
-            wine = load_wine().head(settings.rows)
-            features = wine.drop(columns=[TARGET]).astype(float)
-            body = {"dataframe_split": {"columns": list(features.columns),
-                                        "data": features.values.tolist()}}  # fmt: skip
-            print(f"curl -X POST {url}/invocations -H 'Content-Type: application/json' "
-                  f"-d '{json.dumps(body)[:90]}...'")  # fmt: skip
-            status, answer = _http("POST", f"{url}/invocations", body)
-            if status != 200:
-                raise DemoError(f"scoring answered {status}: {answer[:300]!r}")
-            predictions = json.loads(answer)["predictions"]
-            print(f"{'alcohol':>8} {'pH':>5} {'quality':>8} {'predicted':>10}")
-            for (_, row), predicted in zip(wine.iterrows(), predictions):
-                print(f"{row['alcohol']:>8.1f} {row['pH']:>5.2f} {row[TARGET]:>8.0f} {predicted:>10.3f}")
-            metrics = _http("GET", f"{url}/metrics")[1].decode()
-            served = [line for line in metrics.splitlines()
-                      if line.startswith("mlscale_requests_total") and "invocations" in line]  # fmt: skip
-            print("metrics: " + "; ".join(served))
+        _say("3/4 score", f"{settings.rows} rows of the wine data, one request")
+        wine = load_wine().head(settings.rows)
+        features = wine.drop(columns=[TARGET]).astype(float)
+        body = {"dataframe_split": {"columns": list(features.columns),
+                                    "data": features.values.tolist()}}  # fmt: skip
+        print(f"curl -X POST {url}/invocations -H 'Content-Type: application/json' "
+              f"-d '{json.dumps(body)[:90]}...'")  # fmt: skip
+        status, answer = _http("POST", f"{url}/invocations", body)
+        if status != 200:
+            raise DemoError(f"scoring answered {status}: {answer[:300]!r}")
+        predictions = json.loads(answer)["predictions"]
+        print(f"{'alcohol':>8} {'pH':>5} {'quality':>8} {'predicted':>10}")
+        for (_, row), predicted in zip(wine.iterrows(), predictions):
+            print(f"{row['alcohol']:>8.1f} {row['pH']:>5.2f} {row[TARGET]:>8.0f} {predicted:>10.3f}")
+        metrics = _http("GET", f"{url}/metrics")[1].decode()
+        served = [line for line in metrics.splitlines()
+                  if line.startswith("mlscale_requests_total") and "invocations" in line]  # fmt: skip
+        print("metrics: " + "; ".join(served))
 
-            _say("4/4 load", f"stepped load test like the reference's: {settings.steps} "
-                 f"users with {settings.think_time_s:g} s think time (~{_steps_seconds(settings):.0f} s)")
-            summary = _load_test(settings, url, out_dir, server.pid)
-        finally:
-            code = _stop(server)
+        _say("4/4 load", f"stepped load test like the reference's: {settings.steps} "
+             f"users with {settings.think_time_s:g} s think time (~{_steps_seconds(settings):.0f} s)")
+        summary = _load_test(settings, url, out_dir, server.pid)
+    finally:
+        code = server.stop()
+        with open(log_path, "w") as log:
+            log.write(server.output + "\n")
     if code != 0:
         raise DemoError(f"the server exited with status {code} after SIGTERM (log: {log_path})")
     latency = summary["latency_ms"]

@@ -9,20 +9,13 @@ message, and whole cores still work.
 from __future__ import annotations
 
 import os
-import re
-import signal
-import subprocess
-import sys
-import threading
-import time
-import urllib.request
 from dataclasses import dataclass
 
 from mlscale.errors import ConfigurationError, MlscaleError
+from mlscale.serving.process import ServeProcess
 
 _CGROUP_CPU = "/sys/fs/cgroup/cpu"
 _PERIOD_US = 100_000
-_RUNNING = re.compile(r"Uvicorn running on http://[^:]+:(\d+)")
 
 
 class PodError(MlscaleError):
@@ -84,21 +77,14 @@ class Pod:
                 f"A pod of {spec.cpu * 1000:.0f}m needs a CPU quota, and cgroups are not "
                 "writable here; use whole cores (--cpus 1,2)."
             )
-        command = ["taskset", "-c", ",".join(map(str, self.cores)), sys.executable, "-m",
-                   "mlscale", "serve", "-m", model_uri, "-p", "0", "-w", str(spec.workers),
-                   "--max-queue", "100000"]  # fmt: skip
-        self.process = subprocess.Popen(
-            command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-            env={**os.environ, **(env or {})}, start_new_session=True,
+        self.server = ServeProcess(
+            ["-m", model_uri, "-w", str(spec.workers), "--max-queue", "100000"],
+            prefix=["taskset", "-c", ",".join(map(str, self.cores))], env=env,
         )  # fmt: skip
         self._cgroup = self._limit(spec.cpu) if fractional else None
-        self.lines: list[str] = []
-        self.port: int | None = None
-        self._found = threading.Event()
-        threading.Thread(target=self._read, daemon=True).start()
 
     def _limit(self, cpu: float) -> str:
-        path = os.path.join(_CGROUP_CPU, f"mlscale-{os.getpid()}-{self.process.pid}")
+        path = os.path.join(_CGROUP_CPU, f"mlscale-{os.getpid()}-{self.server.pid}")
         os.makedirs(path, exist_ok=True)
         with open(os.path.join(path, "cpu.cfs_period_us"), "w") as handle:
             handle.write(str(_PERIOD_US))
@@ -106,47 +92,15 @@ class Pod:
             handle.write(str(int(cpu * _PERIOD_US)))
         # Processes started later (uvicorn's workers) inherit the group.
         with open(os.path.join(path, "cgroup.procs"), "w") as handle:
-            handle.write(str(self.process.pid))
+            handle.write(str(self.server.pid))
         return path
-
-    def _read(self) -> None:
-        for line in self.process.stdout:
-            self.lines.append(line.rstrip())
-            match = _RUNNING.search(line)
-            if match and self.port is None:
-                self.port = int(match.group(1))
-                self._found.set()
-        self._found.set()
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def wait_ready(self, timeout_s: float = 180) -> Pod:
-        deadline = time.monotonic() + timeout_s
-        self._found.wait(timeout_s)
-        while self.port is not None and time.monotonic() < deadline:
-            try:
-                with urllib.request.urlopen(f"{self.url}/ping", timeout=2) as response:
-                    if response.status == 200:
-                        return self
-            except OSError:
-                pass
-            if self.process.poll() is not None:
-                break
-            time.sleep(0.1)
-        self.stop()
-        tail = "\n".join(self.lines[-10:])
-        raise PodError(f"The model server for a pod of {self.spec.label} did not start:\n{tail}")
+        return self.server.url
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(30)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait()
+        self.server.stop()
         if self._cgroup:
             try:
                 os.rmdir(self._cgroup)
@@ -154,7 +108,11 @@ class Pod:
                 pass
 
     def __enter__(self) -> Pod:
-        return self.wait_ready()
+        if not self.server.ready(180):
+            self.stop()
+            tail = "\n".join(self.server.lines[-10:])
+            raise PodError(f"The model server for a pod of {self.spec.label} did not start:\n{tail}")
+        return self
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
