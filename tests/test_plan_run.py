@@ -19,7 +19,7 @@ def test_a_quick_plan_against_a_running_server(tmp_path, model_paths):
     with ServerProcess("-m", model_paths["xgboost"]) as server:
         server.wait_ready()
         settings = PlanSettings(
-            sla=parse_sla("p95<50ms"), kind="users", target=40, out_dir=str(tmp_path),
+            sla=parse_sla("p95<1s"), kind="users", target=40, out_dir=str(tmp_path),
             pods=(PodSpec(1.0, 1),), url=server.url, think_time_s=0.05, step_s=2.0,
             precision=0.5, start_load=2, ceiling=16, max_steps=5, quick=True,
             signature_of=model_paths["xgboost"],
@@ -27,10 +27,11 @@ def test_a_quick_plan_against_a_running_server(tmp_path, model_paths):
         lines: list[str] = []
         plan = run_plan(settings, say=lines.append)
     measured = plan["measurements"][0]
-    assert measured["max_users"] == 16  # the search's ceiling: far below this server's capacity
+    # The search's ceiling, far below this server's capacity, even on a busy machine.
+    assert measured["max_users"] == 16, "\n".join(lines)
     assert [s["load"] for s in measured["steps"]] == [2, 4, 8, 16]
     assert all(s["meets"] and s["valid"] for s in measured["steps"])
-    assert measured["max_rps"] > 0 and measured["p95_ms_at_max"] < 50
+    assert measured["max_rps"] > 0 and measured["p95_ms_at_max"] < 1000
     sizing = plan["sizing"]
     # Self-consistent: 40 users at 80 % of 16 per pod need 4 pods; they fit the nodes.
     assert sizing["pods"] == 4 and sizing["pods"] <= sizing["pods_per_node"] * sizing["nodes"]
