@@ -121,3 +121,19 @@ def test_two_sizes_fit_contention_only():
     assert fit.kappa == 0.0
     assert fit.throughput(1) == pytest.approx(100, rel=1e-3)
     assert fit.throughput(2) == pytest.approx(180, rel=1e-3)
+
+
+@pytest.mark.parametrize(
+    ("rates", "expected"),
+    [
+        ([100, 102, 98, 101, 99, 100], True),
+        ([50, 80, 100, 100, 100, 100], False),  # still warming up
+        ([100, 100, 100, 100, 60, 60], False),  # a stall at the end
+        ([100, 100], False),  # too short to tell
+        ([0, 0, 0], False),
+    ],
+)
+def test_a_step_is_stable_when_three_windows_agree(rates, expected):
+    from mlscale.capacity.search import stable
+
+    assert stable(rates) is expected

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from mlscale.capacity.models import fit_usl, holdout_error
 from mlscale.capacity.pods import Pod, PodSpec, cores_for
-from mlscale.capacity.search import Step, find_max_load
+from mlscale.capacity.search import Step, find_max_load, stable
 from mlscale.capacity.sizing import size
 from mlscale.errors import ConfigurationError
 from mlscale.loadtest.runner import LoadTestSettings, run_loadtest
@@ -52,19 +52,28 @@ def _measure_fn(settings: PlanSettings, url: str, cores: tuple[int, ...] | None,
     sla = settings.sla
     percentile = sla.percentile or "p95"
 
-    def measure(load: float) -> Step:
+    def run(load: float, duration_s: float):
         out = os.path.join(settings.out_dir, "steps", f"{len(log):02d}")
-        result = run_loadtest(LoadTestSettings(
-            host=url, shape=constant(settings.kind, load, settings.step_s), out_dir=out,
+        return run_loadtest(LoadTestSettings(
+            host=url, shape=constant(settings.kind, load, duration_s), out_dir=out,
             think_time_s=settings.think_time_s, think="random", spawn_rate=max(load, 10.0),
             sla=sla, cpu_affinity=cores, report=False, data=settings.data,
             signature_of=settings.signature_of,
         ))  # fmt: skip
+
+    def measure(load: float) -> Step:
+        result = run(load, settings.step_s)
+        steady = _steady_rates(result.rows)
+        if not stable(steady) and not settings.quick:
+            say(f"  {load:g} {settings.kind}: throughput not steady yet; measuring twice as long")
+            result = run(load, settings.step_s * 2)
+            steady = _steady_rates(result.rows)
         summary = result.summary
         step = Step(load, summary["latency_ms"][percentile], summary["error_rate"],
                     meets=summary["sla"]["met"], valid=summary["valid"])  # fmt: skip
         log.append({"load": load, "rps": summary["rps"], "latency_ms": step.latency_ms,
-                    "error_rate": step.error_rate, "meets": step.meets, "valid": step.valid})
+                    "error_rate": step.error_rate, "meets": step.meets, "valid": step.valid,
+                    "stable": stable(steady), "requests": summary["requests"]})
         value = "–" if step.latency_ms is None else f"{step.latency_ms:.1f} ms"
         verdict = "meets" if step.meets else "misses"
         say(f"  {load:g} {settings.kind}: {percentile} {value}, {summary['rps']:.0f} req/s, "
@@ -74,6 +83,13 @@ def _measure_fn(settings: PlanSettings, url: str, cores: tuple[int, ...] | None,
         return step
 
     return measure
+
+
+def _steady_rates(rows: list[dict]) -> list[float]:
+    """Requests per second while the load held: without the first (users starting)
+    and the seconds after the shape ended."""
+    held = [r for r in rows if r.get("users") is not None or r.get("target_rps") is not None]
+    return [float(r["rps"]) for r in held[1:]]
 
 
 def run_plan(settings: PlanSettings, say: Callable[[str], None] = print) -> dict:

@@ -97,3 +97,14 @@ def find_max_load(
         else:
             failed = step.load
     return SearchResult(best, tuple(steps), failed, "max_steps" if best else "floor")
+
+
+def stable(rates: list[float], windows: int = 3, tolerance: float = 0.10) -> bool:
+    """Whether a step's per-second throughput is steady: ``windows`` equal windows
+    whose means agree within ``tolerance`` of their average (perf_analyzer's rule)."""
+    if len(rates) < windows:
+        return False
+    size = len(rates) // windows
+    means = [sum(rates[i * size : (i + 1) * size]) / size for i in range(windows)]
+    average = sum(means) / windows
+    return average > 0 and all(abs(m - average) <= tolerance * average for m in means)
