@@ -75,9 +75,10 @@ def _measure_fn(settings: PlanSettings, url: str, cores: tuple[int, ...] | None,
                     "error_rate": step.error_rate, "meets": step.meets, "valid": step.valid,
                     "stable": stable(steady), "requests": summary["requests"]})
         value = "–" if step.latency_ms is None else f"{step.latency_ms:.1f} ms"
+        left = (settings.max_steps - len(log)) * (settings.step_s + 4)
         verdict = "meets" if step.meets else "misses"
         say(f"  {load:g} {settings.kind}: {percentile} {value}, {summary['rps']:.0f} req/s, "
-            f"{verdict} the SLA")  # fmt: skip
+            f"{verdict} the SLA  [step {len(log)}, at most ~{left:.0f} s left for this size]")  # fmt: skip
         if not step.valid:
             say(f"  not a valid measurement: {'; '.join(summary['problems'])}")
         return step
