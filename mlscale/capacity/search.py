@@ -71,25 +71,18 @@ def find_max_load(
     else:
         return SearchResult(best, tuple(steps), failed, "max_steps")
 
-    # The first load already failed: go down until one meets the SLA.
-    while best is None and len(steps) < max_steps:
-        load = failed / growth
-        if load < floor:
-            return SearchResult(None, tuple(steps), failed, "floor")
-        step = run(load)
-        if not step.valid:
-            return SearchResult(None, tuple(steps), failed, "invalid")
-        if step.meets:
-            best = step.load
-        else:
-            failed = step.load
-
-    # Phase 2: bisect the bracket (best meets, failed does not).
-    while best is not None and failed is not None and len(steps) < max_steps:
-        if (failed - best) / failed <= precision or (integer and failed - best <= 1):
+    # Phase 2: go down until a load meets the SLA (when the first already failed),
+    # then bisect the bracket (best meets, failed does not).
+    while len(steps) < max_steps:
+        if best is None:
+            load = failed / growth
+            if load < floor:
+                return SearchResult(None, tuple(steps), failed, "floor")
+        elif (failed - best) / failed <= precision or (integer and failed - best <= 1):
             return SearchResult(best, tuple(steps), failed, "converged")
-        middle = math.sqrt(best * failed) if failed / best > 4 else (best + failed) / 2
-        step = run(middle)
+        else:
+            load = math.sqrt(best * failed) if failed / best > 4 else (best + failed) / 2
+        step = run(load)
         if not step.valid:
             return SearchResult(best, tuple(steps), failed, "invalid")
         if step.meets:

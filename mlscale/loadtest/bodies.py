@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from mlscale.errors import ConfigurationError
+from mlscale.loadtest.shapes import colon_pairs
 
 FORMATS = {
     "split": "application/json",  # {"dataframe_split": {...}}
@@ -36,14 +37,9 @@ def parse_mix(spec: str | None, rows_per_request: int = 1) -> list[RequestKind]:
     if not spec:
         return [RequestKind(_kind_name(rows_per_request), rows_per_request, 1.0)]
     kinds = []
-    for part in (p.strip() for p in spec.split(",") if p.strip()):
-        try:
-            rows_text, weight_text = part.split(":")
-            rows, weight = int(rows_text), float(weight_text)
-        except ValueError:
-            raise ConfigurationError(
-                f"Cannot read {part!r} in --mix: write ROWS:WEIGHT pairs, for example 1:90,100:10."
-            ) from None
+    explain = (lambda part: f"Cannot read {part!r} in --mix: write ROWS:WEIGHT pairs, "
+               "for example 1:90,100:10.")  # fmt: skip
+    for rows, weight, part in colon_pairs(spec, (int, float), explain):
         if rows < 1 or weight <= 0:
             raise ConfigurationError(f"In --mix {part!r}: rows must be >= 1 and weight > 0.")
         kinds.append(RequestKind(_kind_name(rows), rows, weight))

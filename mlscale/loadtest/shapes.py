@@ -90,19 +90,25 @@ def ramp(kind: str, start: float, end: float, duration_s: float) -> Shape:
     return Shape(kind, (Stage(0.0, _positive("The duration", duration_s), start, end),))
 
 
+def colon_pairs(spec: str, cast: tuple, explain) -> list[tuple]:
+    """``"A:B,C:D"`` as typed pairs; ``explain(part)`` words the error for a bad one."""
+    pairs = []
+    for part in (p.strip() for p in spec.split(",") if p.strip()):
+        try:
+            first, second = part.split(":")
+            pairs.append((cast[0](first), cast[1](second), part))
+        except ValueError:
+            raise ConfigurationError(explain(part)) from None
+    return pairs
+
+
 def steps(kind: str, spec: str) -> Shape:
     """``"60:10,60:20,60:40"``: 60 s at 10, then 60 s at 20, then 60 s at 40."""
     _check_kind(kind)
     stages, start = [], 0.0
-    for part in (p.strip() for p in spec.split(",") if p.strip()):
-        try:
-            seconds_text, value_text = part.split(":")
-            seconds, value = float(seconds_text), float(value_text)
-        except ValueError:
-            raise ConfigurationError(
-                f"Cannot read the step {part!r}: write steps as SECONDS:VALUE, comma-separated, "
-                "for example 60:10,60:20,60:40."
-            ) from None
+    explain = (lambda part: f"Cannot read the step {part!r}: write steps as SECONDS:VALUE, "
+               "comma-separated, for example 60:10,60:20,60:40.")  # fmt: skip
+    for seconds, value, part in colon_pairs(spec, (float, float), explain):
         if value < 0:
             raise ConfigurationError(f"The step {part!r} has a negative load.")
         end = start + _positive(f"The step {part!r}'s duration", seconds)
