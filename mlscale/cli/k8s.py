@@ -1,0 +1,79 @@
+"""``mlscale k8s``: Kubernetes manifests sized from a plan, and their checks."""
+
+from __future__ import annotations
+
+import click
+
+_OVERLAY_CHOICES = ("base", "local", "gke")
+
+
+@click.group(context_settings={"max_content_width": 100})
+def k8s() -> None:
+    """Kubernetes manifests: render an overlay sized from a plan, validate overlays.
+
+    The manifests are a kustomize base and overlays in deploy/ (the model server
+    with its HPA and PodDisruptionBudget, the MLflow tracking server with
+    Postgres, Locust master and workers, NetworkPolicies); deploy/README.md
+    gives the commands for a real cluster.
+    """
+
+
+@k8s.command()
+@click.option("--plan", "plan_path", required=True, metavar="PATH",
+              help="plan.json from `mlscale plan`, or the folder it was written to.")
+@click.option("--out", "out_dir", required=True, metavar="DIR",
+              help="Folder to write the overlay to: new, empty, or an earlier render.")
+@click.option("--overlay", type=click.Choice(_OVERLAY_CHOICES), default="base", show_default=True,
+              help="Build on the bare base, on deploy/overlays/local (kind, minikube) or on "
+              "deploy/overlays/gke (load balancers, artifacts in GCS).")  # fmt: skip
+@click.option("--model-uri", default=None, metavar="URI",
+              help="The model to serve (default: the base's models:/wine-quality/1).")
+def render(plan_path: str, out_dir: str, overlay: str, model_uri: str | None) -> None:
+    """Write a kustomize overlay sized from a plan, ready for `kubectl apply -k DIR`.
+
+    From the plan's sizing: the model server's replicas, CPU per pod (request =
+    limit), memory, worker processes (-w), the HPA's minimum, maximum and CPU
+    target; and Locust workers for the target load, one worker (one CPU) per 500
+    requests/s, users counting as one request per think time. DIR holds a copy
+    of the base (and of the overlay), so it renders wherever it is moved.
+    """
+    from mlscale.k8s.plan import read_plan, sizing_from_plan
+    from mlscale.k8s.render import render_plan
+
+    plan = read_plan(plan_path)
+    sizing = sizing_from_plan(plan)
+    written = render_plan(plan, out_dir, overlay=None if overlay == "base" else overlay,
+                          model_uri=model_uri)  # fmt: skip
+    click.echo(
+        f"Wrote {written}: {sizing.pods} model pods of {sizing.cpu_millicores}m CPU and "
+        f"{sizing.memory_mib}Mi, {sizing.workers_per_pod} worker process(es) each; HPA "
+        f"{sizing.hpa_min_replicas}-{sizing.hpa_max_replicas} pods at "
+        f"{sizing.hpa_target_cpu_utilization} % CPU; {sizing.locust_workers} Locust worker(s)."
+    )
+    click.echo(f"Check: mlscale k8s validate {written}   Apply: kubectl apply -k {written}")
+
+
+@k8s.command()
+@click.argument("directory", metavar="DIR")
+@click.option("--kubernetes-version", "versions", multiple=True, metavar="X.Y",
+              help="Validate against this release's schemas (repeatable). Default: 1.30, the "
+              "oldest the manifests support, and the newest kubernetes-validate ships.")  # fmt: skip
+def validate(directory: str, versions: tuple[str, ...]) -> None:
+    """Check a kustomize folder: it renders, every object fits the schemas, policies hold.
+
+    Renders DIR with `kubectl kustomize`; validates every object against the
+    Kubernetes OpenAPI schemas with unknown fields as errors (no cluster needed);
+    checks policies: requests and limits, probes on serving containers, non-root
+    and read-only root file systems, pinned images, no credentials in plain text,
+    $(VAR) references that expand, Services that select pods, HPAs (autoscaling/v2,
+    explicit scale-down, bounds, a PodDisruptionBudget), the model server's
+    graceful shutdown and metrics, Locust on mlscale's locustfile; and, for a
+    folder `mlscale k8s render` wrote, that the numbers are its plan's.
+    Exit status 1 when anything fails.
+    """
+    from mlscale.k8s.validate import validate_dir
+
+    report = validate_dir(directory, kubernetes_versions=versions or None)
+    click.echo(report.text())
+    if not report.ok:
+        raise SystemExit(1)

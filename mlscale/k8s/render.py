@@ -1,0 +1,212 @@
+"""Render a kustomize overlay sized from a plan.
+
+The folder written is self-contained, so that ``kubectl kustomize DIR`` and
+``kubectl apply -k DIR`` work wherever it is moved: it holds a copy of
+deploy/base (and of the chosen overlay, at the same relative place as in
+deploy/), the plan it was sized from, and a kustomization with three small
+patches: the model server's replicas, CPU, memory and worker processes, the
+HPA's bounds and target, and the Locust workers for the target load.
+
+:func:`overlay_files` is pure (plan in, file texts out); :func:`render_plan`
+does the copying and writing.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from mlscale.errors import ConfigurationError
+from mlscale.k8s import LOCUST_WORKER, SERVER, SERVER_CONTAINER
+from mlscale.k8s.paths import deploy_root, overlay_dir
+from mlscale.k8s.plan import RPS_PER_LOCUST_WORKER, DeploySizing, sizing_from_plan
+
+# The first line of every kustomization this module writes: a folder that has
+# a kustomization without it is someone else's, and is never overwritten.
+MARKER = "# Written by `mlscale k8s render`"
+PLAN_FILE = "plan.json"
+# What render owns in an output folder, and replaces on every run.
+_OWNED = ("kustomization.yaml", PLAN_FILE, "server.yaml", "hpa.yaml", "locust.yaml",
+          "base", "overlays", "components")  # fmt: skip
+
+
+def render_plan(
+    plan: dict[str, Any], out_dir: str, *, overlay: str | None = None, model_uri: str | None = None
+) -> str:
+    """Write an overlay sized from ``plan`` to ``out_dir``; returns the folder's path.
+
+    ``overlay`` (``"local"`` or ``"gke"``) builds on that overlay instead of the
+    bare base (``None`` or ``"base"``); ``model_uri`` replaces the base's
+    ``models:/wine-quality/1``.
+    """
+    overlay = None if overlay == "base" else overlay
+    sizing = sizing_from_plan(plan)
+    root = deploy_root()
+    source_overlay = overlay_dir(overlay) if overlay is not None else None
+    out = Path(out_dir)
+    _check_writable(out)
+    for name in _OWNED:
+        _remove(out / name)
+    out.mkdir(parents=True, exist_ok=True)
+    # *.env files are credentials a user created for a secret generator: they
+    # stay where they are.
+    ignore = shutil.ignore_patterns("*.env", "__pycache__")
+    shutil.copytree(root / "base", out / "base", ignore=ignore)
+    shutil.copytree(root / "components", out / "components", ignore=ignore)
+    resource = "base"
+    if source_overlay is not None:
+        resource = f"overlays/{overlay}"
+        shutil.copytree(source_overlay, out / resource, ignore=ignore)
+    server_args = base_server_args(out / "base" / "server.yaml")
+    files = overlay_files(sizing, resource=resource, server_args=server_args, model_uri=model_uri)
+    for name, text in files.items():
+        (out / name).write_text(text, encoding="utf-8")
+    (out / PLAN_FILE).write_text(json.dumps(plan, indent=2) + "\n", encoding="utf-8")
+    return str(out)
+
+
+def overlay_files(
+    sizing: DeploySizing,
+    *,
+    resource: str,
+    server_args: list[str],
+    model_uri: str | None = None,
+) -> dict[str, str]:
+    """The kustomization and its patches, as file name -> YAML text."""
+    args = set_option(server_args, ("-w", "--workers"), str(sizing.workers_per_pod))
+    if model_uri:
+        args = set_option(args, ("-m", "--model-uri"), model_uri)
+    cpu, memory = f"{sizing.cpu_millicores}m", f"{sizing.memory_mib}Mi"
+    server = {
+        "apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": SERVER},
+        "spec": {
+            "replicas": sizing.pods,
+            "template": {"spec": {"containers": [{
+                "name": SERVER_CONTAINER,
+                "args": args,
+                "resources": {"requests": {"cpu": cpu, "memory": memory},
+                              "limits": {"cpu": cpu, "memory": memory}},
+            }]}},
+        },
+    }  # fmt: skip
+    hpa = {
+        "apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscaler",
+        "metadata": {"name": SERVER},
+        "spec": {
+            "minReplicas": sizing.hpa_min_replicas,
+            "maxReplicas": sizing.hpa_max_replicas,
+            # A list without a merge key: the patch replaces it whole.
+            "metrics": [{"type": "Resource", "resource": {"name": "cpu", "target": {
+                "type": "Utilization",
+                "averageUtilization": sizing.hpa_target_cpu_utilization,
+            }}}],
+        },
+    }  # fmt: skip
+    locust = {
+        "apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": LOCUST_WORKER},
+        "spec": {"replicas": sizing.locust_workers},
+    }  # fmt: skip
+    kustomization = {
+        "apiVersion": "kustomize.config.k8s.io/v1beta1",
+        "kind": "Kustomization",
+        "resources": [resource],
+        "patches": [{"path": "server.yaml"}, {"path": "hpa.yaml"}, {"path": "locust.yaml"}],
+    }
+    target = f"{sizing.target:g} {'concurrent users' if sizing.target_kind == 'users' else 'requests/s'}"
+    return {
+        "kustomization.yaml": _document(kustomization, [
+            MARKER[2:] + f" from {PLAN_FILE}; render again rather than edit.",
+            sizing.sentence or f"Sized for {target}.",
+            "Apply: kubectl apply -k .   Check: mlscale k8s validate .",
+        ]),
+        "server.yaml": _document(server, [
+            f"The model server at the target load ({target}): {sizing.pods} pods",
+            f"of {cpu} CPU and {memory}, {sizing.workers_per_pod} worker process(es) each.",
+            "CPU request = limit: the HPA's utilisation is relative to the request,",
+            "and a pod never uses CPU the scheduler did not reserve.",
+        ]),
+        "hpa.yaml": _document(hpa, [
+            f"From the plan: {sizing.hpa_min_replicas} to {sizing.hpa_max_replicas} pods, adding",
+            f"pods above {sizing.hpa_target_cpu_utilization} % of the CPU request. The scale-up",
+            "and scale-down behaviour stays the base's.",
+        ]),
+        "locust.yaml": _document(locust, [
+            f"{sizing.locust_workers} Locust worker(s) of one CPU for {sizing.target_rps:g} requests/s:",
+            f"one per {RPS_PER_LOCUST_WORKER:g} requests/s, rounded up (users: one request per think time).",
+            "Add workers if Locust warns that a worker's CPU is above 90 %.",
+        ]),
+    }
+
+
+def base_server_args(server_yaml: Path) -> list[str]:
+    """The model server container's args in the base, which the sizing patch amends."""
+    try:
+        documents = list(yaml.safe_load_all(server_yaml.read_text(encoding="utf-8")))
+        deployment = next(d for d in documents if d and d.get("kind") == "Deployment"
+                          and d["metadata"]["name"] == SERVER)  # fmt: skip
+        container = next(c for c in deployment["spec"]["template"]["spec"]["containers"]
+                         if c["name"] == SERVER_CONTAINER)  # fmt: skip
+        return [str(arg) for arg in container["args"]]
+    except (OSError, yaml.YAMLError, StopIteration, KeyError, TypeError) as exc:
+        raise ConfigurationError(
+            f"{server_yaml} has no Deployment {SERVER!r} with a container {SERVER_CONTAINER!r} "
+            f"and args: {exc!r}."
+        ) from exc
+
+
+def set_option(args: list[str], names: tuple[str, ...], value: str) -> list[str]:
+    """``args`` with the option ``names`` (``-w``, ``--workers``…) set to ``value``.
+
+    Its first occurrence keeps its place (``-w 2`` or ``--workers=2``); other
+    occurrences are dropped; an option not there is appended.
+    """
+    result: list[str] = []
+    placed = False
+    index = 0
+    while index < len(args):
+        arg = args[index]
+        inline = next((n for n in names if n.startswith("--") and arg.startswith(f"{n}=")), None)
+        if arg in names or inline:
+            if not placed:
+                result += [f"{inline}={value}"] if inline else [arg, value]
+                placed = True
+            index += 1 if inline else 2
+            continue
+        result.append(arg)
+        index += 1
+    return result if placed else [*result, names[0], value]
+
+
+def _document(obj: dict[str, Any], comments: list[str]) -> str:
+    header = "".join(f"# {line}\n" for line in comments)
+    return header + yaml.safe_dump(obj, sort_keys=False, default_flow_style=False)
+
+
+def _check_writable(out: Path) -> None:
+    """Render only into a new or empty folder, or over a previous render."""
+    if out.exists() and not out.is_dir():
+        raise ConfigurationError(f"--out {out} is a file; give a folder.")
+    if not out.exists() or not any(out.iterdir()):
+        return
+    kustomization = out / "kustomization.yaml"
+    first = ""
+    if kustomization.is_file():
+        first = kustomization.read_text(encoding="utf-8", errors="replace").split("\n", 1)[0]
+    if not first.startswith(MARKER):
+        raise ConfigurationError(
+            f"{out} is not empty and was not written by `mlscale k8s render`; "
+            "render into a new or empty folder."
+        )
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    elif path.exists() or path.is_symlink():
+        os.remove(path)
+

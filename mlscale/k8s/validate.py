@@ -1,0 +1,171 @@
+"""Validate a kustomize folder: render it, check every object's schema and the policies.
+
+Three layers, each catching what the one before lets through:
+
+1. ``kubectl kustomize DIR`` must render (a broken patch, a missing file).
+2. Every object must validate against the Kubernetes OpenAPI schemas of the
+   oldest and the newest release checked, with unknown fields as errors (a
+   misspelt field would otherwise be dropped by the API server in silence).
+   The schemas ship in the ``kubernetes-validate`` package: no cluster and no
+   network needed.
+3. The policies of :mod:`mlscale.k8s.policy`; and, for a folder that
+   ``mlscale k8s render`` wrote, that the numbers are the plan's.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from mlscale.errors import ConfigurationError
+from mlscale.k8s.plan import PlanError, read_plan, sizing_from_plan
+from mlscale.k8s.policy import POLICIES, Problem, check_against_plan, check_all, name_of
+from mlscale.k8s.render import MARKER, PLAN_FILE
+
+# preStop.sleep, which the model server uses, is on by default from 1.30
+# (https://kubernetes.io/docs/concepts/containers/container-lifecycle-hooks/).
+OLDEST_KUBERNETES = "1.30"
+_KUSTOMIZE_TIMEOUT_S = 60
+
+
+@dataclass
+class ValidationReport:
+    directory: str
+    kubernetes_versions: tuple[str, ...] = ()
+    objects: list[str] = field(default_factory=list)  # "Kind/name", in rendering order
+    problems: list[Problem] = field(default_factory=list)
+    against_plan: bool = False  # the folder holds the plan it was rendered from
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def text(self) -> str:
+        """The report for a person at a terminal."""
+        lines = [f"{self.directory}: {len(self.objects)} objects rendered by kubectl kustomize"]
+        if self.objects:
+            versions = " and ".join(self.kubernetes_versions)
+            schema = [p for p in self.problems if p.check == "schema"]
+            lines.append(f"  schemas (Kubernetes {versions}, unknown fields are errors): "
+                         f"{'ok' if not schema else f'{len(schema)} problems'}")  # fmt: skip
+            policy = [p for p in self.problems if p.check not in ("schema", "render", "plan")]
+            lines.append(f"  policies ({len(POLICIES)} checks): "
+                         f"{'ok' if not policy else f'{len(policy)} problems'}")  # fmt: skip
+            if self.against_plan:
+                plan = [p for p in self.problems if p.check == "plan"]
+                lines.append(f"  sizing against {PLAN_FILE}: "
+                             f"{'ok' if not plan else f'{len(plan)} problems'}")  # fmt: skip
+        lines += [f"  - {problem}" for problem in self.problems]
+        count = len(self.problems)
+        lines.append("OK" if self.ok else f"FAILED: {count} problem{'s' if count > 1 else ''}")
+        return "\n".join(lines)
+
+
+def validate_dir(directory: str | os.PathLike[str], *,
+                 kubernetes_versions: tuple[str, ...] | None = None) -> ValidationReport:  # fmt: skip
+    """Render ``directory`` with kubectl kustomize and check everything rendered."""
+    path = Path(directory)
+    if not any((path / name).is_file() for name in ("kustomization.yaml", "kustomization.yml",
+                                                    "Kustomization")):  # fmt: skip
+        raise ConfigurationError(f"{path} has no kustomization.yaml: give a kustomize folder, "
+                                 "e.g. deploy/overlays/local or one `mlscale k8s render` wrote.")  # fmt: skip
+    versions = kubernetes_versions or default_versions()
+    report = ValidationReport(str(directory), kubernetes_versions=versions)
+    try:
+        objects = kustomize(path)
+    except RenderError as exc:
+        report.problems.append(Problem("render", str(directory), str(exc)))
+        return report
+    report.objects = [name_of(obj) for obj in objects]
+    report.problems += schema_problems(objects, versions)
+    report.problems += check_all(objects)
+    plan_path = path / PLAN_FILE
+    if plan_path.is_file() and _written_by_render(path):
+        report.against_plan = True
+        try:
+            report.problems += check_against_plan(objects, sizing_from_plan(read_plan(str(plan_path))))
+        except PlanError as exc:
+            report.problems.append(Problem("plan", str(plan_path), str(exc)))
+    return report
+
+
+class RenderError(Exception):
+    """kubectl kustomize failed; the message is its own."""
+
+
+def kustomize(directory: Path) -> list[dict[str, Any]]:
+    """The objects ``kubectl kustomize directory`` renders."""
+    kubectl = shutil.which("kubectl")
+    if kubectl is None:
+        raise ConfigurationError(
+            "kubectl is not on PATH: install it (https://kubernetes.io/docs/tasks/tools/); "
+            "`mlscale k8s validate` renders with `kubectl kustomize`."
+        )
+    try:
+        done = subprocess.run([kubectl, "kustomize", str(directory)], capture_output=True,
+                              text=True, timeout=_KUSTOMIZE_TIMEOUT_S, check=False)  # fmt: skip
+    except subprocess.TimeoutExpired:
+        raise RenderError(f"kubectl kustomize did not finish in {_KUSTOMIZE_TIMEOUT_S} s") from None
+    if done.returncode != 0:
+        message = " ".join(done.stderr.split()) or f"exit status {done.returncode}"
+        raise RenderError(f"kubectl kustomize failed: {message}")
+    try:
+        documents = list(yaml.safe_load_all(done.stdout))
+    except yaml.YAMLError as exc:
+        raise RenderError(f"kubectl kustomize printed YAML that does not parse: {exc}") from exc
+    return [doc for doc in documents if isinstance(doc, dict)]
+
+
+def default_versions() -> tuple[str, ...]:
+    """The oldest Kubernetes the manifests support and the newest with schemas at hand."""
+    newest = ".".join(_kubernetes_validate().latest_version().split(".")[:2])
+    return (OLDEST_KUBERNETES, newest) if newest != OLDEST_KUBERNETES else (newest,)
+
+
+def schema_problems(objects: list[dict[str, Any]], versions: tuple[str, ...]) -> list[Problem]:
+    """One problem per object and version whose schema rejects it (strict: no unknown fields)."""
+    kv = _kubernetes_validate()
+    problems = []
+    for obj in objects:
+        for version in versions:
+            try:
+                kv.validate(obj, version, strict=True)
+            except kv.ValidationError as exc:
+                at = ".".join(str(part) for part in exc.path) or "(top)"
+                problems.append(Problem("schema", name_of(obj), f"Kubernetes {version}: {at}: "
+                                        f"{exc.message}"))  # fmt: skip
+            except kv.SchemaNotFoundError:
+                problems.append(Problem("schema", name_of(obj), f"Kubernetes {version} has no "
+                                        f"{obj.get('apiVersion')} {obj.get('kind')}"))  # fmt: skip
+            except Exception as exc:  # its VersionNotSupportedError is not exported
+                message = getattr(exc, "message", None) or repr(exc)
+                if type(exc).__name__ == "VersionNotSupportedError":
+                    raise ConfigurationError(f"No schemas for Kubernetes {version} in "
+                                             f"kubernetes-validate: {message}") from exc  # fmt: skip
+                problems.append(Problem("schema", name_of(obj), f"Kubernetes {version}: cannot "
+                                        f"be validated: {message}"))  # fmt: skip
+    return problems
+
+
+def _kubernetes_validate():
+    try:
+        import kubernetes_validate
+    except ImportError as exc:
+        raise ConfigurationError(
+            "Schema checks need the kubernetes-validate package: pip install kubernetes-validate"
+        ) from exc
+    return kubernetes_validate
+
+
+def _written_by_render(directory: Path) -> bool:
+    try:
+        first = (directory / "kustomization.yaml").read_text(encoding="utf-8").split("\n", 1)[0]
+    except OSError:
+        return False
+    return first.startswith(MARKER)

@@ -1,0 +1,570 @@
+"""The Kubernetes manifests: they render, fit the schemas, meet the policies, follow the plan.
+
+No cluster is reachable from the tests, so the manifests are proven the way
+`mlscale k8s validate` proves them: `kubectl kustomize` renders them, every
+object validates against the Kubernetes OpenAPI schemas (unknown fields are
+errors), and the policies hold. Broken copies show that each layer can fail.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+from click.testing import CliRunner
+
+from mlscale.cli.main import main
+from mlscale.k8s import LOCUSTFILE_IN_IMAGE
+from mlscale.k8s.plan import PlanError, locust_workers_for, read_plan, sizing_from_plan
+from mlscale.k8s.policy import (
+    Problem,
+    check_secrets_not_plain,
+    check_variable_references,
+    cpu_millicores,
+    memory_mib,
+)
+from mlscale.k8s.render import render_plan, set_option
+
+ROOT = Path(__file__).resolve().parents[1]
+DEPLOY = ROOT / "deploy"
+DOCKER = ROOT / "docker"
+
+needs_kubectl = pytest.mark.skipif(
+    shutil.which("kubectl") is None, reason="kubectl (which bundles kustomize) is not installed"
+)
+needs_schemas = pytest.mark.skipif(
+    __import__("importlib").util.find_spec("kubernetes_validate") is None,
+    reason="kubernetes-validate (the OpenAPI schemas) is not installed",
+)
+
+
+def renders(test):
+    """For tests that render with kubectl and validate against the schemas."""
+    return needs_kubectl(needs_schemas(test))
+
+# A plan in the shape `mlscale plan` writes (trimmed to what render reads and
+# a little more): 1,200 users with 1 s of think time, 3 pods of half a CPU.
+PLAN = {
+    "sla": {"expr": "p95<1s", "percentile": "p95", "limit_ms": 1000.0},
+    "load_model": {"kind": "users", "think_time_s": 1.0},
+    "quick": True,
+    "measurements": [{"cpu": 0.5, "workers": 2, "max_users": 512, "max_load": 512,
+                      "max_rps": 3351.5, "p95_ms_at_max": 164.8, "stopped_by": "converged",
+                      "steps": []}],
+    "model": {"holdout_error": None, "law": "usl", "lambda": 2443.1, "sigma": 0.03,
+              "kappa": 0.001},
+    "sizing": {
+        "target": 1200.0, "target_kind": "users", "target_users": 1200.0,
+        "capacity_per_pod": 512, "cpu_per_pod": 0.5, "workers_per_pod": 2, "pods": 3,
+        "cores": 1.5, "node_type": "e2-standard-4", "pods_per_node": 7, "nodes": 1,
+        "hpa_min_replicas": 2, "hpa_max_replicas": 5, "hpa_target_cpu_utilization": 70,
+        "monthly_cost": None, "sentence": "1200 concurrent users at p95<1s need 1.5 cores",
+        "hpa": {"min_replicas": 2, "max_replicas": 5, "target_cpu_utilization": 70},
+    },
+}
+
+
+def rps_plan(**sizing) -> dict:
+    plan = copy.deepcopy(PLAN)
+    plan["load_model"] = {"kind": "rps"}
+    plan["sizing"].update(target_kind="rps", target_rps=1800.0, **sizing)
+    del plan["sizing"]["target_users"]
+    return plan
+
+
+def kustomize(directory: Path) -> list[dict]:
+    done = subprocess.run(["kubectl", "kustomize", str(directory)], capture_output=True,
+                          text=True, timeout=60, check=True)  # fmt: skip
+    return [doc for doc in yaml.safe_load_all(done.stdout) if doc]
+
+
+def find(objects: list[dict], kind: str, name: str) -> dict:
+    return next(o for o in objects if o["kind"] == kind and o["metadata"]["name"] == name)
+
+
+def container(objects: list[dict], kind: str, name: str) -> dict:
+    return find(objects, kind, name)["spec"]["template"]["spec"]["containers"][0]
+
+
+def option(args: list[str], flag: str) -> str:
+    return args[args.index(flag) + 1]
+
+
+# --- the committed manifests -----------------------------------------------------------
+
+
+@pytest.mark.parametrize("folder", ["base", "overlays/local", "overlays/gke"])
+@renders
+def test_every_overlay_renders_and_validates(folder):
+    from mlscale.k8s.validate import validate_dir
+
+    report = validate_dir(DEPLOY / folder)
+    assert report.ok, report.text()
+    assert len(report.objects) >= 19
+    assert "ReplicationController" not in " ".join(report.objects)
+    assert report.kubernetes_versions[0] == "1.30"
+
+
+@needs_kubectl
+def test_the_base_is_the_reference_system():
+    objects = kustomize(DEPLOY / "base")
+    kinds = {(o["kind"], o["metadata"]["name"]) for o in objects}
+    assert {
+        ("Deployment", "mlflow-tracking"), ("Service", "mlflow-tracking"),
+        ("StatefulSet", "mlflow-postgres"), ("Deployment", "mlscale-server"),
+        ("Service", "mlscale-server"), ("HorizontalPodAutoscaler", "mlscale-server"),
+        ("PodDisruptionBudget", "mlscale-server"), ("Deployment", "locust-master"),
+        ("Service", "locust-master"), ("Deployment", "locust-worker"),
+    } <= kinds  # fmt: skip
+    assert all(o["metadata"].get("namespace") == "mlscale" for o in objects if o["kind"] != "Namespace")
+
+    server = container(objects, "Deployment", "mlscale-server")
+    assert server["command"] == ["mlscale", "serve"]
+    assert option(server["args"], "-m") == "models:/wine-quality/1"
+    assert option(server["args"], "-h") == "0.0.0.0" and option(server["args"], "-p") == "8080"
+    env = {v["name"]: v.get("value") for v in server["env"]}
+    assert env["MLFLOW_TRACKING_URI"] == "http://mlflow-tracking:5000"
+    assert server["readinessProbe"]["httpGet"]["path"] == "/ping"
+    assert server["livenessProbe"]["httpGet"]["path"] == "/health"
+    assert server["lifecycle"]["preStop"]["sleep"]["seconds"] > 0
+    assert server["securityContext"]["readOnlyRootFilesystem"] is True
+    assert {m["mountPath"] for m in server["volumeMounts"]} == {"/tmp"}
+    pod = find(objects, "Deployment", "mlscale-server")["spec"]["template"]
+    assert pod["metadata"]["annotations"]["prometheus.io/path"] == "/metrics"
+    assert pod["metadata"]["annotations"]["prometheus.io/port"] == "8080"
+
+    hpa = find(objects, "HorizontalPodAutoscaler", "mlscale-server")
+    assert hpa["apiVersion"] == "autoscaling/v2"
+    assert (hpa["spec"]["minReplicas"], hpa["spec"]["maxReplicas"]) == (1, 12)
+    assert hpa["spec"]["behavior"]["scaleDown"]["policies"]
+
+    tracking = container(objects, "Deployment", "mlflow-tracking")
+    assert "--serve-artifacts" in tracking["args"]
+    assert "--artifacts-destination=$(MLFLOW_ARTIFACTS_DESTINATION)" in tracking["args"]
+    master = find(objects, "Service", "locust-master")
+    assert {p["port"] for p in master["spec"]["ports"]} == {8089, 5557}
+
+
+@needs_kubectl
+def test_locust_runs_the_shipped_locustfile_as_master_and_workers():
+    from mlscale.loadtest import CONFIG_ENV
+    from mlscale.loadtest.runner import locustfile_path
+
+    # The image's path is the package's own file, inside the image's venv.
+    assert LOCUSTFILE_IN_IMAGE.endswith("/site-packages/mlscale/loadtest/locustfile.py")
+    assert locustfile_path().endswith("mlscale/loadtest/locustfile.py")
+    objects = kustomize(DEPLOY / "base")
+    for name, role in (("locust-master", "--master"), ("locust-worker", "--worker")):
+        locust = container(objects, "Deployment", name)
+        assert locust["command"] == ["locust"]
+        assert locust["args"][:2] == ["-f", LOCUSTFILE_IN_IMAGE] and role in locust["args"]
+        env = {v["name"]: v.get("value") for v in locust["env"]}
+        assert env["TARGET_HOST"] == "http://mlscale-server:8080"
+        assert env[CONFIG_ENV] == ""  # the reference scenario's user, no file needed
+    worker = container(objects, "Deployment", "locust-worker")
+    assert option_value(worker["args"], "--master-host") == "locust-master"
+
+
+def option_value(args: list[str], name: str) -> str:
+    return next(a.split("=", 1)[1] for a in args if a.startswith(f"{name}="))
+
+
+@needs_kubectl
+def test_no_credential_is_committed():
+    """No Secret manifest, no literal in a secret generator, no password in an example."""
+    for path in DEPLOY.rglob("*.y*ml"):
+        for doc in yaml.safe_load_all(path.read_text()):
+            if not doc:
+                continue
+            assert doc.get("kind") != "Secret", path
+            for generator in doc.get("secretGenerator") or []:
+                assert "literals" not in generator, path
+    for example in DEPLOY.rglob("*.env.example"):
+        values = dict(line.split("=", 1) for line in example.read_text().splitlines()
+                      if line and not line.startswith("#"))  # fmt: skip
+        assert values.get("password") == "", example
+    assert "*.env" in (DEPLOY / ".gitignore").read_text()
+    for folder in ("base", "overlays/local", "overlays/gke"):
+        assert check_secrets_not_plain(kustomize(DEPLOY / folder)) == []
+
+
+@needs_kubectl
+def test_the_components_render_a_generated_secret_and_s3_artifacts(tmp_path):
+    shutil.copytree(DEPLOY, tmp_path / "deploy")
+    component = tmp_path / "deploy" / "components" / "postgres-secret"
+    (component / "postgres.env").write_text("username=mlflow\npassword=not-a-real-one\n")
+    overlay = tmp_path / "deploy" / "overlays" / "mine"
+    overlay.mkdir()
+    (overlay / "kustomization.yaml").write_text(
+        "resources: [../../base]\n"
+        "components: [../../components/postgres-secret, ../../components/s3-artifacts]\n"
+    )
+    objects = kustomize(overlay)
+    secret = next(o for o in objects if o["kind"] == "Secret")
+    assert secret["metadata"]["name"].startswith("mlflow-postgres-")  # hashed: rolls the pods
+    tracking = container(objects, "Deployment", "mlflow-tracking")
+    refs = {v["valueFrom"]["secretKeyRef"]["name"] for v in tracking["env"] if "valueFrom" in v}
+    assert secret["metadata"]["name"] in refs and "mlflow-s3" in refs
+    env = {v["name"]: v.get("value") for v in tracking["env"]}
+    assert env["MLFLOW_ARTIFACTS_DESTINATION"].startswith("s3://")
+    assert not any(o["kind"] == "PersistentVolumeClaim" for o in objects)
+    assert check_variable_references(objects) == []
+
+
+# --- rendering from a plan -------------------------------------------------------------
+
+
+@pytest.mark.parametrize("overlay", [None, "local", "gke"])
+@renders
+def test_a_rendered_overlay_has_the_plans_numbers_and_validates(tmp_path, overlay):
+    from mlscale.k8s.validate import validate_dir
+
+    out = render_plan(PLAN, str(tmp_path / "rendered"), overlay=overlay)
+    report = validate_dir(out)
+    assert report.ok, report.text()
+    assert report.against_plan
+
+    objects = kustomize(Path(out))
+    server = find(objects, "Deployment", "mlscale-server")
+    assert server["spec"]["replicas"] == 3
+    main_container = server["spec"]["template"]["spec"]["containers"][0]
+    resources = main_container["resources"]
+    assert resources["requests"] == resources["limits"] == {"cpu": "500m", "memory": "512Mi"}
+    assert option(main_container["args"], "-w") == "2"
+    assert option(main_container["args"], "-m") == "models:/wine-quality/1"
+    hpa = find(objects, "HorizontalPodAutoscaler", "mlscale-server")["spec"]
+    assert (hpa["minReplicas"], hpa["maxReplicas"]) == (2, 5)
+    assert hpa["metrics"][0]["resource"]["target"]["averageUtilization"] == 70
+    assert hpa["behavior"]["scaleDown"]  # the base's behaviour survives the patch
+    # 1,200 users thinking 1 s: 1,200 requests/s, one worker per 500.
+    assert find(objects, "Deployment", "locust-worker")["spec"]["replicas"] == 3
+    assert json.loads((Path(out) / "plan.json").read_text()) == PLAN
+
+
+@pytest.mark.parametrize("folder", ["rendered"])
+@renders
+def test_a_rendered_folder_renders_wherever_it_is_moved(tmp_path, folder):
+    out = render_plan(rps_plan(memory_per_pod_mib=1000), str(tmp_path / folder), overlay="gke",
+                      model_uri="models:/wine-quality@champion")  # fmt: skip
+    moved = shutil.move(out, tmp_path / "elsewhere" / "deep")
+    objects = kustomize(Path(moved))
+    server = container(objects, "Deployment", "mlscale-server")
+    assert server["resources"]["limits"] == {"cpu": "500m", "memory": "1000Mi"}
+    assert option(server["args"], "-m") == "models:/wine-quality@champion"
+    assert server["args"].count("-m") == 1 and server["args"].count("-w") == 1
+    # 1,800 requests/s: four workers of 500.
+    assert find(objects, "Deployment", "locust-worker")["spec"]["replicas"] == 4
+    assert find(objects, "Service", "mlscale-server")["spec"]["type"] == "LoadBalancer"
+
+
+def test_rendering_again_replaces_an_earlier_render_but_nothing_else(tmp_path):
+    out = tmp_path / "out"
+    render_plan(PLAN, str(out))
+    render_plan(rps_plan(), str(out), overlay="local")
+    assert not (out / "overlays" / "gke").exists() and (out / "overlays" / "local").is_dir()
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "kustomization.yaml").write_text("resources: [x.yaml]\n")
+    with pytest.raises(Exception, match="not written by `mlscale k8s render`"):
+        render_plan(PLAN, str(mine))
+    assert (mine / "kustomization.yaml").read_text() == "resources: [x.yaml]\n"
+
+
+def test_the_locust_worker_rule():
+    assert [locust_workers_for(rps) for rps in (0, 1, 500, 501, 1200, 12_000)] == [1, 1, 1, 2, 3, 24]
+    # Users count as one request per think time; with no think time, as the pods' capacity.
+    plan = copy.deepcopy(PLAN)
+    plan["load_model"]["think_time_s"] = 2.0
+    assert sizing_from_plan(plan).locust_workers == 2  # 600 requests/s
+    plan["load_model"]["think_time_s"] = 0
+    assert sizing_from_plan(plan).target_rps == pytest.approx(3 * 3351.5)
+
+
+def test_set_option_keeps_the_place_of_the_option():
+    args = ["-m", "m", "-w", "1", "--graceful-timeout", "25"]
+    assert set_option(args, ("-w", "--workers"), "4") == ["-m", "m", "-w", "4", "--graceful-timeout", "25"]
+    assert set_option(["--workers=2", "-w", "3"], ("-w", "--workers"), "4") == ["--workers=4"]
+    assert set_option(["-m", "m"], ("-w", "--workers"), "4") == ["-m", "m", "-w", "4"]
+
+
+def test_quantities():
+    assert [cpu_millicores(q) for q in ("500m", "0.5", 1, "2", None, "x")] == [500, 500, 1000, 2000, None, None]
+    assert [memory_mib(q) for q in ("512Mi", "1Gi", "1G", str(2**20), None)] == [512, 1024, 954, 1, None]
+
+
+# --- bad plans: one clear line each --------------------------------------------------
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda p: p.update(sizing=None), "no sizing: no pod size met the SLA"),
+    (lambda p: p.pop("sizing"), "no 'sizing' block"),
+    (lambda p: p["sizing"].pop("pods"), "has no 'pods'"),
+    (lambda p: p["sizing"].update(cpu_per_pod="half"), "cpu_per_pod must be a number"),
+    (lambda p: p["sizing"].update(workers_per_pod=True), "workers_per_pod must be a number"),
+    (lambda p: p["sizing"].update(pods=2.5), "pods must be a whole number"),
+    (lambda p: p["sizing"].update(pods=9), "outside its HPA bounds 2-5"),
+    (lambda p: p["sizing"]["hpa"].update(min_replicas=6), "minimum (6) is above its maximum"),
+    (lambda p: p["sizing"]["hpa"].update(target_cpu_utilization=150), "between 1 and 100"),
+    (lambda p: p["sizing"].update(target_kind="qps"), "expected 'users' or 'rps'"),
+])  # fmt: skip
+def test_a_bad_plan_is_a_clear_error(change, message):
+    plan = copy.deepcopy(PLAN)
+    change(plan)
+    with pytest.raises(PlanError, match=re.escape(message)):
+        sizing_from_plan(plan)
+
+
+def test_memory_defaults_when_the_plan_does_not_size_it():
+    assert "memory_per_pod_mib" not in PLAN["sizing"]
+    assert sizing_from_plan(PLAN).memory_mib == 512
+
+
+@pytest.mark.parametrize("content, message", [
+    (None, "No plan at"),
+    ("{not json", "is not valid JSON (line 1)"),
+    ("[1, 2]", "is not a plan"),
+])  # fmt: skip
+def test_render_reports_a_missing_or_invalid_plan_in_one_line(tmp_path, content, message):
+    path = tmp_path / "plan.json"
+    if content is not None:
+        path.write_text(content)
+    with pytest.raises(PlanError, match=re.escape(message)):
+        read_plan(str(path))
+    result = CliRunner().invoke(main, ["k8s", "render", "--plan", str(path), "--out",
+                                       str(tmp_path / "out")])  # fmt: skip
+    assert result.exit_code == 1
+    assert message in result.output and "Traceback" not in result.output
+    assert len(result.output.strip().splitlines()) == 1
+    assert not (tmp_path / "out").exists()
+
+
+def test_read_plan_accepts_the_plan_folder(tmp_path):
+    (tmp_path / "plan.json").write_text(json.dumps(PLAN))
+    assert read_plan(str(tmp_path)) == PLAN
+
+
+# --- validate fails when it should -----------------------------------------------------
+
+
+def _replace(path: str, value) -> list[dict]:
+    return [{"op": "replace", "path": path, "value": value}]
+
+
+_CONTAINER = "/spec/template/spec/containers/0"
+BROKEN = [
+    # (check that must fail, target kind, target name, JSON patch)
+    ("schema", "Deployment", "mlscale-server", _replace(f"{_CONTAINER}/resource", {"cpu": 1})),
+    ("schema", "HorizontalPodAutoscaler", "mlscale-server", _replace("/spec/maxReplicas", "12")),
+    ("image-pinned", "Deployment", "mlflow-tracking", _replace(f"{_CONTAINER}/image", "mlflow:latest")),
+    ("resources", "Deployment", "locust-worker", [{"op": "remove", "path": f"{_CONTAINER}/resources/limits"}]),
+    ("probes", "Deployment", "mlscale-server", [{"op": "remove", "path": f"{_CONTAINER}/readinessProbe"}]),
+    ("non-root", "StatefulSet", "mlflow-postgres", _replace("/spec/template/spec/securityContext/runAsNonRoot", False)),
+    ("secrets", "StatefulSet", "mlflow-postgres", _replace(f"{_CONTAINER}/env/1", {"name": "POSTGRES_PASSWORD", "value": "hunter2"})),
+    ("hpa", "HorizontalPodAutoscaler", "mlscale-server", _replace("/spec/maxReplicas", 0)),
+    ("hpa", "HorizontalPodAutoscaler", "mlscale-server", [{"op": "remove", "path": "/spec/behavior"}]),
+    ("locust", "Deployment", "locust-worker", _replace(f"{_CONTAINER}/args/1", "/tmp/other.py")),
+    ("service-selector", "Service", "mlflow-tracking", _replace("/spec/selector", {"app.kubernetes.io/name": "mlflow"})),
+    ("graceful-shutdown", "Deployment", "mlscale-server", _replace("/spec/template/spec/terminationGracePeriodSeconds", 10)),
+    ("variables", "Deployment", "mlflow-tracking", [{"op": "add", "path": f"{_CONTAINER}/env/0",
+                                                       "value": {"name": "X", "value": "$(HOME)"}}]),
+]  # fmt: skip
+
+
+@pytest.fixture
+def broken_overlay(tmp_path):
+    """A copy of deploy/ with an overlay that applies one JSON patch to the base."""
+    shutil.copytree(DEPLOY, tmp_path / "deploy", ignore=shutil.ignore_patterns("*.env"))
+    overlay = tmp_path / "deploy" / "overlays" / "broken"
+    overlay.mkdir()
+
+    def write(kind: str, name: str, ops: list[dict]) -> Path:
+        kustomization = {"resources": ["../../base"], "patches": [
+            {"target": {"kind": kind, "name": name}, "patch": json.dumps(ops)}]}
+        (overlay / "kustomization.yaml").write_text(yaml.safe_dump(kustomization))
+        return overlay
+
+    return write
+
+
+@pytest.mark.parametrize("check, kind, name, ops", BROKEN, ids=[f"{b[0]}-{i}" for i, b in enumerate(BROKEN)])
+@renders
+def test_validate_reports_a_broken_overlay(broken_overlay, check, kind, name, ops):
+    from mlscale.k8s.validate import validate_dir
+
+    report = validate_dir(broken_overlay(kind, name, ops))
+    assert not report.ok
+    assert check in {p.check for p in report.problems}, report.text()
+    assert report.text().endswith("problem" if len(report.problems) == 1 else "problems")
+
+
+@renders
+def test_validate_reports_a_folder_that_does_not_render(broken_overlay):
+    overlay = broken_overlay("Deployment", "no-such-thing", [])
+    (overlay / "kustomization.yaml").write_text("resources: [../../base, missing.yaml]\n")
+    result = CliRunner().invoke(main, ["k8s", "validate", str(overlay)])
+    assert result.exit_code == 1
+    assert "kubectl kustomize failed" in result.output and "missing.yaml" in result.output
+    assert "[render]" in result.output and "Traceback" not in result.output
+
+
+@renders
+def test_validate_notices_an_edited_render(tmp_path):
+    out = Path(render_plan(PLAN, str(tmp_path / "out")))
+    patch = out / "server.yaml"
+    patch.write_text(patch.read_text().replace("replicas: 3", "replicas: 4"))
+    result = CliRunner().invoke(main, ["k8s", "validate", str(out)])
+    assert result.exit_code == 1, result.output
+    assert "replicas is 4, the plan says 3 [plan]" in result.output
+
+
+@renders
+def test_the_cli_renders_and_validates(tmp_path):
+    (tmp_path / "plan.json").write_text(json.dumps(PLAN))
+    out = tmp_path / "k8s"
+    runner = CliRunner()
+    result = runner.invoke(main, ["k8s", "render", "--plan", str(tmp_path / "plan.json"),
+                                  "--out", str(out), "--overlay", "gke"])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "3 model pods of 500m CPU" in result.output and "3 Locust worker(s)" in result.output
+    result = runner.invoke(main, ["k8s", "validate", str(out), "--kubernetes-version", "1.33"])
+    assert result.exit_code == 0, result.output
+    assert "Kubernetes 1.33" in result.output and result.output.strip().endswith("OK")
+    result = runner.invoke(main, ["k8s", "validate", str(tmp_path / "nowhere")])
+    assert result.exit_code == 1 and "has no kustomization.yaml" in result.output
+    for command in (["k8s"], ["k8s", "render"], ["k8s", "validate"]):
+        assert runner.invoke(main, [*command, "--help"]).exit_code == 0
+
+
+# --- policies as pure functions ---------------------------------------------------------
+
+
+def test_variable_references_must_be_defined_before_use():
+    def deployment(env: list[dict], args: list[str]) -> dict:
+        return {"kind": "Deployment", "metadata": {"name": "d"}, "spec": {"template": {"spec": {
+            "containers": [{"name": "c", "env": env, "args": args}]}}}}  # fmt: skip
+
+    good = deployment([{"name": "A", "value": "a"}, {"name": "B", "value": "x$(A)"}], ["$(B)"])
+    assert check_variable_references([good]) == []
+    late = deployment([{"name": "B", "value": "$(A)"}, {"name": "A", "value": "a"}], ["$$(C)"])
+    assert [p.message for p in check_variable_references([late])] == [
+        "B uses $(A), which is defined after it: it stays unexpanded"
+    ]
+    loose = deployment([{"name": "URL", "value": "postgresql://u:pw@db/x"}], ["$(NOPE)"])
+    assert any("$(NOPE)" in p.message for p in check_variable_references([loose]))
+    assert [p.check for p in check_secrets_not_plain([loose])] == ["secrets"]
+    assert str(Problem("c", "w", "m")) == "w: m [c]"
+
+
+# --- the images -------------------------------------------------------------------------
+
+
+def dockerfile_instructions(path: Path) -> list[tuple[str, str]]:
+    """(INSTRUCTION, arguments) with continuation lines joined and comments dropped."""
+    text = re.sub(r"\\\n", " ", path.read_text())
+    lines = [line.strip() for line in text.splitlines()]
+    return [(line.split(None, 1)[0].upper(), line.split(None, 1)[1] if " " in line else "")
+            for line in lines if line and not line.startswith("#")]  # fmt: skip
+
+
+@pytest.mark.parametrize("name", ["server", "locust", "tracking"])
+def test_the_dockerfiles_are_pinned_slim_and_non_root(name):
+    instructions = dockerfile_instructions(DOCKER / f"{name}.Dockerfile")
+    images = [args.split()[0] for op, args in instructions if op == "FROM"]
+    assert images, "no FROM"
+    for image in images:
+        # A full version in the tag (python:3.11.7-slim-bookworm), or a digest; never latest.
+        assert re.search(r":\d+\.\d+\.\d+[-\w.]*(@sha256:[0-9a-f]{64})?$", image), image
+        assert "slim" in image
+    final_stage = instructions[max(i for i, (op, _) in enumerate(instructions) if op == "FROM"):]
+    users = [args for op, args in final_stage if op == "USER"]
+    assert users and users[-1].split(":")[0] not in ("0", "root")
+    assert [op for op, _ in final_stage].index("USER") > max(
+        i for i, (op, _) in enumerate(final_stage) if op in ("RUN", "COPY"))
+    for op, args in instructions:
+        assert not (op == "ADD" and re.search(r"https?://", args)), "ADD of a URL"
+        if op == "RUN" and "pip install" in args:
+            assert "-c constraints.txt" in args  # the versions the tests ran with
+        if op in ("ENTRYPOINT", "CMD"):
+            assert args.startswith("["), f"{op} in shell form: signals would not reach the process"
+    # The uid the manifests run as.
+    assert "--uid 10001" in " ".join(args for op, args in instructions if op == "RUN")
+
+
+def test_the_locust_image_holds_the_locustfile_the_manifests_run():
+    instructions = dockerfile_instructions(DOCKER / "locust.Dockerfile")
+    runs = " ".join(args for op, args in instructions if op == "RUN")
+    assert f"test -f {LOCUSTFILE_IN_IMAGE}" in runs
+    entry = json.loads(next(args for op, args in instructions if op == "ENTRYPOINT"))
+    assert entry == ["locust", "-f", LOCUSTFILE_IN_IMAGE]
+    # The path names the image's Python; it must be the FROM line's.
+    python = re.search(r"python(\d+\.\d+)/", LOCUSTFILE_IN_IMAGE).group(1)
+    assert all(f"python:{python}." in args for op, args in instructions if op == "FROM")
+
+
+def test_the_build_context_is_cut_down():
+    ignore = (ROOT / ".dockerignore").read_text().splitlines()
+    assert ignore[ignore.index("*")] == "*"  # everything out, then only what the images need
+    allowed = {line[1:] for line in ignore if line.startswith("!")}
+    assert {"pyproject.toml", "constraints.txt", "mlscale"} <= allowed
+    assert not any(a.startswith((".venv", "tests", ".git")) for a in allowed)
+    for name in ("server", "locust", "tracking"):
+        for op, args in dockerfile_instructions(DOCKER / f"{name}.Dockerfile"):
+            if op == "COPY" and not args.startswith("--from"):
+                for source in args.split()[:-1]:
+                    assert source in allowed, f"{name}.Dockerfile copies {source}, ignored"
+
+
+# --- the locustfile as the manifests run it ---------------------------------------------
+
+
+@pytest.mark.slow
+@needs_kubectl
+def test_the_manifests_locust_command_runs_a_distributed_test(tmp_path):
+    """Master and worker as the manifests start them, on loopback, for 3 seconds."""
+    from tests.test_loadtest_runs import fake_server, free_port
+
+    objects = kustomize(DEPLOY / "base")
+    from mlscale.loadtest.runner import locustfile_path
+
+    def command(name: str, port: int, target: str) -> tuple[list[str], dict]:
+        spec = container(objects, "Deployment", name)
+        # The image's path and the in-cluster names, swapped for this machine's.
+        args = [locustfile_path() if a == LOCUSTFILE_IN_IMAGE else a for a in spec["args"]]
+        args = [re.sub(r"^--master-host=.*", "--master-host=127.0.0.1", a) for a in args]
+        args = [re.sub(r"^--master-(bind-)?port=.*", lambda m: f"{m.group(0).split('=')[0]}={port}", a)
+                for a in args]  # fmt: skip
+        env = {v["name"]: v.get("value", "") for v in spec["env"]}
+        env.update(TARGET_HOST=target, HOME=os.environ.get("HOME", "/tmp"))
+        return [sys.executable, "-m", *spec["command"], *args], {**os.environ, **env}
+
+    port = free_port()
+    with fake_server("fast") as url:
+        worker_cmd, worker_env = command("locust-worker", port, url)
+        master_cmd, master_env = command("locust-master", port, url)
+        master_cmd += ["--master-bind-host=127.0.0.1", "--headless", "-u", "20", "-r", "20",
+                       "-t", "3s", "--expect-workers", "1", "--only-summary"]  # fmt: skip
+        worker = subprocess.Popen(worker_cmd, env=worker_env, stdout=subprocess.DEVNULL,
+                                  stderr=subprocess.DEVNULL)  # fmt: skip
+        try:
+            started = time.monotonic()
+            master = subprocess.run(master_cmd, check=False, env=master_env, capture_output=True, text=True,
+                                    timeout=60, cwd=tmp_path)  # fmt: skip
+        finally:
+            worker.terminate()
+            worker.wait(15)
+        import httpx
+
+        answered = httpx.get(f"{url}/count").json()["count"]
+    assert master.returncode == 0, master.stderr[-2000:]
+    assert "Aggregated" in master.stdout + master.stderr
+    # 20 users, one request a second each, for about 3 s.
+    assert answered >= 20, (answered, time.monotonic() - started)
