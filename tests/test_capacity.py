@@ -7,15 +7,23 @@ import math
 import pytest
 
 from mlscale.capacity.models import (
+    SizeMeasurement,
+    TailModel,
+    UslFit,
     erlang_c,
+    fit_capacity,
+    holdout_check,
     fit_usl,
     holdout_error,
     max_arrival_rate,
     mmc_response_quantile,
 )
+from mlscale.capacity.planner import PlanSettings, _assemble, _at_limit
+from mlscale.capacity.pods import PodSpec
 from mlscale.capacity.search import Step, find_max_load
 from mlscale.capacity.sizing import allocatable_cpu_m, allocatable_memory_mib, size
 from mlscale.errors import ConfigurationError
+from mlscale.loadtest.sla import parse_sla
 
 
 def server_with_capacity(capacity: float, *, saturate_at: float | None = None):
@@ -131,9 +139,111 @@ def test_two_sizes_fit_contention_only():
         ([100, 100, 100, 100, 60, 60], False),  # a stall at the end
         ([100, 100], False),  # too short to tell
         ([0, 0, 0], False),
+        # Four requests a second: windows of 24 ± 5 requests by counting alone.
+        ([4, 5, 3, 4, 6, 2, 4, 4, 4, 3, 5, 4, 4, 4, 5, 3, 4, 6], True),
+        ([4, 4, 4, 4, 4, 4, 1, 1, 1, 1, 1, 1, 4, 4, 4, 4, 4, 4], False),
     ],
 )
 def test_a_step_is_stable_when_three_windows_agree(rates, expected):
     from mlscale.capacity.search import stable
 
     assert stable(rates) is expected
+
+
+# A closed-loop system with known laws: USL throughput, 5 ms of fixed delay, and a
+# p95 twice the (queueing part of the) mean at the SLA's edge.
+KNOWN_USL = UslFit(lam=200.0, sigma=0.05, kappa=0.002)
+FIT_OPTIONS = dict(kind="users", quantile=0.95, limit_ms=1000.0, think_time_s=1.0)
+
+
+def known_size(cpu: float, noise: float = 1.0) -> SizeMeasurement:
+    rps = KNOWN_USL.throughput(cpu) * noise
+    mean_ms = 5 + (1000 - 5) / 2.0
+    users = rps * (1.0 + mean_ms / 1000)  # Little's law
+    return SizeMeasurement(cpu=cpu, workers=1, max_load=users, max_rps=rps,
+                           percentile_ms=1000.0, mean_ms=mean_ms, lightest_ms=5.0)  # fmt: skip
+
+
+def test_the_capacity_model_recovers_a_known_system_and_checks_a_held_out_size():
+    sizes = [known_size(c) for c in (0.25, 0.5, 1.0, 2.0)]
+    model = fit_capacity(sizes, **FIT_OPTIONS)
+    assert model.tail.delay_ms == 5.0 and model.tail.tail_ratio == pytest.approx(2.0)
+    for size_ in sizes:
+        assert model.max_load(size_.cpu) == pytest.approx(size_.max_load, rel=0.01)
+    predicted, error = holdout_check(sizes, 1, **FIT_OPTIONS)
+    assert predicted == pytest.approx(sizes[1].max_load, rel=0.01) and error < 0.01
+
+
+def test_the_hold_out_error_is_the_held_out_sizes_own_error():
+    # The held-out size measured 12 % above the law: the check reports about 12 %
+    # (relative to what was measured), so a bad size cannot hide.
+    sizes = [known_size(0.25), known_size(0.5, noise=1.12), known_size(1.0)]
+    _, error = holdout_check(sizes, 1, **FIT_OPTIONS)
+    assert error == pytest.approx(1 - 1 / 1.12, abs=0.01)
+
+
+def test_the_open_loop_tail_is_erlang_c():
+    tail = TailModel(kind="rps", quantile=0.95, limit_ms=105.0, think_time_s=0.0,
+                     delay_ms=5.0, tail_ratio=3.0)  # fmt: skip
+    # 100 ms left for an M/M/1 with μ = 100/s: λ with ln(20)/(μ−λ) = 0.1 s, i.e. μ − 30.
+    assert tail.load_at(100.0) == pytest.approx(100 - 10 * math.log(20), rel=1e-3)
+    # Four workers sharing that throughput serve each request at 25/s: one service's own
+    # p95 (ln 20 / 25 = 120 ms) is over the budget, so no arrival rate meets it.
+    assert tail.load_at(100.0, servers=4) == 0.0
+
+
+def test_the_capacity_at_the_limit_is_read_between_the_bracketing_steps():
+    best = {"load": 48, "rps": 48.0, "latency_ms": 700.0, "mean_ms": 150.0}
+    failed = {"load": 64, "rps": 52.0, "latency_ms": 1300.0, "mean_ms": 300.0}
+    crossing = _at_limit(best, failed, 1000.0)
+    assert crossing == pytest.approx({"load": 56, "rps": 50.0, "mean_ms": 225.0})
+    assert _at_limit(best, None, 1000.0) is None  # the search hit its ceiling
+    missed_on_errors = dict(failed, latency_ms=800.0)
+    assert _at_limit(best, missed_on_errors, 1000.0) is None
+
+
+def _measurement(cpu: float, stopped_by: str = "converged") -> dict:
+    size_ = known_size(cpu)
+    best = {"load": round(size_.max_load * 0.95), "rps": size_.max_rps * 0.97,
+            "latency_ms": 900.0, "mean_ms": size_.mean_ms * 0.9, "meets": True, "valid": True}
+    failed = {"load": round(size_.max_load * 1.05), "rps": size_.max_rps * 1.03,
+              "latency_ms": 1100.0, "mean_ms": size_.mean_ms * 1.1, "meets": False, "valid": True}
+    light = {"load": 4, "rps": 4.0, "latency_ms": 5.0, "mean_ms": 3.0, "meets": True, "valid": True}
+    return {"cpu": cpu, "workers": 1, "max_load": best["load"], "max_rps": best["rps"],
+            "p95_ms_at_max": 900.0, "mean_ms_at_max": best["mean_ms"], "stopped_by": stopped_by,
+            "at_limit": _at_limit(best, failed, 1000.0), "steps": [light, best, failed]}  # fmt: skip
+
+
+def test_a_plan_fits_converged_sizes_only_and_sizes_from_the_best_per_core():
+    settings = PlanSettings(sla=parse_sla("p95<1s"), kind="users", target=1000, out_dir="unused",
+                            pods=(PodSpec(0.25), PodSpec(0.5), PodSpec(1.0)), url="http://x")  # fmt: skip
+    measurements = [_measurement(0.25), _measurement(0.5), _measurement(1.0)]
+    plan = _assemble(settings, measurements)
+    model = plan["model"]
+    assert model["fitted_cpus"] == [0.25, 0.5, 1.0] and model["holdout_cpu"] == 0.5
+    assert model["holdout_error"] < 0.05
+    assert [p["cpu"] for p in model["predicted"]] == [0.25, 0.5, 1.0, 2.0, 4.0]
+    sizing = plan["sizing"]
+    # USL with contention: the smallest pod serves the most per core.
+    assert sizing["cpu_per_pod"] == 0.25
+    assert sizing["pods"] * sizing["capacity_per_pod"] * 0.8 >= 1000
+    # A size whose search hit a saturated generator is a lower bound: shown, not fitted.
+    measurements[2] = _measurement(1.0, stopped_by="invalid")
+    plan = _assemble(settings, measurements)
+    assert plan["model"]["fitted_cpus"] == [0.25, 0.5]
+    assert plan["model"]["holdout_error"] is None and "three sizes" in plan["model"]["note"]
+
+
+def test_a_superlinear_fit_is_allowed_inside_and_capped_outside_the_measured_sizes():
+    # Per-core throughput that grows with size, as fixed per-pod costs spread out.
+    cpus, rps = [0.25, 0.5, 1.0], [50.0, 105.0, 250.0]
+    sizes = [SizeMeasurement(cpu=c, workers=1, max_load=r * 1.5, max_rps=r, percentile_ms=1000.0,
+                             mean_ms=500.0, lightest_ms=5.0) for c, r in zip(cpus, rps)]  # fmt: skip
+    model = fit_capacity(sizes, **FIT_OPTIONS)
+    assert model.throughput.sigma < 0
+    for cpu, measured in zip(cpus, rps):
+        assert model.max_rps(cpu) == pytest.approx(measured, rel=0.05)
+    # Beyond the largest size: no more per core than measured there, not the
+    # runaway of a negative contention term.
+    assert model.max_rps(4.0) == pytest.approx(4 * model.max_rps(1.0))
+    assert math.isinf(UslFit(250.0, -0.5, 0.0).throughput(4.0))

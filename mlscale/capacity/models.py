@@ -3,14 +3,20 @@
 - The Universal Scalability Law, X(n) = λn / (1 + σ(n−1) + κn(n−1)), fitted to
   the maximum throughput measured at each CPU size n (cores); its error is
   checked on a size the fit did not see.
-- Erlang C (M/M/c): with c servers of service rate μ and arrivals λ, the
-  response-time quantile, which turns a throughput into the load an SLA on a
-  percentile allows.
+- Tail latency, which turns a throughput at the SLA into the load the SLA
+  allows. Closed loop (users with think time Z): Little's law, N = X (Z + R̄),
+  with the mean response R̄ at the SLA's edge taken from the measured ratio of
+  the percentile to the mean near capacity. Open loop (arrival rate): Erlang C
+  (M/M/c), whose response-time quantile gives the largest arrival rate whose
+  percentile stays under the limit.
+- ``CapacityModel`` joins the two: the load a pod of any CPU size carries at
+  the SLA, checked on a measured size the fit did not see.
 """
 
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -20,12 +26,16 @@ import numpy as np
 @dataclass(frozen=True)
 class UslFit:
     lam: float  # throughput of one core, with no contention
-    sigma: float  # contention (serial fraction)
+    # Contention (serial fraction). Negative when throughput per core grows with
+    # size (superlinear: Gunther's "payback" reading of the USL), as per-pod
+    # fixed costs spread over more requests: the fit allows it.
+    sigma: float
     kappa: float  # coherency (crosstalk)
 
     def throughput(self, cores: float) -> float:
         n = cores
-        return self.lam * n / (1 + self.sigma * (n - 1) + self.kappa * n * (n - 1))
+        denominator = 1 + self.sigma * (n - 1) + self.kappa * n * (n - 1)
+        return self.lam * n / denominator if denominator > 0 else math.inf
 
     def to_dict(self) -> dict:
         return {"law": "usl", "lambda": self.lam, "sigma": self.sigma, "kappa": self.kappa}
@@ -33,7 +43,7 @@ class UslFit:
 
 def fit_usl(cores: Sequence[float], throughput: Sequence[float]) -> UslFit:
     """Least-squares USL fit; with one point, a straight line through it."""
-    from scipy.optimize import curve_fit
+    from scipy.optimize import OptimizeWarning, curve_fit
 
     x = np.asarray(cores, dtype=float)
     y = np.asarray(throughput, dtype=float)
@@ -46,14 +56,18 @@ def fit_usl(cores: Sequence[float], throughput: Sequence[float]) -> UslFit:
         return lam * n / (1 + sigma * (n - 1) + kappa * n * (n - 1))
 
     lam0 = float(max(y / x))
-    if len(x) == 2:  # two points fix two parameters: contention only (Amdahl)
-        (lam, sigma), _ = curve_fit(
-            law, x, y, p0=(lam0, 0.05), bounds=([0, 0], [np.inf, 1]), maxfev=20_000
+    with warnings.catch_warnings():
+        # Exact fits (as many points as parameters) leave no covariance to estimate,
+        # which SciPy warns about; only the parameters are used here.
+        warnings.simplefilter("ignore", OptimizeWarning)
+        if len(x) == 2:  # two points fix two parameters: contention only (Amdahl)
+            (lam, sigma), _ = curve_fit(
+                law, x, y, p0=(lam0, 0.05), bounds=([0, -0.9], [np.inf, 1]), maxfev=20_000
+            )
+            return UslFit(float(lam), float(sigma), 0.0)
+        (lam, sigma, kappa), _ = curve_fit(
+            law, x, y, p0=(lam0, 0.05, 0.001), bounds=([0, -0.9, 0], [np.inf, 1, 1]), maxfev=20_000
         )
-        return UslFit(float(lam), float(sigma), 0.0)
-    (lam, sigma, kappa), _ = curve_fit(
-        law, x, y, p0=(lam0, 0.05, 0.001), bounds=([0, 0, 0], [np.inf, 1, 1]), maxfev=20_000
-    )
     return UslFit(float(lam), float(sigma), float(kappa))
 
 
@@ -63,6 +77,107 @@ def holdout_error(cores: Sequence[float], throughput: Sequence[float], held_out:
     fit = fit_usl([cores[i] for i in keep], [throughput[i] for i in keep])
     measured = throughput[held_out]
     return abs(fit.throughput(cores[held_out]) - measured) / measured
+
+
+@dataclass(frozen=True)
+class TailModel:
+    """What a pod's latency looks like at the SLA's edge, from the measured steps."""
+
+    kind: str  # "users" (closed loop) or "rps" (open loop)
+    quantile: float  # 0.95 for p95
+    limit_ms: float  # the SLA's bound on that percentile
+    think_time_s: float
+    delay_ms: float  # response at the lightest load: network, parsing, one call
+    tail_ratio: float  # (percentile - delay) / (mean - delay) near capacity
+
+    def mean_at_limit_ms(self) -> float:
+        """The mean response when the percentile sits on the limit."""
+        return self.delay_ms + max(self.limit_ms - self.delay_ms, 0.0) / self.tail_ratio
+
+    def load_at(self, throughput_rps: float, servers: int = 1) -> float:
+        """The load (users or requests/s) a pod with this SLA throughput carries."""
+        if self.kind == "users":
+            return throughput_rps * (self.think_time_s + self.mean_at_limit_ms() / 1000)
+        # Open loop: the arrival rate whose quantile meets the limit, M/M/c with the
+        # pod's throughput shared by its servers and the fixed delay taken off first.
+        budget_s = (self.limit_ms - self.delay_ms) / 1000
+        if budget_s <= 0:
+            return 0.0
+        return max_arrival_rate(self.quantile, budget_s, throughput_rps / servers, servers)
+
+    def to_dict(self) -> dict:
+        return {
+            "kind": self.kind, "quantile": self.quantile, "limit_ms": self.limit_ms,
+            "think_time_s": self.think_time_s, "delay_ms": self.delay_ms,
+            "tail_ratio": self.tail_ratio, "mean_at_limit_ms": self.mean_at_limit_ms(),
+        }  # fmt: skip
+
+
+@dataclass(frozen=True)
+class CapacityModel:
+    """Throughput at the SLA against CPU (USL), and the load it carries (tail model)."""
+
+    throughput: UslFit
+    tail: TailModel
+    largest_cpu: float  # the largest size fitted
+
+    def max_rps(self, cpu: float) -> float:
+        """Throughput at the SLA; above the sizes measured, never more per core than the
+        largest one measured (a superlinear fit must not promise unbounded gains)."""
+        fitted = self.throughput.throughput(cpu)
+        if cpu <= self.largest_cpu:
+            return fitted
+        return min(fitted, self.throughput.throughput(self.largest_cpu) * cpu / self.largest_cpu)
+
+    def max_load(self, cpu: float, workers: int = 1) -> float:
+        return self.tail.load_at(self.max_rps(cpu), servers=workers)
+
+    def to_dict(self) -> dict:
+        return {**self.throughput.to_dict(), "tail": self.tail.to_dict(),
+                "largest_cpu": self.largest_cpu}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class SizeMeasurement:
+    """What the search measured for one pod size, as the models need it."""
+
+    cpu: float
+    workers: int
+    max_load: float  # users or requests/s at the SLA
+    max_rps: float  # throughput there
+    percentile_ms: float  # the SLA's percentile there
+    mean_ms: float | None  # the mean response there
+    lightest_ms: float  # the SLA's percentile at the lightest load measured
+
+
+def fit_capacity(
+    sizes: Sequence[SizeMeasurement], *, kind: str, quantile: float, limit_ms: float,
+    think_time_s: float,
+) -> CapacityModel:  # fmt: skip
+    """USL through the sizes' throughputs; the tail from their lightest and capacity steps."""
+    delay = min(s.lightest_ms for s in sizes)
+    ratios = [
+        (s.percentile_ms - delay) / (s.mean_ms - delay)
+        for s in sizes
+        if s.mean_ms is not None and s.mean_ms - delay > 0 and s.percentile_ms >= s.mean_ms
+    ]
+    # Without a usable pair, an exponential response time's ratio (p95: ln 20 = 3.0).
+    ratio = sum(ratios) / len(ratios) if ratios else -math.log(1 - quantile)
+    tail = TailModel(kind=kind, quantile=quantile, limit_ms=limit_ms, think_time_s=think_time_s,
+                     delay_ms=delay, tail_ratio=ratio)  # fmt: skip
+    throughput = fit_usl([s.cpu for s in sizes], [s.max_rps for s in sizes])
+    return CapacityModel(throughput, tail, largest_cpu=max(s.cpu for s in sizes))
+
+
+def holdout_check(
+    sizes: Sequence[SizeMeasurement], held_out: int, **fit_options
+) -> tuple[float, float]:
+    """(predicted load, relative error) at size ``held_out`` from a model fitted on the
+    others alone: their throughputs and their latencies."""
+    kept = [s for i, s in enumerate(sizes) if i != held_out]
+    target = sizes[held_out]
+    predicted = fit_capacity(kept, **fit_options).max_load(target.cpu, target.workers)
+    return predicted, abs(predicted - target.max_load) / target.max_load
 
 
 def erlang_c(servers: int, offered: float) -> float:

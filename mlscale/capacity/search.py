@@ -94,10 +94,18 @@ def find_max_load(
 
 def stable(rates: list[float], windows: int = 3, tolerance: float = 0.10) -> bool:
     """Whether a step's per-second throughput is steady: ``windows`` equal windows
-    whose means agree within ``tolerance`` of their average (perf_analyzer's rule)."""
+    whose means agree within ``tolerance`` of their average (perf_analyzer's rule).
+
+    At a few requests per second, counting alone varies more than 10 % (Poisson: a
+    window of n requests varies by about 1/√n), so the tolerance widens to two of
+    those standard deviations: a light step is not re-measured for its arithmetic.
+    """
     if len(rates) < windows:
         return False
     size = len(rates) // windows
     means = [sum(rates[i * size : (i + 1) * size]) / size for i in range(windows)]
     average = sum(means) / windows
-    return average > 0 and all(abs(m - average) <= tolerance * average for m in means)
+    if average <= 0:
+        return False
+    allowed = max(tolerance, 2 / math.sqrt(average * size))
+    return all(abs(m - average) <= allowed * average for m in means)

@@ -59,6 +59,7 @@ class Sizing:
     capacity_per_pod: float  # at the SLA, measured or modelled
     cpu_per_pod: float
     workers_per_pod: int
+    memory_per_pod_mib: float
     pods: int
     cores: float
     node_type: str
@@ -118,12 +119,14 @@ def size(
     cost = nodes * price_per_node_hour * 730 if price_per_node_hour else None
     unit = "concurrent users" if target_kind == "users" else "requests/s"
     sentence = (
-        f"{target:g} {unit} at {sla_text} need {cores:g} cores: {pods} pods of "
-        f"{cpu_per_pod:g} CPU on {nodes} {node_type} nodes"
+        f"{target:g} {unit} at {sla_text} need {cores:g} "
+        f"{'core' if cores == 1 else 'cores'}: {pods} {'pod' if pods == 1 else 'pods'} of "
+        f"{cpu_per_pod:g} CPU on {nodes} {node_type} {'node' if nodes == 1 else 'nodes'}"
     )
     return Sizing(
         target=target, target_kind=target_kind, capacity_per_pod=capacity_per_pod,
-        cpu_per_pod=cpu_per_pod, workers_per_pod=workers_per_pod, pods=pods, cores=cores,
+        cpu_per_pod=cpu_per_pod, workers_per_pod=workers_per_pod,
+        memory_per_pod_mib=memory_per_pod_mib, pods=pods, cores=cores,
         node_type=node_type, pods_per_node=pods_per_node, nodes=nodes,
         hpa_min_replicas=hpa_min, hpa_max_replicas=hpa_max,
         hpa_target_cpu_utilization=round(headroom * 100), monthly_cost=cost, sentence=sentence,

@@ -31,13 +31,18 @@ def record(histogram: HdrHistogram, seconds: float) -> None:
 
 
 def latency_ms(histogram: HdrHistogram) -> dict[str, float | None]:
-    """p50 … p99.9 and max in milliseconds; None where there were no requests."""
+    """p50 … p99.9, max and mean in milliseconds; None where there were no requests.
+
+    The mean is for Little's law (users = throughput x (think time + mean response)),
+    which the capacity model uses; the percentiles are what SLAs are written on.
+    """
     if histogram.get_total_count() == 0:
-        return {**{name: None for name in PERCENTILES}, "max": None}
+        return {**{name: None for name in PERCENTILES}, "max": None, "mean": None}
     values = {
         name: histogram.get_value_at_percentile(q) / 1000 for name, q in PERCENTILES.items()
     }
     values["max"] = histogram.get_max_value() / 1000
+    values["mean"] = round(histogram.get_mean_value() / 1000, 3)
     return values
 
 

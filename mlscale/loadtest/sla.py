@@ -33,6 +33,8 @@ class Bound:
         op = "<=" if self.inclusive else "<"
         if self.metric == "error_rate":
             return f"errors {op} {self.limit * 100:g}%"
+        if self.limit >= 1000:  # "p95 < 1 s", as people write an SLA
+            return f"{self.metric} {op} {self.limit / 1000:g} s"
         return f"{self.metric} {op} {self.limit:g} ms"
 
 
@@ -45,6 +47,9 @@ class Sla:
     def percentile(self) -> str | None:
         """The latency percentile the SLA bounds (the first one), e.g. ``p95``."""
         return next((b.metric for b in self.bounds if b.metric != "error_rate"), None)
+
+    def describe(self) -> str:
+        return ", ".join(bound.describe() for bound in self.bounds)
 
     def evaluate(self, latency_ms: dict, error_rate: float) -> dict:
         checks = []

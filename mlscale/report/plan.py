@@ -37,7 +37,7 @@ def _throughput_figure(plan: dict) -> go.Figure | None:
     if not points or "lambda" not in model:
         return None
     fit = UslFit(model["lambda"], model["sigma"], model["kappa"])
-    top = max(c for c, _ in points) * 2
+    top = max(max(c for c, _ in points) * 2, max((p["cpu"] for p in model.get("predicted", [])), default=0))
     xs = [top * i / 50 for i in range(1, 51)]
     figure = go.Figure()
     figure.add_trace(go.Scatter(x=xs, y=[fit.throughput(x) for x in xs], name="fitted (USL)"))
@@ -49,6 +49,57 @@ def _throughput_figure(plan: dict) -> go.Figure | None:
     return figure
 
 
+def _sizing_table(sizing: dict) -> str:
+    unit = "concurrent users" if sizing["target_kind"] == "users" else "requests/s"
+    hpa = sizing["hpa"]
+    cost = sizing.get("monthly_cost")
+    rows = [
+        ("target", f"{sizing['target']:g} {unit}"),
+        ("capacity of one pod at the SLA", f"{sizing['capacity_per_pod']:g} {unit}"),
+        ("pod", f"{sizing['cpu_per_pod']:g} CPU (request = limit), "
+                f"{sizing['workers_per_pod']} worker(s)"),
+        ("pods at the target (CPU at most "
+         f"{hpa['target_cpu_utilization']} %)", str(sizing["pods"])),
+        ("cores", f"{sizing['cores']:g}"),
+        ("nodes", f"{sizing['nodes']} × {sizing['node_type']} "
+                  f"({sizing['pods_per_node']} pods per node after reservations and DaemonSets)"),
+        ("HPA", f"min {hpa['min_replicas']}, max {hpa['max_replicas']}, "
+                f"target CPU {hpa['target_cpu_utilization']} %"),
+        ("cost per month", f"{cost:,.0f}" if cost is not None else "– (give --price-per-node-hour)"),
+    ]  # fmt: skip
+    cells = "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(v)}</td></tr>" for k, v in rows)
+    return f"<h2>Sizing</h2><table>{cells}</table>"
+
+
+def _model_text(model: dict) -> str:
+    parts = []
+    if "lambda" in model:
+        tail = model.get("tail", {})
+        parts.append(
+            f"<p>Throughput at the SLA against CPU: USL with λ = {model['lambda']:.1f} req/s per "
+            f"core, σ = {model['sigma']:.3f}, κ = {model['kappa']:.4f}, fitted on "
+            f"{', '.join(f'{c:g}' for c in model['fitted_cpus'])} CPU. "
+            f"Tail: delay {tail.get('delay_ms', 0):.1f} ms, percentile-to-mean ratio "
+            f"{tail.get('tail_ratio', 0):.2f} near capacity.</p>"
+        )
+    if model.get("holdout_error") is not None:
+        parts.append(
+            f"<p><b>Model check</b> on {model['holdout_cpu']:g} CPU, a size the fit did not see: "
+            f"predicted {model['holdout_predicted_load']:.0f}, measured "
+            f"{model['holdout_measured_load']:.0f} (where the measured percentile crosses the "
+            f"limit): <b>{model['holdout_error'] * 100:.1f} % error</b> "
+            f"(throughput alone: {model['holdout_throughput_error'] * 100:.1f} %).</p>"
+        )
+    elif model.get("note"):
+        parts.append(f"<p>Model: {html.escape(model['note'])}.</p>")
+    if model.get("predicted"):
+        cells = "".join(f"<tr><td>{p['cpu']:g}</td><td>{p['max_load']:.0f}</td>"
+                        f"<td>{p['max_rps']:.1f}</td></tr>" for p in model["predicted"])  # fmt: skip
+        parts.append("<table><tr><th>CPU per pod</th><th>predicted max load</th>"
+                      f"<th>requests/s</th></tr>{cells}</table>")  # fmt: skip
+    return "<h2>Model</h2>" + "".join(parts) if parts else ""
+
+
 def render_plan(plan: dict) -> str:
     figures = [f for f in (_latency_figure(plan), _throughput_figure(plan)) if f is not None]
     charts = "\n".join(f.to_html(full_html=False, include_plotlyjs=False) for f in figures)
@@ -56,22 +107,26 @@ def render_plan(plan: dict) -> str:
     sentence = html.escape(sizing["sentence"]) if sizing else "No pod size met the SLA."
     rows = "".join(
         f"<tr><td>{m['cpu']:g}</td><td>{m['workers']}</td><td>{m['max_load']}</td>"
-        f"<td>{m['max_rps']:.1f}</td><td>{m['p95_ms_at_max'] or '–'}</td></tr>"
+        f"<td>{m['max_rps']:.1f}</td><td>{m['p95_ms_at_max'] or '–'}</td>"
+        f"<td>{html.escape(m['stopped_by'])}</td></tr>"
         for m in plan["measurements"]
     )
-    quick = "<p><b>Quick plan</b>: short steps, wide error bars.</p>" if plan["quick"] else ""
-    holdout = plan["model"].get("holdout_error")
-    holdout_text = (f"<p>Model check on a size the fit did not see: {holdout * 100:.1f} % error.</p>"
-                    if holdout is not None else "")  # fmt: skip
+    quick = ("<p><b>Quick plan</b>: short steps and a coarse search (±25 % on each "
+             "capacity); run without --quick for a plan to size a cluster on.</p>"
+             if plan["quick"] else "")  # fmt: skip
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>mlscale plan</title>
 <style>body {{ font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1100px; }}
-table {{ border-collapse: collapse; }} td, th {{ border: 1px solid #ccc; padding: 4px 10px; }}</style>
+table {{ border-collapse: collapse; margin: 1em 0; }}
+td, th {{ border: 1px solid #ccc; padding: 4px 10px; text-align: left; }}</style>
 <script>{get_plotlyjs()}</script></head>
 <body><h1>Capacity plan at {html.escape(plan['sla']['expr'])}</h1>
-<p style="font-size: 1.3em"><b>{sentence}</b></p>{quick}{holdout_text}
+<p style="font-size: 1.3em"><b>{sentence}</b></p>{quick}
+{_sizing_table(sizing) if sizing else ""}
+<h2>Measured</h2>
 <table><tr><th>CPU per pod</th><th>workers</th><th>max load at the SLA</th>
-<th>requests/s there</th><th>latency there (ms)</th></tr>{rows}</table>
+<th>requests/s there</th><th>latency there (ms)</th><th>search ended by</th></tr>{rows}</table>
+{_model_text(plan["model"])}
 {charts}
 <details><summary>plan.json</summary><pre>{html.escape(json.dumps(plan, indent=2))}</pre></details>
 </body></html>
