@@ -1,10 +1,17 @@
-"""``mlscale demo``: the loop on one machine, with an embedded default.
+"""``mlscale demo``: the reference scenario's whole story on one machine.
 
-Each step runs the same ``mlscale`` command a user would type, in a folder of
-its own (``demo-output/`` by default): train and register the reference model
-in an embedded SQLite store, serve it, score a few rows, load-test it with
-stepped users like the reference, stop the server.
-Every process it starts is stopped again, on success, failure or Ctrl-C.
+Each step is what a user would run, in a folder of its own (``demo-output/``
+by default): train and register the reference model in an embedded SQLite
+store; serve it and score a few rows; a stepped load test like the
+reference's; a capacity plan for p95 < 1 s on a pod-sized server; the
+Kubernetes overlay rendered from that plan and validated; the reference's HPA
+and cluster-autoscaler experiments replayed in the simulator with the plan's
+pods; and mlscale against ``mlflow models serve`` on the same model. It ends
+with ``index.html``, which links every report and shows the headline numbers.
+
+Every process it starts is stopped again, on success, failure or Ctrl-C;
+servers take free ports, so a busy port is not a problem; a second run adds a
+model version and overwrites the reports, with nothing to delete first.
 """
 
 from __future__ import annotations
@@ -26,44 +33,32 @@ from mlscale.serving.process import ServeProcess
 class DemoSettings:
     out_dir: str = "demo-output"
     rows: int = 5
+    quick: bool = False  # every step shortened: under 3 minutes in all
     startup_timeout_s: float = 120.0
-    # The reference's rising load, shortened: users per phase, 1 s think time.
-    steps: str = "10:10,10:50,10:100"
     think_time_s: float = 1.0
+    # The reference's question: how many cores for 120 users at p95 < 1 s?
+    plan_target_users: float = 120.0
+    plan_sla: str = "p95<1s"
 
+    @property
+    def load_steps(self) -> str:
+        """The reference's rising load, shortened: seconds:users per phase."""
+        return "4:10,4:50,4:100" if self.quick else "10:10,10:50,10:100"
 
-def _steps_seconds(settings: DemoSettings) -> float:
-    from mlscale.loadtest.shapes import steps
-
-    return steps("users", settings.steps).duration_s
-
-
-def _load_test(settings: DemoSettings, url: str, out_dir: str, server_pid: int) -> dict:
-    from mlscale.loadtest.cli import LiveLine
-    from mlscale.loadtest.runner import LoadTestSettings, run_loadtest
-    from mlscale.loadtest.shapes import steps
-
-    load = LoadTestSettings(
-        host=url, shape=steps("users", settings.steps), out_dir=os.path.join(out_dir, "loadtest"),
-        think_time_s=settings.think_time_s, think="random", spawn_rate=50, server_pid=server_pid,
-    )  # fmt: skip
-    live = LiveLine(load)
-    try:
-        return run_loadtest(load, on_progress=live).summary
-    finally:
-        live.close()
+    @property
+    def compare_s(self) -> float:
+        return 4.0 if self.quick else 10.0
 
 
 class DemoError(MlscaleError):
     """A step of the demo failed; the message says which and why."""
 
 
-def _say(step: str, text: str) -> None:
-    print(f"\n== {step}: {text}", flush=True)
+STEPS = 8
 
 
-def _mlscale(*args: str) -> list[str]:
-    return [sys.executable, "-m", "mlscale", *args]
+def _say(number: int, name: str, text: str) -> None:
+    print(f"\n== {number}/{STEPS} {name}: {text}", flush=True)
 
 
 def _http(method: str, url: str, body: dict | None = None, timeout: float = 10) -> tuple[int, bytes]:
@@ -78,56 +73,141 @@ def _http(method: str, url: str, body: dict | None = None, timeout: float = 10) 
         return exc.code, exc.read()
 
 
-def run_demo(settings: DemoSettings) -> None:
-    from mlscale.examples.wine import TARGET, load_wine
-
-    out_dir = os.path.abspath(settings.out_dir)
-    os.makedirs(out_dir, exist_ok=True)
-    tracking_uri = "sqlite:///mlflow.db"  # relative: the store lives in out_dir
-    env = {**os.environ, "MLFLOW_TRACKING_URI": tracking_uri}
-    started = time.monotonic()
-
-    _say("1/4 train", f"the reference XGBoost model, registered in {out_dir}/mlflow.db (~15 s)")
+def _train(settings: DemoSettings, out_dir: str, env: dict) -> str:
     trained = subprocess.run(
-        _mlscale("train", "--tracking-uri", tracking_uri), cwd=out_dir, env=env,
-        stdout=subprocess.PIPE, text=True,
+        [sys.executable, "-m", "mlscale", "train", "--tracking-uri", env["MLFLOW_TRACKING_URI"]],
+        cwd=out_dir, env=env, stdout=subprocess.PIPE, text=True,
     )  # fmt: skip
     if trained.returncode != 0 or not trained.stdout.strip():
         raise DemoError("training failed (see the messages above)")
-    model_uri = trained.stdout.strip().splitlines()[-1]
+    return trained.stdout.strip().splitlines()[-1]
+
+
+def _score(settings: DemoSettings, url: str) -> None:
+    from mlscale.examples.wine import TARGET, load_wine
+
+    wine = load_wine().head(settings.rows)
+    features = wine.drop(columns=[TARGET]).astype(float)
+    body = {"dataframe_split": {"columns": list(features.columns),
+                                "data": features.values.tolist()}}  # fmt: skip
+    print(f"curl -X POST {url}/invocations -H 'Content-Type: application/json' "
+          f"-d '{json.dumps(body)[:90]}...'")  # fmt: skip
+    status, answer = _http("POST", f"{url}/invocations", body)
+    if status != 200:
+        raise DemoError(f"scoring answered {status}: {answer[:300]!r}")
+    predictions = json.loads(answer)["predictions"]
+    print(f"{'alcohol':>8} {'pH':>5} {'quality':>8} {'predicted':>10}")
+    for (_, row), predicted in zip(wine.iterrows(), predictions):
+        print(f"{row['alcohol']:>8.1f} {row['pH']:>5.2f} {row[TARGET]:>8.0f} {predicted:>10.3f}")
+    metrics = _http("GET", f"{url}/metrics")[1].decode()
+    served = [line for line in metrics.splitlines()
+              if line.startswith("mlscale_requests_total") and "invocations" in line]  # fmt: skip
+    print("metrics: " + "; ".join(served))
+
+
+def _load_test(settings: DemoSettings, url: str, out_dir: str, server_pid: int) -> dict:
+    from mlscale.loadtest.cli import LiveLine
+    from mlscale.loadtest.runner import LoadTestSettings, run_loadtest
+    from mlscale.loadtest.shapes import steps
+
+    load = LoadTestSettings(
+        host=url, shape=steps("users", settings.load_steps), out_dir=os.path.join(out_dir, "loadtest"),
+        think_time_s=settings.think_time_s, think="random", spawn_rate=50, server_pid=server_pid,
+    )  # fmt: skip
+    live = LiveLine(load)
+    try:
+        return run_loadtest(load, on_progress=live).summary
+    finally:
+        live.close()
+
+
+def _plan(settings: DemoSettings, model_uri: str, out_dir: str) -> dict:
+    from mlscale.capacity.planner import PlanSettings, run_plan
+    from mlscale.capacity.pods import PodSpec, quota_supported
+    from mlscale.loadtest.sla import parse_sla
+
+    # A quarter of a core (a CPU quota, as the kubelet sets a limit) keeps the pod's
+    # capacity within what one load-generator core can measure; where cgroups cannot
+    # be written, a whole core.
+    cpu = 0.25 if quota_supported() else 1.0
+    plan = PlanSettings(
+        sla=parse_sla(settings.plan_sla), kind="users", target=settings.plan_target_users,
+        out_dir=os.path.join(out_dir, "plan"), pods=(PodSpec(cpu),), model_uri=model_uri,
+        think_time_s=settings.think_time_s, step_s=4.0 if settings.quick else 10.0,
+        precision=0.25 if settings.quick else 0.1, start_load=64, max_steps=10,
+        quick=settings.quick, tracking_uri=f"sqlite:///{os.path.join(out_dir, 'mlflow.db')}",
+    )  # fmt: skip
+    return run_plan(plan, say=lambda text: print(text, flush=True))
+
+
+def _kubernetes(plan: dict, out_dir: str) -> dict:
+    from mlscale.k8s.render import render_plan
+    from mlscale.k8s.validate import validate_dir
+
+    overlay = render_plan(plan, os.path.join(out_dir, "k8s"))
+    report = validate_dir(overlay)
+    print(report.text())
+    print(f"overlay: {overlay} (on a cluster: kubectl apply -k {overlay})")
+    return {"dir": overlay, "ok": report.ok, "objects": len(report.objects),
+            "problems": [str(p) for p in report.problems]}  # fmt: skip
+
+
+def _simulate(plan: dict, out_dir: str, shown: str) -> dict:
+    from mlscale.simulate.presets import run_preset
+
+    results = {}
+    for preset in ("reference-hpa", "reference-cluster-autoscaler"):
+        summary = run_preset(preset, os.path.join(out_dir, "simulate", preset), plan=plan)
+        results[preset] = summary
+        up, down = summary["scale_up_delay_s"], summary["scale_down_s"]
+        print(f"{preset}: at most {summary['max_pods_pending']} pods Pending; "
+              + (f"first node Ready {up:.0f} s after pods went Pending; " if up is not None else "")
+              + (f"back to the minimum {down / 60:.1f} min after the load fell; " if down else "")
+              + f"SLA missed for {summary['sla_violation_s']:.0f} s; "
+              f"report: {os.path.join(shown, 'simulate', preset, 'report.html')}")
+    return results
+
+
+def _compare(settings: DemoSettings, model_uri: str, out_dir: str, env: dict) -> dict:
+    from mlscale.demo_compare import compare_servers
+
+    return compare_servers(model_uri, os.path.join(out_dir, "compare"), env=env,
+                           seconds=settings.compare_s)  # fmt: skip
+
+
+def run_demo(settings: DemoSettings) -> dict:
+    """Run every step; returns the headline numbers that index.html shows."""
+    from mlscale.report.index import write_index
+
+    out_dir = os.path.abspath(settings.out_dir)
+    os.makedirs(out_dir, exist_ok=True)
+    # An absolute store: the pods that plan starts run in other folders.
+    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{os.path.join(out_dir, 'mlflow.db')}"}
+    started = time.monotonic()
+    results: dict = {"quick": settings.quick}
+
+    _say(1, "train", f"the reference XGBoost model, registered in {settings.out_dir}/mlflow.db (~15 s)")
+    model_uri = _train(settings, out_dir, env)
+    results["model_uri"] = model_uri
     print(f"registered {model_uri}")
 
-    _say("2/4 serve", f"{model_uri} on 127.0.0.1, a free port (~5 s to load)")
+    _say(2, "serve", f"{model_uri} on 127.0.0.1, a free port (~5 s to load)")
     log_path = os.path.join(out_dir, "serve.log")
     server = ServeProcess(["-m", model_uri], env=env, cwd=out_dir)
     try:
         if not server.ready(settings.startup_timeout_s):
             raise DemoError(f"the server did not become ready:\n{server.output[-2000:]}")
-        url = server.url
-        print(f"ready at {url}; server log: {log_path}")
+        print(f"ready at {server.url}; server log: {log_path}")
 
-        _say("3/4 score", f"{settings.rows} rows of the wine data, one request")
-        wine = load_wine().head(settings.rows)
-        features = wine.drop(columns=[TARGET]).astype(float)
-        body = {"dataframe_split": {"columns": list(features.columns),
-                                    "data": features.values.tolist()}}  # fmt: skip
-        print(f"curl -X POST {url}/invocations -H 'Content-Type: application/json' "
-              f"-d '{json.dumps(body)[:90]}...'")  # fmt: skip
-        status, answer = _http("POST", f"{url}/invocations", body)
-        if status != 200:
-            raise DemoError(f"scoring answered {status}: {answer[:300]!r}")
-        predictions = json.loads(answer)["predictions"]
-        print(f"{'alcohol':>8} {'pH':>5} {'quality':>8} {'predicted':>10}")
-        for (_, row), predicted in zip(wine.iterrows(), predictions):
-            print(f"{row['alcohol']:>8.1f} {row['pH']:>5.2f} {row[TARGET]:>8.0f} {predicted:>10.3f}")
-        metrics = _http("GET", f"{url}/metrics")[1].decode()
-        served = [line for line in metrics.splitlines()
-                  if line.startswith("mlscale_requests_total") and "invocations" in line]  # fmt: skip
-        print("metrics: " + "; ".join(served))
+        _say(3, "score", f"{settings.rows} rows of the wine data, one request")
+        _score(settings, server.url)
 
-        _say("4/4 load", f"stepped load test like the reference's: {settings.steps} "
-             f"users with {settings.think_time_s:g} s think time (~{_steps_seconds(settings):.0f} s)")
-        summary = _load_test(settings, url, out_dir, server.pid)
+        from mlscale.loadtest.shapes import steps
+
+        seconds = steps("users", settings.load_steps).duration_s
+        _say(4, "load", f"stepped load test like the reference's: {settings.load_steps} "
+             f"(seconds:users) with {settings.think_time_s:g} s think time (~{seconds:.0f} s)")  # fmt: skip
+        summary = _load_test(settings, server.url, out_dir, server.pid)
     finally:
         code = server.stop()
         with open(log_path, "w") as log:
@@ -135,8 +215,39 @@ def run_demo(settings: DemoSettings) -> None:
     if code != 0:
         raise DemoError(f"the server exited with status {code} after SIGTERM (log: {log_path})")
     latency = summary["latency_ms"]
+    results["loadtest"] = {"requests": summary["requests"], "failures": summary["failures"],
+                           "p50_ms": latency["p50"], "p95_ms": latency["p95"]}  # fmt: skip
     print(f"load test: {summary['requests']} requests, {summary['failures']} failed, "
           f"p50 {latency['p50']} ms, p95 {latency['p95']} ms; "
           f"report: {settings.out_dir}/loadtest/report.html")  # fmt: skip
-    print(f"\nserver stopped cleanly. Done in {time.monotonic() - started:.0f} s. "
-          f"Browse the runs: cd {settings.out_dir} && mlflow ui")  # fmt: skip
+    print("server stopped cleanly.")
+
+    _say(5, "plan", f"{'quick ' if settings.quick else ''}capacity plan: "
+         f"{settings.plan_target_users:g} users at {settings.plan_sla} on a pod-sized server "
+         f"(~{1 if settings.quick else 3} min)")  # fmt: skip
+    plan = _plan(settings, model_uri, out_dir)
+    if not plan["sizing"]:
+        raise DemoError("the plan found no load that meets the SLA (see the steps above)")
+    results["plan"] = plan
+    print(plan["sizing"]["sentence"])
+    print(f"plan: {settings.out_dir}/plan/plan.json, report: {settings.out_dir}/plan/plan.html")
+
+    _say(6, "kubernetes", "render the overlay from the plan and validate it (~5 s)")
+    results["k8s"] = _kubernetes(plan, out_dir)
+    if not results["k8s"]["ok"]:
+        raise DemoError("the rendered overlay did not validate (problems above)")
+
+    _say(7, "simulate", "the reference's HPA and cluster-autoscaler experiments, with the "
+         "plan's pods (~10 s)")  # fmt: skip
+    results["simulate"] = _simulate(plan, out_dir, settings.out_dir)
+
+    _say(8, "compare", f"mlscale against `mlflow models serve` on the same model, "
+         f"{settings.compare_s:g} s each (~{settings.compare_s * 2 + 20:.0f} s)")  # fmt: skip
+    results["compare"] = _compare(settings, model_uri, out_dir, env)
+
+    results["seconds"] = time.monotonic() - started
+    index = write_index(out_dir, results)
+    print(f"\nDone in {results['seconds']:.0f} s. Everything: "
+          f"{os.path.join(settings.out_dir, os.path.basename(index))}  "
+          f"(runs: cd {settings.out_dir} && mlflow ui)")  # fmt: skip
+    return results

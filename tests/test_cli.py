@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 
@@ -14,7 +15,7 @@ from mlscale.cli.main import main
 def test_help_lists_the_commands():
     result = CliRunner().invoke(main, ["--help"])
     assert result.exit_code == 0
-    for command in ("train", "serve", "demo"):
+    for command in ("train", "serve", "loadtest", "plan", "k8s", "simulate", "demo"):
         assert command in result.output
 
 
@@ -92,20 +93,6 @@ def test_train_rejects_data_without_a_target(tmp_path):
     assert "has no 'quality' column" in result.output
 
 
-@pytest.mark.slow
-def test_demo_runs_end_to_end_and_again(tmp_path):
-    out = tmp_path / "demo"
-    for version in (1, 2):  # a second run works without deleting anything
-        run = subprocess.run(
-            [sys.executable, "-m", "mlscale", "demo", "--out", str(out)],
-            capture_output=True, text=True, timeout=600,
-        )  # fmt: skip
-        assert run.returncode == 0, run.stdout + run.stderr
-        assert f"registered models:/wine-quality/{version}" in run.stdout
-        assert "server stopped cleanly" in run.stdout
-        assert 'status="200"} 1.0' in run.stdout
-
-
 @pytest.mark.parametrize(
     ("args", "message"),
     [
@@ -130,3 +117,52 @@ def test_loadtest_needs_a_url():
     result = CliRunner().invoke(main, ["loadtest", "--host", "localhost:5000", "--users", "1"])
     assert result.exit_code == 1
     assert "--host must be a URL such as http://127.0.0.1:5000" in result.output
+
+
+def _earlier_plan(tmp_path):
+    from tests.test_capacity import _measurement
+
+    plan = {"sla": {"expr": "p95<1s", "percentile": "p95", "limit_ms": 1000.0},
+            "load_model": {"kind": "users", "think_time_s": 1.0}, "quick": False,
+            "measurements": [_measurement(c) for c in (0.25, 0.5, 1.0)]}  # fmt: skip
+    path = tmp_path / "plan.json"
+    path.write_text(json.dumps(plan))
+    return path
+
+
+def test_a_plan_is_resized_from_an_earlier_one_without_measuring(tmp_path):
+    out = tmp_path / "resized"
+    result = CliRunner().invoke(main, ["plan", "--from-plan", str(_earlier_plan(tmp_path)),
+                                       "--target-users", "2000", "--node-type", "e2-standard-8",
+                                       "--price-per-node-hour", "0.27", "--out", str(out)])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    plan = json.loads((out / "plan.json").read_text())
+    sizing = plan["sizing"]
+    assert "2000 concurrent users at p95 < 1 s need" in result.output
+    assert sizing["node_type"] == "e2-standard-8" and sizing["target_users"] == 2000
+    assert sizing["monthly_cost"] == pytest.approx(sizing["nodes"] * 0.27 * 730)
+    assert plan["model"]["holdout_error"] is not None  # refitted from the three sizes
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--target-rps", "10"], "measured users: give --target-users"),
+        (["--target-users", "10", "--url", "http://127.0.0.1:9"], "measures nothing"),
+    ],
+)
+def test_bad_re_sizing_says_what_to_do(tmp_path, args, message):
+    result = CliRunner().invoke(main, ["plan", "--from-plan", str(_earlier_plan(tmp_path)), *args,
+                                       "--out", str(tmp_path / "out")])  # fmt: skip
+    assert result.exit_code != 0 and message in result.output, result.output
+    assert "Traceback" not in result.output
+
+
+@pytest.mark.parametrize(("content", "message"), [(None, "Cannot read the plan"),
+                                                  ('{"a": 1}', "is not a plan written by")])
+def test_a_bad_earlier_plan_is_a_clear_error(tmp_path, content, message):
+    path = tmp_path / "plan.json"
+    if content is not None:
+        path.write_text(content)
+    result = CliRunner().invoke(main, ["plan", "--from-plan", str(path), "--target-users", "5"])
+    assert result.exit_code == 1 and message in result.output, result.output

@@ -41,8 +41,13 @@ class UslFit:
         return {"law": "usl", "lambda": self.lam, "sigma": self.sigma, "kappa": self.kappa}
 
 
-def fit_usl(cores: Sequence[float], throughput: Sequence[float]) -> UslFit:
-    """Least-squares USL fit; with one point, a straight line through it."""
+def fit_usl(cores: Sequence[float], throughput: Sequence[float], *, coherency: bool = True) -> UslFit:
+    """Least-squares USL fit; with one point, a straight line through it.
+
+    ``coherency=False`` fixes κ at 0: crosstalk between parallel workers cannot be
+    observed on sizes of one core or less, and a κ fitted there is noise that would
+    bend every larger size down.
+    """
     from scipy.optimize import OptimizeWarning, curve_fit
 
     x = np.asarray(cores, dtype=float)
@@ -60,7 +65,7 @@ def fit_usl(cores: Sequence[float], throughput: Sequence[float]) -> UslFit:
         # Exact fits (as many points as parameters) leave no covariance to estimate,
         # which SciPy warns about; only the parameters are used here.
         warnings.simplefilter("ignore", OptimizeWarning)
-        if len(x) == 2:  # two points fix two parameters: contention only (Amdahl)
+        if len(x) == 2 or not coherency:  # two points fix two parameters: contention only
             (lam, sigma), _ = curve_fit(
                 law, x, y, p0=(lam0, 0.05), bounds=([0, -0.9], [np.inf, 1]), maxfev=20_000
             )
@@ -165,8 +170,9 @@ def fit_capacity(
     ratio = sum(ratios) / len(ratios) if ratios else -math.log(1 - quantile)
     tail = TailModel(kind=kind, quantile=quantile, limit_ms=limit_ms, think_time_s=think_time_s,
                      delay_ms=delay, tail_ratio=ratio)  # fmt: skip
-    throughput = fit_usl([s.cpu for s in sizes], [s.max_rps for s in sizes])
-    return CapacityModel(throughput, tail, largest_cpu=max(s.cpu for s in sizes))
+    largest = max(s.cpu for s in sizes)
+    throughput = fit_usl([s.cpu for s in sizes], [s.max_rps for s in sizes], coherency=largest > 1)
+    return CapacityModel(throughput, tail, largest_cpu=largest)
 
 
 def holdout_check(

@@ -111,6 +111,11 @@ _ENV_MANAGERS = ("local", "virtualenv", "uv", "conda")
               help="Seconds in-flight requests get to finish once draining starts.")
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]),
               default="info", show_default=True)  # fmt: skip
+@click.option("--auth-token", envvar="MLSCALE_AUTH_TOKEN", default=None, metavar="TOKEN",
+              help="Require 'Authorization: Bearer TOKEN' on /invocations and /version (401 "
+              "otherwise); /ping, /health and /metrics stay open for probes and Prometheus. "
+              "Prefer the environment variable: a flag shows in the process list. "
+              "Env: MLSCALE_AUTH_TOKEN.")  # fmt: skip
 def serve(**options) -> None:
     """Serve an MLflow model over HTTP: a drop-in for `mlflow models serve`.
 
@@ -150,6 +155,7 @@ def serve(**options) -> None:
         drain_delay_s=options["drain_delay"],
         graceful_timeout_s=options["graceful_timeout"],
         log_level=options["log_level"],
+        auth_token=options["auth_token"] or None,  # an empty variable means no token
     )
     sys.exit(run_server(settings))
 
@@ -226,21 +232,33 @@ def loadtest(**options) -> None:
               help="Size for this many concurrent users (closed loop, --think-time).")
 @click.option("--target-rps", type=click.FloatRange(min=0, min_open=True), default=None,
               help="Size for this arrival rate (open loop).")
-@click.option("--think-time", type=click.FloatRange(min=0), default=1.0, show_default=True)
+@click.option("--think-time", type=click.FloatRange(min=0), default=1.0, show_default=True,
+              help="Seconds each user waits between requests (random, mean this).")
 @click.option("--data", type=click.Path(exists=True, dir_okay=False), default=None,
               help="Request rows, CSV or parquet (default: the wine data).")
 @click.option("--from-signature", is_flag=True,
               help="Generate request rows from the model's signature instead of --data.")
+@click.option("--rows-per-request", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Rows in each request (batch scoring: 100 or 1000).")
+@click.option("--mix", default=None, metavar="ROWS:WEIGHT,…",
+              help="A mix of request sizes, as in loadtest, e.g. 1:90,100:10.")
 @click.option("--cpus", default="1", show_default=True,
               help="CPU per pod to measure, e.g. 0.5,1 (500m works too; fractions need cgroups).")
-@click.option("--workers-per-pod", default="1", show_default=True, help="e.g. 1,2.")
-@click.option("--node-type", default="e2-standard-4", show_default=True)
+@click.option("--workers-per-pod", default="1", show_default=True,
+              help="Server worker processes per pod to measure, e.g. 1,2.")
+@click.option("--node-type", default="e2-standard-4", show_default=True,
+              help="GKE machine type of the node pool (e2-, n2-, c3-standard-N).")
 @click.option("--daemonset-cpu", type=click.IntRange(min=0), default=100, show_default=True,
               help="Millicores the DaemonSets request on every node (GKE's kube-proxy: 100).")
 @click.option("--price-per-node-hour", type=float, default=None, help="For a monthly cost.")
+@click.option("--start-load", type=click.FloatRange(min=1), default=4, show_default=True,
+              help="The search's first load (users or requests/s); it doubles from there.")
 @click.option("--quick", is_flag=True, help="Short steps and a coarse search: minutes, wider error bars.")
+@click.option("--from-plan", "from_plan", type=click.Path(dir_okay=False), default=None,
+              help="Re-size from an earlier plan.json's measurements (a new target, node type "
+              "or price) without measuring again; its SLA and load model are kept.")
 @click.option("--out", "out_dir", default="plan-output", show_default=True,
-              type=click.Path(file_okay=False))
+              type=click.Path(file_okay=False), help="Folder for plan.json, plan.html and steps/.")
 def plan(**options) -> None:
     """Find the capacity of each pod size at an SLA and size the cluster from it.
 
@@ -249,13 +267,27 @@ def plan(**options) -> None:
     Writes plan.json and plan.html.
     """
     from mlscale.capacity.pods import parse_pod_specs
-    from mlscale.capacity.planner import PlanSettings, run_plan
+    from mlscale.capacity.planner import PlanSettings, read_plan, run_plan, write_plan
     from mlscale.loadtest.sla import parse_sla
 
     if (options["target_users"] is None) == (options["target_rps"] is None):
         raise click.UsageError("Give --target-users (closed loop) or --target-rps (open loop).")
     kind = "users" if options["target_users"] is not None else "rps"
     quick = options["quick"]
+    earlier = read_plan(options["from_plan"]) if options["from_plan"] else None
+    if earlier is not None:
+        if options["model_uri"] or options["url"]:
+            raise click.UsageError("--from-plan measures nothing: drop -m/--url.")
+        if earlier["load_model"]["kind"] != kind:
+            raise click.UsageError(
+                f"{options['from_plan']} measured {earlier['load_model']['kind']}: give "
+                f"--target-{earlier['load_model']['kind']} to re-size from it."
+            )
+        load_model = earlier["load_model"]
+        options.update(sla=earlier["sla"]["expr"], think_time=load_model["think_time_s"],
+                       rows_per_request=load_model.get("rows_per_request", 1),
+                       mix=load_model.get("mix"), quick=earlier["quick"])  # fmt: skip
+        quick = earlier["quick"]
     settings = PlanSettings(
         sla=parse_sla(options["sla"]), kind=kind,
         target=options["target_users"] or options["target_rps"],
@@ -265,11 +297,16 @@ def plan(**options) -> None:
         think_time_s=options["think_time"], step_s=4.0 if quick else 20.0,
         data=options["data"],
         signature_of=options["model_uri"] if options["from_signature"] else None,
+        rows_per_request=options["rows_per_request"], mix=options["mix"],
+        start_load=options["start_load"],
         precision=0.25 if quick else 0.1, max_steps=12 if quick else 16,
         node_type=options["node_type"], daemonset_cpu_m=options["daemonset_cpu"],
         price_per_node_hour=options["price_per_node_hour"], quick=quick,
     )  # fmt: skip
-    result = run_plan(settings, say=lambda text: click.echo(text, err=True))
+    if earlier is not None:
+        result = write_plan(settings, earlier["measurements"])
+    else:
+        result = run_plan(settings, say=lambda text: click.echo(text, err=True))
     if result["sizing"]:
         click.echo(result["sizing"]["sentence"])
     else:
@@ -279,20 +316,33 @@ def plan(**options) -> None:
 
 @main.command()
 @click.option("--out", "out_dir", default="demo-output", show_default=True,
-              type=click.Path(file_okay=False), help="Folder for the store, models and logs.")
+              type=click.Path(file_okay=False), help="Folder for the store, reports and logs.")
 @click.option("--rows", type=click.IntRange(1, 1000), default=5, show_default=True,
               help="Rows of wine data to score.")  # fmt: skip
-def demo(out_dir: str, rows: int) -> None:
-    """Run the loop on this machine: train, register, serve, score, stop.
+@click.option("--quick", is_flag=True,
+              help="Every step shortened (about 3 minutes in all; wider error bars).")
+def demo(out_dir: str, rows: int, quick: bool) -> None:
+    """Run the reference scenario on this machine, end to end.
 
-    Everything runs locally with an embedded default: a SQLite MLflow store in the
-    output folder, the reference wine-quality model, the server on 127.0.0.1.
-    Running it again adds a model version; nothing needs deleting first.
+    Train and register the wine-quality model in an embedded SQLite store; serve it
+    and score a few rows; a stepped load test like the reference's; a capacity plan
+    for p95 < 1 s on a pod-sized server; the Kubernetes overlay rendered from the
+    plan and validated; the reference's HPA and cluster-autoscaler experiments
+    replayed in the simulator; mlscale against `mlflow models serve`. Ends with
+    OUT/index.html, which links every report. About 6 minutes on 2 cores (--quick:
+    3). Running it again adds a model version; nothing needs deleting first.
     """
     from mlscale.demo import DemoSettings, run_demo
 
-    run_demo(DemoSettings(out_dir=out_dir, rows=rows))
+    run_demo(DemoSettings(out_dir=out_dir, rows=rows, quick=quick))
 
+
+# Command groups with modules of their own.
+from mlscale.cli.k8s import k8s as _k8s  # noqa: E402
+from mlscale.cli.simulate import simulate as _simulate  # noqa: E402
+
+main.add_command(_k8s)
+main.add_command(_simulate)
 
 if __name__ == "__main__":  # pragma: no cover
     main()

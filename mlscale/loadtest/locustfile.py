@@ -207,15 +207,20 @@ def _flusher(environment) -> None:
 
 
 def _progress(environment) -> None:
-    """One machine-readable line a second, for mlscale's live view."""
-    second = int(time.time()) - 1
+    """One machine-readable line a second, for mlscale's live view.
+
+    A master reports the second before last: its workers send each second's
+    windows at the turn of the second, the same moment this runs, so the last
+    second's have not arrived yet (reporting it showed 0 requests).
+    """
+    runner = environment.runner
+    second = int(time.time()) - (2 if isinstance(runner, MasterRunner) else 1)
     window = store.windows.get(second)
     merged, failures = new_histogram(), 0
     if window is not None:
         for histogram in window.latency.values():
             merged.add(histogram)
         failures = sum(window.failures.values())
-    runner = environment.runner
     workers = runner.worker_count if isinstance(runner, MasterRunner) else None
     _state["workers"].append([second, workers])
     line = {

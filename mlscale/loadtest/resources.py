@@ -47,12 +47,15 @@ class _Tree:
         self.root = psutil.Process(pid)
         self._last: dict[int, float] = {}
 
-    def read(self) -> tuple[float, float, dict[int, float]]:
-        """(CPU seconds used since the last read, RSS in MB, CPU seconds per process)."""
+    def read(self) -> tuple[float, float, dict[int, float]] | None:
+        """(CPU seconds used since the last read, RSS in MB, CPU seconds per process);
+        None once the process is gone (a dead server is not one using no memory)."""
         try:
             processes = [self.root, *self.root.children(recursive=True)]
+            if self.root.status() == psutil.STATUS_ZOMBIE:  # killed, not yet reaped
+                return None
         except psutil.Error:
-            return 0.0, 0.0, {}
+            return None
         used, rss, per_process, seen = 0.0, 0.0, {}, {}
         for process in processes:
             try:
@@ -143,7 +146,7 @@ class ResourceMonitor:
 
     def _read(self) -> tuple:
         server = self._server.read() if self._server else None
-        generators = [tree.read() for tree in self._generators]
+        generators = [reading for tree in self._generators if (reading := tree.read()) is not None]
         return server, generators
 
     def _run(self) -> None:

@@ -37,6 +37,11 @@ from mlscale.loadtest.sla import Sla
 
 # Locust needs a moment to start and to stop its users; past this the run is killed.
 _GRACE_S = 60.0
+# Worker processes start in a few seconds; one that has not connected by then never will.
+_WORKERS_WAIT_S = 30
+# A whole run may measure this much short of its duration (clocks, the shape's
+# one-second tick); shorter, it was stopped early.
+_TICK_S = 1.5
 
 
 class LoadTestError(MlscaleError):
@@ -152,7 +157,10 @@ def run_loadtest(
         else:
             port = _free_port()
             master = subprocess.Popen(
+                # A worker that never connects (it died starting) ends the run in
+                # _WORKERS_WAIT_S with Locust's message, instead of at the deadline.
                 _locust(*common, "--master", "--expect-workers", str(settings.workers),
+                        "--expect-workers-max-wait", str(_WORKERS_WAIT_S),
                         "--master-bind-host", "127.0.0.1", "--master-bind-port", str(port),
                         *settings.extra_locust_args, cores=settings.cpu_affinity),
                 env=env, stdout=subprocess.PIPE, stderr=log, text=True, start_new_session=True,
@@ -244,6 +252,14 @@ def _collect(settings, out, samples, killed, returncode, log_path, server_pid) -
     problems = []
     if killed:
         problems.append("Locust did not stop on time and was stopped; the end of the run is cut.")
+    elif end - start < settings.shape.duration_s - _TICK_S:
+        # Locust stops a test by itself when its last worker is lost (and on Ctrl-C);
+        # its figures are then those of a shorter, lighter run than the one asked.
+        why = " (Locust stops when its last worker is lost)" if settings.workers else ""
+        problems.append(
+            f"the run stopped after {end - start:.0f} s of the {settings.shape.duration_s:.0f} s "
+            f"asked{why}: the load and the figures cover only that part."
+        )
     if raw.get("cpu_warnings"):
         problems.append(
             "Locust warned that a generator process was above 90 % CPU: add --workers."

@@ -19,6 +19,7 @@ from dataclasses import replace
 
 import orjson
 from mlflow.exceptions import MlflowException
+from mlflow.utils.proto_json_utils import MlflowInvalidInputException
 from mlflow.version import VERSION as MLFLOW_VERSION
 
 from mlscale.model.loader import LoadedModel
@@ -32,6 +33,7 @@ from mlscale.protocol.errors import (
 )
 from mlscale.protocol.fast import decode_matrix
 from mlscale.serving import lifecycle
+from mlscale.serving.auth import PROTECTED, BearerToken
 from mlscale.serving.batcher import Batcher, BatchSettings
 from mlscale.serving.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from mlscale.serving.metrics import Metrics
@@ -53,6 +55,9 @@ _ROUTES = {
     b"/metrics": ("metrics", b"GET"),
 }
 _NOT_FOUND = b'{"detail":"Not Found"}'
+# On an answer given before the body was read: otherwise the server would go on
+# reading, and dropping, whatever the client still sends (up to its Content-Length).
+_CLOSE = [(b"connection", b"close")]
 _NOT_ALLOWED = b'{"detail":"Method Not Allowed"}'
 
 
@@ -99,6 +104,7 @@ class ScoringApp:
         self.metrics = metrics
         self.ready = False
         self.draining = False
+        self._token = BearerToken(settings.auth_token) if settings.auth_token else None
         # One thread runs the model: batching relies on calls not overlapping.
         self._model_thread = ThreadPoolExecutor(1, thread_name_prefix="mlscale-predict")
         self._native: Batcher | None = None
@@ -180,6 +186,15 @@ class ScoringApp:
             headers = _headers(JSON, _NOT_ALLOWED, [(b"allow", method)])
             await _respond(send, 405, _NOT_ALLOWED, headers)
             return
+        if self._token is not None and endpoint in PROTECTED:
+            authorization = _header(scope, b"authorization")
+            if not self._token.allows(authorization):
+                # Refused before the body is read: an unauthenticated client costs no work.
+                error = self._token.refusal(authorization)
+                self.metrics.count(endpoint, error.status)
+                headers = _headers(error.content_type, error.body, error.extra_headers + _CLOSE)
+                await _respond(send, error.status, error.body, headers)
+                return
         if endpoint == "invocations":
             await self._invocations(scope, receive, send)
             return
@@ -222,7 +237,8 @@ class ScoringApp:
                 status, headers = 200, _headers(JSON, body)
             except ServingError as error:
                 status, body = error.status, error.body
-                headers = _headers(error.content_type, body, error.extra_headers)
+                close = _CLOSE if isinstance(error, PayloadTooLarge) else []
+                headers = _headers(error.content_type, body, error.extra_headers + close)
             except MlflowException as error:
                 status, body = error.get_http_status_code(), error.serialize_as_json().encode()
                 headers = _headers(JSON, body)
@@ -261,15 +277,28 @@ class ScoringApp:
             if matrix is not None:
                 return await self._native.submit(matrix, len(matrix))
 
+        parsed = await asyncio.get_running_loop().run_in_executor(None, self._parse, body, mime)
+        return await self._pyfunc.submit(parsed, _row_count(parsed.data), batch_key(parsed))
+
+    def _parse(self, body: bytes, mime: str) -> generic.ParsedRequest:
         model = self.model
-        parsed = await asyncio.get_running_loop().run_in_executor(
-            None,
-            lambda: generic.parse(
+        try:
+            return generic.parse(
                 body, mime, model.pyfunc, model.input_schema,
                 accept_legacy_split=self.settings.accept_legacy_split,
-            ),
-        )  # fmt: skip
-        return await self._pyfunc.submit(parsed, _row_count(parsed.data), batch_key(parsed))
+            )  # fmt: skip
+        # MLflow's parser lets these escape, and its server answers 500: a client's
+        # body nested thousands deep (Python's json recurses) or an integer of
+        # more than 4,300 digits (Python's limit on converting one) is bad input.
+        except RecursionError as exc:
+            raise MlflowInvalidInputException(
+                "The JSON document is nested too deeply to be parsed."
+            ) from exc
+        except ValueError as exc:
+            first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+            raise MlflowInvalidInputException(
+                f"The body could not be parsed: {type(exc).__name__}: {first_line}"
+            ) from exc
 
     def _decode(self, body: bytes):
         try:

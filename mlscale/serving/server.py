@@ -22,6 +22,7 @@ from uvicorn.supervisors import Multiprocess
 
 from mlscale.errors import ModelLoadError
 from mlscale.logs import configure_logging
+from mlscale.serving.http import BoundedHttpToolsProtocol
 from mlscale.serving.lifecycle import exit_quietly_after_signals
 from mlscale.serving.settings import SETTINGS_ENV, ServeSettings
 
@@ -34,6 +35,8 @@ def _uvicorn_config(settings: ServeSettings, app: object, **extra: object) -> uv
         host=settings.host,
         port=settings.port,
         lifespan="on",
+        # httptools, with bounded request heads and answers after a half-close.
+        http=BoundedHttpToolsProtocol,
         # Access logs cost more per request than the prediction itself; the
         # /metrics counters say what they would.
         access_log=False,

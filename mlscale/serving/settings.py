@@ -33,6 +33,9 @@ class ServeSettings:
     # How long in-flight requests may take to finish once draining starts.
     graceful_timeout_s: float = 30.0
     log_level: str = "info"
+    # Bearer token required on /invocations and /version (see serving/auth.py);
+    # None: no authentication. Kept out of repr so that it never reaches a log.
+    auth_token: str | None = field(default=None, repr=False)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))

@@ -1,0 +1,114 @@
+"""The demo's ``index.html``: the headline numbers and a link to every report.
+
+Plain HTML with no script and no fetch: it opens from the file system, offline.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import os
+
+
+def _fmt(value, spec: str = ".0f", unit: str = "") -> str:
+    return "–" if value is None else f"{value:{spec}}{unit}"
+
+
+def _simulation_rows(simulations: dict) -> list[tuple[str, str]]:
+    rows = []
+    for preset, summary in simulations.items():
+        up = summary.get("scale_up_delay_s")
+        down = summary.get("scale_down_s")
+        parts = [f"{summary.get('max_pods_pending', 0)} pods Pending at most"]
+        if up is not None:
+            parts.append(f"first node Ready {up:.0f} s after the first pod went Pending")
+        else:
+            parts.append("no node added (the pool cannot grow)")
+        if down is not None:
+            parts.append(f"back to the minimum nodes {down / 60:.1f} min after the load fell")
+        parts.append(f"SLA missed for {_fmt(summary.get('sla_violation_s'))} s")
+        text = "; ".join(parts)
+        rows.append((preset, text))
+    return rows
+
+
+def headline_rows(results: dict) -> list[tuple[str, str]]:
+    rows = []
+    compare = results.get("compare")
+    if compare:
+        bound = "at least " if compare.get("lower_bound") else ""
+        rows.append((
+            "speed-up over mlflow models serve",
+            f"{bound}{compare['speedup']:.1f}x ({compare['mlscale']['rps']:.0f} against "
+            f"{compare['mlflow']['rps']:.0f} requests/s, {compare['users']} users, one core each)",
+        ))  # fmt: skip
+    plan = results.get("plan")
+    if plan and plan.get("sizing"):
+        sizing = plan["sizing"]
+        per_core = sizing["capacity_per_pod"] / sizing["cpu_per_pod"]
+        rows.append(("users per core at the SLA",
+                     f"{per_core:.0f} (a pod of {sizing['cpu_per_pod']:g} CPU carries "
+                     f"{sizing['capacity_per_pod']:g} users at {plan['sla']['expr']}; "
+                     "the reference scenario: about 10)"))  # fmt: skip
+        rows.append(("sizing", sizing["sentence"]))
+    loadtest = results.get("loadtest")
+    if loadtest:
+        rows.append(("stepped load test", f"{loadtest['requests']} requests, "
+                     f"{loadtest['failures']} failed, p50 {_fmt(loadtest['p50_ms'], '.1f')} ms, "
+                     f"p95 {_fmt(loadtest['p95_ms'], '.1f')} ms"))  # fmt: skip
+    rows.extend(_simulation_rows(results.get("simulate", {})))
+    k8s = results.get("k8s")
+    if k8s:
+        verdict = "valid" if k8s["ok"] else f"{len(k8s['problems'])} problems"
+        rows.append(("Kubernetes overlay", f"{k8s['objects']} objects, {verdict}"))
+    return rows
+
+
+def _links(out_dir: str) -> list[tuple[str, str]]:
+    candidates = [
+        ("Load test report", "loadtest/report.html"),
+        ("Capacity plan", "plan/plan.html"),
+        ("Plan (JSON)", "plan/plan.json"),
+        ("Kubernetes overlay (kustomization)", "k8s/kustomization.yaml"),
+        ("Simulation: HPA on a full cluster", "simulate/reference-hpa/report.html"),
+        ("Simulation: with the cluster autoscaler",
+         "simulate/reference-cluster-autoscaler/report.html"),
+        ("mlscale against mlflow models serve (JSON)", "compare/compare.json"),
+        ("Server log", "serve.log"),
+    ]  # fmt: skip
+    return [(name, path) for name, path in candidates if os.path.exists(os.path.join(out_dir, path))]
+
+
+def render_index(out_dir: str, results: dict) -> str:
+    headline = "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(v)}</td></tr>"
+                       for k, v in headline_rows(results))  # fmt: skip
+    links = "".join(f'<li><a href="{html.escape(path)}">{html.escape(name)}</a></li>'
+                    for name, path in _links(out_dir))  # fmt: skip
+    quick = (" <b>Quick demo</b>: every step shortened; the figures have wide error bars."
+             if results.get("quick") else "")  # fmt: skip
+    seconds = results.get("seconds")
+    return f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>mlscale demo</title>
+<style>body {{ font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1000px; }}
+table {{ border-collapse: collapse; }} th, td {{ border: 1px solid #ccc; padding: 6px 12px;
+text-align: left; vertical-align: top; }}</style></head>
+<body><h1>mlscale demo</h1>
+<p>The reference scenario on this machine: {html.escape(results.get('model_uri', ''))}
+trained, served, load-tested, planned, rendered for Kubernetes and simulated
+in {_fmt(seconds)} s.{quick}</p>
+<table>{headline}</table>
+<h2>Reports</h2><ul>{links}</ul>
+</body></html>
+"""
+
+
+def write_index(out_dir: str, results: dict) -> str:
+    compare = results.get("compare")
+    if compare:
+        os.makedirs(os.path.join(out_dir, "compare"), exist_ok=True)
+        with open(os.path.join(out_dir, "compare", "compare.json"), "w") as handle:
+            json.dump(compare, handle, indent=2)
+    path = os.path.join(out_dir, "index.html")
+    with open(path, "w", encoding="utf-8") as handle:
+        handle.write(render_index(out_dir, results))
+    return path

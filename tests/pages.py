@@ -1,0 +1,75 @@
+"""Checks on the HTML pages mlscale writes: well-formed, self-contained, and
+opening in a real headless browser without console errors."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import tempfile
+from html.parser import HTMLParser
+
+# Elements that never have a closing tag.
+_VOID = {"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "source",
+         "track", "wbr"}  # fmt: skip
+# Attributes through which a page fetches something.
+_FETCHING = {("script", "src"), ("link", "href"), ("img", "src"), ("iframe", "src"),
+             ("source", "src"), ("video", "src"), ("audio", "src")}  # fmt: skip
+
+
+class _Checker(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.open: list[str] = []
+        self.problems: list[str] = []
+        self.fetches: list[str] = []
+
+    def handle_starttag(self, tag, attrs):
+        for name, value in attrs:
+            if (tag, name) in _FETCHING and value and re.match(r"(https?:)?//", value):
+                self.fetches.append(f"<{tag} {name}={value}>")
+        if tag not in _VOID:
+            self.open.append(tag)
+
+    def handle_endtag(self, tag):
+        if tag in _VOID:
+            return
+        if not self.open or self.open[-1] != tag:
+            self.problems.append(f"</{tag}> closes {self.open[-1] if self.open else 'nothing'}")
+            if tag in self.open:  # recover like a browser: close up to the matching tag
+                while self.open.pop() != tag:
+                    pass
+            return
+        self.open.pop()
+
+
+def check_page(text: str) -> list[str]:
+    """Problems with a page: unbalanced tags, a missing doctype, network fetches."""
+    checker = _Checker()
+    checker.feed(text)
+    checker.close()
+    problems = list(checker.problems)
+    if checker.open:
+        problems.append(f"unclosed: {checker.open}")
+    if not text.lstrip().lower().startswith("<!doctype html>"):
+        problems.append("no <!DOCTYPE html>")
+    problems += [f"fetches from the network: {f}" for f in checker.fetches]
+    return problems
+
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+# The flags a closed network needs (no background connections) and a root user needs.
+_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+          "--disable-background-networking", "--disable-component-update", "--disable-sync",
+          "--enable-logging=stderr", "--v=0", "--virtual-time-budget=5000"]  # fmt: skip
+
+
+def open_in_browser(path: str) -> tuple[str, list[str]]:
+    """The DOM after the page's scripts ran, and what the page wrote to its console."""
+    with tempfile.TemporaryDirectory() as profile:
+        run = subprocess.run(
+            [CHROMIUM, *_FLAGS, f"--user-data-dir={profile}", "--dump-dom", f"file://{path}"],
+            capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+    console = [line for line in run.stderr.splitlines() if ":CONSOLE" in line]
+    return run.stdout, console

@@ -1,0 +1,80 @@
+"""Every shell command in the README runs, so the README cannot drift.
+
+The README's ```bash blocks are run in order, as one script, with the venv
+first on PATH, in an empty folder that has the repository's deploy/ (the
+README's commands run from a clone). A block that cannot run here says why in
+a comment just above it: ``<!-- not run: the reason -->`` (a cluster, a
+command that is this test suite itself). Load tests and searches are
+shortened by the rewrites below, and only those: everything else runs as
+written.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+README = ROOT / "README.md"
+
+_BLOCK = re.compile(r"(?:<!-- not run: (?P<why>[^>]*?) -->\s*\n)?```bash\n(?P<body>.*?)```", re.S)
+
+# Long-running values shortened for the test, as (written, run) pairs.
+REWRITES = [
+    ("--duration 60", "--duration 3"),
+    ("60:10,60:50,60:100", "2:10,2:50,2:100"),
+    (r"\n0,10\n10,50\n20,100\n", r"\n0,10\n1,50\n2,100\n"),
+    ("--cpus 0.25,0.5,1 --rows-per-request 1000", "--cpus 0.25 --rows-per-request 1000 --quick "
+     "--start-load 32"),
+]  # fmt: skip
+# The examples' port, moved to a free one in case 5000 is taken here.
+PORT_FORMS = ("127.0.0.1:5000", "localhost:5000", "-p 5000")
+
+
+def blocks() -> list[tuple[str | None, str]]:
+    """(reason it is not run or None, the block's text), in README order."""
+    return [(m["why"], m["body"]) for m in _BLOCK.finditer(README.read_text())]
+
+
+def test_every_block_is_run_or_says_why_not():
+    found = blocks()
+    assert len(found) >= 8, "the README lost its examples?"
+    for why, body in found:
+        assert why is None or len(why.strip()) > 10, f"say why this block is not run:\n{body}"
+    assert sum(why is None for why, _ in found) >= 5
+
+
+def test_the_rewrites_all_apply():
+    text = "\n".join(body for why, body in blocks() if why is None)
+    for written, _ in REWRITES:
+        assert written in text, f"{written!r} is no longer in the README: update REWRITES"
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_the_readme_commands_run(tmp_path):
+    script = "\n".join(body for why, body in blocks() if why is None)
+    for written, run in REWRITES:
+        script = script.replace(written, run)
+    (tmp_path / "deploy").symlink_to(ROOT / "deploy")
+    port = str(_free_port())
+    for form in PORT_FORMS:
+        script = script.replace(form, form.replace("5000", port))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
+    # Background servers the README starts are stopped when the script ends, however.
+    prologue = "set -euo pipefail\ntrap 'kill $(jobs -p) 2>/dev/null; wait' EXIT\n"
+    run = subprocess.run(["bash", "-c", prologue + script], cwd=tmp_path, env=env,
+                         capture_output=True, text=True, timeout=600)  # fmt: skip
+    assert run.returncode == 0, f"{run.stdout[-4000:]}\n--- stderr ---\n{run.stderr[-4000:]}"
