@@ -43,11 +43,11 @@ class DemoSettings:
     @property
     def load_steps(self) -> str:
         """The reference's rising load, shortened: seconds:users per phase."""
-        return "4:10,4:50,4:100" if self.quick else "10:10,10:50,10:100"
+        return "3:10,3:50,3:100" if self.quick else "10:10,10:50,10:100"
 
     @property
     def compare_s(self) -> float:
-        return 4.0 if self.quick else 10.0
+        return 3.0 if self.quick else 10.0
 
 
 class DemoError(MlscaleError):
@@ -133,8 +133,9 @@ def _plan(settings: DemoSettings, model_uri: str, out_dir: str) -> dict:
     plan = PlanSettings(
         sla=parse_sla(settings.plan_sla), kind="users", target=settings.plan_target_users,
         out_dir=os.path.join(out_dir, "plan"), pods=(PodSpec(cpu),), model_uri=model_uri,
-        think_time_s=settings.think_time_s, step_s=4.0 if settings.quick else 10.0,
-        precision=0.25 if settings.quick else 0.1, start_load=64, max_steps=10,
+        think_time_s=settings.think_time_s, step_s=3.0 if settings.quick else 10.0,
+        precision=0.25 if settings.quick else 0.1, start_load=128 if settings.quick else 64,
+        max_steps=10,
         quick=settings.quick, tracking_uri=f"sqlite:///{os.path.join(out_dir, 'mlflow.db')}",
     )  # fmt: skip
     return run_plan(plan, say=lambda text: print(text, flush=True))
