@@ -320,7 +320,7 @@ def plan(**options) -> None:
 @click.option("--rows", type=click.IntRange(1, 1000), default=5, show_default=True,
               help="Rows of wine data to score.")  # fmt: skip
 @click.option("--quick", is_flag=True,
-              help="Every step shortened (about 3 minutes in all; wider error bars).")
+              help="Every step shortened (about 2 minutes in all; wider error bars).")
 def demo(out_dir: str, rows: int, quick: bool) -> None:
     """Run the reference scenario on this machine, end to end.
 
@@ -329,8 +329,8 @@ def demo(out_dir: str, rows: int, quick: bool) -> None:
     for p95 < 1 s on a pod-sized server; the Kubernetes overlay rendered from the
     plan and validated; the reference's HPA and cluster-autoscaler experiments
     replayed in the simulator; mlscale against `mlflow models serve`. Ends with
-    OUT/index.html, which links every report. About 6 minutes on 2 cores (--quick:
-    3). Running it again adds a model version; nothing needs deleting first.
+    OUT/index.html, which links every report. About 4 minutes on 2 cores (--quick:
+    about 2). Running it again adds a model version; nothing needs deleting first.
     """
     from mlscale.demo import DemoSettings, run_demo
 
