@@ -22,20 +22,19 @@ pytestmark = pytest.mark.slow
 
 def test_the_quick_demo_runs_end_to_end(tmp_path):
     out = tmp_path / "demo"
-    for version in (1,):  # noqa: B007  (one run; see the docstring)
-        started = time.monotonic()
-        run = subprocess.run(
-            [sys.executable, "-m", "mlscale", "demo", "--quick", "--out", str(out)],
-            capture_output=True, text=True, timeout=600,
-        )  # fmt: skip
-        elapsed = time.monotonic() - started
-        assert run.returncode == 0, run.stdout[-5000:] + run.stderr[-3000:]
-        assert elapsed < 300, f"the quick demo took {elapsed:.0f} s (target: under 3 minutes)"
-        assert f"registered models:/wine-quality/{version}" in run.stdout
-        assert "server stopped cleanly" in run.stdout
-        assert 'status="200"} 1.0' in run.stdout
-        assert re.search(r"120 concurrent users at p95 < 1 s need [\d.]+ cores?: \d+ pods? of", run.stdout)
-        assert "speed-up:" in run.stdout
+    started = time.monotonic()
+    run = subprocess.run(
+        [sys.executable, "-m", "mlscale", "demo", "--quick", "--out", str(out)],
+        capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    elapsed = time.monotonic() - started
+    assert run.returncode == 0, run.stdout[-5000:] + run.stderr[-3000:]
+    assert elapsed < 300, f"the quick demo took {elapsed:.0f} s (target: 3 minutes; 5 allowed on a busy machine)"
+    assert "registered models:/wine-quality/1" in run.stdout
+    assert "server stopped cleanly" in run.stdout
+    assert 'status="200"} 1.0' in run.stdout
+    assert re.search(r"120 concurrent users at p95 < 1 s need [\d.]+ cores?: \d+ pods? of", run.stdout)
+    assert "speed-up:" in run.stdout
     # Every process it started is gone.
     leftovers = subprocess.run(["pgrep", "-f", str(out)], capture_output=True, text=True)
     assert leftovers.stdout == "", leftovers.stdout
