@@ -73,7 +73,7 @@ def _http(method: str, url: str, body: dict | None = None, timeout: float = 10) 
         return exc.code, exc.read()
 
 
-def _train(settings: DemoSettings, out_dir: str, env: dict) -> str:
+def _train(out_dir: str, env: dict) -> str:
     trained = subprocess.run(
         [sys.executable, "-m", "mlscale", "train", "--tracking-uri", env["MLFLOW_TRACKING_URI"]],
         cwd=out_dir, env=env, stdout=subprocess.PIPE, text=True,
@@ -188,7 +188,7 @@ def run_demo(settings: DemoSettings) -> dict:
     results: dict = {"quick": settings.quick}
 
     _say(1, "train", f"the reference XGBoost model, registered in {settings.out_dir}/mlflow.db (~15 s)")
-    model_uri = _train(settings, out_dir, env)
+    model_uri = _train(out_dir, env)
     results["model_uri"] = model_uri
     print(f"registered {model_uri}")
 

@@ -73,7 +73,7 @@ def test_a_second_run_reuses_the_folder(tmp_path):
     the index is rewritten."""
     import os
 
-    from mlscale.demo import DemoSettings, _kubernetes, _train
+    from mlscale.demo import _kubernetes, _train
     from mlscale.report.index import write_index
     from tests.test_capacity import _measurement
     from mlscale.capacity.planner import PlanSettings, _assemble
@@ -82,12 +82,11 @@ def test_a_second_run_reuses_the_folder(tmp_path):
 
     out = str(tmp_path)
     env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}"}
-    settings = DemoSettings(out_dir=out, quick=True)
     plan = _assemble(PlanSettings(sla=parse_sla("p95<1s"), kind="users", target=120, out_dir=out,
                                   pods=(PodSpec(0.25),), url="http://unused"),
                      [_measurement(0.25)])  # fmt: skip
     for version in (1, 2):
-        assert _train(settings, out, env) == f"models:/wine-quality/{version}"
+        assert _train(out, env) == f"models:/wine-quality/{version}"
         k8s = _kubernetes(plan, out)
         assert k8s["ok"], k8s["problems"]
         index = write_index(out, {"quick": True, "plan": plan, "k8s": k8s, "seconds": 1.0})
