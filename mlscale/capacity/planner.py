@@ -78,7 +78,7 @@ def _measure_fn(
         step = Step(load, summary["latency_ms"][percentile], summary["error_rate"],
                     meets=summary["sla"]["met"], valid=summary["valid"])  # fmt: skip
         log.append({"load": load, "rps": summary["rps"], "latency_ms": step.latency_ms,
-                    "mean_ms": summary["latency_ms"].get("mean"),
+                    "mean_ms": summary["latency_ms"].get("mean"), "p50_ms": summary["latency_ms"].get("p50"),
                     "error_rate": step.error_rate, "meets": step.meets, "valid": step.valid,
                     "stable": stable(steady), "requests": summary["requests"]})
         value = "–" if step.latency_ms is None else f"{step.latency_ms:.1f} ms"

@@ -111,6 +111,13 @@ class ScoringUser(FastHttpUser):
         # "random": uniform on [0, 2T], the same mean, so users do not march in lockstep.
         return random.uniform(0, 2 * think) if CONFIG.get("think") == "random" else think
 
+    def on_start(self) -> None:
+        # A user starts at a random point of its think time, as if it had been running
+        # all along. Users that fire their first request the moment they spawn send a
+        # burst (N requests at once for N users spawned in one second) whose queue
+        # lands in the percentiles of a short step.
+        gevent.sleep(random.uniform(0, CONFIG.get("think_time_s", 1.0)))
+
     @task
     def score(self) -> None:
         _send(self)

@@ -36,7 +36,7 @@ from mlscale.simulate.engine import Run, simulate
 from mlscale.simulate.service import (
     PodModel,
     capacity_at_sla,
-    closed_loop,
+    load_at_busy,
     plan_kind,
     plan_think_time,
     pod_from_plan,
@@ -90,22 +90,6 @@ def _pods_on(nodes: int, pool: NodePool, pod: PodTemplate) -> int:
     return total
 
 
-def _load_at_busy(model: PodModel, kind: str, think: float, busy: float) -> float:
-    """The load that keeps one pod ``busy`` (a share of its CPU)."""
-    if kind != "users":
-        return busy * model.capacity_rps
-    low, high = 0.0, 1.0
-    while closed_loop(model, high, think).busy < busy:
-        low, high = high, high * 2
-    for _ in range(40):
-        middle = (low + high) / 2
-        if closed_loop(model, middle, think).busy < busy:
-            low = middle
-        else:
-            high = middle
-    return round(low, 2)
-
-
 def build_preset(name: str, plan: dict | None = None) -> Experiment:
     """The settings, load and pod of a preset; with ``plan``, the plan's pod."""
     if name not in PRESETS:
@@ -122,7 +106,9 @@ def build_preset(name: str, plan: dict | None = None) -> Experiment:
         sla = Sla(percentile=plan_sla.get("percentile") or "p95", limit_ms=float(plan_sla.get("limit_ms") or 1000.0))
     capacity = capacity_at_sla(model, kind, think, sla.quantile, sla.limit_ms)
     if capacity <= 0:
-        raise ConfigurationError("The plan's pod meets the SLA at no load: there is nothing to scale.")
+        raise ConfigurationError(
+            f"The plan's pod misses the SLA ({sla.percentile} < {sla.limit_ms:g} ms) even with one user: no number "
+            "of pods meets it. Check the plan's steps (`mlscale plan` again on a quiet machine) or its SLA.")
     pod = PodTemplate(cpu_request_m=max(1, round(model.cpu_cores * 1000)), memory_request_mib=round(model.memory_mib))
     base_pool = NodePool(machine_type="e2-standard-4", min_nodes=3, max_nodes=3, system_cpu_m=_SYSTEM_CPU_M)
     on_three = _pods_on(3, base_pool, pod)
@@ -138,7 +124,7 @@ def build_preset(name: str, plan: dict | None = None) -> Experiment:
     else:
         # 15 minutes at half the peak, 30 at the peak, then 30 at what keeps one pod
         # half busy (the reference pod: 5 users), so the HPA can go back to 1.
-        shape = _steps(kind, [(900, peak / 2), (1800, peak), (1800, _load_at_busy(model, kind, think, 0.5))])
+        shape = _steps(kind, [(900, peak / 2), (1800, peak), (1800, load_at_busy(model, kind, think, 0.5))])
         hpa = HpaSettings(metric="cpu", target=80, min_replicas=1, max_replicas=max_pods)
         pool = base_pool if name == "reference-hpa" else dataclasses.replace(base_pool, max_nodes=5)
         settings = dataclasses.replace(settings, hpa=hpa, pool=pool)

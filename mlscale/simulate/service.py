@@ -16,9 +16,17 @@ utilisation the HPA sees is the fraction of busy servers.
   and the mean response R = N/X − Z (Little). So with N users the arrival rate
   is N/(Z+R), and an overloaded pod's latency grows with N, not without bound.
 
-Calibration: from a ``plan.json`` (c, μ and d fitted to the measured steps), or,
-without one, the reference scenario's pod (about 10 users per core at p95 < 1 s,
-one request at a time per core).
+Calibration: from a ``plan.json``, or, without one, the reference scenario's pod
+(about 10 users per core at p95 < 1 s, one request at a time per core). From a
+plan, c, μ and d are fitted to the measured steps (cμ is the throughput plateau
+when the search saturated the pod), and the queue's percentiles are then scaled,
+load by load, to pass through what each step measured: a real server's latency
+curve bends earlier and its tail is heavier than M/M/c's (its batching makes
+requests cheaper under load; a stall of the machine lands on many requests at
+once), so the queue gives the shape (saturation, Little's law, the growth beyond
+the last step) and the measurements give the level. Between two steps the scale
+factor is interpolated (linear in load, geometric in the factor); outside them
+the nearest step's factor holds. Throughput, CPU use and the mean are the queue's own.
 
 The simulator reads these through tables (``ClosedTable``, ``OpenTable``) so a
 tick costs a lookup, not a solve.
@@ -56,6 +64,9 @@ class PodModel:
     cpu_cores: float = 1.0  # the pod's CPU request (= limit)
     memory_mib: float = 512.0
     source: str = ""
+    # Per quantile, (load, measured/queue) at each measured step, in load order: the
+    # scale that brings the queue's percentile to what was measured (see above).
+    calibration: tuple[tuple[float, tuple[tuple[float, float], ...]], ...] = ()
 
     @property
     def capacity_rps(self) -> float:
@@ -66,7 +77,29 @@ class PodModel:
         return {"servers": self.servers, "service_rate_per_s": self.service_rate,
                 "delay_ms": self.delay_ms, "cpu_cores": self.cpu_cores,
                 "memory_mib": self.memory_mib, "capacity_rps": self.capacity_rps,
-                "source": self.source}  # fmt: skip
+                "source": self.source,
+                "calibration": {f"p{q * 100:g}": [list(point) for point in points]
+                                for q, points in self.calibration}}  # fmt: skip
+
+    def scale(self, quantile: float, load: float) -> float:
+        """The measured/queue factor for ``quantile`` at ``load`` (users or requests/s
+        per pod); 1 without calibration. A quantile not calibrated takes the nearest
+        calibrated one's factors."""
+        if not self.calibration:
+            return 1.0
+        _, points = min(self.calibration, key=lambda entry: abs(entry[0] - quantile))
+        loads = [x for x, _ in points]
+        if load <= loads[0]:
+            return points[0][1]
+        if load >= loads[-1]:
+            return points[-1][1]
+        i = bisect.bisect_right(loads, load) - 1
+        (x0, f0), (x1, f1) = points[i], points[i + 1]
+        return f0 * (f1 / f0) ** ((load - x0) / (x1 - x0))
+
+    def calibrated(self, quantiles, load: float, queue_ms) -> tuple[float, ...]:
+        """Queue percentiles (the fixed delay included) scaled to the measurements."""
+        return tuple(ms * self.scale(q, load) for q, ms in zip(quantiles, queue_ms))
 
 
 @dataclass(frozen=True)
@@ -92,6 +125,7 @@ def open_loop(model: PodModel, rate: float, quantiles=REPORTED) -> PodState:
     wait = erlang_c(c, rate / mu) / (c * mu - rate) if rate > 0 else 0.0
     mean_s = wait + 1 / mu
     qs = tuple(1000 * mmc_response_quantile(q, rate, mu, c) + model.delay_ms for q in quantiles)
+    qs = model.calibrated(quantiles, rate, qs)
     return PodState(rate, rate / (c * mu), 1000 * mean_s + model.delay_ms, qs, rate * mean_s)
 
 
@@ -141,7 +175,7 @@ def _closed_integer(model: PodModel, users: int, think_s: float, quantiles) -> P
     z = think_s + model.delay_ms / 1000  # the fixed delay is time the pod does not see
     if users == 0:
         qs = tuple(1000 * -math.log(1 - q) / mu + model.delay_ms for q in quantiles)
-        return PodState(0.0, 0.0, 1000 / mu + model.delay_ms, qs, 0.0)
+        return PodState(0.0, 0.0, 1000 / mu + model.delay_ms, model.calibrated(quantiles, 0, qs), 0.0)
     p = _population(users, c, z, mu)
     busy_servers = float(np.minimum(np.arange(users + 1), c) @ p)
     throughput = mu * busy_servers
@@ -157,7 +191,7 @@ def _closed_integer(model: PodModel, users: int, think_s: float, quantiles) -> P
         below = _response_cdf(middle, seen, first, c, mu) < targets
         low = np.where(below, middle, low)
         high = np.where(below, high, middle)
-    qs = tuple(1000 * float(h) + model.delay_ms for h in high)
+    qs = model.calibrated(quantiles, users, tuple(1000 * float(h) + model.delay_ms for h in high))
     in_flight = float(np.arange(users + 1) @ p)
     return PodState(throughput, busy_servers / c, 1000 * mean_s + model.delay_ms, qs, in_flight)
 
@@ -215,23 +249,26 @@ def reference_pod(
 _SERVER_CHOICES = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64)
 
 
-def fit_pod(points: list[tuple[float, float]], quantile: float, *,
-            weights: list[float] | None = None) -> tuple[int, float, float, float]:  # fmt: skip
+def fit_pod(points: list[tuple[float, float]], quantile: float, *, weights: list[float] | None = None,
+            fastest_s: float | None = None) -> tuple[int, float, float, float]:  # fmt: skip
     """(c, μ, d, rms log error) of the M/M/c + delay that best fits measured
     (requests/s, seconds at ``quantile``) points: least squares on log latency, the
     open-loop model at the measured throughput (a closed loop's arrival rate is its
-    throughput), the capacity cμ above the largest throughput measured. c from a
-    short list, d from three shares of the fastest response, μ by a bounded search."""
+    throughput), the capacity cμ above the largest throughput measured, by a bounded
+    search. c from a short list, d from three shares of ``fastest_s`` (the fastest
+    median response measured), or, without it, of the fastest ``quantile``."""
     from scipy.optimize import minimize_scalar
 
     rates = np.array([r for r, _ in points])
     observed = np.log([s for _, s in points])
     weights = np.ones(len(points)) if weights is None else np.asarray(weights, dtype=float)
     top = float(rates.max())
-    floor = float(min(s for _, s in points))
+    # A median is mostly fixed delay at light load; a tail percentile is not.
+    shares = (0.0, 0.5, 0.9) if fastest_s else (0.0, 0.25, 0.5)
+    floor = fastest_s or float(min(s for _, s in points))
     best = None
     for c in _SERVER_CHOICES:
-        for d in (0.0, 0.5 * floor, 0.9 * floor):
+        for d in (share * floor for share in shares):
 
             def error(x: float, c=c, d=d) -> float:
                 mu = top * (1 + math.exp(x)) / c
@@ -245,6 +282,40 @@ def fit_pod(points: list[tuple[float, float]], quantile: float, *,
     total, c, mu, d = best
     rms = math.sqrt(total / float(weights.sum()))
     return c, mu, d, rms
+
+
+def fit_closed_pod(steps: list[tuple[float, float]], quantile: float, think_s: float, capacity: float, *,
+                   weights: list[float] | None = None, fastest_s: float | None = None) -> tuple[int, float, float]:  # fmt: skip
+    """(c, μ, d) of the closed-loop M/M/c//N + delay, cμ = ``capacity`` (the plateau
+    a saturated search measured), that best fits (users, seconds at ``quantile``)
+    steps: least squares on log latency, each step solved as the finite-source
+    queue it was, so the steps at the plateau count as well as those below it."""
+    users = [n for n, _ in steps]
+    observed = np.log([t for _, t in steps])
+    weights = np.ones(len(steps)) if weights is None else np.asarray(weights, dtype=float)
+    shares = (0.0, 0.5, 0.9) if fastest_s else (0.0, 0.25, 0.5)
+    floor = fastest_s or float(min(t for _, t in steps))
+    best = None
+    for c in _SERVER_CHOICES:
+        for d in (share * floor for share in shares):
+            model = PodModel(servers=c, service_rate=capacity / c, delay_ms=1000 * d)
+            predicted = np.log([closed_loop(model, n, think_s, (quantile,)).quantiles_ms[0] / 1000 for n in users])
+            error = float(weights @ (predicted - observed) ** 2)
+            if best is None or error < best[0]:
+                best = (error, c, capacity / c, d)
+    return best[1], best[2], best[3]
+
+
+def saturation_throughput(steps: list[dict]) -> float | None:
+    """The throughput plateau of a closed-loop search, or None if it never reached one:
+    the pod is saturated when more users than at the busiest step brought no more
+    than 5 % more requests/s."""
+    valid = [s for s in steps if isinstance(s.get("rps"), (int, float)) and isinstance(s.get("load"), (int, float))]
+    if not valid:
+        return None
+    busiest = max(valid, key=lambda s: s["rps"])
+    beyond = [s for s in valid if s["load"] > busiest["load"]]
+    return float(busiest["rps"]) if beyond and all(s["rps"] <= 1.05 * busiest["rps"] for s in beyond) else None
 
 
 def _plan_error(message: str) -> ConfigurationError:
@@ -293,27 +364,54 @@ def _pod_from_plan_text(text: str) -> PodModel:
     chosen = chosen or [m for m in measurements if isinstance(m, dict) and m.get("cpu") == cpu]
     if not chosen:
         raise _plan_error(f"no measurement of the {cpu:g}-CPU pod its sizing chose")
-    steps = [s for s in chosen[0].get("steps") or [] if isinstance(s, dict)]
-    points, weights = [], []
-    for step in steps:
-        rps, latency_ms = step.get("rps"), step.get("latency_ms")
-        if not step.get("valid", True) or not isinstance(rps, (int, float)) or not isinstance(latency_ms, (int, float)):
-            continue
-        if rps <= 0 or latency_ms <= 0 or not math.isfinite(latency_ms):
-            continue
-        points.append((float(rps), latency_ms / 1000))
-        # The step at the capacity found counts most: it is where the SLA is decided.
-        weights.append(3.0 if step.get("load") == chosen[0].get("max_load") else 1.0)
-    if not points:
+    steps = [s for s in chosen[0].get("steps") or [] if isinstance(s, dict) and _usable(s)]
+    if not steps:
         raise _plan_error(f"the {cpu:g}-CPU pod has no valid step with a throughput and a latency")
-    c, mu, d, _ = fit_pod(points, quantile, weights=weights)
-    model = PodModel(servers=c, service_rate=mu, delay_ms=1000 * d, cpu_cores=cpu, memory_mib=memory,
+    kind = plan_kind(plan)
+    plateau = saturation_throughput(steps) if kind == "users" else None
+    points = [(float(s["rps"]), s["latency_ms"] / 1000) for s in steps]
+    # The step at the capacity found counts most: it is where the SLA is decided.
+    weights = [3.0 if s.get("load") == chosen[0].get("max_load") else 1.0 for s in steps]
+    medians = [s["p50_ms"] / 1000 for s in steps if isinstance(s.get("p50_ms"), (int, float)) and s["p50_ms"] > 0]
+    fastest = min(medians, default=None)
+    if plateau is None:
+        c, mu, d, _ = fit_pod(points, quantile, weights=weights, fastest_s=fastest)
+    else:
+        c, mu, d = fit_closed_pod([(float(s["load"]), s["latency_ms"] / 1000) for s in steps], quantile,
+                                  plan_think_time(plan), plateau, weights=weights, fastest_s=fastest)  # fmt: skip
+    queue = PodModel(servers=c, service_rate=mu, delay_ms=1000 * d, cpu_cores=cpu, memory_mib=memory,
                      source=f"{size_label}, M/M/{c} fitted to {len(points)} steps")  # fmt: skip
-    errors = [abs(row["error"]) for row in check_against_plan(plan, model)]
-    if errors:
-        worst = 100 * max(errors)
-        model = dataclasses.replace(model, source=f"{model.source} (worst step {worst:.0f} % off)")
+    queue_off = max(abs(row["error"]) for row in check_against_plan(plan, queue))
+    model = dataclasses.replace(
+        queue, calibration=_calibration(queue, steps, quantile, kind, plan_think_time(plan)),
+        source=f"{queue.source}, queue alone {100 * queue_off:.0f} % off at worst, calibrated to them")  # fmt: skip
     return model
+
+
+def _usable(step: dict) -> bool:
+    rps, latency_ms = step.get("rps"), step.get("latency_ms")
+    numbers = isinstance(rps, (int, float)) and isinstance(latency_ms, (int, float))
+    return bool(step.get("valid", True) and numbers and rps > 0 and 0 < latency_ms < math.inf and step.get("load"))
+
+
+def _calibration(queue: PodModel, steps: list[dict], quantile: float, kind: str, think_s: float):
+    """Per quantile measured (the SLA's, and the median where the plan has it), the
+    measured/queue factor at each step's load; repeated loads are averaged."""
+    wanted = [(quantile, "latency_ms")] + ([(0.5, "p50_ms")] if quantile != 0.5 else [])
+    result = []
+    for q, key in wanted:
+        factors: dict[float, list[float]] = {}
+        for step in steps:
+            measured = step.get(key)
+            if not isinstance(measured, (int, float)) or not 0 < measured < math.inf:
+                continue
+            load = float(step["load"])
+            state = closed_loop(queue, load, think_s, (q,)) if kind == "users" else open_loop(queue, load, (q,))
+            if math.isfinite(state.quantiles_ms[0]) and state.quantiles_ms[0] > 0:
+                factors.setdefault(load, []).append(math.log(measured / state.quantiles_ms[0]))
+        if factors:
+            result.append((q, tuple((load, math.exp(float(np.mean(f)))) for load, f in sorted(factors.items()))))
+    return tuple(result)
 
 
 def capacity_at_sla(model: PodModel, kind: str, think_s: float, quantile: float, limit_ms: float) -> float:
@@ -340,6 +438,23 @@ def capacity_at_sla(model: PodModel, kind: str, think_s: float, quantile: float,
         else:
             high = middle
     return low
+
+
+def load_at_busy(model: PodModel, kind: str, think_s: float, busy: float) -> float:
+    """The load (users or requests/s) that keeps one pod ``busy``: a share of its
+    servers, which is its CPU use over its request."""
+    if kind != "users":
+        return busy * model.capacity_rps
+    low, high = 0.0, 1.0
+    while closed_loop(model, high, think_s).busy < busy:
+        low, high = high, high * 2
+    for _ in range(40):
+        middle = (low + high) / 2
+        if closed_loop(model, middle, think_s).busy < busy:
+            low = middle
+        else:
+            high = middle
+    return round(low, 2)
 
 
 def plan_think_time(plan: dict) -> float:
