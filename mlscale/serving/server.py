@@ -51,8 +51,10 @@ def build_app(settings: ServeSettings):
     """Load the model and build the app (used in-process and by each worker)."""
     from mlscale.model import load_model
     from mlscale.serving.app import ScoringApp
+    from mlscale.serving.memory import fix_mmap_threshold
     from mlscale.serving.metrics import Metrics
 
+    fix_mmap_threshold()  # before the model's own buffers are allocated
     model = load_model(settings.model_path or settings.model_uri, native=settings.native)
     batching = "on" if (model.native_batchable if model.native else model.pyfunc_batchable) else (
         "off (merged calls did not answer exactly as single ones on sample rows, or no sample)"
