@@ -147,6 +147,26 @@ def test_every_worker_enforces_the_token_from_the_environment(server, client):
 
 
 @pytest.mark.slow
+def test_the_load_tester_sends_the_token_and_keeps_it_out_of_its_results(server, model_paths, tmp_path):
+    from mlscale.loadtest.runner import LoadTestSettings, run_loadtest
+    from mlscale.loadtest.shapes import constant
+
+    def run(token: str | None, name: str) -> dict:
+        settings = LoadTestSettings(host=server.url, shape=constant("users", 4, 2.0), out_dir=str(tmp_path / name),
+                                    think_time_s=0.05, signature_of=model_paths["xgboost"], report=False,
+                                    auth_token=token)  # fmt: skip
+        return run_loadtest(settings).summary
+
+    signed = run(TOKEN, "signed")
+    assert signed["requests"] > 20 and signed["failures"] == 0
+    anonymous = run(None, "anonymous")
+    assert anonymous["requests"] > 20 and anonymous["failures"] == anonymous["requests"]
+    assert any("401" in entry["error"] for entry in anonymous["errors"]), anonymous["errors"]
+    written = "".join(path.read_text(errors="replace") for path in (tmp_path / "signed").iterdir() if path.is_file())
+    assert TOKEN not in written and '"auth_token": "(set)"' in written
+
+
+@pytest.mark.slow
 def test_an_unauthenticated_request_is_refused_before_its_body_is_read(server):
     from tests.test_hostile_input import read_responses
 

@@ -211,6 +211,9 @@ def serve(**options) -> None:
 @click.option("--out", "out_dir", default="loadtest-output", show_default=True,
               type=click.Path(file_okay=False), help="Folder for the results and report.")
 @click.option("--web-ui", is_flag=True, help="Keep Locust's web UI on http://127.0.0.1:8089.")
+@click.option("--auth-token", envvar="MLSCALE_AUTH_TOKEN", default=None, metavar="TOKEN",
+              help="Send 'Authorization: Bearer TOKEN' (a server started with --auth-token). "
+              "Env: MLSCALE_AUTH_TOKEN, which keeps it out of the process list.")  # fmt: skip
 def loadtest(**options) -> None:
     """Load-test a scoring server with Locust: exact percentiles and the charts people read.
 

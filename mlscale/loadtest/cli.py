@@ -62,6 +62,7 @@ def settings_from_options(options: dict) -> LoadTestSettings:
         sla=parse_sla(options["sla"]) if options["sla"] else None,
         server_pid=options["server_pid"],
         web_ui=options["web_ui"],
+        auth_token=options["auth_token"] or None,  # an empty variable means no token
     )
 
 

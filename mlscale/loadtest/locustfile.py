@@ -54,6 +54,10 @@ CONFIG = _load_config()
 POOL = CONFIG["pool"]
 PATH = CONFIG.get("path", "/invocations")
 HEADERS = {"Content-Type": POOL["content_type"]}
+# A server started with --auth-token: the same variable here (from the environment,
+# never from the config file, which is kept with the results).
+if os.environ.get("MLSCALE_AUTH_TOKEN"):
+    HEADERS["Authorization"] = f"Bearer {os.environ['MLSCALE_AUTH_TOKEN']}"
 KINDS = [kind["name"] for kind in POOL["kinds"]]
 WEIGHTS = [kind["weight"] for kind in POOL["kinds"]]
 BODIES = {kind["name"]: [b.encode() for b in kind["bodies"]] for kind in POOL["kinds"]}

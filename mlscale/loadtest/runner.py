@@ -74,6 +74,9 @@ class LoadTestSettings:
     # Write report.html (the capacity search skips it for its many short steps).
     report: bool = True
     extra_locust_args: tuple[str, ...] = field(default_factory=tuple)
+    # Sent as "Authorization: Bearer" to a server started with --auth-token; passed to
+    # Locust in its environment, and never written to the results.
+    auth_token: str | None = field(default=None, repr=False)
 
     @property
     def mode(self) -> str:
@@ -84,6 +87,7 @@ class LoadTestSettings:
         data["shape"] = self.shape.to_dict()
         data["sla"] = self.sla.expr if self.sla else None
         data["mode"] = self.mode
+        data["auth_token"] = "(set)" if self.auth_token else None
         return data
 
 
@@ -139,6 +143,8 @@ def run_loadtest(
         json.dump(config, handle, indent=2)
 
     env = {**os.environ, CONFIG_ENV: config_path, "TARGET_HOST": settings.host}
+    if settings.auth_token:
+        env["MLSCALE_AUTH_TOKEN"] = settings.auth_token
     common = ["--host", settings.host, "--only-summary", "--loglevel", "WARNING"]
     common += ["--headless"] if not settings.web_ui else [
         "--autostart", "--autoquit", "5", "--web-host", "127.0.0.1",

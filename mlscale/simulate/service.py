@@ -249,6 +249,15 @@ def reference_pod(
 _SERVER_CHOICES = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64)
 
 
+def _delays(fastest_median_s: float | None, latencies_s: list[float]) -> tuple[float, ...]:
+    """The fixed delays a fit tries: shares of the fastest median measured, which at
+    light load is mostly fixed delay, or smaller shares of the fastest tail
+    percentile, which is not."""
+    if fastest_median_s:
+        return tuple(share * fastest_median_s for share in (0.0, 0.5, 0.9))
+    return tuple(share * min(latencies_s) for share in (0.0, 0.25, 0.5))
+
+
 def fit_pod(points: list[tuple[float, float]], quantile: float, *, weights: list[float] | None = None,
             fastest_s: float | None = None) -> tuple[int, float, float, float]:  # fmt: skip
     """(c, μ, d, rms log error) of the M/M/c + delay that best fits measured
@@ -263,12 +272,9 @@ def fit_pod(points: list[tuple[float, float]], quantile: float, *, weights: list
     observed = np.log([s for _, s in points])
     weights = np.ones(len(points)) if weights is None else np.asarray(weights, dtype=float)
     top = float(rates.max())
-    # A median is mostly fixed delay at light load; a tail percentile is not.
-    shares = (0.0, 0.5, 0.9) if fastest_s else (0.0, 0.25, 0.5)
-    floor = fastest_s or float(min(s for _, s in points))
     best = None
     for c in _SERVER_CHOICES:
-        for d in (share * floor for share in shares):
+        for d in _delays(fastest_s, [s for _, s in points]):
 
             def error(x: float, c=c, d=d) -> float:
                 mu = top * (1 + math.exp(x)) / c
@@ -293,11 +299,9 @@ def fit_closed_pod(steps: list[tuple[float, float]], quantile: float, think_s: f
     users = [n for n, _ in steps]
     observed = np.log([t for _, t in steps])
     weights = np.ones(len(steps)) if weights is None else np.asarray(weights, dtype=float)
-    shares = (0.0, 0.5, 0.9) if fastest_s else (0.0, 0.25, 0.5)
-    floor = fastest_s or float(min(t for _, t in steps))
     best = None
     for c in _SERVER_CHOICES:
-        for d in (share * floor for share in shares):
+        for d in _delays(fastest_s, [t for _, t in steps]):
             model = PodModel(servers=c, service_rate=capacity / c, delay_ms=1000 * d)
             predicted = np.log([closed_loop(model, n, think_s, (quantile,)).quantiles_ms[0] / 1000 for n in users])
             error = float(weights @ (predicted - observed) ** 2)
