@@ -14,6 +14,12 @@ within 20 %.
         -m models:/wine-quality/1 [--busy 0.3,0.5,0.7] [--repeats 3] [--seconds 30]
 
 The load generator runs on the cores the pod does not use (as in plan).
+
+With ``--same-run``, the plan's own steps are measured again in each round,
+interleaved with the checks, and the simulator is calibrated on those: on a
+machine whose speed drifts over an hour (this one's p95 at a fixed load moved
+2-3x), a plan measured earlier and checks measured now compare the machine with
+itself, not the model with the server.
 """
 
 from __future__ import annotations
@@ -40,6 +46,9 @@ def main() -> int:
     parser.add_argument("--busy", default="0.3,0.5,0.7", help="loads, as the share of the pod kept busy")
     parser.add_argument("--repeats", type=int, default=3, help="runs of each load, interleaved")
     parser.add_argument("--seconds", type=float, default=30.0, help="each load test")
+    parser.add_argument("--same-run", action="store_true",
+                        help="measure the plan's steps again, interleaved with the checks, and calibrate on them")
+    parser.add_argument("--max-steps", type=int, default=5, help="with --same-run: plan steps re-measured")
     args = parser.parse_args()
 
     with open(args.plan) as handle:
@@ -55,10 +64,12 @@ def main() -> int:
           f"think time {think:g} s; {rows_per_request} row(s) per request; loads {loads} {kind}, "
           f"{args.repeats} x {args.seconds:g} s each")  # fmt: skip
 
+    steps = _plan_steps(plan, args.max_steps) if args.same_run else []
     measured: dict[int, list[dict]] = {load: [] for load in loads}
+    remeasured: dict[float, list[dict]] = {step["load"]: [] for step in steps}
     with Pod(args.model_uri, spec) as pod, tempfile.TemporaryDirectory() as scratch:
         for repeat in range(args.repeats):
-            for load in loads:
+            for load in [*loads, *remeasured]:
                 summary = run_loadtest(LoadTestSettings(
                     host=pod.url, shape=constant(kind, load, args.seconds),
                     out_dir=os.path.join(scratch, f"{load}-{repeat}"), think_time_s=think, think="random",
@@ -66,10 +77,18 @@ def main() -> int:
                     rows_per_request=rows_per_request, mix=plan["load_model"].get("mix"),
                 )).summary  # fmt: skip
                 latency = summary["latency_ms"]
+                if load in remeasured:
+                    remeasured[load].append({**latency, "rps": summary["rps"], "valid": summary["valid"]})
+                    print(f"  run {repeat + 1}, plan step {load:g} {kind}: {summary['rps']:.0f} req/s, "
+                          f"p95 {latency['p95']:.1f} ms", flush=True)  # fmt: skip
+                    continue
                 measured[load].append(latency)
                 print(f"  run {repeat + 1}, {load} {kind}: {summary['rps']:.0f} req/s, p50 {latency['p50']:.1f} ms, "
                       f"p95 {latency['p95']:.1f} ms{'' if summary['valid'] else '  (run INVALID)'}", flush=True)  # fmt: skip
 
+    if steps:
+        plan = _with_steps(plan, remeasured)
+        print(f"calibrated on the steps measured in this run: {pod_from_plan(plan).source}")
     errors = []
     print(f"\n| load ({kind}) | busy | measured p95, median (runs) | simulated p95 | error | p50 measured / simulated |")
     print("|---|---|---|---|---|---|")
@@ -86,6 +105,36 @@ def main() -> int:
     worst = max(errors)
     print(f"worst p95 error {worst:.1%} (target: within {TARGET:.0%}): {'met' if worst <= TARGET else 'NOT met'}")
     return 0 if worst <= TARGET else 1
+
+
+def _chosen(plan: dict) -> dict:
+    cpu = plan["sizing"]["cpu_per_pod"]
+    return next(m for m in plan["measurements"] if m.get("cpu") == cpu)
+
+
+def _plan_steps(plan: dict, most: int) -> list[dict]:
+    """Up to ``most`` of the chosen size's valid steps, spread over its range of loads
+    (the lightest and the heaviest kept: they pin the floor and the plateau)."""
+    steps = sorted((s for s in _chosen(plan)["steps"] if s.get("valid", True)), key=lambda s: s["load"])
+    if len(steps) <= most:
+        return steps
+    picks = {round(i * (len(steps) - 1) / (most - 1)) for i in range(most)}
+    return [steps[i] for i in sorted(picks)]
+
+
+def _with_steps(plan: dict, remeasured: dict[float, list[dict]]) -> dict:
+    """The plan with its chosen size's steps replaced by the medians measured here."""
+    percentile = (plan.get("sla") or {}).get("percentile") or "p95"
+    steps = []
+    for load, runs in remeasured.items():
+        steps.append({"load": load, "rps": statistics.median(r["rps"] for r in runs),
+                      "latency_ms": statistics.median(r[percentile] for r in runs),
+                      "p50_ms": statistics.median(r["p50"] for r in runs),
+                      "mean_ms": statistics.median(r["mean"] for r in runs),
+                      "valid": all(r["valid"] for r in runs)})  # fmt: skip
+    copy = json.loads(json.dumps(plan))
+    _chosen(copy)["steps"] = steps
+    return copy
 
 
 if __name__ == "__main__":
