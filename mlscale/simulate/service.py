@@ -371,7 +371,7 @@ def _pod_from_plan_text(text: str) -> PodModel:
     steps = [s for s in chosen[0].get("steps") or [] if isinstance(s, dict) and _usable(s)]
     if not steps:
         raise _plan_error(f"the {cpu:g}-CPU pod has no valid step with a throughput and a latency")
-    kind = plan_kind(plan)
+    kind, think = plan_kind(plan), plan_think_time(plan)
     plateau = saturation_throughput(steps) if kind == "users" else None
     points = [(float(s["rps"]), s["latency_ms"] / 1000) for s in steps]
     # The step at the capacity found counts most: it is where the SLA is decided.
@@ -382,12 +382,12 @@ def _pod_from_plan_text(text: str) -> PodModel:
         c, mu, d, _ = fit_pod(points, quantile, weights=weights, fastest_s=fastest)
     else:
         c, mu, d = fit_closed_pod([(float(s["load"]), s["latency_ms"] / 1000) for s in steps], quantile,
-                                  plan_think_time(plan), plateau, weights=weights, fastest_s=fastest)  # fmt: skip
+                                  think, plateau, weights=weights, fastest_s=fastest)  # fmt: skip
     queue = PodModel(servers=c, service_rate=mu, delay_ms=1000 * d, cpu_cores=cpu, memory_mib=memory,
                      source=f"{size_label}, M/M/{c} fitted to {len(points)} steps")  # fmt: skip
-    queue_off = max(abs(row["error"]) for row in check_against_plan(plan, queue))
+    queue_off = max((abs(row["error"]) for row in check_against_plan(plan, queue)), default=0.0)
     model = dataclasses.replace(
-        queue, calibration=_calibration(queue, steps, quantile, kind, plan_think_time(plan)),
+        queue, calibration=_calibration(queue, steps, quantile, kind, think),
         source=f"{queue.source}, queue alone {100 * queue_off:.0f} % off at worst, calibrated to them")  # fmt: skip
     return model
 
