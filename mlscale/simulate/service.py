@@ -385,11 +385,13 @@ def _pod_from_plan_text(text: str) -> PodModel:
                                   think, plateau, weights=weights, fastest_s=fastest)  # fmt: skip
     queue = PodModel(servers=c, service_rate=mu, delay_ms=1000 * d, cpu_cores=cpu, memory_mib=memory,
                      source=f"{size_label}, M/M/{c} fitted to {len(points)} steps")  # fmt: skip
-    queue_off = max((abs(row["error"]) for row in check_against_plan(plan, queue)), default=0.0)
-    model = dataclasses.replace(
-        queue, calibration=_calibration(queue, steps, quantile, kind, think),
+    calibration = _calibration(queue, steps, quantile, kind, think)
+    # The queue's own error at each step is what its calibration factor corrects.
+    factors = [f for q, points in calibration if q == quantile for _, f in points]
+    queue_off = max((abs(1 / f - 1) for f in factors), default=0.0)
+    return dataclasses.replace(
+        queue, calibration=calibration,
         source=f"{queue.source}, queue alone {100 * queue_off:.0f} % off at worst, calibrated to them")  # fmt: skip
-    return model
 
 
 def _usable(step: dict) -> bool:
