@@ -24,15 +24,23 @@ from click.testing import CliRunner
 
 from mlscale.cli.main import main
 from mlscale.k8s import LOCUSTFILE_IN_IMAGE
-from mlscale.k8s.plan import PlanError, locust_workers_for, read_plan, sizing_from_plan
+from mlscale.k8s.placeholders import find_placeholders
+from mlscale.k8s.plan import (
+    PlanError,
+    locust_workers_for,
+    memory_for_workers,
+    read_plan,
+    sizing_from_plan,
+)
 from mlscale.k8s.policy import (
     Problem,
+    check_exposure,
     check_secrets_not_plain,
     check_variable_references,
     cpu_millicores,
     memory_mib,
 )
-from mlscale.k8s.render import render_plan, set_option
+from mlscale.k8s.render import render_plan, set_option, sizing_for_overlay
 
 ROOT = Path(__file__).resolve().parents[1]
 DEPLOY = ROOT / "deploy"
@@ -112,6 +120,64 @@ def test_every_overlay_renders_and_validates(folder):
     assert len(report.objects) >= 19
     assert "ReplicationController" not in " ".join(report.objects)
     assert report.kubernetes_versions[0] == "1.30"
+    # The gke overlay is a template: its placeholders are warnings, listed.
+    expected = GKE_PLACEHOLDERS if folder == "overlays/gke" else set()
+    assert set(report.placeholders) == expected
+    assert all(f"warning: {name} in " in report.text() for name in expected)
+
+
+GKE_PLACEHOLDERS = {"YOUR_PROJECT", "YOUR_REGION", "YOUR_BUCKET", "YOUR_MODEL_CLIENTS_CIDR",
+                    "YOUR_TRACKING_CLIENTS_CIDR"}  # fmt: skip
+
+
+@needs_kubectl
+def test_the_gke_overlay_exposes_only_named_ranges():
+    objects = kustomize(DEPLOY / "overlays" / "gke")
+    balancers = {o["metadata"]["name"]: o["spec"] for o in objects
+                 if o["kind"] == "Service" and o["spec"].get("type") == "LoadBalancer"}  # fmt: skip
+    # The Locust UI has no login and /swarm takes any host: not on a load balancer.
+    assert set(balancers) == {"mlscale-server", "mlflow-tracking"}
+    assert find(objects, "Service", "locust-master")["spec"].get("type", "ClusterIP") == "ClusterIP"
+    for name, spec in balancers.items():
+        # The client's address reaches the pod, so the NetworkPolicy can name the same range.
+        assert spec["externalTrafficPolicy"] == "Local", name
+        assert spec["loadBalancerSourceRanges"] == [f"YOUR_{'MODEL' if name == 'mlscale-server' else 'TRACKING'}_CLIENTS_CIDR"]
+    blocks = {o["metadata"]["name"]: [peer["ipBlock"] for rule in o["spec"].get("ingress", [])
+                                      for peer in rule["from"] if "ipBlock" in peer]
+              for o in objects if o["kind"] == "NetworkPolicy"}  # fmt: skip
+    assert blocks["mlscale-server-from-load-balancer"] == [{"cidr": "YOUR_MODEL_CLIENTS_CIDR"}]
+    assert blocks["mlflow-tracking-from-vpc"] == [{"cidr": "YOUR_TRACKING_CLIENTS_CIDR"}]
+    assert not any(b for name, b in blocks.items() if "locust" in name)
+    assert check_exposure(objects) == []
+    # MLflow's Host check: the private 172.16/12, not all of 172.*.
+    tracking = container(objects, "Deployment", "mlflow-tracking")
+    hosts = next(v["value"] for v in tracking["env"] if v["name"] == "MLFLOW_SERVER_ALLOWED_HOSTS").split(",")
+    assert "172.*" not in hosts and [h for h in hosts if h.startswith("172.")] == [
+        f"172.{i}.*" for i in range(16, 32)]
+
+
+@renders
+def test_validate_for_apply_fails_until_the_readme_fills_the_placeholders(tmp_path):
+    """deploy/README.md's step 4, run on a copy: placeholders are errors until it has."""
+    shutil.copytree(DEPLOY, tmp_path / "deploy", ignore=shutil.ignore_patterns("*.env"))
+    gke = tmp_path / "deploy" / "overlays" / "gke"
+    runner = CliRunner()
+    result = runner.invoke(main, ["k8s", "validate", "--for-apply", "--kubernetes-version", "1.33", str(gke)])
+    assert result.exit_code == 1
+    assert "YOUR_MODEL_CLIENTS_CIDR is not filled in" in result.output and "[placeholder]" in result.output
+    assert "Traceback" not in result.output
+
+    readme = (DEPLOY / "README.md").read_text()
+    step = re.search(r"\*\*4\. Fill in.*?```bash\n(.*?)```", readme, re.S).group(1)
+    sed = step.split("mlscale k8s validate")[0]
+    assert "--for-apply" in step
+    values = dict(PROJECT="my-project", REGION="europe-west1", BUCKET="my-project-artifacts",
+                  MODEL_CLIENTS="203.0.113.0/24", TRACKING_CLIENTS="10.10.0.0/20")  # fmt: skip
+    subprocess.run(["bash", "-euc", sed], cwd=tmp_path, env={**os.environ, **values}, check=True, timeout=30)
+    assert not find_placeholders(kustomize(gke))
+    result = runner.invoke(main, ["k8s", "validate", "--for-apply", "--kubernetes-version", "1.33", str(gke)])
+    assert result.exit_code == 0, result.output
+    assert "placeholders: none left to fill" in result.output
 
 
 @needs_kubectl
@@ -218,6 +284,8 @@ def test_the_components_render_a_generated_secret_and_s3_artifacts(tmp_path):
     assert env["MLFLOW_ARTIFACTS_DESTINATION"].startswith("s3://")
     assert not any(o["kind"] == "PersistentVolumeClaim" for o in objects)
     assert check_variable_references(objects) == []
+    # Generated from an untracked file (a hashed name): not a Secret written in YAML.
+    assert check_secrets_not_plain(objects) == []
 
 
 # --- rendering from a plan -------------------------------------------------------------
@@ -238,15 +306,22 @@ def test_a_rendered_overlay_has_the_plans_numbers_and_validates(tmp_path, overla
     assert server["spec"]["replicas"] == 3
     main_container = server["spec"]["template"]["spec"]["containers"][0]
     resources = main_container["resources"]
-    assert resources["requests"] == resources["limits"] == {"cpu": "500m", "memory": "512Mi"}
+    # No memory in the plan: 256Mi + 300Mi for each of its 2 workers, not a flat 512Mi.
+    assert resources["requests"] == resources["limits"] == {"cpu": "500m", "memory": "856Mi"}
     assert option(main_container["args"], "-w") == "2"
     assert option(main_container["args"], "-m") == "models:/wine-quality/1"
     hpa = find(objects, "HorizontalPodAutoscaler", "mlscale-server")["spec"]
     assert (hpa["minReplicas"], hpa["maxReplicas"]) == (2, 5)
     assert hpa["metrics"][0]["resource"]["target"]["averageUtilization"] == 70
     assert hpa["behavior"]["scaleDown"]  # the base's behaviour survives the patch
-    # 1,200 users thinking 1 s: 1,200 requests/s, one worker per 500.
-    assert find(objects, "Deployment", "locust-worker")["spec"]["replicas"] == 3
+    # 1,200 users thinking 1 s: 1,200 requests/s, one worker of one CPU per 500;
+    # the local overlay's workers have half a CPU: 250 each.
+    worker = find(objects, "Deployment", "locust-worker")
+    cpu = "500m" if overlay == "local" else "1000m"
+    assert worker["spec"]["replicas"] == (5 if overlay == "local" else 3)
+    resources = worker["spec"]["template"]["spec"]["containers"][0]["resources"]
+    assert resources["requests"]["cpu"] == resources["limits"]["cpu"] == cpu
+    assert resources["requests"]["memory"]  # the overlay's memory survives the patch
     assert json.loads((Path(out) / "plan.json").read_text()) == PLAN
 
 
@@ -281,6 +356,10 @@ def test_rendering_again_replaces_an_earlier_render_but_nothing_else(tmp_path):
 
 def test_the_locust_worker_rule():
     assert [locust_workers_for(rps) for rps in (0, 1, 500, 501, 1200, 12_000)] == [1, 1, 1, 2, 3, 24]
+    # Scaled by each worker's CPU; more than one core counts as one (one process).
+    assert [locust_workers_for(1200, cpu) for cpu in (0.5, 0.25, 1, 2)] == [5, 10, 3, 3]
+    assert [sizing_for_overlay(PLAN, o).locust_workers for o in (None, "local", "gke")] == [3, 5, 3]
+    assert sizing_for_overlay(PLAN, "local").locust_worker_cpu == 0.5
     # Users count as one request per think time; with no think time, as the pods' capacity.
     plan = copy.deepcopy(PLAN)
     plan["load_model"]["think_time_s"] = 2.0
@@ -325,7 +404,14 @@ def test_a_bad_plan_is_a_clear_error(change, message):
 
 def test_memory_defaults_when_the_plan_does_not_size_it():
     assert "memory_per_pod_mib" not in PLAN["sizing"]
-    assert sizing_from_plan(PLAN).memory_mib == 512
+    # From the workers (about 280 MB each, measured), never a flat 512Mi for -w 2.
+    assert sizing_from_plan(PLAN).memory_mib == 856 == memory_for_workers(2)
+    assert [memory_for_workers(w) for w in (1, 4)] == [556, 1456]
+    # The key `mlscale plan` writes (Sizing.to_dict) wins when it holds a number.
+    for value, mib in ((700.5, 701), (None, 856)):
+        plan = copy.deepcopy(PLAN)
+        plan["sizing"]["memory_per_pod_mib"] = value
+        assert sizing_from_plan(plan).memory_mib == mib
 
 
 @pytest.mark.parametrize("content, message", [
@@ -376,7 +462,15 @@ BROKEN = [
     ("graceful-shutdown", "Deployment", "mlscale-server", _replace("/spec/template/spec/terminationGracePeriodSeconds", 10)),
     ("variables", "Deployment", "mlflow-tracking", [{"op": "add", "path": f"{_CONTAINER}/env/0",
                                                        "value": {"name": "X", "value": "$(HOME)"}}]),
+    ("exposure", "Service", "mlscale-server", [{"op": "add", "path": "/spec/type", "value": "LoadBalancer"}]),
+    ("exposure", "NetworkPolicy", "mlscale-server", [{"op": "add", "path": "/spec/ingress/0/from/-",
+                                                      "value": {"ipBlock": {"cidr": "10.0.0.0/8"}}}]),
+    ("secrets", "Namespace", "mlscale", [], [{"apiVersion": "v1", "kind": "Secret", "metadata": {
+        "name": "db"}, "data": {"password": "aHVudGVyMg=="}}]),
+    ("secrets", "Namespace", "mlscale", [], [{"apiVersion": "v1", "kind": "ConfigMap", "metadata": {
+        "name": "app"}, "data": {"app.ini": "[db]\npassword = hunter2\n"}}]),
 ]  # fmt: skip
+BROKEN = [b if len(b) == 5 else (*b, []) for b in BROKEN]  # no extra objects
 
 
 @pytest.fixture
@@ -386,21 +480,25 @@ def broken_overlay(tmp_path):
     overlay = tmp_path / "deploy" / "overlays" / "broken"
     overlay.mkdir()
 
-    def write(kind: str, name: str, ops: list[dict]) -> Path:
+    def write(kind: str, name: str, ops: list[dict], extra: list[dict] = ()) -> Path:
+        """``ops`` on the base's ``kind``/``name``; ``extra`` objects added beside it."""
         kustomization = {"resources": ["../../base"], "patches": [
-            {"target": {"kind": kind, "name": name}, "patch": json.dumps(ops)}]}
+            {"target": {"kind": kind, "name": name}, "patch": json.dumps(ops)}] if ops else []}
+        if extra:
+            (overlay / "extra.yaml").write_text(yaml.safe_dump_all(extra))
+            kustomization["resources"].append("extra.yaml")
         (overlay / "kustomization.yaml").write_text(yaml.safe_dump(kustomization))
         return overlay
 
     return write
 
 
-@pytest.mark.parametrize("check, kind, name, ops", BROKEN, ids=[f"{b[0]}-{i}" for i, b in enumerate(BROKEN)])
+@pytest.mark.parametrize("check, kind, name, ops, extra", BROKEN, ids=[f"{b[0]}-{i}" for i, b in enumerate(BROKEN)])
 @renders
-def test_validate_reports_a_broken_overlay(broken_overlay, check, kind, name, ops):
+def test_validate_reports_a_broken_overlay(broken_overlay, check, kind, name, ops, extra):
     from mlscale.k8s.validate import validate_dir
 
-    report = validate_dir(broken_overlay(kind, name, ops))
+    report = validate_dir(broken_overlay(kind, name, ops, extra))
     assert not report.ok
     assert check in {p.check for p in report.problems}, report.text()
     assert report.text().endswith("problem" if len(report.problems) == 1 else "problems")
@@ -462,6 +560,63 @@ def test_variable_references_must_be_defined_before_use():
     assert any("$(NOPE)" in p.message for p in check_variable_references([loose]))
     assert [p.check for p in check_secrets_not_plain([loose])] == ["secrets"]
     assert str(Problem("c", "w", "m")) == "w: m [c]"
+
+
+def test_secrets_in_manifests_and_config_maps():
+    def obj(kind: str, name: str, **fields) -> dict:
+        return {"kind": kind, "metadata": {"name": name}, **fields}
+
+    flagged = [
+        obj("Secret", "db", data={"password": "aHVudGVyMg=="}),  # base64 is not encryption
+        obj("Secret", "db", stringData={"password": "hunter2"}),
+        obj("ConfigMap", "c", data={"API_TOKEN": "abc"}),
+        obj("ConfigMap", "c", data={"tls.key": "-----BEGIN"}),
+        obj("ConfigMap", "c", data={"app.yaml": "db:\n  admin_password: \"x\"\n"}),
+        obj("ConfigMap", "c", data={"url": "postgresql://u:pw@db/x"}),
+    ]
+    for case in flagged:
+        problems = check_secrets_not_plain([case])
+        assert [p.check for p in problems] == ["secrets"], case
+    fine = [
+        obj("Secret", "mlflow-postgres-9m8k2g6f4t", data={"password": "eA=="}),  # generated
+        obj("Secret", "empty"),
+        obj("ConfigMap", "c", data={"monkey": "banana", "token": "", "key_column": "id"}),
+        obj("ConfigMap", "c", data={"app.ini": "# password = x\npassword = ${DB_PASSWORD}\n"}),
+        obj("ConfigMap", "c", data={"run.py": 'password = os.environ["PASSWORD"]\n'}),  # code
+    ]
+    assert check_secrets_not_plain(fine) == []
+    assert "only base64-encoded" in check_secrets_not_plain(flagged[:1])[0].message
+
+
+def test_exposure_of_load_balancers_and_ip_blocks():
+    def balancer(**spec) -> dict:
+        return {"kind": "Service", "metadata": {"name": "s"}, "spec": {"type": "LoadBalancer", **spec}}
+
+    def policy(block: dict) -> dict:
+        return {"kind": "NetworkPolicy", "metadata": {"name": "p"},
+                "spec": {"ingress": [{"from": [{"ipBlock": block}]}]}}  # fmt: skip
+
+    open_ = [balancer(), balancer(loadBalancerSourceRanges=["0.0.0.0/0"]),
+             policy({"cidr": "10.0.0.0/8"}), policy({"cidr": "172.0.0.0/8"}),
+             policy({"cidr": "0.0.0.0/0"})]  # fmt: skip
+    assert [len(check_exposure([o])) for o in open_] == [1, 1, 1, 1, 1]
+    assert "where the cluster's pods are" in check_exposure([open_[2]])[0].message
+    narrow = [balancer(loadBalancerSourceRanges=["203.0.113.0/24"]),
+              {"kind": "Service", "metadata": {"name": "c"}, "spec": {}},
+              policy({"cidr": "10.10.0.0/20"}), policy({"cidr": "YOUR_MODEL_CLIENTS_CIDR"}),
+              policy({"cidr": "0.0.0.0/0", "except": ["10.0.0.0/8"]})]  # fmt: skip
+    assert check_exposure(narrow) == []
+
+
+def test_placeholders_are_found_where_they_are():
+    objects = [{"kind": "Deployment", "metadata": {"name": "d"}, "spec": {"containers": [
+        {"image": "YOUR_REGION-docker.pkg.dev/YOUR_PROJECT/x:1", "env": [{"value": "YOUR_X and YOUR_X"}]}]}},
+        {"kind": "Service", "metadata": {"name": "YOURS_not"}, "spec": {"note": "your_project"}}]  # fmt: skip
+    assert find_placeholders(objects) == {
+        "YOUR_PROJECT": ["Deployment/d spec.containers[0].image"],
+        "YOUR_REGION": ["Deployment/d spec.containers[0].image"],
+        "YOUR_X": ["Deployment/d spec.containers[0].env[0].value"],
+    }
 
 
 # --- the images -------------------------------------------------------------------------

@@ -33,22 +33,25 @@ def render(plan_path: str, out_dir: str, overlay: str, model_uri: str | None) ->
 
     From the plan's sizing: the model server's replicas, CPU per pod (request =
     limit), memory, worker processes (-w), the HPA's minimum, maximum and CPU
-    target; and Locust workers for the target load, one worker (one CPU) per 500
-    requests/s, users counting as one request per think time. DIR holds a copy
+    target; and Locust workers for the target load, one worker of one CPU per 500
+    requests/s (twice as many of the local overlay's half-CPU workers), users
+    counting as one request per think time. Memory per pod is the plan's, or,
+    for a plan without it, 256Mi + 300Mi per worker process. DIR holds a copy
     of the base (and of the overlay), so it renders wherever it is moved.
     """
-    from mlscale.k8s.plan import read_plan, sizing_from_plan
-    from mlscale.k8s.render import render_plan
+    from mlscale.k8s.plan import read_plan
+    from mlscale.k8s.render import render_plan, sizing_for_overlay
 
     plan = read_plan(plan_path)
-    sizing = sizing_from_plan(plan)
+    sizing = sizing_for_overlay(plan, None if overlay == "base" else overlay)
     written = render_plan(plan, out_dir, overlay=None if overlay == "base" else overlay,
                           model_uri=model_uri)  # fmt: skip
     click.echo(
         f"Wrote {written}: {sizing.pods} model pods of {sizing.cpu_millicores}m CPU and "
         f"{sizing.memory_mib}Mi, {sizing.workers_per_pod} worker process(es) each; HPA "
         f"{sizing.hpa_min_replicas}-{sizing.hpa_max_replicas} pods at "
-        f"{sizing.hpa_target_cpu_utilization} % CPU; {sizing.locust_workers} Locust worker(s)."
+        f"{sizing.hpa_target_cpu_utilization} % CPU; {sizing.locust_workers} Locust worker(s) of "
+        f"{round(sizing.locust_worker_cpu * 1000)}m CPU."
     )
     click.echo(f"Check: mlscale k8s validate {written}   Apply: kubectl apply -k {written}")
 
@@ -58,22 +61,29 @@ def render(plan_path: str, out_dir: str, overlay: str, model_uri: str | None) ->
 @click.option("--kubernetes-version", "versions", multiple=True, metavar="X.Y",
               help="Validate against this release's schemas (repeatable). Default: 1.30, the "
               "oldest the manifests support, and the newest kubernetes-validate ships.")  # fmt: skip
-def validate(directory: str, versions: tuple[str, ...]) -> None:
+@click.option("--for-apply", is_flag=True,
+              help="About to `kubectl apply`: placeholders left to fill (YOUR_PROJECT, "
+              "YOUR_MODEL_CLIENTS_CIDR...) are errors, not warnings.")  # fmt: skip
+def validate(directory: str, versions: tuple[str, ...], for_apply: bool) -> None:
     """Check a kustomize folder: it renders, every object fits the schemas, policies hold.
 
     Renders DIR with `kubectl kustomize`; validates every object against the
     Kubernetes OpenAPI schemas with unknown fields as errors (no cluster needed);
     checks policies: requests and limits, probes on serving containers, non-root
-    and read-only root file systems, pinned images, no credentials in plain text,
-    $(VAR) references that expand, Services that select pods, HPAs (autoscaling/v2,
-    explicit scale-down, bounds, a PodDisruptionBudget), the model server's
+    and read-only root file systems, pinned images, no credentials in plain text
+    (env, Secrets written in YAML, credential-looking ConfigMap keys),
+    $(VAR) references that expand, Services that select pods, load balancers
+    open only to named ranges and no ipBlock that lets the cluster's pods in,
+    HPAs (autoscaling/v2, explicit scale-down, bounds, a PodDisruptionBudget), the model server's
     graceful shutdown and metrics, Locust on mlscale's locustfile; and, for a
     folder `mlscale k8s render` wrote, that the numbers are its plan's.
-    Exit status 1 when anything fails.
+    Placeholders such as YOUR_PROJECT, which the gke overlay keeps for you to
+    fill (deploy/README.md, step 4), are listed as warnings; with --for-apply
+    they fail the check. Exit status 1 when anything fails.
     """
     from mlscale.k8s.validate import validate_dir
 
-    report = validate_dir(directory, kubernetes_versions=versions or None)
+    report = validate_dir(directory, kubernetes_versions=versions or None, for_apply=for_apply)
     click.echo(report.text())
     if not report.ok:
         raise SystemExit(1)

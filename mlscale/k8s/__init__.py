@@ -16,3 +16,4 @@ LOCUSTFILE_IN_IMAGE = "/opt/venv/lib/python3.11/site-packages/mlscale/loadtest/l
 SERVER = "mlscale-server"
 SERVER_CONTAINER = "server"
 LOCUST_WORKER = "locust-worker"
+LOCUST_CONTAINER = "locust"

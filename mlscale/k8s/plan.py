@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import math
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from mlscale.errors import ConfigurationError
@@ -23,8 +23,16 @@ from mlscale.errors import ConfigurationError
 # machine; a real model answers slower, bodies are bigger, and Locust's own
 # advice is to keep a worker well under a saturated core. So: 500.
 RPS_PER_LOCUST_WORKER = 500.0
-# Memory per model pod when the plan does not say (plans before memory was sized).
-DEFAULT_MEMORY_MIB = 512.0
+# Memory per model pod when the plan does not say (plans before memory was
+# sized from a measurement): a fixed part for the serving process that forks
+# the workers, plus one part per worker. The README measures about 280 MB of
+# resident memory per `mlscale serve` worker on the example model; 300 Mi
+# rounds that up with a little margin, and 256 Mi covers the parent process
+# and the page cache of the downloaded model. A flat figure would starve
+# `-w 2` and up: 512 Mi is less than two workers' 560 MB, and the kernel
+# kills a container at its memory limit.
+BASE_MEMORY_MIB = 256.0
+MEMORY_PER_WORKER_MIB = 300.0
 
 
 class PlanError(ConfigurationError):
@@ -45,7 +53,8 @@ class DeploySizing:
     target: float
     target_kind: str  # "users" or "rps"
     target_rps: float  # the request rate the load generators must reach
-    locust_workers: int
+    locust_workers: int  # for workers of `locust_worker_cpu` cores each
+    locust_worker_cpu: float  # cores; the overlay's, see render.locust_worker_cpu
     sentence: str
 
     @property
@@ -55,6 +64,11 @@ class DeploySizing:
     @property
     def memory_mib(self) -> int:
         return math.ceil(self.memory_per_pod_mib)
+
+    def with_locust_worker_cpu(self, cores: float) -> DeploySizing:
+        """The same sizing for Locust workers of ``cores`` CPU: more of them when smaller."""
+        return replace(self, locust_worker_cpu=cores,
+                       locust_workers=locust_workers_for(self.target_rps, cores))  # fmt: skip
 
 
 def read_plan(path: str) -> dict[str, Any]:
@@ -97,10 +111,11 @@ def sizing_from_plan(plan: dict[str, Any]) -> DeploySizing:
 
     pods = _integer("pods", field("pods"), low=1)
     cpu = _number("cpu_per_pod", field("cpu_per_pod"), low=0.001)
-    memory = _number(
-        "memory_per_pod_mib", field("memory_per_pod_mib", default=DEFAULT_MEMORY_MIB), low=16
-    )
     workers = _integer("workers_per_pod", field("workers_per_pod", default=1), low=1)
+    # `sizing.memory_per_pod_mib` is the key `mlscale plan` writes (Sizing.to_dict).
+    measured = sizing.get("memory_per_pod_mib")
+    memory = memory_for_workers(workers) if measured is None else _number(
+        "memory_per_pod_mib", measured, low=16)  # fmt: skip
     hpa_min = _integer(
         "hpa_min_replicas", field("hpa_min_replicas", hpa_name="min_replicas"), low=1
     )
@@ -132,13 +147,25 @@ def sizing_from_plan(plan: dict[str, Any]) -> DeploySizing:
         hpa_min_replicas=hpa_min, hpa_max_replicas=hpa_max,
         hpa_target_cpu_utilization=utilization, target=target, target_kind=kind,
         target_rps=target_rps, locust_workers=locust_workers_for(target_rps),
+        locust_worker_cpu=1.0,
         sentence=str(sizing.get("sentence") or ""),
     )  # fmt: skip
 
 
-def locust_workers_for(target_rps: float) -> int:
-    """Locust workers (one CPU each) to send ``target_rps`` requests/s: one per 500/s."""
-    return max(1, math.ceil(target_rps / RPS_PER_LOCUST_WORKER))
+def locust_workers_for(target_rps: float, worker_cpu: float = 1.0) -> int:
+    """Locust workers of ``worker_cpu`` cores to send ``target_rps`` requests/s.
+
+    One worker of one CPU per 500 requests/s; a worker of half a CPU sends half
+    as much. A Locust worker is one process and never uses more than one core,
+    so a larger CPU counts as one.
+    """
+    per_worker = RPS_PER_LOCUST_WORKER * min(worker_cpu, 1.0)
+    return max(1, math.ceil(target_rps / per_worker))
+
+
+def memory_for_workers(workers: int) -> float:
+    """MiB for a model pod of ``workers`` worker processes, when no measurement says."""
+    return BASE_MEMORY_MIB + MEMORY_PER_WORKER_MIB * workers
 
 
 def _users_to_rps(users: float, think_time_s: float, plan: dict[str, Any], pods: int) -> float:

@@ -5,19 +5,26 @@ Each check is a pure function from the rendered objects (dicts, as
 the reliability contract of DESIGN.md ("containers run as non-root with a
 read-only root file system", "a rolling update under load loses nothing") and
 the mistakes that schemas let through: an unpinned image, a password in plain
-text, a Service that selects no pod, an HPA without bounds or behaviour, a
-variable that Kubernetes will not expand.
+text, a Service that selects no pod, a load balancer open to everyone, an HPA
+without bounds or behaviour, a variable that Kubernetes will not expand.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from mlscale.k8s import LOCUST_WORKER, LOCUSTFILE_IN_IMAGE, SERVER, SERVER_CONTAINER
-from mlscale.k8s.plan import DeploySizing
+from mlscale.k8s import (
+    LOCUST_CONTAINER,
+    LOCUST_WORKER,
+    LOCUSTFILE_IN_IMAGE,
+    SERVER,
+    SERVER_CONTAINER,
+)
+from mlscale.k8s.plan import DeploySizing, locust_workers_for
 
 Obj = dict[str, Any]
 
@@ -36,6 +43,17 @@ _SECRET_NAME = re.compile(r"PASSWORD|PASSWD|SECRET|TOKEN|ACCESS_KEY|PRIVATE_KEY|
                           re.IGNORECASE)  # fmt: skip
 # scheme://user:password@host with a literal password (not a $(VAR) reference).
 _URL_PASSWORD = re.compile(r"://[^:/@\s]+:(?!\$\()[^@\s]+@")
+# ConfigMap keys and config-file settings that name a credential ("key" alone
+# as the last word: tls.key, signing-key; not "monkey" or "key_column").
+_CREDENTIAL_KEY = re.compile(_SECRET_NAME.pattern + r"|PWD|(?:^|[_.-])KEY$", re.IGNORECASE)
+# Files in a ConfigMap that are configuration (name = value lines), as opposed
+# to scripts, whose `password = os.environ[...]` is code, not a value.
+_CONFIG_FILE_SUFFIXES = (".ini", ".cfg", ".conf", ".env", ".properties", ".toml", ".yaml", ".yml")
+# `name = value` or `name: value` with a literal value: not empty, not a
+# ${VAR}/$(VAR)/%(var)s reference, not a comment.
+_CONFIG_SETTING = re.compile(r"""^\s*["']?([\w.-]+)["']?\s*[=:]\s*["']?(?![$%]|["'#;]|\s*$)\S""")
+# kustomize's generator suffix: a hyphen and 10 characters of its hash alphabet.
+_GENERATED_NAME = re.compile(r"-[2456789bcdfghkmt]{10}$")
 _VAR_REFERENCE = re.compile(r"(?<!\$)\$\(([A-Za-z_][A-Za-z0-9_.-]*)\)")
 
 
@@ -171,9 +189,55 @@ def check_secrets_not_plain(objects: list[Obj]) -> list[Problem]:
                 if _URL_PASSWORD.search(str(arg)):
                     problems.append(Problem("secrets", where, "an argument holds a URL with a "
                                             "literal password"))  # fmt: skip
-        if obj.get("kind") == "Secret" and obj.get("stringData"):
-            problems.append(Problem("secrets", name_of(obj), "stringData in a manifest: the "
-                                    "values are in plain text"))  # fmt: skip
+        if obj.get("kind") == "Secret":
+            problems += _secret_in_manifest(obj)
+        elif obj.get("kind") == "ConfigMap":
+            problems += _credentials_in_config_map(obj)
+    return problems
+
+
+def _secret_in_manifest(secret: Obj) -> list[Problem]:
+    """A Secret written out in YAML: stringData is plain text, data only base64 of it.
+
+    Generated Secrets are the exception: kustomize's secretGenerator reads an
+    untracked file (deploy/components/postgres-secret) and names the Secret with
+    a hash of its content, which is how they are told apart here. Its
+    ``literals`` would put the values in the kustomization itself: tests keep
+    those out of deploy/.
+    """
+    filled = [key for key in ("stringData", "data") if secret.get(key)]
+    name = str((secret.get("metadata") or {}).get("name") or "")
+    if not filled or _GENERATED_NAME.search(name):
+        return []
+    what = "in plain text" if filled[0] == "stringData" else "only base64-encoded, which anyone reads"
+    return [Problem("secrets", name_of(secret), f"{filled[0]} in a manifest: the values are {what}; "
+                    "create the Secret with `kubectl create secret` or a secretGenerator "
+                    "reading an untracked file")]  # fmt: skip
+
+
+def _credentials_in_config_map(config_map: Obj) -> list[Problem]:
+    """A ConfigMap is readable by anyone who may read the namespace's configuration:
+    no credential-looking key with a value, no `password = ...` in a config file."""
+    problems = []
+    for section in ("data", "binaryData"):
+        for key, value in (config_map.get(section) or {}).items():
+            text = str(value or "")
+            if not text.strip():
+                continue
+            if _CREDENTIAL_KEY.search(str(key)):
+                problems.append(Problem("secrets", name_of(config_map), f"{section} key {key!r} "
+                                        "looks like a credential and has a value: put it in a "
+                                        "Secret"))  # fmt: skip
+            elif _URL_PASSWORD.search(text):
+                problems.append(Problem("secrets", name_of(config_map), f"{key!r} holds a URL "
+                                        "with a literal password"))  # fmt: skip
+            elif section == "data" and str(key).endswith(_CONFIG_FILE_SUFFIXES):
+                for line in text.splitlines():
+                    setting = _CONFIG_SETTING.match(line)
+                    if setting and _CREDENTIAL_KEY.search(setting.group(1)):
+                        problems.append(Problem("secrets", name_of(config_map), f"{key!r} sets "
+                                                f"{setting.group(1)} to a literal value: take it "
+                                                "from a Secret (an environment variable)"))  # fmt: skip
     return problems
 
 
@@ -218,6 +282,50 @@ def check_services_select_pods(objects: list[Obj]) -> list[Problem]:
                    for ns, labels in templates):  # fmt: skip
             problems.append(Problem("service-selector", name_of(service),
                                     f"selector {selector} matches no pod template"))  # fmt: skip
+    return problems
+
+
+# The private IPv4 ranges (RFC 1918), where clusters put their pods and Services.
+_PRIVATE_RANGES = tuple(ipaddress.ip_network(n) for n in ("10.0.0.0/8", "172.16.0.0/12",
+                                                         "192.168.0.0/16"))  # fmt: skip
+_EVERYONE = ("0.0.0.0/0", "::/0")
+
+
+def check_exposure(objects: list[Obj]) -> list[Problem]:
+    """Load balancers admit named ranges, and no ipBlock lets the cluster's own pods in.
+
+    A LoadBalancer without loadBalancerSourceRanges is open to the internet (or
+    the whole VPC). An ipBlock that holds a whole private range holds the pod
+    range too, and NetworkPolicies match pods by address as well as by label:
+    every pod would get in past the label rules, unless `except` cuts it out.
+    """
+    problems = []
+    for service in (o for o in objects if o.get("kind") == "Service"):
+        spec = service.get("spec") or {}
+        if spec.get("type") != "LoadBalancer":
+            continue
+        ranges = [str(r) for r in spec.get("loadBalancerSourceRanges") or []]
+        if not ranges:
+            problems.append(Problem("exposure", name_of(service), "a LoadBalancer without "
+                                    "loadBalancerSourceRanges is open to every address"))  # fmt: skip
+        elif set(ranges) & set(_EVERYONE):
+            problems.append(Problem("exposure", name_of(service), "loadBalancerSourceRanges "
+                                    "admits every address"))  # fmt: skip
+    for policy in (o for o in objects if o.get("kind") == "NetworkPolicy"):
+        for rule in (policy.get("spec") or {}).get("ingress") or []:
+            for peer in rule.get("from") or []:
+                block = peer.get("ipBlock") or {}
+                try:
+                    network = ipaddress.ip_network(str(block.get("cidr")), strict=False)
+                except ValueError:
+                    continue  # a placeholder, or for the API server to reject
+                held = [str(p) for p in _PRIVATE_RANGES
+                        if p.version == network.version and network.supernet_of(p)]  # fmt: skip
+                if held and not block.get("except"):
+                    problems.append(Problem("exposure", name_of(policy), f"ipBlock {network} holds "
+                                            f"all of {held[0]}, where the cluster's pods are: "
+                                            "they would match it whatever their labels; name "
+                                            "a narrower range or add `except`"))  # fmt: skip
     return problems
 
 
@@ -338,6 +446,7 @@ POLICIES: tuple[Callable[[list[Obj]], list[Problem]], ...] = (
     check_secrets_not_plain,
     check_variable_references,
     check_services_select_pods,
+    check_exposure,
     check_autoscaling,
     check_model_server,
     check_locust,
@@ -397,7 +506,15 @@ def check_against_plan(objects: list[Obj], sizing: DeploySizing) -> list[Problem
                    if m.get("type") == "Resource" and m["resource"].get("name") == "cpu"]  # fmt: skip
         expect(name_of(hpa), "CPU target", targets, [sizing.hpa_target_cpu_utilization])
     if locust is not None:
-        expect(name_of(locust), "replicas", locust["spec"].get("replicas"), sizing.locust_workers)
+        # The count depends on the CPU each worker has, as rendered: a worker of
+        # half a CPU sends half the requests.
+        workers = [c for c in (pod_spec(locust) or {}).get("containers") or []
+                   if c.get("name") == LOCUST_CONTAINER]  # fmt: skip
+        requests = ((workers[0].get("resources") or {}).get("requests") or {}) if workers else {}
+        millicores = cpu_millicores(requests.get("cpu")) or 1000
+        wanted = locust_workers_for(sizing.target_rps, millicores / 1000)
+        expect(name_of(locust), f"replicas (workers of {millicores}m CPU)",
+               locust["spec"].get("replicas"), wanted)  # fmt: skip
     return problems
 
 

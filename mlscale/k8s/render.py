@@ -5,7 +5,8 @@ The folder written is self-contained, so that ``kubectl kustomize DIR`` and
 deploy/base (and of the chosen overlay, at the same relative place as in
 deploy/), the plan it was sized from, and a kustomization with three small
 patches: the model server's replicas, CPU, memory and worker processes, the
-HPA's bounds and target, and the Locust workers for the target load.
+HPA's bounds and target, and the Locust workers for the target load (as many
+as the CPU the overlay gives each of them calls for).
 
 :func:`overlay_files` is pure (plan in, file texts out); :func:`render_plan`
 does the copying and writing.
@@ -22,9 +23,10 @@ from typing import Any
 import yaml
 
 from mlscale.errors import ConfigurationError
-from mlscale.k8s import LOCUST_WORKER, SERVER, SERVER_CONTAINER
+from mlscale.k8s import LOCUST_CONTAINER, LOCUST_WORKER, SERVER, SERVER_CONTAINER
 from mlscale.k8s.paths import deploy_root, overlay_dir
 from mlscale.k8s.plan import RPS_PER_LOCUST_WORKER, DeploySizing, sizing_from_plan
+from mlscale.k8s.policy import cpu_millicores
 
 # The first line of every kustomization this module writes: a folder that has
 # a kustomization without it is someone else's, and is never overwritten.
@@ -45,7 +47,7 @@ def render_plan(
     ``models:/wine-quality/1``.
     """
     overlay = None if overlay == "base" else overlay
-    sizing = sizing_from_plan(plan)
+    sizing = sizing_for_overlay(plan, overlay)
     root = deploy_root()
     source_overlay = overlay_dir(overlay) if overlay is not None else None
     out = Path(out_dir)
@@ -68,6 +70,55 @@ def render_plan(
         (out / name).write_text(text, encoding="utf-8")
     (out / PLAN_FILE).write_text(json.dumps(plan, indent=2) + "\n", encoding="utf-8")
     return str(out)
+
+
+def sizing_for_overlay(plan: dict[str, Any], overlay: str | None) -> DeploySizing:
+    """The plan's sizing, with the Locust workers counted for the overlay's worker CPU.
+
+    The local overlay gives each worker half a CPU: rendering on it needs twice
+    the workers of one CPU that the bare base or gke get for the same load.
+    """
+    root = deploy_root()
+    folders = [root / "base"] + ([overlay_dir(overlay)] if overlay not in (None, "base") else [])
+    return sizing_from_plan(plan).with_locust_worker_cpu(locust_worker_cpu(folders))
+
+
+def locust_worker_cpu(folders: list[Path]) -> float:
+    """Cores per Locust worker: its CPU request in the last of ``folders`` that sets it.
+
+    The base, then the overlay's patches; the request, because that is what the
+    scheduler reserves (the committed manifests set limit = request). Only
+    plain YAML documents naming the Deployment are read, which is how the base
+    and the overlays set it; the render's patch then writes the value it
+    counted with, so the count and the CPU cannot drift apart.
+    """
+    cores = 1.0
+    for folder in folders:
+        for path in sorted(folder.glob("*.yaml")):
+            try:
+                documents = list(yaml.safe_load_all(path.read_text(encoding="utf-8")))
+            except (OSError, yaml.YAMLError) as exc:
+                raise ConfigurationError(f"Cannot read {path}: {exc}") from None
+            for doc in documents:
+                found = _worker_cpu_in(doc)
+                if found is not None:
+                    cores = found
+    return cores
+
+
+def _worker_cpu_in(doc: Any) -> float | None:
+    if not (isinstance(doc, dict) and doc.get("kind") == "Deployment"
+            and (doc.get("metadata") or {}).get("name") == LOCUST_WORKER):  # fmt: skip
+        return None
+    spec = ((doc.get("spec") or {}).get("template") or {}).get("spec") or {}
+    for container in spec.get("containers") or []:
+        if isinstance(container, dict) and container.get("name") == LOCUST_CONTAINER:
+            resources = container.get("resources") or {}
+            for bound in ("requests", "limits"):
+                millicores = cpu_millicores((resources.get(bound) or {}).get("cpu"))
+                if millicores:
+                    return millicores / 1000
+    return None
 
 
 def overlay_files(
@@ -107,9 +158,16 @@ def overlay_files(
             }}}],
         },
     }  # fmt: skip
+    worker_cpu = f"{round(sizing.locust_worker_cpu * 1000)}m"
     locust = {
         "apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": LOCUST_WORKER},
-        "spec": {"replicas": sizing.locust_workers},
+        "spec": {
+            "replicas": sizing.locust_workers,
+            "template": {"spec": {"containers": [{
+                "name": LOCUST_CONTAINER,
+                "resources": {"requests": {"cpu": worker_cpu}, "limits": {"cpu": worker_cpu}},
+            }]}},
+        },
     }  # fmt: skip
     kustomization = {
         "apiVersion": "kustomize.config.k8s.io/v1beta1",
@@ -136,8 +194,10 @@ def overlay_files(
             "and scale-down behaviour stays the base's.",
         ]),
         "locust.yaml": _document(locust, [
-            f"{sizing.locust_workers} Locust worker(s) of one CPU for {sizing.target_rps:g} requests/s:",
-            f"one per {RPS_PER_LOCUST_WORKER:g} requests/s, rounded up (users: one request per think time).",
+            f"{sizing.locust_workers} Locust worker(s) of {worker_cpu} CPU for {sizing.target_rps:g} requests/s:",
+            f"one worker of one CPU per {RPS_PER_LOCUST_WORKER:g} requests/s, fewer for a smaller one,",
+            "rounded up (users: one request per think time).",
+            "The CPU is the overlay's, written here because the count depends on it.",
             "Add workers if Locust warns that a worker's CPU is above 90 %.",
         ]),
     }

@@ -10,6 +10,9 @@ Three layers, each catching what the one before lets through:
    network needed.
 3. The policies of :mod:`mlscale.k8s.policy`; and, for a folder that
    ``mlscale k8s render`` wrote, that the numbers are the plan's.
+
+Placeholders left to fill (:mod:`mlscale.k8s.placeholders`) are warnings, or
+problems when the folder is about to be applied (``for_apply``).
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from typing import Any
 import yaml
 
 from mlscale.errors import ConfigurationError
+from mlscale.k8s.placeholders import find_placeholders, placeholder_problems
 from mlscale.k8s.plan import PlanError, read_plan, sizing_from_plan
 from mlscale.k8s.policy import POLICIES, Problem, check_against_plan, check_all, name_of
 from mlscale.k8s.render import MARKER, PLAN_FILE
@@ -41,10 +45,27 @@ class ValidationReport:
     objects: list[str] = field(default_factory=list)  # "Kind/name", in rendering order
     problems: list[Problem] = field(default_factory=list)
     against_plan: bool = False  # the folder holds the plan it was rendered from
+    # Placeholder -> where; warnings unless for_apply, when they are also problems.
+    placeholders: dict[str, list[str]] = field(default_factory=dict)
+    for_apply: bool = False
 
     @property
     def ok(self) -> bool:
         return not self.problems
+
+    def _placeholder_lines(self) -> list[str]:
+        if not self.placeholders:
+            return ["  placeholders: none left to fill"]
+        names = ", ".join(self.placeholders)
+        if self.for_apply:
+            return [f"  placeholders: {len(self.placeholders)} not filled in ({names})"]
+        heading = ("  placeholders to fill before applying (deploy/README.md, step 4; "
+                   f"--for-apply makes them errors): {names}")
+        lines = [heading]
+        for name, places in self.placeholders.items():
+            more = f" and {len(places) - 2} more" if len(places) > 2 else ""
+            lines.append(f"  - warning: {name} in {'; '.join(places[:2])}{more}")
+        return lines
 
     def text(self) -> str:
         """The report for a person at a terminal."""
@@ -54,13 +75,15 @@ class ValidationReport:
             schema = [p for p in self.problems if p.check == "schema"]
             lines.append(f"  schemas (Kubernetes {versions}, unknown fields are errors): "
                          f"{'ok' if not schema else f'{len(schema)} problems'}")  # fmt: skip
-            policy = [p for p in self.problems if p.check not in ("schema", "render", "plan")]
+            policy = [p for p in self.problems
+                      if p.check not in ("schema", "render", "plan", "placeholder")]  # fmt: skip
             lines.append(f"  policies ({len(POLICIES)} checks): "
                          f"{'ok' if not policy else f'{len(policy)} problems'}")  # fmt: skip
             if self.against_plan:
                 plan = [p for p in self.problems if p.check == "plan"]
                 lines.append(f"  sizing against {PLAN_FILE}: "
                              f"{'ok' if not plan else f'{len(plan)} problems'}")  # fmt: skip
+            lines += self._placeholder_lines()
         lines += [f"  - {problem}" for problem in self.problems]
         count = len(self.problems)
         lines.append("OK" if self.ok else f"FAILED: {count} problem{'s' if count > 1 else ''}")
@@ -68,15 +91,19 @@ class ValidationReport:
 
 
 def validate_dir(directory: str | os.PathLike[str], *,
-                 kubernetes_versions: tuple[str, ...] | None = None) -> ValidationReport:  # fmt: skip
-    """Render ``directory`` with kubectl kustomize and check everything rendered."""
+                 kubernetes_versions: tuple[str, ...] | None = None,
+                 for_apply: bool = False) -> ValidationReport:  # fmt: skip
+    """Render ``directory`` with kubectl kustomize and check everything rendered.
+
+    ``for_apply``: placeholders such as YOUR_PROJECT are problems, not warnings.
+    """
     path = Path(directory)
     if not any((path / name).is_file() for name in ("kustomization.yaml", "kustomization.yml",
                                                     "Kustomization")):  # fmt: skip
         raise ConfigurationError(f"{path} has no kustomization.yaml: give a kustomize folder, "
                                  "e.g. deploy/overlays/local or one `mlscale k8s render` wrote.")  # fmt: skip
     versions = kubernetes_versions or default_versions()
-    report = ValidationReport(str(directory), kubernetes_versions=versions)
+    report = ValidationReport(str(directory), kubernetes_versions=versions, for_apply=for_apply)
     try:
         objects = kustomize(path)
     except RenderError as exc:
@@ -85,6 +112,9 @@ def validate_dir(directory: str | os.PathLike[str], *,
     report.objects = [name_of(obj) for obj in objects]
     report.problems += schema_problems(objects, versions)
     report.problems += check_all(objects)
+    report.placeholders = find_placeholders(objects)
+    if for_apply:
+        report.problems += placeholder_problems(report.placeholders)
     plan_path = path / PLAN_FILE
     if plan_path.is_file() and _written_by_render(path):
         report.against_plan = True
