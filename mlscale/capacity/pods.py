@@ -8,6 +8,7 @@ message, and whole cores still work.
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass
 
@@ -34,18 +35,23 @@ class PodSpec:
 
 
 def parse_pod_specs(cpus: str, workers: str = "1") -> list[PodSpec]:
-    """``--cpus 0.5,1 --workers-per-pod 1`` (``500m`` also reads as 0.5)."""
+    """``--cpus 0.5,1 --workers-per-pod 1`` (``500m`` also reads as 0.5).
+
+    Errors name the flag: they reach the terminal as usage errors."""
     try:
         cpu_values = [float(c[:-1]) / 1000 if c.endswith("m") else float(c)
                       for c in (x.strip() for x in cpus.split(",")) if c]  # fmt: skip
+    except ValueError:
+        raise ConfigurationError(f"--cpus {cpus!r} is not a list of CPUs: write --cpus 0.5,1 or 250m,500m.") from None
+    try:
         worker_values = [int(w) for w in workers.split(",") if w.strip()]
     except ValueError:
-        raise ConfigurationError(
-            f"Cannot read the pod sizes {cpus!r} / {workers!r}: write --cpus 0.5,1,2 and "
-            "--workers-per-pod 1,2."
-        ) from None
-    if not cpu_values or any(c <= 0 for c in cpu_values) or any(w < 1 for w in worker_values):
-        raise ConfigurationError("Pod sizes need positive CPUs and at least one worker.")
+        raise ConfigurationError(f"--workers-per-pod {workers!r} is not a list of whole numbers: write --workers-per-pod 1,2.") from None
+    # float() reads "nan", "inf" and "1e400" (inf): none of them is a pod size.
+    if not cpu_values or not all(math.isfinite(c) and c > 0 for c in cpu_values):
+        raise ConfigurationError(f"--cpus {cpus!r}: every CPU per pod must be a positive number, such as 0.5 or 1.")
+    if not worker_values or any(w < 1 for w in worker_values):
+        raise ConfigurationError(f"--workers-per-pod {workers!r}: give at least one worker count of 1 or more, such as 1,2.")
     return [PodSpec(c, w) for c in cpu_values for w in worker_values]
 
 
@@ -53,16 +59,30 @@ def quota_supported() -> bool:
     return os.access(_CGROUP_CPU, os.W_OK)
 
 
-def cores_for(spec: PodSpec) -> tuple[int, ...]:
-    """The cores a pod of this size runs on; the rest are the load generator's."""
-    available = os.cpu_count() or 1
+def cores_for(spec: PodSpec, available: int | None = None) -> tuple[int, ...]:
+    """The cores a pod of this size runs on; the rest are the load generator's.
+
+    ``available`` is this machine's core count unless given (tests, checks)."""
+    available = available or os.cpu_count() or 1
     needed = max(1, int(spec.cpu + 0.999))
     if needed >= available:
         raise ConfigurationError(
-            f"A pod of {spec.cpu:g} CPU would leave no core for the load generator on this "
-            f"{available}-core machine; measure smaller pods and let the model extrapolate."
+            f"--cpus {spec.cpu:g}: a pod of {spec.cpu:g} CPU would leave no core for the load "
+            f"generator on this {available}-core machine; measure smaller pods (at most "
+            f"{available - 1}) and let the model extrapolate."
         )
     return tuple(range(needed))
+
+
+def check_measurable(spec: PodSpec, *, available: int, quota: bool) -> None:
+    """Whether this machine (``available`` cores; CPU quotas writable or not) can run a
+    pod of this size beside its load generator; ConfigurationError naming --cpus if not."""
+    cores_for(spec, available)
+    if spec.cpu != int(spec.cpu) and not quota:
+        raise ConfigurationError(
+            f"--cpus {spec.cpu:g}: a pod of {spec.cpu * 1000:.0f}m needs a CPU quota, and cgroups "
+            "are not writable here; use whole cores (--cpus 1)."
+        )
 
 
 class Pod:
@@ -70,22 +90,25 @@ class Pod:
 
     def __init__(self, model_uri: str, spec: PodSpec, *, env: dict | None = None) -> None:
         self.spec = spec
+        check_measurable(spec, available=os.cpu_count() or 1, quota=quota_supported())
         self.cores = cores_for(spec)
         fractional = spec.cpu != int(spec.cpu)
-        if fractional and not quota_supported():
-            raise ConfigurationError(
-                f"A pod of {spec.cpu * 1000:.0f}m needs a CPU quota, and cgroups are not "
-                "writable here; use whole cores (--cpus 1,2)."
-            )
         self.server = ServeProcess(
             ["-m", model_uri, "-w", str(spec.workers), "--max-queue", "100000"],
             prefix=["taskset", "-c", ",".join(map(str, self.cores))], env=env,
         )  # fmt: skip
-        self._cgroup = self._limit(spec.cpu) if fractional else None
+        self._cgroup: str | None = None
+        try:
+            self._cgroup = self._limit(spec.cpu) if fractional else None
+        except BaseException:
+            # The server is already running: a failed cgroup write must not leave it behind.
+            self.stop()
+            raise
 
     def _limit(self, cpu: float) -> str:
         path = os.path.join(_CGROUP_CPU, f"mlscale-{os.getpid()}-{self.server.pid}")
         os.makedirs(path, exist_ok=True)
+        self._cgroup = path  # from here on, stop() removes it, whatever fails next
         with open(os.path.join(path, "cpu.cfs_period_us"), "w") as handle:
             handle.write(str(_PERIOD_US))
         with open(os.path.join(path, "cpu.cfs_quota_us"), "w") as handle:
@@ -108,7 +131,14 @@ class Pod:
                 pass
 
     def __enter__(self) -> Pod:
-        if not self.server.ready(180):
+        try:
+            ready = self.server.ready(180)
+        except BaseException:
+            # Ctrl-C while the model loads: __exit__ never runs for a failed __enter__,
+            # so the server and its cgroup are stopped here.
+            self.stop()
+            raise
+        if not ready:
             self.stop()
             tail = "\n".join(self.server.lines[-10:])
             raise PodError(f"The model server for a pod of {self.spec.label} did not start:\n{tail}")
