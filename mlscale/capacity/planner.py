@@ -9,15 +9,16 @@ the throughput model (``models``) and the sizing (``sizing``).
 from __future__ import annotations
 
 import json
+import math
 import os
 from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass
 
 from mlscale.capacity.models import SizeMeasurement, fit_capacity, holdout_check, holdout_error
-from mlscale.capacity.pods import Pod, PodSpec, cores_for
-from mlscale.capacity.search import Step, find_max_load, stable
-from mlscale.capacity.sizing import size
+from mlscale.capacity.pods import Pod, PodSpec, check_measurable, cores_for, quota_supported
+from mlscale.capacity.search import Step, expected_rate, find_max_load, min_requests, stable, step_duration
+from mlscale.capacity.sizing import NODE_TYPES, check_node, pod_memory_mib, size
 from mlscale.errors import ConfigurationError
 from mlscale.loadtest.runner import LoadTestSettings, run_loadtest
 from mlscale.loadtest.shapes import constant
@@ -52,10 +53,18 @@ class PlanSettings:
 
 
 def _measure_fn(
-    settings: PlanSettings, url: str, cores: tuple[int, ...] | None, log: list, say, size_label: str
+    settings: PlanSettings, url: str, cores: tuple[int, ...] | None, log: list, say, size_label: str,
+    pod_cpu: float | None,
 ):  # fmt: skip
+    """One step of the search: a load test at one load, re-run longer when its throughput
+    is not steady or it holds too few requests for the SLA's percentile.
+
+    ``pod_cpu``: the CPU of a pod plan started itself, to read the server's CPU use as a
+    share of it (None for --url: that server's CPU is not the pod's)."""
     sla = settings.sla
     percentile = sla.percentile or "p95"
+    needed = min_requests(_QUANTILES.get(percentile, 0.95))
+    longest_s = settings.step_s * 4
 
     def run(load: float, duration_s: float):
         out = os.path.join(settings.out_dir, "steps", size_label, f"{len(log):02d}")
@@ -68,19 +77,39 @@ def _measure_fn(
         ))  # fmt: skip
 
     def measure(load: float) -> Step:
-        result = run(load, settings.step_s)
+        # A light load cannot hold enough requests in a short step: its step is longer
+        # from the start (users send at most one request per think time).
+        if settings.kind == "rps":
+            most_rate = load
+        else:
+            most_rate = load / settings.think_time_s if settings.think_time_s > 0 else None
+        earlier = [(s["load"], s["rps"]) for s in log]
+        duration_s = step_duration(settings.step_s, needed, expected_rate(load, earlier, most_rate), longest_s)
+        result = run(load, duration_s)
         steady = _steady_rates(result.rows)
-        if not stable(steady) and not settings.quick:
-            say(f"  {load:g} {settings.kind}: throughput not steady yet; measuring twice as long")
-            result = run(load, settings.step_s * 2)
+        unsteady = not stable(steady) and not settings.quick
+        few = result.summary["requests"] < needed
+        again_s = settings.step_s * 2 if unsteady else 0.0
+        if few:
+            again_s = max(again_s, step_duration(duration_s, needed, result.summary["rps"], longest_s))
+        if again_s > duration_s:
+            why = ("throughput not steady yet" if unsteady else
+                   f"{result.summary['requests']} requests, fewer than the {needed} a {percentile} needs")  # fmt: skip
+            say(f"  {load:g} {settings.kind}: {why}; measuring again for {again_s:.0f} s")
+            result = run(load, again_s)
             steady = _steady_rates(result.rows)
         summary = result.summary
         step = Step(load, summary["latency_ms"][percentile], summary["error_rate"],
                     meets=summary["sla"]["met"], valid=summary["valid"])  # fmt: skip
+        cpu_cores, rss_peak = _server_use(result.rows)
         log.append({"load": load, "rps": summary["rps"], "latency_ms": step.latency_ms,
                     "mean_ms": summary["latency_ms"].get("mean"), "p50_ms": summary["latency_ms"].get("p50"),
                     "error_rate": step.error_rate, "meets": step.meets, "valid": step.valid,
-                    "stable": stable(steady), "requests": summary["requests"]})
+                    "stable": stable(steady), "requests": summary["requests"],
+                    "min_requests": needed, "enough_requests": summary["requests"] >= needed,
+                    "duration_s": summary["duration_s"], "server_cpu": cpu_cores,
+                    "server_cpu_share": cpu_cores / pod_cpu if pod_cpu and cpu_cores is not None else None,
+                    "server_rss_mb_peak": rss_peak})  # fmt: skip
         value = "–" if step.latency_ms is None else f"{step.latency_ms:.1f} ms"
         left = (settings.max_steps - len(log)) * (settings.step_s + 4)
         verdict = "meets" if step.meets else "misses"
@@ -88,9 +117,21 @@ def _measure_fn(
             f"{verdict} the SLA  [step {len(log)}, at most ~{left:.0f} s left for this size]")  # fmt: skip
         if not step.valid:
             say(f"  not a valid measurement: {'; '.join(summary['problems'])}")
+        if summary["requests"] < needed:
+            say(f"  only {summary['requests']} requests even in {summary['duration_s']:.0f} s: this "
+                f"{percentile} is rough (a {percentile} needs {needed}); flagged in plan.json")  # fmt: skip
         return step
 
     return measure
+
+
+def _server_use(rows: list[dict]) -> tuple[float | None, float | None]:
+    """The server's mean CPU (cores) while the load held, and its peak resident memory (MB);
+    None where they were not measured (a remote server)."""
+    held = [r for r in rows if r.get("users") is not None or r.get("target_rps") is not None][1:]
+    cpu = [r["server_cpu"] for r in held if r.get("server_cpu") is not None]
+    rss = [r["server_rss_mb"] for r in rows if r.get("server_rss_mb") is not None]
+    return (sum(cpu) / len(cpu) if cpu else None), (max(rss) if rss else None)
 
 
 def _limit_ms(sla) -> float | None:
@@ -130,18 +171,80 @@ def _steady_rates(rows: list[dict]) -> list[float]:
     return [float(r["rps"]) for r in held[1:]]
 
 
-def run_plan(settings: PlanSettings, say: Callable[[str], None] = print) -> dict:
-    """Measure every pod size, then fit and size; writes plan.json and plan.html."""
+def check_plan(settings: PlanSettings, *, available_cores: int, quota: bool) -> None:
+    """Everything a plan can get wrong that is known before it measures, checked before
+    the first step: a size this machine cannot run, or a node type no pod fits, must not
+    cost the measurements of the other sizes. ConfigurationError naming the flag."""
     if (settings.model_uri is None) == (settings.url is None):
-        raise ConfigurationError("Give a model URI (plan starts servers) or --url, not both.")
+        raise ConfigurationError("Give a model URI (-m: plan starts its servers) or --url (a running server), not both.")
+    if settings.url and len(settings.pods) > 1:
+        raise ConfigurationError(
+            f"--url measures the running server as it is, so it takes one size, not {len(settings.pods)}: "
+            "give the --cpus and --workers-per-pod that describe that server, or give -m and "
+            "let plan start a server of each size."
+        )
+    if not (math.isfinite(settings.think_time_s) and settings.think_time_s >= 0):
+        raise ConfigurationError(f"--think-time must be 0 or more seconds, not {settings.think_time_s!r}.")
+    if not (math.isfinite(settings.start_load) and 1 <= settings.start_load <= settings.ceiling):
+        raise ConfigurationError(
+            f"--start-load must be from 1 to {settings.ceiling:g}, not {settings.start_load!r}."
+        )
+    if settings.model_uri:
+        for spec in settings.pods:
+            check_measurable(spec, available=available_cores, quota=quota)
+    check_sizing(settings, settings.pods)
+
+
+def check_sizing(settings: PlanSettings, pods) -> None:
+    """The target, price, node type and DaemonSets, and that each of ``pods`` (sizes with
+    ``cpu`` and ``workers``) fits a node with the memory it would get unmeasured."""
+    flag = f"--target-{settings.kind}"
+    if not (math.isfinite(settings.target) and settings.target > 0):
+        raise ConfigurationError(f"{flag} must be a positive number, not {settings.target!r}.")
+    price = settings.price_per_node_hour
+    if price is not None and not (math.isfinite(price) and price > 0):
+        raise ConfigurationError(f"--price-per-node-hour must be a positive number, not {price!r}.")
+    if settings.daemonset_cpu_m < 0:
+        raise ConfigurationError(f"--daemonset-cpu must be 0 or more millicores, not {settings.daemonset_cpu_m}.")
+    if settings.node_type not in NODE_TYPES:
+        raise ConfigurationError(f"--node-type {settings.node_type!r} is unknown; known: {', '.join(NODE_TYPES)}.")
+    for spec in pods:
+        check_node(settings.node_type, cpu_per_pod=spec.cpu, memory_per_pod_mib=pod_memory_mib(None, spec.workers)[0],
+                   daemonset_cpu_m=settings.daemonset_cpu_m)  # fmt: skip
+
+
+def run_plan(settings: PlanSettings, say: Callable[[str], None] = print) -> dict:
+    """Measure every pod size, then fit and size; writes plan.json and plan.html.
+
+    When a size fails (or Ctrl-C) after others were measured, plan.json is still
+    written with what was measured, no sizing, and the reason; then the error goes on."""
+    check_plan(settings, available_cores=os.cpu_count() or 1, quota=quota_supported())
     os.makedirs(settings.out_dir, exist_ok=True)
-    return write_plan(settings, _measure_sizes(settings, say))
+    measurements: list[dict] = []
+    try:
+        _measure_sizes(settings, say, measurements)
+    except BaseException as exc:
+        if measurements:
+            reason = "interrupted" if isinstance(exc, KeyboardInterrupt) else str(exc).splitlines()[0]
+            try:
+                write_plan(settings, measurements, stopped=f"the plan stopped after "
+                           f"{len(measurements)} of {len(settings.pods)} sizes: {reason}")  # fmt: skip
+                say(f"What was measured is in {settings.out_dir}/plan.json (no sizing): re-size "
+                    "from it with --from-plan.")
+            except Exception:  # noqa: BLE001 - the original error is the one to report
+                pass
+        raise
+    return write_plan(settings, measurements)
 
 
-def write_plan(settings: PlanSettings, measurements: list[dict]) -> dict:
-    """Fit and size from measurements (new, or an earlier plan's) and write the plan."""
+def write_plan(settings: PlanSettings, measurements: list[dict], stopped: str | None = None) -> dict:
+    """Fit and size from measurements (new, or an earlier plan's) and write the plan.
+
+    ``stopped``: why the measuring ended early; the plan then has no sizing."""
     os.makedirs(settings.out_dir, exist_ok=True)
     plan = _assemble(settings, measurements)
+    if stopped:
+        plan.update(sizing=None, sizing_error=stopped, incomplete=True)
     with open(os.path.join(settings.out_dir, "plan.json"), "w") as handle:
         json.dump(plan, handle, indent=2)
     from mlscale.report.plan import write_plan_report
@@ -150,8 +253,8 @@ def write_plan(settings: PlanSettings, measurements: list[dict]) -> dict:
     return plan
 
 
-def _measure_sizes(settings: PlanSettings, say: Callable[[str], None]) -> list[dict]:
-    measurements = []
+def _measure_sizes(settings: PlanSettings, say: Callable[[str], None], measurements: list[dict]) -> None:
+    """Appends to ``measurements`` as each size finishes, so a failure keeps the others."""
     for index, spec in enumerate(settings.pods, 1):
         say(f"[{index}/{len(settings.pods)}] pod of {spec.label}")
         generator_cores = None
@@ -165,11 +268,14 @@ def _measure_sizes(settings: PlanSettings, say: Callable[[str], None]) -> list[d
             url = running.url if settings.model_uri else settings.url
             result = find_max_load(
                 _measure_fn(settings, url, generator_cores, log, say,
-                            f"cpu{spec.cpu:g}-w{spec.workers}"),
+                            f"cpu{spec.cpu:g}-w{spec.workers}",
+                            spec.cpu if settings.model_uri else None),
                 start=settings.start_load, ceiling=settings.ceiling,
                 precision=settings.precision, max_steps=settings.max_steps,
             )  # fmt: skip
         best = next((s for s in log if s["load"] == result.max_load and s["meets"]), None)
+        peaks = [s["server_rss_mb_peak"] for s in log if s.get("server_rss_mb_peak") is not None]
+        thin = [s["load"] for s in log if not s["enough_requests"]]
         measurements.append({
             "cpu": spec.cpu, "workers": spec.workers,
             "max_users": result.max_load if settings.kind == "users" else None,
@@ -178,6 +284,8 @@ def _measure_sizes(settings: PlanSettings, say: Callable[[str], None]) -> list[d
             "p95_ms_at_max": best["latency_ms"] if best else None,
             "mean_ms_at_max": best["mean_ms"] if best else None,
             "stopped_by": result.stopped_by,
+            "peak_rss_mb": max(peaks) if peaks else None,
+            "few_requests_at": thin,
             "steps": log,
         })  # fmt: skip
         note = {
@@ -187,8 +295,9 @@ def _measure_sizes(settings: PlanSettings, say: Callable[[str], None]) -> list[d
             "max_steps": " (at least: the search ran out of steps)",
             "floor": " (none: even the smallest load misses the SLA)",
         }[result.stopped_by]
+        if thin:
+            note += f"; steps at {', '.join(f'{x:g}' for x in thin)} held too few requests for the percentile"
         say(f"  capacity: {result.max_load} {settings.kind} at {settings.sla.expr}{note}")
-    return measurements
 
 
 def read_plan(path: str) -> dict:
@@ -268,15 +377,26 @@ def _assemble(settings: PlanSettings, measurements: list[dict]) -> dict:
     model = _fit(settings, measurements)
     # Size with the pod that serves the most per core.
     best = max(usable, key=lambda m: m["max_load"] / m["cpu"], default=None)
-    sizing = None
-    if best is not None:
-        sizing = size(
-            target=settings.target, target_kind=settings.kind, capacity_per_pod=best["max_load"],
-            cpu_per_pod=best["cpu"], workers_per_pod=best["workers"],
-            sla_text=settings.sla.describe(), node_type=settings.node_type,
-            daemonset_cpu_m=settings.daemonset_cpu_m,
-            price_per_node_hour=settings.price_per_node_hour,
-        ).to_dict()  # fmt: skip
+    sizing, sizing_error = None, None
+    if best is None:
+        sizing_error = "no pod size met the SLA at any load measured"
+    else:
+        # The pod's CPU share at each load it was measured at (plans before it was
+        # recorded, and --url, have none: the HPA target falls back to 80 %).
+        cpu_by_load = [(s["load"], s["server_cpu_share"]) for s in best["steps"]
+                       if s.get("valid", True) and s.get("server_cpu_share") is not None]  # fmt: skip
+        try:
+            sizing = size(
+                target=settings.target, target_kind=settings.kind, capacity_per_pod=best["max_load"],
+                cpu_per_pod=best["cpu"], workers_per_pod=best["workers"],
+                sla_text=settings.sla.describe(), node_type=settings.node_type,
+                peak_rss_mb=best.get("peak_rss_mb"), cpu_by_load=cpu_by_load,
+                daemonset_cpu_m=settings.daemonset_cpu_m,
+                price_per_node_hour=settings.price_per_node_hour,
+            ).to_dict()  # fmt: skip
+        except ConfigurationError as exc:
+            # The measurements are worth keeping: plan.json says why there is no sizing.
+            sizing_error = str(exc)
     return {
         "sla": {
             "expr": settings.sla.expr,
@@ -289,4 +409,5 @@ def _assemble(settings: PlanSettings, measurements: list[dict]) -> dict:
         "measurements": measurements,
         "model": model,
         "sizing": sizing,
+        "sizing_error": sizing_error,
     }

@@ -92,6 +92,44 @@ def find_max_load(
     return SearchResult(best, tuple(steps), failed, "max_steps" if best else "floor")
 
 
+# A percentile from a handful of requests is not a measurement: a step must hold at
+# least five requests beyond its percentile, n (1 - q) >= 5, so that the value is set
+# by several slow requests rather than by the single slowest. That is 100 requests
+# for a p95 and 500 for a p99; capped at 5000 (p99.9 and max ask for more than a
+# short step can hold, and say so on the step).
+TAIL_REQUESTS = 5
+MOST_REQUESTS_NEEDED = 5000
+
+
+def min_requests(quantile: float) -> int:
+    """Requests a step needs for its ``quantile`` (0.95 for a p95) to be a measurement."""
+    if not 0 <= quantile < 1:
+        return MOST_REQUESTS_NEEDED
+    return min(MOST_REQUESTS_NEEDED, math.ceil(round(TAIL_REQUESTS / (1 - quantile), 6)))
+
+
+def step_duration(base_s: float, needed: int, rate: float | None, longest_s: float) -> float:
+    """Seconds for a step to hold ``needed`` requests at ``rate`` requests/s (an upper
+    bound before the step: users over think time, or the arrival rate; the measured
+    rate after it), with a quarter more for the start; from ``base_s`` to ``longest_s``."""
+    if not rate or rate <= 0 or not math.isfinite(rate):
+        return base_s
+    # Whole seconds: the load generator ends a run on a whole second anyway.
+    return min(longest_s, max(base_s, float(math.ceil(1.25 * needed / rate))))
+
+
+def expected_rate(load: float, earlier: list[tuple[float, float]], most: float | None) -> float | None:
+    """Requests/s a step at ``load`` should see, before it runs: the throughput per unit
+    of load of the nearest earlier step (load, rps) scaled to ``load``, at most ``most``
+    (users over think time, or the arrival rate); ``most`` alone before any step."""
+    known = [(x, rps) for x, rps in earlier if x > 0 and rps > 0]
+    if not known:
+        return most
+    nearest, rps = min(known, key=lambda point: abs(math.log(point[0] / load)))
+    guess = rps * load / nearest
+    return min(guess, most) if most else guess
+
+
 def stable(rates: list[float], windows: int = 3, tolerance: float = 0.10) -> bool:
     """Whether a step's per-second throughput is steady: ``windows`` equal windows
     whose means agree within ``tolerance`` of their average (perf_analyzer's rule).

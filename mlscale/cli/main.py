@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import sys
 
@@ -226,16 +227,36 @@ def loadtest(**options) -> None:
     sys.exit(run_from_options(options))
 
 
+class _PositiveNumber(click.ParamType):
+    """A finite number above 0 (or from 0 with ``zero``): float() also reads "nan", "inf"
+    and "1e400", which no target, price or load can be."""
+
+    name = "NUMBER"
+
+    def __init__(self, *, zero: bool = False) -> None:
+        self.zero = zero
+
+    def convert(self, value, param, ctx):
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            self.fail(f"{value!r} is not a number.", param, ctx)
+        if not math.isfinite(number) or number < 0 or (number == 0 and not self.zero):
+            self.fail(f"{value!r}: give a finite number {'of 0 or more' if self.zero else 'above 0'}.",
+                      param, ctx)  # fmt: skip
+        return number
+
+
 @main.command()
 @click.option("-m", "--model-uri", default=None, metavar="URI",
               help="Plan starts its own mlscale servers of each pod size for this model.")
 @click.option("--url", default=None, help="Or measure a running server as it is (one size).")
 @click.option("--sla", default="p95<1s", show_default=True, help="e.g. 'p95<1s,errors<1%'.")
-@click.option("--target-users", type=click.FloatRange(min=0, min_open=True), default=None,
+@click.option("--target-users", type=_PositiveNumber(), default=None,
               help="Size for this many concurrent users (closed loop, --think-time).")
-@click.option("--target-rps", type=click.FloatRange(min=0, min_open=True), default=None,
+@click.option("--target-rps", type=_PositiveNumber(), default=None,
               help="Size for this arrival rate (open loop).")
-@click.option("--think-time", type=click.FloatRange(min=0), default=1.0, show_default=True,
+@click.option("--think-time", type=_PositiveNumber(zero=True), default=1.0, show_default=True,
               help="Seconds each user waits between requests (random, mean this).")
 @click.option("--data", type=click.Path(exists=True, dir_okay=False), default=None,
               help="Request rows, CSV or parquet (default: the wine data).")
@@ -253,8 +274,8 @@ def loadtest(**options) -> None:
               help="GKE machine type of the node pool (e2-, n2-, c3-standard-N).")
 @click.option("--daemonset-cpu", type=click.IntRange(min=0), default=100, show_default=True,
               help="Millicores the DaemonSets request on every node (GKE's kube-proxy: 100).")
-@click.option("--price-per-node-hour", type=float, default=None, help="For a monthly cost.")
-@click.option("--start-load", type=click.FloatRange(min=1), default=4, show_default=True,
+@click.option("--price-per-node-hour", type=_PositiveNumber(), default=None, help="For a monthly cost.")
+@click.option("--start-load", type=_PositiveNumber(), default=4, show_default=True,
               help="The search's first load (users or requests/s); it doubles from there.")
 @click.option("--quick", is_flag=True, help="Short steps and a coarse search: minutes, wider error bars.")
 @click.option("--from-plan", "from_plan", type=click.Path(dir_okay=False), default=None,
@@ -269,8 +290,16 @@ def plan(**options) -> None:
     fits throughput against CPU; and sizes pods, nodes and the HPA for the target.
     Writes plan.json and plan.html.
     """
-    from mlscale.capacity.pods import parse_pod_specs
-    from mlscale.capacity.planner import PlanSettings, read_plan, run_plan, write_plan
+    from mlscale.capacity.planner import (
+        PlanSettings,
+        check_plan,
+        check_sizing,
+        read_plan,
+        run_plan,
+        write_plan,
+    )
+    from mlscale.capacity.pods import parse_pod_specs, quota_supported
+    from mlscale.errors import ConfigurationError
     from mlscale.loadtest.sla import parse_sla
 
     if (options["target_users"] is None) == (options["target_rps"] is None):
@@ -291,27 +320,43 @@ def plan(**options) -> None:
                        rows_per_request=load_model.get("rows_per_request", 1),
                        mix=load_model.get("mix"), quick=earlier["quick"])  # fmt: skip
         quick = earlier["quick"]
-    settings = PlanSettings(
-        sla=parse_sla(options["sla"]), kind=kind,
-        target=options["target_users"] or options["target_rps"],
-        out_dir=options["out_dir"],
-        pods=tuple(parse_pod_specs(options["cpus"], options["workers_per_pod"])),
-        model_uri=options["model_uri"], url=options["url"].rstrip("/") if options["url"] else None,
-        think_time_s=options["think_time"], step_s=4.0 if quick else 20.0,
-        data=options["data"],
-        signature_of=options["model_uri"] if options["from_signature"] else None,
-        rows_per_request=options["rows_per_request"], mix=options["mix"],
-        start_load=options["start_load"],
-        precision=0.25 if quick else 0.1, max_steps=12 if quick else 16,
-        node_type=options["node_type"], daemonset_cpu_m=options["daemonset_cpu"],
-        price_per_node_hour=options["price_per_node_hour"], quick=quick,
-    )  # fmt: skip
+    try:
+        settings = PlanSettings(
+            sla=parse_sla(options["sla"]), kind=kind,
+            target=options["target_users"] or options["target_rps"],
+            out_dir=options["out_dir"],
+            pods=tuple(parse_pod_specs(options["cpus"], options["workers_per_pod"])),
+            model_uri=options["model_uri"], url=options["url"].rstrip("/") if options["url"] else None,
+            think_time_s=options["think_time"], step_s=4.0 if quick else 20.0,
+            data=options["data"],
+            signature_of=options["model_uri"] if options["from_signature"] else None,
+            rows_per_request=options["rows_per_request"], mix=options["mix"],
+            start_load=options["start_load"],
+            precision=0.25 if quick else 0.1, max_steps=12 if quick else 16,
+            node_type=options["node_type"], daemonset_cpu_m=options["daemonset_cpu"],
+            price_per_node_hour=options["price_per_node_hour"], quick=quick,
+        )  # fmt: skip
+        # Every flag checked before the first measurement: a bad size or node type found
+        # after the others were measured would cost all of them.
+        if earlier is not None:
+            check_sizing(settings, ())
+        else:
+            check_plan(settings, available_cores=os.cpu_count() or 1, quota=quota_supported())
+    except ConfigurationError as exc:
+        raise click.UsageError(str(exc)) from None
     if earlier is not None:
         result = write_plan(settings, earlier["measurements"])
     else:
         result = run_plan(settings, say=lambda text: click.echo(text, err=True))
     if result["sizing"]:
         click.echo(result["sizing"]["sentence"])
+    elif result.get("sizing_error") and any(m["max_load"] for m in result["measurements"]):
+        # Measured, but the sizing failed (a pod bigger than the node once its memory
+        # was measured): an error, with the measurements kept for --from-plan.
+        raise click.ClickException(
+            f"No sizing: {result['sizing_error']} The measurements are in "
+            f"{options['out_dir']}/plan.json: re-size with --from-plan."
+        )
     else:
         click.echo("No pod size met the SLA at any load measured.")
     click.echo(f"Plan: {options['out_dir']}/plan.json, report: {options['out_dir']}/plan.html")
@@ -336,8 +381,17 @@ def demo(out_dir: str, rows: int, quick: bool) -> None:
     about 2). Running it again adds a model version; nothing needs deleting first.
     """
     from mlscale.demo import DemoSettings, run_demo
+    from mlscale.interrupts import signals_unwind
 
-    run_demo(DemoSettings(out_dir=out_dir, rows=rows, quick=quick))
+    # Ctrl-C and SIGTERM both unwind through the demo's clean-up: every server,
+    # load generator and pod it started is stopped before it exits.
+    with signals_unwind() as caught:
+        try:
+            run_demo(DemoSettings(out_dir=out_dir, rows=rows, quick=quick))
+        except KeyboardInterrupt:
+            click.echo(f"mlscale demo: stopped by {caught.name}; the processes it started "
+                       "have been stopped.", err=True)  # fmt: skip
+            raise SystemExit(caught.exit_status) from None
 
 
 # Command groups with modules of their own.
