@@ -1,0 +1,56 @@
+"""Ctrl-C and SIGTERM unwind a command the same way, so its children are stopped.
+
+The commands that start servers, Locust and ``mlflow models serve`` start each
+in a session of its own (so a terminal's Ctrl-C reaches only the command, which
+then stops them in order). Without a handler, SIGTERM (``kill``, a CI runner's
+timeout, ``systemd stop``) ends the command at once and skips every ``finally``
+block: the children keep running. Here SIGTERM raises ``KeyboardInterrupt``
+like Ctrl-C, so both run the same clean-up; a repeated signal during the
+clean-up is ignored, so a second Ctrl-C cannot cut it short and leave a child.
+"""
+
+from __future__ import annotations
+
+import signal
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+
+@dataclass
+class Caught:
+    """The signal that stopped the block, once one has."""
+
+    signum: int | None = None
+
+    @property
+    def name(self) -> str:
+        return "Ctrl-C" if self.signum in (None, signal.SIGINT) else signal.Signals(self.signum).name
+
+    @property
+    def exit_status(self) -> int:
+        # The shell's convention for a command ended by a signal.
+        return 128 + (self.signum or signal.SIGINT)
+
+
+@contextmanager
+def signals_unwind() -> Iterator[Caught]:
+    """Within the block, SIGINT and SIGTERM raise KeyboardInterrupt, once."""
+    caught = Caught()
+
+    def handle(signum: int, frame: object) -> None:
+        if caught.signum is not None:
+            return  # already unwinding: let the clean-up finish
+        caught.signum = signum
+        raise KeyboardInterrupt
+
+    watched = [signal.SIGTERM]
+    # A SIGINT ignored on purpose (a background job of a script) stays ignored.
+    if signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:
+        watched.append(signal.SIGINT)
+    previous = {signum: signal.signal(signum, handle) for signum in watched}
+    try:
+        yield caught
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
