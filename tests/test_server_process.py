@@ -191,3 +191,27 @@ def test_a_folder_without_mlmodel_fails_clearly(tmp_path):
     assert code == 1
     assert "is not an MLflow model: there is no MLmodel file" in server.output
     assert "Traceback" not in server.output
+
+
+def test_stop_ends_the_servers_whole_process_group(tmp_path):
+    """A child the server started (here a sleep, standing in for the model
+    download's child or uvicorn's workers) is stopped with it, even when the server
+    itself has already exited: in a session of its own, nothing else would stop it."""
+    from mlscale.serving.process import ServeProcess
+    from tests.leftovers import processes_mentioning
+
+    marker = str(tmp_path)
+    # sh starts the sleep in the background, then becomes the server (which prints
+    # its help and exits 0).
+    server = ServeProcess(["--help"], prefix=["sh", "-c", 'sleep 300 & exec "$@"', "sh"],
+                          env={"MLSCALE_TEST_MARK": marker})  # fmt: skip
+    deadline = time.monotonic() + 30
+    while not any("sleep 300" in p for p in processes_mentioning(marker)):
+        assert time.monotonic() < deadline, "the sleep never started"
+        time.sleep(0.05)
+    assert server.process.wait(30) == 0
+    assert server.stop(grace_s=10) == 0
+    deadline = time.monotonic() + 5
+    while (left := processes_mentioning(marker)) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert left == []

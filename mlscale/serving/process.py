@@ -78,16 +78,22 @@ class ServeProcess:
         return False
 
     def stop(self, grace_s: float = 30) -> int:
-        """SIGTERM, then SIGKILL to the whole group after ``grace_s``; the exit status."""
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                return self.process.wait(grace_s)
-            except subprocess.TimeoutExpired:
-                pass
-        if self.process.poll() is None:
-            try:
-                os.killpg(self.process.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+        """SIGTERM to the whole group, SIGKILL to it after ``grace_s``; the exit status.
+
+        The group, not only the server: it started in a session of its own, so its
+        children (the model download's, uvicorn's workers) get no terminal signal
+        and would outlive it if only the server were told.
+        """
+        self._signal_group(signal.SIGTERM)
+        try:
+            return self.process.wait(grace_s)
+        except subprocess.TimeoutExpired:
+            pass
+        self._signal_group(signal.SIGKILL)
         return self.process.wait()
+
+    def _signal_group(self, signum: int) -> None:
+        try:
+            os.killpg(self.process.pid, signum)
+        except ProcessLookupError:
+            pass  # the server and all of its group are already gone
