@@ -17,6 +17,15 @@ _FETCHING = {("script", "src"), ("link", "href"), ("img", "src"), ("iframe", "sr
              ("source", "src"), ("video", "src"), ("audio", "src")}  # fmt: skip
 
 
+_REMOTE = r"""(?:https?:)?//"""
+# Style that fetches as the page loads: url(...) and @import of a remote address,
+# in a <style> element or a style="" attribute. plotly.js, inlined in the reports,
+# has "https://" in strings and comments; only these forms would fetch at load.
+_CSS_FETCH = re.compile(r"""url\(\s*['"]?""" + _REMOTE + r"""|@import\s+(?:url\(\s*)?['"]?""" + _REMOTE, re.I)
+# A script fetching a remote address: fetch("https://…"), or XMLHttpRequest's
+# open("GET", "https://…"); the inlined plotly.js has neither form.
+_SCRIPT_FETCH = re.compile(r"""(?:\bfetch\(\s*|\.open\(\s*['"][A-Z]+['"]\s*,\s*)['"`]""" + _REMOTE)
+
 class _Checker(HTMLParser):
     def __init__(self) -> None:
         super().__init__(convert_charrefs=True)
@@ -26,10 +35,19 @@ class _Checker(HTMLParser):
 
     def handle_starttag(self, tag, attrs):
         for name, value in attrs:
-            if (tag, name) in _FETCHING and value and re.match(r"(https?:)?//", value):
+            if (tag, name) in _FETCHING and value and re.match(_REMOTE, value):
                 self.fetches.append(f"<{tag} {name}={value}>")
+            if name == "style" and value and _CSS_FETCH.search(value):
+                self.fetches.append(f"<{tag} style={value}>")
         if tag not in _VOID:
             self.open.append(tag)
+
+    def handle_data(self, data):
+        inside = self.open[-1] if self.open else None
+        if inside == "style" and (found := _CSS_FETCH.search(data)):
+            self.fetches.append(f"<style> {data[found.start():found.start() + 80]}")
+        if inside == "script" and (found := _SCRIPT_FETCH.search(data)):
+            self.fetches.append(f"<script> {data[found.start():found.start() + 80]}")
 
     def handle_endtag(self, tag):
         if tag in _VOID:
@@ -55,6 +73,12 @@ def check_page(text: str) -> list[str]:
         problems.append("no <!DOCTYPE html>")
     problems += [f"fetches from the network: {f}" for f in checker.fetches]
     return problems
+
+
+def has_chart_data(text: str) -> bool:
+    """A plotly chart drawn from data in the page: x values as a list, or as the
+    base64 array (``{"dtype": …, "bdata": …}``) newer plotly writes for numpy data."""
+    return "Plotly.newPlot" in text and re.search(r'"x":\s*(\[|\{"dtype")', text) is not None
 
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
