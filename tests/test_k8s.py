@@ -519,9 +519,13 @@ def test_validate_notices_an_edited_render(tmp_path):
     out = Path(render_plan(PLAN, str(tmp_path / "out")))
     patch = out / "server.yaml"
     patch.write_text(patch.read_text().replace("replicas: 3", "replicas: 4"))
+    # Half-CPU Locust workers need twice as many: the count is checked for the CPU rendered.
+    locust = out / "locust.yaml"
+    locust.write_text(locust.read_text().replace("1000m", "500m"))
     result = CliRunner().invoke(main, ["k8s", "validate", str(out)])
     assert result.exit_code == 1, result.output
     assert "replicas is 4, the plan says 3 [plan]" in result.output
+    assert "replicas (workers of 500m CPU) is 3, the plan says 5 [plan]" in result.output
 
 
 @renders
