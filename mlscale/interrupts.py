@@ -54,3 +54,31 @@ def signals_unwind() -> Iterator[Caught]:
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
+
+
+def stop_descendants(grace_s: float = 10.0) -> list[int]:
+    """SIGTERM, then SIGKILL after ``grace_s``, to every process this one started
+    that is still running; their pids.
+
+    The last line of defence after an interrupt: each step stops its own children
+    in a ``finally`` block, but a signal that lands between a child's start and
+    the ``try`` that guards it would otherwise leave that child running.
+    """
+    import psutil
+
+    try:
+        children = psutil.Process().children(recursive=True)
+    except psutil.Error:
+        return []
+    for child in children:
+        try:
+            child.terminate()
+        except psutil.Error:
+            pass
+    _, alive = psutil.wait_procs(children, timeout=grace_s)
+    for child in alive:
+        try:
+            child.kill()
+        except psutil.Error:
+            pass
+    return [child.pid for child in children]

@@ -381,7 +381,7 @@ def demo(out_dir: str, rows: int, quick: bool) -> None:
     about 2). Running it again adds a model version; nothing needs deleting first.
     """
     from mlscale.demo import DemoSettings, run_demo
-    from mlscale.interrupts import signals_unwind
+    from mlscale.interrupts import signals_unwind, stop_descendants
 
     # Ctrl-C and SIGTERM both unwind through the demo's clean-up: every server,
     # load generator and pod it started is stopped before it exits.
@@ -389,6 +389,7 @@ def demo(out_dir: str, rows: int, quick: bool) -> None:
         try:
             run_demo(DemoSettings(out_dir=out_dir, rows=rows, quick=quick))
         except KeyboardInterrupt:
+            stop_descendants()  # any child a step had not yet put under its own clean-up
             click.echo(f"mlscale demo: stopped by {caught.name}; the processes it started "
                        "have been stopped.", err=True)  # fmt: skip
             raise SystemExit(caught.exit_status) from None
