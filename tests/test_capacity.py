@@ -2,9 +2,18 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import math
+import subprocess
 
 import pytest
+from hypothesis import given
+from hypothesis import settings as hypothesis_settings
+from hypothesis import strategies as st
+
+import mlscale.capacity.planner as planner
+import mlscale.capacity.pods as pods_module
 
 from mlscale.capacity.models import (
     SizeMeasurement,
@@ -20,8 +29,16 @@ from mlscale.capacity.models import (
 )
 from mlscale.capacity.planner import PlanSettings, _assemble, _at_limit
 from mlscale.capacity.pods import PodSpec
-from mlscale.capacity.search import Step, find_max_load
-from mlscale.capacity.sizing import allocatable_cpu_m, allocatable_memory_mib, size
+from mlscale.capacity.search import Step, expected_rate, find_max_load, min_requests, step_duration
+from mlscale.capacity.sizing import (
+    NODE_TYPES,
+    allocatable_cpu_m,
+    allocatable_memory_mib,
+    cpu_share_at,
+    hpa_cpu_target,
+    pod_memory_mib,
+    size,
+)
 from mlscale.errors import ConfigurationError
 from mlscale.loadtest.sla import parse_sla
 
@@ -247,3 +264,248 @@ def test_a_superlinear_fit_is_allowed_inside_and_capped_outside_the_measured_siz
     # runaway of a negative contention term.
     assert model.max_rps(4.0) == pytest.approx(4 * model.max_rps(1.0))
     assert math.isinf(UslFit(250.0, -0.5, 0.0).throughput(4.0))
+
+
+# --- sizing's inputs from measurement: request counts, CPU, memory -------------------
+
+
+@pytest.mark.parametrize(("quantile", "needed"), [(0.5, 10), (0.9, 50), (0.95, 100), (0.99, 500),
+                                                  (0.999, 5000), (0.9999, 5000)])  # fmt: skip
+def test_a_percentile_needs_five_requests_beyond_it(quantile, needed):
+    assert min_requests(quantile) == needed
+
+
+def test_a_light_step_is_longer_from_the_start_and_never_beyond_the_longest():
+    # 2 users thinking 50 ms send at most 40 requests/s: 100 requests take 2.5 s, 3.125 with margin.
+    assert step_duration(2.0, 100, 40.0, 8.0) == 4.0
+    assert step_duration(2.0, 100, 400.0, 8.0) == 2.0  # enough in the base step
+    assert step_duration(2.0, 100, 1.0, 8.0) == 8.0  # capped: the step is flagged instead
+    assert step_duration(2.0, 100, None, 8.0) == 2.0  # no think time: no bound known
+    # Before a step: the nearest earlier step's throughput per user, at most users / think.
+    assert expected_rate(8, [(4, 60.0), (16, 100.0)], most=400.0) == pytest.approx(120.0)
+    assert expected_rate(8, [], most=400.0) == 400.0
+    assert expected_rate(8, [(4, 60.0)], most=100.0) == 100.0
+
+
+def _fake_loadtests(monkeypatch, rate_of, latency_ms=50.0, fail_in=None):
+    """run_loadtest replaced: ``rate_of(load)`` requests/s, steady, 0.3 core of server CPU;
+    an error for the steps of the size ``fail_in`` (a steps/ folder name)."""
+    runs = []
+
+    def run_loadtest(settings):
+        load = settings.shape.stages[0].start_value
+        duration = settings.shape.duration_s
+        runs.append((load, duration))
+        if fail_in and fail_in in settings.out_dir:
+            raise ConfigurationError("the model server went away")
+        rate = rate_of(load)
+        rows = [{"users": load, "target_rps": None, "rps": rate, "server_cpu": 0.3,
+                 "server_rss_mb": 200.0 + second} for second in range(int(duration))]  # fmt: skip
+        summary = {"requests": int(rate * duration), "rps": rate, "duration_s": duration,
+                   "latency_ms": {"p95": latency_ms, "mean": latency_ms / 2, "p50": latency_ms / 3},
+                   "error_rate": 0.0, "sla": {"met": True}, "valid": True, "problems": []}  # fmt: skip
+        return type("Result", (), {"summary": summary, "rows": rows})()
+
+    monkeypatch.setattr(planner, "run_loadtest", run_loadtest)
+    return runs
+
+
+def _settings(tmp_path, **changes) -> PlanSettings:
+    options = dict(sla=parse_sla("p95<1s"), kind="users", target=100, out_dir=str(tmp_path),
+                   pods=(PodSpec(0.5),), url="http://x", think_time_s=0.05, step_s=2.0, quick=True)  # fmt: skip
+    return PlanSettings(**{**options, **changes})
+
+
+def test_a_step_with_too_few_requests_is_measured_again_longer_then_flagged(tmp_path, monkeypatch):
+    # 10 users thinking 50 ms could send 200 requests/s: a 2 s step, before it runs.
+    # 30 requests/s: 60 in the 2 s step, fewer than a p95's 100; measured again for 5 s.
+    runs = _fake_loadtests(monkeypatch, lambda load: 30.0)
+    log: list[dict] = []
+    step = planner._measure_fn(_settings(tmp_path), "http://x", None, log, lambda _: None, "s", 0.5)(10)
+    assert runs == [(10, 2.0), (10, 5.0)] and step.meets
+    assert log[0]["requests"] == 150 and log[0]["enough_requests"]
+    assert log[0]["server_cpu_share"] == pytest.approx(0.6)  # 0.3 core of a 500m pod
+    assert log[0]["server_rss_mb_peak"] == 204.0
+    # 5 requests/s: even the longest step (4 x 2 s) holds 40; kept, flagged, not re-run again.
+    runs = _fake_loadtests(monkeypatch, lambda load: 5.0)
+    log = []
+    planner._measure_fn(_settings(tmp_path), "http://x", None, log, lambda _: None, "s", None)(10)
+    assert runs == [(10, 2.0), (10, 8.0)]
+    assert log[0]["enough_requests"] is False and log[0]["min_requests"] == 100
+    assert log[0]["server_cpu_share"] is None  # --url: the server's CPU is not a pod's
+
+
+def test_what_was_measured_is_kept_when_a_later_size_fails(tmp_path, monkeypatch):
+    class FakePod:
+        def __init__(self, model_uri, spec, env=None):
+            self.url = "http://x"
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            pass
+
+    monkeypatch.setattr(planner, "Pod", FakePod)
+    monkeypatch.setattr(planner, "quota_supported", lambda: True)
+    monkeypatch.setattr("os.cpu_count", lambda: 4)
+
+    runs = _fake_loadtests(monkeypatch, lambda load: 40.0 * load, fail_in="cpu1-w1")
+    settings = _settings(tmp_path, url=None, model_uri="models:/x/1", ceiling=16,
+                         pods=(PodSpec(0.5), PodSpec(1.0)), start_load=8)  # fmt: skip
+
+    with pytest.raises(ConfigurationError, match="went away"):
+        planner.run_plan(settings, say=lambda _: None)
+    plan = json.loads((tmp_path / "plan.json").read_text())
+    assert [m["cpu"] for m in plan["measurements"]] == [0.5]
+    assert plan["sizing"] is None and plan["incomplete"]
+    assert "after 1 of 2 sizes: the model server went away" in plan["sizing_error"]
+    assert [load for load, _ in runs] == [8, 16, 8]  # the first size's search, then the failure
+
+
+def test_the_hpa_target_is_the_cpu_the_pod_shows_at_its_sized_load():
+    # Capacity 100 users; sized at 80. CPU share 0.3 at 40 users, 0.7 at 120: 0.5 at 80.
+    points = [(40, 0.3), (120, 0.7)]
+    assert cpu_share_at(points, 80) == pytest.approx(0.5)
+    assert cpu_share_at(points, 20) == pytest.approx(0.15)  # through (0, 0)
+    assert cpu_share_at(points, 500) == pytest.approx(0.7)  # saturated
+    assert hpa_cpu_target(points, 80)[0] == 50
+    assert hpa_cpu_target([(10, 0.95)], 80)[0] == 80  # capped at the headroom
+    assert hpa_cpu_target([(100, 0.1)], 80)[0] == 30  # floored
+    target, reason = hpa_cpu_target([], 80)
+    assert target == 80 and "not measured" in reason
+    sized = size(target=400, target_kind="users", capacity_per_pod=100, cpu_per_pod=1,
+                 workers_per_pod=1, sla_text="p95 < 1 s", cpu_by_load=points)  # fmt: skip
+    assert sized.hpa_target_cpu_utilization == 50 and sized.to_dict()["hpa"]["target_cpu_utilization"] == 50
+
+
+def test_pod_memory_is_the_measured_peak_with_half_again_or_a_per_worker_default():
+    assert pod_memory_mib(280, 1)[0] == 448  # 420 rounded up to 64 Mi
+    assert pod_memory_mib(560, 2)[0] == 896
+    assert pod_memory_mib(100, 1)[0] == 256  # the floor
+    assert pod_memory_mib(None, 1)[0] == 556 and pod_memory_mib(None, 2)[0] == 856
+    sized = size(target=10, target_kind="users", capacity_per_pod=5, cpu_per_pod=1, workers_per_pod=2,
+                 sla_text="p95 < 1 s", peak_rss_mb=560)  # fmt: skip
+    # The keys `mlscale k8s render` and `mlscale simulate` read.
+    data = sized.to_dict()
+    assert data["memory_per_pod_mib"] == 896 and data["workers_per_pod"] == 2
+    assert set(data["hpa"]) == {"min_replicas", "max_replicas", "target_cpu_utilization"}
+
+
+def test_a_plan_sizes_from_the_measured_cpu_and_memory_and_old_plans_still_size():
+    settings = PlanSettings(sla=parse_sla("p95<1s"), kind="users", target=1000, out_dir="unused",
+                            pods=(PodSpec(0.25),), url="http://x")  # fmt: skip
+    old = _measurement(0.25)
+    plan = _assemble(settings, [old])
+    assert plan["sizing"]["hpa"]["target_cpu_utilization"] == 80
+    assert plan["sizing"]["memory_per_pod_mib"] == 556  # unmeasured: 256 + 300 per worker
+    new = dict(_measurement(0.25), peak_rss_mb=300.0)
+    capacity = new["max_load"]
+    new["steps"] = [dict(s, server_cpu_share=0.6 * s["load"] / capacity) for s in new["steps"]]
+    sizing = _assemble(settings, [new])["sizing"]
+    assert sizing["hpa"]["target_cpu_utilization"] == 48  # 0.6 x 80 % of the capacity
+    assert sizing["memory_per_pod_mib"] == 512
+    # A pod that fits no node once measured: no sizing, and the reason, not an exception.
+    plan = _assemble(dataclasses.replace(settings, node_type="e2-standard-2", daemonset_cpu_m=1800), [new])
+    assert plan["sizing"] is None and "does not fit on e2-standard-2" in plan["sizing_error"]
+
+
+@hypothesis_settings(max_examples=300, deadline=None)
+@given(
+    target=st.floats(0.5, 1e6),
+    capacity=st.floats(0.1, 1e4),
+    cpu=st.sampled_from([0.1, 0.25, 0.5, 1.0, 1.5, 2.0, 4.0, 8.0]),
+    workers=st.integers(1, 8),
+    node_type=st.sampled_from(sorted(NODE_TYPES)),
+    daemonset_cpu_m=st.integers(0, 1500),
+    peak_rss_mb=st.one_of(st.none(), st.floats(10, 20_000)),
+    cpu_share=st.one_of(st.none(), st.floats(0, 1.2)),
+)
+def test_sizing_is_self_consistent(target, capacity, cpu, workers, node_type, daemonset_cpu_m,
+                                   peak_rss_mb, cpu_share):  # fmt: skip
+    cpu_by_load = [] if cpu_share is None else [(capacity, cpu_share)]
+    try:
+        sized = size(target=target, target_kind="users", capacity_per_pod=capacity, cpu_per_pod=cpu,
+                     workers_per_pod=workers, sla_text="p95 < 1 s", node_type=node_type,
+                     daemonset_cpu_m=daemonset_cpu_m, peak_rss_mb=peak_rss_mb,
+                     cpu_by_load=cpu_by_load)  # fmt: skip
+    except ConfigurationError as exc:
+        assert "does not fit" in str(exc)
+        return
+    vcpus, memory_gib = NODE_TYPES[node_type]
+    free_cpu_m = allocatable_cpu_m(vcpus) - daemonset_cpu_m
+    free_memory = allocatable_memory_mib(memory_gib) - 200
+    # The pods fit on the nodes after reservations and DaemonSets, CPU and memory.
+    assert sized.nodes * free_cpu_m >= sized.pods * cpu * 1000 - 1e-6
+    assert sized.nodes * free_memory >= sized.pods * sized.memory_per_pod_mib
+    assert sized.pods_per_node * cpu * 1000 <= free_cpu_m + 1e-6
+    assert sized.pods_per_node * sized.memory_per_pod_mib <= free_memory
+    # The pods cover the target at 80 % of their capacity; no more than one pod too many.
+    assert sized.pods * capacity * 0.8 >= target * (1 - 1e-12)
+    assert sized.pods == 1 or (sized.pods - 1) * capacity * 0.8 < target * (1 + 1e-12)
+    assert sized.cores == pytest.approx(sized.pods * cpu)
+    assert 1 <= sized.hpa_min_replicas <= sized.pods <= sized.hpa_max_replicas
+    assert 30 <= sized.hpa_target_cpu_utilization <= 80
+    if cpu_share is None:
+        assert sized.hpa_target_cpu_utilization == 80
+    if peak_rss_mb is None:
+        assert sized.memory_per_pod_mib == 256 + 300 * workers
+    else:
+        assert sized.memory_per_pod_mib % 64 == 0
+        assert sized.memory_per_pod_mib >= max(256, peak_rss_mb * 1.5)
+
+
+# --- a pod never outlives a failed start ---------------------------------------------
+
+
+class _StandInServer:
+    """A real, cheap child process in place of `mlscale serve`; ``ready`` as given."""
+
+    def __init__(self, args, *, prefix=(), env=None, ready=None):
+        self.process = subprocess.Popen(["sleep", "60"], start_new_session=True)
+        self.pid = self.process.pid
+        self.lines: list[str] = []
+        self._ready = ready
+
+    def ready(self, timeout_s):
+        return self._ready()
+
+    def stop(self):
+        self.process.kill()
+        return self.process.wait()
+
+
+def _stand_in(monkeypatch, ready):
+    started = []
+
+    def server(args, **options):
+        started.append(_StandInServer(args, ready=ready, **options))
+        return started[-1]
+
+    monkeypatch.setattr(pods_module, "ServeProcess", server)
+    monkeypatch.setattr("os.cpu_count", lambda: 4)
+    monkeypatch.setattr(pods_module, "quota_supported", lambda: True)
+    return started
+
+
+def test_ctrl_c_while_a_pod_starts_stops_its_server(monkeypatch):
+    def interrupted():
+        raise KeyboardInterrupt
+
+    started = _stand_in(monkeypatch, interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        with pods_module.Pod("models:/x/1", PodSpec(1.0)):
+            pytest.fail("the pod never became ready")
+    assert started[0].process.poll() is not None  # stopped, not left running
+
+
+def test_a_failed_cpu_limit_stops_the_server_it_started(monkeypatch):
+    started = _stand_in(monkeypatch, lambda: True)
+
+    def unwritable(self, cpu):
+        raise PermissionError("cpu.cfs_quota_us: read-only file system")
+
+    monkeypatch.setattr(pods_module.Pod, "_limit", unwritable)
+    with pytest.raises(PermissionError):
+        pods_module.Pod("models:/x/1", PodSpec(0.5))
+    assert started[0].process.poll() is not None
