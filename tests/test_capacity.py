@@ -509,3 +509,21 @@ def test_a_failed_cpu_limit_stops_the_server_it_started(monkeypatch):
     with pytest.raises(PermissionError):
         pods_module.Pod("models:/x/1", PodSpec(0.5))
     assert started[0].process.poll() is not None
+
+
+def test_old_and_new_plans_load_in_the_simulator():
+    from mlscale.simulate.service import pod_from_plan
+
+    settings = PlanSettings(sla=parse_sla("p95<1s"), kind="users", target=1000, out_dir="unused",
+                            pods=(PodSpec(0.25),), url="http://x")  # fmt: skip
+    old = _assemble(settings, [_measurement(0.25)])
+    for key in ("sizing_error",):
+        old.pop(key)
+    for key in ("hpa_target_reason", "memory_reason"):
+        old["sizing"].pop(key)
+    new = dict(_measurement(0.25), peak_rss_mb=300.0, few_requests_at=[4])
+    new["steps"] = [dict(s, server_cpu_share=0.5, server_rss_mb_peak=300.0, enough_requests=True,
+                         min_requests=100) for s in new["steps"]]  # fmt: skip
+    for plan, memory in ((old, 556), (_assemble(settings, [new]), 512)):
+        pod = pod_from_plan(json.loads(json.dumps(plan)))
+        assert pod.cpu_cores == 0.25 and pod.memory_mib == memory

@@ -57,14 +57,16 @@ def _sizing_table(sizing: dict) -> str:
         ("target", f"{sizing['target']:g} {unit}"),
         ("capacity of one pod at the SLA", f"{sizing['capacity_per_pod']:g} {unit}"),
         ("pod", f"{sizing['cpu_per_pod']:g} CPU (request = limit), "
-                f"{sizing['workers_per_pod']} worker(s)"),
+                f"{sizing['workers_per_pod']} worker(s), {sizing.get('memory_per_pod_mib', 512):.0f} Mi"
+                + (f" ({sizing['memory_reason']})" if sizing.get("memory_reason") else "")),
         ("pods at the target (CPU at most "
          f"{hpa['target_cpu_utilization']} %)", str(sizing["pods"])),
         ("cores", f"{sizing['cores']:g}"),
         ("nodes", f"{sizing['nodes']} × {sizing['node_type']} "
                   f"({sizing['pods_per_node']} pods per node after reservations and DaemonSets)"),
         ("HPA", f"min {hpa['min_replicas']}, max {hpa['max_replicas']}, "
-                f"target CPU {hpa['target_cpu_utilization']} %"),
+                f"target CPU {hpa['target_cpu_utilization']} %"
+                + (f" ({sizing['hpa_target_reason']})" if sizing.get("hpa_target_reason") else "")),
         ("cost per month", f"{cost:,.0f}" if cost is not None else "– (give --price-per-node-hour)"),
     ]  # fmt: skip
     cells = "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(v)}</td></tr>" for k, v in rows)
@@ -104,11 +106,14 @@ def render_plan(plan: dict) -> str:
     figures = [f for f in (_latency_figure(plan), _throughput_figure(plan)) if f is not None]
     charts = "\n".join(f.to_html(full_html=False, include_plotlyjs=False) for f in figures)
     sizing = plan["sizing"]
-    sentence = html.escape(sizing["sentence"]) if sizing else "No pod size met the SLA."
+    # Plans before ``sizing_error`` have only "no size met the SLA" as a reason.
+    reason = plan.get("sizing_error") or "No pod size met the SLA."
+    sentence = html.escape(sizing["sentence"]) if sizing else f"No sizing: {html.escape(reason)}"
     rows = "".join(
         f"<tr><td>{m['cpu']:g}</td><td>{m['workers']}</td><td>{m['max_load']}</td>"
         f"<td>{m['max_rps']:.1f}</td><td>{m['p95_ms_at_max'] or '–'}</td>"
-        f"<td>{html.escape(m['stopped_by'])}</td></tr>"
+        f"<td>{html.escape(m['stopped_by'])}</td>"
+        f"<td>{', '.join(f'{x:g}' for x in m.get('few_requests_at') or []) or '–'}</td></tr>"
         for m in plan["measurements"]
     )
     quick = ("<p><b>Quick plan</b>: short steps and a coarse search (±25 % on each "
@@ -125,7 +130,8 @@ td, th {{ border: 1px solid #ccc; padding: 4px 10px; text-align: left; }}</style
 {_sizing_table(sizing) if sizing else ""}
 <h2>Measured</h2>
 <table><tr><th>CPU per pod</th><th>workers</th><th>max load at the SLA</th>
-<th>requests/s there</th><th>latency there (ms)</th><th>search ended by</th></tr>{rows}</table>
+<th>requests/s there</th><th>latency there (ms)</th><th>search ended by</th>
+<th>loads with too few requests for the percentile</th></tr>{rows}</table>
 {_model_text(plan["model"])}
 {charts}
 <details><summary>plan.json</summary><pre>{html.escape(json.dumps(plan, indent=2))}</pre></details>
