@@ -99,8 +99,10 @@ def hpa_cpu_target(points: list[tuple[float, float]], load: float) -> tuple[int,
     share = cpu_share_at(points, load)
     if share is None:
         return HPA_TARGET_MAX, f"CPU not measured: {HPA_TARGET_MAX} %, the reference's advice"
-    target = min(HPA_TARGET_MAX, max(HPA_TARGET_MIN, math.floor(share * 100)))
-    return target, f"the pod's measured CPU at {load:g} (80 % of its capacity): {share * 100:.0f} %"
+    measured = math.floor(share * 100)
+    target = min(HPA_TARGET_MAX, max(HPA_TARGET_MIN, measured))
+    bound = "" if target == measured else f", {'capped' if target < measured else 'raised'} to {target} %"
+    return target, f"the pod's measured CPU at load {load:.4g} (80 % of its capacity): {measured} %{bound}"
 
 
 def check_node(node_type: str, *, cpu_per_pod: float, memory_per_pod_mib: float,
