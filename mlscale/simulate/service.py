@@ -312,14 +312,17 @@ def fit_closed_pod(steps: list[tuple[float, float]], quantile: float, think_s: f
 
 def saturation_throughput(steps: list[dict]) -> float | None:
     """The throughput plateau of a closed-loop search, or None if it never reached one:
-    the pod is saturated when more users than at the busiest step brought no more
-    than 5 % more requests/s."""
+    the pod is saturated from the first step after which more users brought no more
+    than 5 % more requests/s, and the plateau is the most it served from there on.
+    (A queue approaches its plateau from below, so the busiest step is often the
+    last one: it cannot be the step the plateau is judged from.)"""
     valid = [s for s in steps if isinstance(s.get("rps"), (int, float)) and isinstance(s.get("load"), (int, float))]
-    if not valid:
-        return None
-    busiest = max(valid, key=lambda s: s["rps"])
-    beyond = [s for s in valid if s["load"] > busiest["load"]]
-    return float(busiest["rps"]) if beyond and all(s["rps"] <= 1.05 * busiest["rps"] for s in beyond) else None
+    valid.sort(key=lambda s: s["load"])
+    for index, step in enumerate(valid[:-1]):
+        beyond = valid[index + 1 :]
+        if all(s["rps"] <= 1.05 * step["rps"] for s in beyond):
+            return float(max(s["rps"] for s in (step, *beyond)))
+    return None
 
 
 def _plan_error(message: str) -> ConfigurationError:
