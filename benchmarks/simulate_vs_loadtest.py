@@ -49,6 +49,8 @@ def main() -> int:
     parser.add_argument("--same-run", action="store_true",
                         help="measure the plan's steps again, interleaved with the checks, and calibrate on them")
     parser.add_argument("--max-steps", type=int, default=5, help="with --same-run: plan steps re-measured")
+    parser.add_argument("--keep", metavar="DIR",
+                        help="keep every load test's output (summary, per-second timeseries) under DIR")
     args = parser.parse_args()
 
     with open(args.plan) as handle:
@@ -68,6 +70,7 @@ def main() -> int:
     measured: dict[int, list[dict]] = {load: [] for load in loads}
     remeasured: dict[float, list[dict]] = {step["load"]: [] for step in steps}
     with Pod(args.model_uri, spec) as pod, tempfile.TemporaryDirectory() as scratch:
+        scratch = args.keep or scratch
         for repeat in range(args.repeats):
             for load in [*loads, *remeasured]:
                 summary = run_loadtest(LoadTestSettings(
