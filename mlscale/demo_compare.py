@@ -17,6 +17,8 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 
 from mlscale.demo import DemoError
 from mlscale.serving.process import ServeProcess
@@ -115,28 +117,67 @@ def _stop_group(process: subprocess.Popen) -> None:
         process.wait()
 
 
-def compare_servers(model_uri: str, out_dir: str, *, env: dict, seconds: float) -> dict:
+@contextmanager
+def mlflow_server(model_uri: str, out_dir: str, env: dict) -> Iterator[tuple[subprocess.Popen, str]]:
+    """``mlflow models serve`` on the server's core, starting (it takes ~20 s); its
+    whole group is stopped on leaving the block."""
     os.makedirs(out_dir, exist_ok=True)
-    prefix, generator = _cores()
-    results: dict = {"users": USERS, "seconds": seconds}
-
-    mlscale = ServeProcess(["-m", model_uri], prefix=prefix, env=env)
+    prefix, _ = _cores()
+    process, url = _mlflow_server(model_uri, env, prefix, os.path.join(out_dir, "mlflow.log"))
     try:
-        if not mlscale.ready(120):
-            raise DemoError(f"mlscale serve did not start:\n{mlscale.output[-1500:]}")
-        results["mlscale"] = _measure(mlscale.url, os.path.join(out_dir, "mlscale"), seconds, generator)
+        yield process, url
     finally:
-        mlscale.stop()
+        _stop_group(process)
+
+
+@contextmanager
+def mlscale_server(model_uri: str, env: dict) -> Iterator[ServeProcess]:
+    """``mlscale serve`` on the server's core, starting; stopped on leaving the block."""
+    prefix, _ = _cores()
+    server = ServeProcess(["-m", model_uri], prefix=prefix, env=env)
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def _wait_mlflow(mlflow: tuple[subprocess.Popen, str], out_dir: str) -> None:
+    process, url = mlflow
+    if not _wait_ready(url, process, 180):
+        raise DemoError(f"mlflow models serve did not start; log: {out_dir}/mlflow.log")
+
+
+def compare_servers(model_uri: str, out_dir: str, *, env: dict, seconds: float,
+                    mlscale: ServeProcess | None = None,
+                    mlflow: tuple[subprocess.Popen, str] | None = None) -> dict:
+    """``mlscale``, ``mlflow``: servers of :func:`mlscale_server` and
+    :func:`mlflow_server` already started (the demo starts them while its other
+    steps run, as their start is most of this step); without them, each is started
+    in turn. Each is stopped once measured."""
+    os.makedirs(out_dir, exist_ok=True)
+    _, generator = _cores()
+    results: dict = {"users": USERS, "seconds": seconds}
+    if mlflow is not None:
+        # Started on the server's core: finished starting before mlscale is measured there.
+        _wait_mlflow(mlflow, out_dir)
+
+    with ExitStack() as stack:
+        if mlscale is None:
+            mlscale = stack.enter_context(mlscale_server(model_uri, env))
+        try:
+            if not mlscale.ready(120):
+                raise DemoError(f"mlscale serve did not start:\n{mlscale.output[-1500:]}")
+            results["mlscale"] = _measure(mlscale.url, os.path.join(out_dir, "mlscale"), seconds, generator)
+        finally:
+            mlscale.stop()  # not to share the core with mlflow's measurement
     print(f"mlscale serve:       {results['mlscale']['rps']:8.0f} req/s, "
           f"p50 {results['mlscale']['p50_ms']} ms", flush=True)  # fmt: skip
 
-    process, url = _mlflow_server(model_uri, env, prefix, os.path.join(out_dir, "mlflow.log"))
-    try:
-        if not _wait_ready(url, process, 180):
-            raise DemoError(f"mlflow models serve did not start; log: {out_dir}/mlflow.log")
-        results["mlflow"] = _measure(url, os.path.join(out_dir, "mlflow"), seconds, generator)
-    finally:
-        _stop_group(process)
+    with ExitStack() as stack:
+        if mlflow is None:
+            mlflow = stack.enter_context(mlflow_server(model_uri, out_dir, env))
+            _wait_mlflow(mlflow, out_dir)
+        results["mlflow"] = _measure(mlflow[1], os.path.join(out_dir, "mlflow"), seconds, generator)
     print(f"mlflow models serve: {results['mlflow']['rps']:8.0f} req/s, "
           f"p50 {results['mlflow']['p50_ms']} ms", flush=True)  # fmt: skip
 
