@@ -190,3 +190,18 @@ def test_a_second_run_reuses_the_folder(tmp_path):
         assert k8s["ok"], k8s["problems"]
         index = write_index(out, {"quick": True, "plan": plan, "k8s": k8s, "seconds": 1.0})
         assert "120 concurrent users" in open(index).read()
+
+
+def test_the_simulation_sentence_never_drops_a_time():
+    """The words the demo prints and index.html shows: 0 is a time, None is said."""
+    from mlscale.report.index import simulation_text
+
+    steps = [(0, "1 -> 3"), (120, "3 -> 6"), (900, "6 -> 2")]
+    base = {"max_pods_pending": 2, "max_nodes": 5, "cluster": {"min_nodes": 3}, "scale_up_delay_s": 60.0,
+            "sla_violation_s": 0.0, "events": [{"time_s": t, "kind": "hpa_scale", "detail": f"{d} replicas"}
+                                               for t, d in steps]}  # fmt: skip
+    assert "the HPA scaled the pods from 1 to 6 replicas in 2.0 min" in simulation_text(base | {"scale_down_s": 0.0})
+    assert "back to the minimum nodes 0.0 min after the load fell" in simulation_text(base | {"scale_down_s": 0.0})
+    assert "not reached within the replay" in simulation_text(base | {"scale_down_s": None})
+    assert "no scale-down to measure" in simulation_text(base | {"max_nodes": 3, "scale_down_s": None})
+    assert "HPA scaled" not in simulation_text(base | {"events": [], "scale_down_s": 60.0})
