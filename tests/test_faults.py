@@ -354,15 +354,18 @@ def test_models_that_cannot_load_fail_clearly(model_paths, tmp_path):
 
 # -- the load tester's own faults ------------------------------------------------------------------
 
-def _kill_locust_workers(count: int, after_s: float) -> threading.Thread:
-    """In ``after_s`` seconds of both workers being up, SIGKILL ``count`` of them."""
+def _kill_locust_workers(count: int, after_s: float, url: str) -> threading.Thread:
+    """``after_s`` seconds after both workers are up and the server has answered their
+    first requests, SIGKILL ``count`` of them. (Counting from the workers' start alone
+    is not enough: on a slow machine their users may not have sent anything yet, and a
+    run whose every worker died before its first report has nothing to show.)"""
 
     def run() -> None:
         me = psutil.Process()
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             workers = [p for p in me.children(recursive=True) if "--worker" in p.cmdline()]
-            if len(workers) == 2:
+            if len(workers) == 2 and httpx.get(f"{url}/count").json()["count"] > 0:
                 time.sleep(after_s)
                 for worker in workers[:count]:
                     worker.kill()
@@ -376,9 +379,9 @@ def _kill_locust_workers(count: int, after_s: float) -> threading.Thread:
 
 @pytest.mark.parametrize("lost", [1, 2], ids=["one-worker-lost", "every-worker-lost"])
 def test_a_lost_locust_worker_invalidates_the_run_which_ends_on_time(tmp_path, lost):
-    duration = 8
+    duration = 10
     with fake_server("uniform") as url:
-        killer = _kill_locust_workers(lost, after_s=3)
+        killer = _kill_locust_workers(lost, after_s=4, url=url)  # past a stats report (every 3 s)
         started = time.monotonic()
         result = run_loadtest(LoadTestSettings(
             host=url, shape=constant("users", 10, duration), out_dir=str(tmp_path),

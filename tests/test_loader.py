@@ -16,7 +16,8 @@ from mlscale.model import load_model
     [
         ("xgboost", "native (xgboost C API, dense)", True),
         ("lightgbm", "native (lightgbm LGBMRegressor.predict)", True),
-        ("sklearn_numeric", "native (sklearn Ridge.predict, column-major)", False),
+        # Merged only where this CPU's BLAS sums merged calls exactly (test_predict_batch).
+        ("sklearn_numeric", "native (sklearn Ridge.predict, column-major)", None),
         ("sklearn_pipeline", "pyfunc (the signature is not all named numeric columns)", True),
         ("custom_dataframe", "pyfunc (no native path: flavor 'mlflow.pyfunc.model'", True),
         ("no_signature", "pyfunc (the signature is not all named numeric columns)", False),
@@ -25,7 +26,8 @@ from mlscale.model import load_model
 def test_each_model_gets_the_path_it_can_prove(model_paths, name, path, merges):
     model = load_model(model_paths[name])
     assert model.path_description.startswith(path)
-    assert (model.native_batchable if model.native else model.pyfunc_batchable) is merges
+    if merges is not None:
+        assert (model.native_batchable if model.native else model.pyfunc_batchable) is merges
 
 
 def test_the_native_path_can_be_switched_off(model_paths):
