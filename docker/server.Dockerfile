@@ -14,11 +14,14 @@ FROM python:3.11.7-slim-bookworm AS build
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 RUN python -m venv /opt/venv
 WORKDIR /src
-COPY pyproject.toml constraints.txt README.md LICENSE ./
+COPY pyproject.toml constraints.txt README.md LICENSE docker/server-requirements.txt ./
 COPY mlscale ./mlscale
+# Only what serving needs (server-requirements.txt: no Locust, plotly or the
+# planner's libraries), then the package itself without its other dependencies.
 # Not editable: the image holds the package, not the source tree. The
 # constraints pin every dependency to the versions the tests ran with.
-RUN /opt/venv/bin/pip install --no-compile -c constraints.txt . \
+RUN /opt/venv/bin/pip install --no-compile -r server-requirements.txt -c constraints.txt \
+    && /opt/venv/bin/pip install --no-compile --no-deps -c constraints.txt . \
     && /opt/venv/bin/python -m compileall -q /opt/venv/lib/python3.11/site-packages
 
 FROM python:3.11.7-slim-bookworm

@@ -18,6 +18,7 @@ import sys
 import time
 from pathlib import Path
 
+import httpx
 import pytest
 import yaml
 from click.testing import CliRunner
@@ -41,6 +42,8 @@ from mlscale.k8s.policy import (
     memory_mib,
 )
 from mlscale.k8s.render import render_plan, set_option, sizing_for_overlay
+from tests.models import small_frame
+from tests.server_process import ServerProcess
 
 ROOT = Path(__file__).resolve().parents[1]
 DEPLOY = ROOT / "deploy"
@@ -727,3 +730,54 @@ def test_the_manifests_locust_command_runs_a_distributed_test(tmp_path):
     assert "Aggregated" in master.stdout + master.stderr
     # 20 users, one request a second each, for about 3 s.
     assert answered >= 20, (answered, time.monotonic() - started)
+
+
+# --- the server image: serving dependencies only ---------------------------------------
+
+# What the server image leaves out (docker/server-requirements.txt), made unimportable.
+NOT_IN_SERVER_IMAGE = ("locust", "gevent", "plotly", "hdrh", "kubernetes_validate")
+
+
+def _requirement_names(lines) -> set[str]:
+    names = set()
+    for line in lines:
+        line = line.split("#")[0].strip()
+        if line:
+            names.add(re.split(r"[<>=;\[ ]", line, maxsplit=1)[0].lower())
+    return names
+
+
+def test_the_server_image_lists_pyprojects_dependencies_but_the_load_test_ones():
+    import tomllib
+
+    declared = _requirement_names(tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"])
+    serving = _requirement_names((DOCKER / "server-requirements.txt").read_text().splitlines())
+    assert serving <= declared, serving - declared
+    assert declared - serving == {"locust", "hdrhistogram", "plotly", "scipy", "pyyaml"}
+
+
+def test_the_server_serves_without_what_its_image_leaves_out(model_paths, tmp_path):
+    """`mlscale serve` (and the child that resolves the model) with the load-test and
+    report libraries unimportable, as in the server image: a model loads and answers."""
+    (tmp_path / "sitecustomize.py").write_text(
+        "import sys\n"
+        "class _Absent:\n"
+        f"    names = {NOT_IN_SERVER_IMAGE!r}\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name.split('.')[0] in self.names:\n"
+        "            raise ImportError(f'{name} is not in the server image')\n"
+        "sys.meta_path.insert(0, _Absent())\n"
+    )
+    env = {"PYTHONPATH": os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)}
+    with ServerProcess("-m", model_paths["xgboost"], env=env) as server:
+        server.wait_ready()
+        frame = small_frame(2)
+        body = {"dataframe_split": {"columns": list(frame.columns), "data": frame.values.tolist()}}
+        answer = httpx.post(f"{server.url}/invocations", json=body, timeout=30)
+        assert answer.status_code == 200, answer.text
+        assert len(answer.json()["predictions"]) == 2
+    # The blocker is in force in any Python started with this environment (as the
+    # server and its model-resolving child are).
+    probe = subprocess.run([sys.executable, "-c", "import locust"], env={**os.environ, **env},
+                           capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert probe.returncode != 0 and "is not in the server image" in probe.stderr, probe.stderr
