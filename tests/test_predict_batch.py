@@ -93,24 +93,29 @@ def test_blas_models_are_merged_only_where_this_machine_sums_exactly(model_paths
     assert not load_model(model_paths["no_signature"]).pyfunc_batchable
 
 
-def save_batch_dependent(path: str) -> str:
-    """A custom pyfunc whose answer for a row depends on the rows it is called with
-    (each row minus the batch's mean): merging always changes its answers."""
+def save_custom(path: str, predict) -> str:
+    """A custom pyfunc model answering ``predict(frame)``, with a signature on f0..."""
     import mlflow.pyfunc
     from mlflow.models import infer_signature
 
-    def build():
-        class Centred(mlflow.pyfunc.PythonModel):
-            def predict(self, context, model_input, params=None):
-                values = model_input["f0"].to_numpy()
-                return values - values.mean()
-
-        return Centred()
+    class Custom(mlflow.pyfunc.PythonModel):
+        def predict(self, context, model_input, params=None):
+            return predict(model_input)
 
     frame = small_frame(5)
-    mlflow.pyfunc.save_model(path, python_model=build(),
+    mlflow.pyfunc.save_model(path, python_model=Custom(),
                              signature=infer_signature(frame, frame["f0"].to_numpy()))  # fmt: skip
     return path
+
+
+def save_batch_dependent(path: str) -> str:
+    """Each row minus the batch's mean: merging always changes its answers."""
+
+    def centred(frame):
+        values = frame["f0"].to_numpy()
+        return values - values.mean()
+
+    return save_custom(path, centred)
 
 
 def test_a_model_whose_answers_change_when_merged_is_not_merged(tmp_path):
@@ -120,23 +125,14 @@ def test_a_model_whose_answers_change_when_merged_is_not_merged(tmp_path):
 
 
 def save_picky(path: str) -> str:
-    """A custom pyfunc that refuses rows with f1 > 100 and doubles f0 otherwise."""
-    import mlflow.pyfunc
-    from mlflow.models import infer_signature
+    """Refuses rows with f1 > 100 and doubles f0 otherwise."""
 
-    def build():
-        class Picky(mlflow.pyfunc.PythonModel):
-            def predict(self, context, model_input, params=None):
-                if (model_input["f1"] > 100).any():
-                    raise ValueError("f1 is too large")
-                return model_input["f0"].to_numpy() * 2
+    def picky(frame):
+        if (frame["f1"] > 100).any():
+            raise ValueError("f1 is too large")
+        return frame["f0"].to_numpy() * 2
 
-        return Picky()
-
-    frame = small_frame(5)
-    mlflow.pyfunc.save_model(path, python_model=build(),
-                             signature=infer_signature(frame, frame["f0"].to_numpy()))  # fmt: skip
-    return path
+    return save_custom(path, picky)
 
 
 def test_a_failing_request_in_a_batch_fails_alone(tmp_path):
