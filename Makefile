@@ -6,7 +6,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test bench audit clean
+.PHONY: install demo test bench audit images engine clean
 
 install: $(STAMP)
 
@@ -25,6 +25,15 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/serve_bench.py
+
+# The server, Locust, tracking and Postgres images (docker/), with docker or podman;
+# reused where their content is unchanged. `make engine` installs podman first
+# where no engine runs (Debian/Ubuntu, as root).
+images: $(STAMP)
+	$(BIN)/mlscale images build
+
+engine:
+	bash docker/install-podman.sh
 
 # Known vulnerabilities with a fixed release fail; skipped when the service is unreachable.
 audit: $(STAMP)

@@ -11,19 +11,22 @@
 #
 # Pinned base image: see server.Dockerfile for pinning its digest too.
 
-FROM python:3.11.7-slim-bookworm AS build
+ARG BASE_IMAGE=python:3.11.7-slim-bookworm
+FROM ${BASE_IMAGE} AS build
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
-RUN python -m venv /opt/venv
+RUN python3 -m venv /opt/venv
 WORKDIR /src
 COPY pyproject.toml constraints.txt README.md LICENSE ./
 COPY mlscale ./mlscale
-RUN /opt/venv/bin/pip install --no-compile -c constraints.txt . \
+RUN --mount=type=secret,id=ca,target=/run/secrets/ca \
+    if [ -s /run/secrets/ca ]; then export PIP_CERT=/run/secrets/ca; fi \
+    && /opt/venv/bin/pip install --no-compile -c constraints.txt . \
     && /opt/venv/bin/python -m compileall -q /opt/venv/lib/python3.11/site-packages
 # The manifests run `locust -f` on this path (mlscale.k8s.LOCUSTFILE_IN_IMAGE):
 # fail the build, not the pods, if it ever moves.
 RUN test -f /opt/venv/lib/python3.11/site-packages/mlscale/loadtest/locustfile.py
 
-FROM python:3.11.7-slim-bookworm
+FROM ${BASE_IMAGE}
 RUN groupadd --system --gid 10001 mlscale \
     && useradd --system --uid 10001 --gid 10001 --no-create-home --home-dir /tmp \
        --shell /usr/sbin/nologin mlscale

@@ -10,9 +10,10 @@
 # production build pin its digest as well: FROM python:3.11.7-slim-bookworm@sha256:...
 # (docker buildx imagetools inspect python:3.11.7-slim-bookworm prints it).
 
-FROM python:3.11.7-slim-bookworm AS build
+ARG BASE_IMAGE=python:3.11.7-slim-bookworm
+FROM ${BASE_IMAGE} AS build
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
-RUN python -m venv /opt/venv
+RUN python3 -m venv /opt/venv
 WORKDIR /src
 COPY pyproject.toml constraints.txt README.md LICENSE docker/server-requirements.txt ./
 COPY mlscale ./mlscale
@@ -20,11 +21,13 @@ COPY mlscale ./mlscale
 # planner's libraries), then the package itself without its other dependencies.
 # Not editable: the image holds the package, not the source tree. The
 # constraints pin every dependency to the versions the tests ran with.
-RUN /opt/venv/bin/pip install --no-compile -r server-requirements.txt -c constraints.txt \
+RUN --mount=type=secret,id=ca,target=/run/secrets/ca \
+    if [ -s /run/secrets/ca ]; then export PIP_CERT=/run/secrets/ca; fi \
+    && /opt/venv/bin/pip install --no-compile -r server-requirements.txt -c constraints.txt \
     && /opt/venv/bin/pip install --no-compile --no-deps -c constraints.txt . \
     && /opt/venv/bin/python -m compileall -q /opt/venv/lib/python3.11/site-packages
 
-FROM python:3.11.7-slim-bookworm
+FROM ${BASE_IMAGE}
 # The uid and gid the manifests run as (runAsUser: 10001); no home, no shell.
 RUN groupadd --system --gid 10001 mlscale \
     && useradd --system --uid 10001 --gid 10001 --no-create-home --home-dir /tmp \

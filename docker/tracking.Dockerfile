@@ -6,16 +6,19 @@
 #
 # Pinned base image: see server.Dockerfile for pinning its digest too.
 
-FROM python:3.11.7-slim-bookworm AS build
+ARG BASE_IMAGE=python:3.11.7-slim-bookworm
+FROM ${BASE_IMAGE} AS build
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
-RUN python -m venv /opt/venv
+RUN python3 -m venv /opt/venv
 WORKDIR /src
 COPY constraints.txt docker/tracking-requirements.txt ./
 # The same MLflow, and the same versions of its dependencies, as mlscale's tests.
-RUN /opt/venv/bin/pip install --no-compile -r tracking-requirements.txt -c constraints.txt \
+RUN --mount=type=secret,id=ca,target=/run/secrets/ca \
+    if [ -s /run/secrets/ca ]; then export PIP_CERT=/run/secrets/ca; fi \
+    && /opt/venv/bin/pip install --no-compile -r tracking-requirements.txt -c constraints.txt \
     && /opt/venv/bin/python -m compileall -q /opt/venv/lib/python3.11/site-packages
 
-FROM python:3.11.7-slim-bookworm
+FROM ${BASE_IMAGE}
 RUN groupadd --system --gid 10001 mlflow \
     && useradd --system --uid 10001 --gid 10001 --no-create-home --home-dir /tmp \
        --shell /usr/sbin/nologin mlflow

@@ -23,3 +23,7 @@ class ModelLoadError(MlscaleError):
 
 class TrainingError(MlscaleError):
     """The example model could not be trained or registered."""
+
+
+class ContainerError(MlscaleError):
+    """A container engine is missing, or an image build or container run failed."""

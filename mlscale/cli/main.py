@@ -401,6 +401,8 @@ from mlscale.cli.simulate import simulate as _simulate  # noqa: E402
 
 main.add_command(_k8s)
 main.add_command(_simulate)
+from mlscale.cli.images import images as _images  # noqa: E402
+main.add_command(_images)
 
 if __name__ == "__main__":  # pragma: no cover
     main()
