@@ -85,7 +85,7 @@ def test_engine_choice_errors_say_what_to_do(monkeypatch, tmp_path):
     monkeypatch.setenv("PATH", str(tmp_path))  # no engine on PATH at all
     with pytest.raises(ContainerError, match="no container engine found.*apt-get install podman"):
         find_engine({})
-    with pytest.raises(ContainerError, match="podman is not installed"):
+    with pytest.raises(ContainerError, match="`podman` is not installed"):
         find_engine({ENGINE_VARIABLE: "podman"})
 
 
@@ -103,6 +103,10 @@ def images():
     return engine, {image.name: image.tag for image in built}
 
 
+# Building an image takes minutes here; `make images` (CI's first step) builds them
+# before the tests, which then only reuse them.
+_BUILD_TIMEOUT = pytest.mark.timeout(1500)
+
 _HARDENED = ("--read-only", "--tmpfs", "/tmp:rw,size=256m", "--cap-drop", "ALL",
              "--security-opt", "no-new-privileges")  # fmt: skip
 
@@ -116,16 +120,30 @@ def _runs_as_10001_read_only(engine, name):
     engine.run("exec", name, "sh", "-c", "touch /tmp/x")
 
 
+def _readable_by_group(root: Path) -> None:
+    """Give the folder's group read and write on the store, and the way in."""
+    for path in [root, *root.parents]:
+        if path == Path("/"):
+            break
+        path.chmod(path.stat().st_mode | 0o011)  # search for group and others
+    for path in [root, *root.rglob("*")]:
+        path.chmod(path.stat().st_mode | (0o070 if path.is_dir() else 0o060))
+
+
 @pytest.mark.slow
+@_BUILD_TIMEOUT
 def test_server_image_serves_a_registered_model_as_in_process(images, wine_registry):
     import mlflow.pyfunc
     import pandas as pd
 
     engine, tags = images
     root = wine_registry["root"]
-    # The registry is mounted at its own path: the SQLite store records its
-    # artifacts' absolute locations.
-    options = [*_HARDENED, "--cpus", "1", "-p", "127.0.0.1::8080", "-v", f"{root}:{root}:ro",
+    # The registry is mounted at its own path, since the SQLite store records its
+    # artifacts' absolute locations; the container's user reads it through a
+    # group it is given, as a pod's fsGroup would.
+    _readable_by_group(Path(root))
+    options = [*_HARDENED, "--cpus", "1", "-p", "127.0.0.1::8080", "-v", f"{root}:{root}",
+               "--group-add", str(Path(root).stat().st_gid),
                "-e", f"MLFLOW_TRACKING_URI={wine_registry['tracking_uri']}"]  # fmt: skip
     with container(engine, tags["server"], "-m", wine_registry["model_uri"], options=options) as name:
         url = f"http://127.0.0.1:{published_port(engine, name, 8080)}"
@@ -135,12 +153,13 @@ def test_server_image_serves_a_registered_model_as_in_process(images, wine_regis
     assert status == 200, answer
     split = WINE_ROW["dataframe_split"]
     expected = mlflow.pyfunc.load_model(wine_registry["model_uri"]).predict(
-        pd.DataFrame(split["data"], columns=split["columns"])
+        pd.DataFrame(split["data"], columns=split["columns"], dtype=float)
     )
     assert answer["predictions"] == pytest.approx(list(expected), rel=1e-6)
 
 
 @pytest.mark.slow
+@_BUILD_TIMEOUT
 def test_tracking_image_serves_mlflow_read_only(images):
     engine, tags = images
     options = [*_HARDENED, "-p", "127.0.0.1::5000"]
@@ -155,6 +174,7 @@ def test_tracking_image_serves_mlflow_read_only(images):
 
 
 @pytest.mark.slow
+@_BUILD_TIMEOUT
 def test_locust_image_runs_mlscales_locustfile(images):
     engine, tags = images
     # Locust imports the locustfile before it parses the rest: a listing of its
@@ -169,6 +189,7 @@ def _certificates(text: str) -> set[str]:
 
 
 @pytest.mark.slow
+@_BUILD_TIMEOUT
 def test_no_build_secret_in_any_layer(images):
     """pip's CA bundle reached the builds as a secret: neither the file, nor any
     certificate that only the build machine's bundle holds, is in a layer."""
