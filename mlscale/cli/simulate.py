@@ -304,7 +304,9 @@ def simulate(**options) -> None:
         summary["preset"] = {"name": options["preset"], "description": PRESETS[options["preset"]]}
     elapsed = time.perf_counter() - started
     write_outputs(out_dir, run, summary)
-    click.echo(f"{name}: {_minutes(summary['duration_s'])} simulated in {elapsed:.1f} s")
+    written = time.perf_counter() - started - elapsed
+    click.echo(f"{name}: {_minutes(summary['duration_s'])} simulated in {elapsed:.1f} s, "
+               f"files written in {written:.1f} s")  # fmt: skip
     click.echo(f"Pod: {model.source}")
     click.echo(f"SLA {summary['sla']['expr']} missed for {summary['sla_violation_s']:.0f} s "
                f"({100 * (1 - summary['sla_met_share']):.1f} %); {summary['node_hours']:.2f} node-hours, "

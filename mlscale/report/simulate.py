@@ -1,10 +1,13 @@
 """The simulation report: load, pods, nodes, CPU and latency against the SLA on one
 time axis, with the controllers' events marked, as the reference's figures show
-them; and the comparison of policies. Self-contained: plotly.js is inlined once.
+them; and the comparison of policies. Self-contained: plotly.js is inlined once,
+packed (``mlscale.report.plotly_packed``).
 
-Long runs are drawn at most ~4,000 points per line: each point is the maximum
-(latency, pods, nodes) or the mean (load, CPU) of the seconds it stands for, so
-spikes stay visible; timeseries.csv keeps every tick.
+A long run is drawn at what the chart can show (``envelope``): its time is cut
+into about a pixel's width each (``_BUCKETS``), and each line keeps, per bucket,
+the highest value and, if it is half a pixel lower or more, the lowest, at the
+ticks they happened: a one-second spike or dip in a day stays visible, and each
+peak is drawn at its value. timeseries.csv keeps every tick.
 """
 
 from __future__ import annotations
@@ -12,17 +15,21 @@ from __future__ import annotations
 import html
 import json
 import math
-import warnings
 
 import numpy as np
 import plotly.graph_objects as go
-from plotly.offline import get_plotlyjs
 from plotly.subplots import make_subplots
+
+from mlscale.report import plotly_packed
 
 MEDIAN = "#2ca02c"  # the reference's green
 P95 = "#ff7f0e"  # the reference's orange
-_MEAN_COLUMNS = {"load", "rps", "cpu_utilization", "node_cpu_utilization", "hpa_metric", "in_flight", "failed_rps"}
-_MAX_POINTS = 4000
+# The timeline's plot area is about 850 px wide (a 1,150 px page, less the legend):
+# a bucket a pixel, two points a bucket at most.
+_BUCKETS = 850
+_ROW_PIXELS = 150  # the height of the smaller subplots
+_INTEGER_COLUMNS = {"pods_desired", "pods_ready", "pods_pending", "pods_starting", "nodes", "nodes_provisioning",
+                    "nodes_billed"}  # fmt: skip
 _EVENT_STYLE = {
     "hpa_scale": ("HPA scales", "#1f77b4", "triangle-up"),
     "manual_scale": ("replicas set by hand", "#1f77b4", "diamond"),
@@ -38,33 +45,59 @@ _EVENT_STYLE = {
 }
 
 
-def _downsample(columns: dict[str, np.ndarray]) -> tuple[dict[str, np.ndarray], int]:
-    ticks = len(columns["time_s"])
-    step = max(1, math.ceil(ticks / _MAX_POINTS))
-    if step == 1:
-        return columns, 1
-    usable = ticks - ticks % step
-    out = {}
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN buckets (no pod serving) stay NaN
-        for name, values in columns.items():
-            head = values[:usable].reshape(-1, step)
-            if name == "time_s":
-                out[name] = head[:, 0]
-            elif name in _MEAN_COLUMNS:
-                out[name] = np.nanmean(head, axis=1)
-            else:
-                out[name] = np.nanmax(head, axis=1)
-    return out, step
+def envelope(values: np.ndarray, buckets: int = _BUCKETS, *, log: bool = False) -> np.ndarray:
+    """The ticks a chart of ``values`` draws. Short series: every tick. Long ones:
+    per bucket of ``len / buckets`` ticks, where its lowest and its highest values
+    are, in time order; only the highest where the two are within half a pixel of
+    each other (a subplot is ~_ROW_PIXELS high; ``log``: on a log axis), so the
+    peaks stay exact; and, where some ticks have no value (NaN: no pod serving),
+    the first of them, a gap; the first and last ticks are kept. Then the points
+    inside a stretch of equal values go: a line through the stretch's ends draws
+    the same."""
+    n = len(values)
+    if n <= 2 * buckets:
+        index = np.arange(n)
+    else:
+        step = math.ceil(n / buckets)
+        padded = np.concatenate([values, np.full(-n % step, np.nan)]).reshape(-1, step)
+        missing = np.isnan(padded)
+        low = np.where(missing, np.inf, padded).argmin(axis=1)
+        high = np.where(missing, -np.inf, padded).argmax(axis=1)
+        rows = np.arange(len(padded))
+        with np.errstate(divide="ignore", invalid="ignore"):
+            scaled = np.log10(padded) if log else padded
+            finite = scaled[np.isfinite(scaled)]
+            half_pixel = (finite.max() - finite.min()) / (2 * _ROW_PIXELS) if len(finite) else 0.0
+            both = (low != high) & ~(scaled[rows, high] - scaled[rows, low] <= half_pixel)
+        base = rows * step
+        pairs = np.stack([base + np.where(both, np.minimum(low, high), high), base + np.maximum(low, high)], axis=1)
+        keep = np.ones(pairs.shape, dtype=bool)
+        keep[:, 1] = both
+        # A bucket with ticks of no value (NaN: no pod serving) also gives the first of
+        # them: a gap in the line, however short the outage.
+        gaps = (base + missing.argmax(axis=1))[missing.any(axis=1)]
+        index = np.union1d(np.concatenate([pairs[keep], gaps[gaps < n]]), [0, n - 1])  # the whole run
+    y = values[index]
+    inside = np.zeros(len(index), dtype=bool)
+    inside[1:-1] = (y[1:-1] == y[:-2]) & (y[1:-1] == y[2:])
+    return index[~inside]
 
 
-def _list(values: np.ndarray) -> list:
-    return [None if (isinstance(v, float) and math.isnan(v)) else v for v in values.tolist()]
+def _line(run, column: str, *, log: bool = False, **style) -> go.Scatter:
+    """A column as a line: the envelope's ticks, x in minutes."""
+    values = run.columns[column]
+    index = envelope(values, log=log)
+    # Typed arrays in the page, as small as the chart allows: 7 significant digits
+    # are more than a pixel shows, and counts fit 16 bits (pods, nodes) or 32.
+    y = values[index]
+    if column in _INTEGER_COLUMNS:
+        y = y.astype(np.int16 if len(y) == 0 or np.abs(y).max() < 2**15 else np.int32)
+    else:
+        y = y.astype(np.float32)
+    return go.Scatter(x=(run.columns["time_s"][index] / 60).astype(np.float32), y=y, **style)
 
 
 def timeline_figure(run, summary: dict) -> go.Figure:
-    columns, step = _downsample(run.columns)
-    x = columns["time_s"] / 60
     settings = run.settings
     figure = make_subplots(
         rows=6, cols=1, shared_xaxes=True, vertical_spacing=0.025,
@@ -72,38 +105,34 @@ def timeline_figure(run, summary: dict) -> go.Figure:
         subplot_titles=("events", "load", "pods", "nodes", "CPU", "latency"),
     )  # fmt: skip
     unit = "users" if run.kind == "users" else "requests/s"
-    figure.add_trace(go.Scatter(x=x, y=_list(columns["load"]), name=f"load ({unit})", line_color="#1f77b4",
-                                line_shape="hv"), row=2, col=1)  # fmt: skip
+    lines = [
+        (2, _line(run, "load", name=f"load ({unit})", line_color="#1f77b4", line_shape="hv")),
+        (3, _line(run, "pods_desired", name="desired (spec.replicas)", line_color="#7f7f7f", line_dash="dash",
+                  line_shape="hv")),
+        (3, _line(run, "pods_ready", name="ready", line_color="#2ca02c", line_shape="hv")),
+        (3, _line(run, "pods_starting", name="starting", line_color="#bcbd22", line_dash="dot", line_shape="hv")),
+        (3, _line(run, "pods_pending", name="Pending (unschedulable)", line_color="#d62728", line_shape="hv")),
+        (4, _line(run, "nodes", name="nodes Ready", line_color="#9467bd", line_shape="hv")),
+        (4, _line(run, "nodes_billed", name="nodes billed", line_dash="dot", line_color="#8c564b", line_shape="hv")),
+        (5, _line(run, "cpu_utilization", name="pod CPU (% of request)", line_color="#ff7f0e")),
+        (5, _line(run, "hpa_metric", name="what the HPA saw", line_color="#1f77b4", line_dash="dot",
+                  line_shape="hv")),
+        (5, _line(run, "node_cpu_utilization", name="node CPU (% allocatable)", line_color="#8c564b",
+                  visible="legendonly")),
+        (6, _line(run, "p50_ms", log=True, name="median (ms)", line_color=MEDIAN)),
+        (6, _line(run, "p95_ms", log=True, name="p95 (ms)", line_color=P95)),
+    ]  # fmt: skip
     if run.kind == "users":
-        figure.add_trace(go.Scatter(x=x, y=_list(columns["rps"]), name="served (requests/s)", line_dash="dot",
-                                    line_color="#17becf", visible="legendonly"), row=2, col=1)  # fmt: skip
-    for name, label, color, dash in (
-        ("pods_desired", "desired (spec.replicas)", "#7f7f7f", "dash"),
-        ("pods_ready", "ready", "#2ca02c", None),
-        ("pods_starting", "starting", "#bcbd22", "dot"),
-        ("pods_pending", "Pending (unschedulable)", "#d62728", None),
-    ):
-        figure.add_trace(go.Scatter(x=x, y=_list(columns[name]), name=label, line_color=color, line_dash=dash,
-                                    line_shape="hv"), row=3, col=1)  # fmt: skip
-    figure.add_trace(go.Scatter(x=x, y=_list(columns["nodes"]), name="nodes Ready", line_color="#9467bd",
-                                line_shape="hv"), row=4, col=1)  # fmt: skip
-    figure.add_trace(go.Scatter(x=x, y=_list(columns["nodes_billed"]), name="nodes billed", line_dash="dot",
-                                line_color="#8c564b", line_shape="hv"), row=4, col=1)  # fmt: skip
-    figure.add_trace(go.Scatter(x=x, y=_list(columns["cpu_utilization"]), name="pod CPU (% of request)",
-                                line_color="#ff7f0e"), row=5, col=1)  # fmt: skip
-    figure.add_trace(go.Scatter(x=x, y=_list(columns["hpa_metric"]), name="what the HPA saw",
-                                line_color="#1f77b4", line_dash="dot", line_shape="hv"), row=5, col=1)  # fmt: skip
-    figure.add_trace(go.Scatter(x=x, y=_list(columns["node_cpu_utilization"]), name="node CPU (% allocatable)",
-                                line_color="#8c564b", visible="legendonly"), row=5, col=1)  # fmt: skip
+        lines.insert(1, (2, _line(run, "rps", name="served (requests/s)", line_dash="dot", line_color="#17becf",
+                                  visible="legendonly")))  # fmt: skip
+    if run.sla_column not in ("p50_ms", "p95_ms"):
+        lines.append((6, _line(run, run.sla_column, log=True, name=run.sla_column.replace("_", " "),
+                               line_color="#d62728")))  # fmt: skip
+    for row, line in lines:
+        figure.add_trace(line, row=row, col=1)
     hpa = settings.hpa if settings.manual is None else None
     if hpa is not None and hpa.metric == "cpu":
         figure.add_hline(y=hpa.target, line_dash="dash", line_color="#999", row=5, col=1)
-    figure.add_trace(go.Scatter(x=x, y=_list(columns["p50_ms"]), name="median (ms)", line_color=MEDIAN),
-                     row=6, col=1)  # fmt: skip
-    figure.add_trace(go.Scatter(x=x, y=_list(columns["p95_ms"]), name="p95 (ms)", line_color=P95), row=6, col=1)
-    if run.sla_column not in ("p50_ms", "p95_ms"):
-        figure.add_trace(go.Scatter(x=x, y=_list(columns[run.sla_column]), name=run.sla_column.replace("_", " "),
-                                    line_color="#d62728"), row=6, col=1)  # fmt: skip
     figure.add_hline(y=settings.sla.limit_ms, line_dash="dash", line_color="#d62728", row=6, col=1,
                      annotation_text=f"SLA {settings.sla.expr}", annotation_position="top left")  # fmt: skip
     _event_markers(figure, summary["events"])
@@ -114,10 +143,17 @@ def timeline_figure(run, summary: dict) -> go.Figure:
     figure.update_yaxes(rangemode="tozero", title_text="%", row=5, col=1)
     figure.update_yaxes(showticklabels=False, row=1, col=1)
     figure.update_xaxes(title_text="minutes", row=6, col=1)
-    note = f" (each point: {step} s)" if step > 1 else ""
-    figure.update_layout(height=1150, title=f"Simulated cluster{note}", hovermode="x unified",
+    figure.update_layout(height=1150, title=f"Simulated cluster{_resolution_note(run)}", hovermode="x unified",
                          legend={"tracegroupgap": 4})  # fmt: skip
     return figure
+
+
+def _resolution_note(run) -> str:
+    ticks = len(run.columns["time_s"])
+    if ticks <= 2 * _BUCKETS:
+        return ""
+    seconds = math.ceil(ticks / _BUCKETS) * run.settings.tick_s
+    return f" (lowest and highest of every {seconds:g} s; timeseries.csv has every tick)"
 
 
 def _event_markers(figure: go.Figure, events: list[dict]) -> None:
@@ -180,16 +216,14 @@ th, td { border: 1px solid #ccc; padding: 4px 10px; text-align: left; }
 
 
 def render_simulation(run, summary: dict) -> str:
-    chart = timeline_figure(run, summary).to_html(full_html=False, include_plotlyjs=False,
-                                                   config={"displaylogo": False})  # fmt: skip
+    chart = plotly_packed.chart(timeline_figure(run, summary), "timeline")
     title = summary.get("preset", {}).get("name") or summary.get("name") or "simulation"
     description = summary.get("preset", {}).get("description", "")
     policy = html.escape(json.dumps(summary["policy"], indent=2))
     pod = summary["pod"]
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>mlscale simulate: {html.escape(title)}</title>
-<style>{_STYLE}</style>
-<script>{get_plotlyjs()}</script></head>
+<style>{_STYLE}</style></head>
 <body><h1>Simulated autoscaling: {html.escape(title)}</h1>
 <p>{html.escape(description)}</p>
 {_summary_html(summary)}
@@ -199,6 +233,7 @@ def render_simulation(run, summary: dict) -> str:
 {chart}
 <details><summary>Policy (the manifest's values)</summary><pre>{policy}</pre></details>
 <details><summary>Events ({len(summary['events'])})</summary><pre>{html.escape(_events_text(summary['events']))}</pre></details>
+{plotly_packed.library()}
 </body></html>
 """
 
@@ -217,17 +252,14 @@ def comparison_figure(runs) -> go.Figure:
                            subplot_titles=("load", "pods ready", "p95 (ms)"))  # fmt: skip
     first = True
     for run in runs:
-        columns, _ = _downsample(run.columns)
-        x = columns["time_s"] / 60
         if first:
-            figure.add_trace(go.Scatter(x=x, y=_list(columns["load"]), name="load", line_color="#1f77b4",
-                                        line_shape="hv"), row=1, col=1)  # fmt: skip
+            figure.add_trace(_line(run, "load", name="load", line_color="#1f77b4", line_shape="hv"), row=1, col=1)
             figure.add_hline(y=run.settings.sla.limit_ms, line_dash="dash", line_color="#d62728", row=3, col=1)
             first = False
-        figure.add_trace(go.Scatter(x=x, y=_list(columns["pods_ready"]), name=f"{run.name}: pods",
-                                    line_shape="hv", legendgroup=run.name), row=2, col=1)  # fmt: skip
-        figure.add_trace(go.Scatter(x=x, y=_list(columns[run.sla_column]), name=f"{run.name}: latency",
-                                    legendgroup=run.name), row=3, col=1)  # fmt: skip
+        figure.add_trace(_line(run, "pods_ready", name=f"{run.name}: pods", line_shape="hv", legendgroup=run.name),
+                         row=2, col=1)  # fmt: skip
+        figure.add_trace(_line(run, run.sla_column, log=True, name=f"{run.name}: latency", legendgroup=run.name),
+                         row=3, col=1)  # fmt: skip
     figure.update_yaxes(type="log", row=3, col=1)
     figure.update_xaxes(title_text="minutes", row=3, col=1)
     figure.update_layout(height=800, title="Policies side by side", hovermode="x unified")
@@ -245,16 +277,16 @@ def render_comparison(result: dict, runs) -> str:
             f"<td>{row['sla_violation_s']:.0f}</td><td>{row['cost']:.2f}</td><td>{row['node_hours']:.1f}</td>"
             f"<td>{row['max_pods_pending']}</td><td><code>{manifest}</code></td></tr>"
         )
-    chart = comparison_figure(runs).to_html(full_html=False, include_plotlyjs=False, config={"displaylogo": False})
+    chart = plotly_packed.chart(comparison_figure(runs), "comparison")
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>mlscale simulate --compare</title>
-<style>{_STYLE}</style>
-<script>{get_plotlyjs()}</script></head>
+<style>{_STYLE}</style></head>
 <body><h1>Autoscaling policies at {html.escape(result['sla'])}</h1>
 <p style="font-size: 1.2em"><b>{html.escape(result['verdict'])}</b></p>
 <table><tr><th>policy</th><th></th><th>meets the SLA</th><th>s over</th><th>cost (USD)</th><th>node-hours</th>
 <th>most Pending</th><th>HPA manifest values</th></tr>{''.join(rows)}</table>
 {chart}
+{plotly_packed.library()}
 </body></html>
 """
 

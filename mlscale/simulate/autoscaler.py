@@ -88,6 +88,7 @@ class ClusterAutoscaler:
         self.last_scale_up = -math.inf
         self.last_delete = -math.inf
         self.draining_until = -math.inf
+        self._seen = -1  # the cluster's node_version the unneeded nodes were found at
 
     def run_once(self, now: float) -> int:
         """One loop; returns how many pods were evicted (the ReplicaSet replaces them)."""
@@ -103,10 +104,14 @@ class ClusterAutoscaler:
         return self._scale_down(now, skip_actuation=scaled_up or hold_scale_down)
 
     def _all_pending_young(self, now: float) -> bool:
+        # The pending pods are the live ones not bound: found over the pod arrays at
+        # once, not one by one through the scheduler's queue (thousands, in a cluster
+        # that has run out of room).
         cluster = self.cluster
-        created = [cluster.p_created[s] for s in cluster.pending
-                   if cluster.p_alive[s] and math.isnan(cluster.p_deleted[s]) and cluster.p_node[s] < 0]  # fmt: skip
-        return bool(created) and min(created) > now - self.settings.new_pod_buffer_s
+        pending = cluster.p_alive & np.isnan(cluster.p_deleted) & (cluster.p_node < 0)
+        if not pending.any():
+            return False
+        return float(cluster.p_created[pending].min()) > now - self.settings.new_pod_buffer_s
 
     def _scale_up(self, now: float) -> bool:
         cluster = self.cluster
@@ -122,11 +127,13 @@ class ClusterAutoscaler:
         self.say(now, "node_requested", f"{count} node(s) requested for {cluster.unbound} unschedulable pod(s)")
         return True
 
-    def _scale_down(self, now: float, *, skip_actuation: bool) -> int:
-        cluster, settings, pool = self.cluster, self.settings, self.pool
+    def _unneeded(self, now: float) -> None:
+        """Which nodes are unneeded and since when; the timers start and stop here.
+        A function of the nodes' state alone: unchanged since the last loop, so are
+        the answer and the timers (a node already unneeded keeps its start)."""
+        cluster, shape = self.cluster, self.cluster.shape
         n = cluster._nodes
         up = cluster.n_state[:n] == NODE_UP
-        shape = cluster.shape
         cpu_used, memory_used = cluster.n_cpu_used[:n], cluster.n_memory_used[:n]
         utilization = np.maximum(cpu_used / shape.cpu_m, memory_used / shape.memory_mib)
         slots_cpu = (shape.cpu_m - cpu_used) // cluster.pod.cpu_request_m
@@ -135,17 +142,28 @@ class ClusterAutoscaler:
         free = np.where(up, np.maximum(np.minimum(slots_cpu, slots_memory), 0), 0)
         leaving = unneeded_nodes(utilization=np.where(up, utilization, np.inf), pods=cluster.n_pods[:n],
                                  free_slots=free, blocked=cluster.n_system[:n] | ~up,
-                                 threshold=settings.utilization_threshold)  # fmt: skip
+                                 threshold=self.settings.utilization_threshold)  # fmt: skip
         since = cluster.n_unneeded_since[:n]
         since[leaving & np.isnan(since)] = now
         since[~leaving] = np.nan
+        self._seen = cluster.node_version
+        self._utilization, self._leaving = utilization, leaving
+        # The first node to ripen decides whether any has: since + delay is monotonic.
+        self._first_unneeded = float(since[leaving].min()) if leaving.any() else math.inf
+
+    def _scale_down(self, now: float, *, skip_actuation: bool) -> int:
+        cluster, settings, pool = self.cluster, self.settings, self.pool
+        if cluster.node_version != self._seen:
+            self._unneeded(now)
         if skip_actuation or in_cooldown(now, last_scale_up=self.last_scale_up, last_delete=self.last_delete,
                                          settings=settings):  # fmt: skip
             return 0
         allowed = cluster.nodes_up + cluster.nodes_provisioning - pool.min_nodes
-        ripe = leaving & (since + settings.scale_down_unneeded_s <= now)
-        if allowed <= 0 or not ripe.any():
+        if allowed <= 0 or self._first_unneeded + settings.scale_down_unneeded_s > now:
             return 0
+        n = cluster._nodes
+        utilization, leaving, since = self._utilization, self._leaving, cluster.n_unneeded_since[:n]
+        ripe = leaving & (since + settings.scale_down_unneeded_s <= now)
         empty = np.flatnonzero(ripe & (cluster.n_pods[:n] == 0))[::-1]  # the newest first
         if len(empty):
             chosen = empty[: min(allowed, settings.max_empty_bulk_delete)]

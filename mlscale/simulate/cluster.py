@@ -104,6 +104,11 @@ class Cluster:
         self.nodes_provisioning = 0
         self.nodes_removing = 0
         self.dirty = False  # capacity changed: try the pending pods again
+        # Bumped at every change of the nodes' (pods') state: what the controllers
+        # derive from that state is recomputed only when it moves, which in a long run
+        # is a few hundred times, not at each of their thousands of loops.
+        self.node_version = 0
+        self.pod_version = 0
         # Ready pods deleted since the caller last reset it: proxies keep routing to
         # them until the endpoint update propagates [PL].
         self.ready_deleted = 0
@@ -159,6 +164,7 @@ class Cluster:
         self.n_system[index] = system > 0
         self.n_pods[index] = 0
         self.nodes_provisioning += 1
+        self.node_version += 1
         if ready_now:
             self._node_ready(index, now)
         else:
@@ -168,6 +174,7 @@ class Cluster:
     def _node_ready(self, index: int, now: float) -> None:
         self.n_state[index] = NODE_UP
         self.n_up[index] = now
+        self.node_version += 1
         self.nodes_provisioning -= 1
         self.nodes_up += 1
         self.dirty = True
@@ -176,6 +183,7 @@ class Cluster:
         """Taint a node and remove it [CA]: its pods are evicted (returned: the caller's
         ReplicaSet replaces them), the node goes once they have exited."""
         self.n_state[index] = REMOVING
+        self.node_version += 1
         self.nodes_up -= 1
         self.nodes_removing += 1
         victims = [int(s) for s in np.flatnonzero(self.p_alive & (self.p_node == index) & np.isnan(self.p_deleted))]
@@ -207,6 +215,7 @@ class Cluster:
             self.pending.append(slot)
             self.active += 1
             self.unbound += 1
+        self.pod_version += 1
         self.dirty = True
 
     def start_ready_pods(self, count: int, now: float) -> None:
@@ -247,6 +256,8 @@ class Cluster:
         self.n_memory_used[node] += pod.memory_request_mib
         self.n_pods[node] += 1
         self.unbound -= 1
+        self.node_version += 1
+        self.pod_version += 1
         if instant:  # a pod that was running before the simulation began
             self.n_image_at[node] = -math.inf
             self.p_bound[slot] = self.p_started[slot] = self.p_ready[slot] = -math.inf
@@ -286,6 +297,7 @@ class Cluster:
 
     def _delete(self, slot: int, now: float) -> None:
         self.p_deleted[slot] = now
+        self.pod_version += 1
         self.active -= 1
         if not math.isnan(self.p_ready[slot]):
             self.ready -= 1
@@ -296,6 +308,7 @@ class Cluster:
             self._free(slot)
             return
         self.n_pods[node] -= 1
+        self.node_version += 1
         self.terminating += 1
         if math.isnan(self.p_started[slot]):
             self._gone(slot, now)  # never started: nothing to stop
@@ -306,6 +319,7 @@ class Cluster:
         node = int(self.p_node[slot])
         self.n_cpu_used[node] -= self.pod.cpu_request_m
         self.n_memory_used[node] -= self.pod.memory_request_mib
+        self.node_version += 1
         self.terminating -= 1
         self._free(slot)
         self.dirty = True
@@ -313,6 +327,7 @@ class Cluster:
     def _free(self, slot: int) -> None:
         self.p_alive[slot] = False
         self.p_generation[slot] += 1  # invalidates its pending events
+        self.pod_version += 1
         self._free_slots.append(slot)
 
     # --- time ----------------------------------------------------------------------
@@ -328,17 +343,20 @@ class Cluster:
             elif kind == NODE_REMOVED:
                 self.n_state[index] = REMOVED
                 self.n_removed[index] = time
+                self.node_version += 1
                 self.nodes_removing -= 1
                 self.say(time, "node_removed", f"node {index} removed ({self.nodes_up} up)")
             elif generation != self.p_generation[index]:
                 continue  # the pod was deleted or replaced since
             elif kind == POD_STARTED:
                 self.p_started[index] = time
+                self.pod_version += 1
                 if math.isnan(self.p_deleted[index]):
                     self._push(time + self.ready_delay_s(), POD_READY, index, generation)
             elif kind == POD_READY:
                 if math.isnan(self.p_deleted[index]):
                     self.p_ready[index] = time
+                    self.pod_version += 1
                     self.ready += 1
             elif kind == POD_GONE:
                 self._gone(index, time)

@@ -11,8 +11,11 @@ Each tick (``settings.tick_s``, 1 s by default):
 4. one row is written: load, pods, nodes, CPU, latency.
 
 A tick costs a table lookup and a few counters; the per-pod work (the HPA reading
-every pod's metric) happens at the controllers' periods, vectorised, so 24 hours
-of 1 s ticks run in seconds.
+every pod's metric, the cluster autoscaler weighing every node) happens at the
+controllers' periods, vectorised, and is redone only when the pods or nodes
+changed (the cluster's versions); a Deployment whose pods are all settled has
+them all alike to the HPA, so one pod's usage stands for all. 24 hours of 1 s
+ticks with 2,000 pods run in about half a second.
 """
 
 from __future__ import annotations
@@ -52,6 +55,43 @@ class Run:
     name: str = ""
 
 
+@dataclass(frozen=True)
+class _LivePods:
+    """The live pods' timestamps (NaN: not yet), in slot order, as the HPA reads
+    them; and, when every pod is bound, started, Ready and not deleting, the
+    latest of those times, which say at once whether all of them are settled."""
+
+    version: int
+    started: np.ndarray
+    ready_at: np.ndarray
+    bound: np.ndarray
+    deleting: np.ndarray
+    request_m: np.ndarray
+    latest: tuple[float, float, float] | None  # (started, Ready, bound)
+
+    @classmethod
+    def of(cls, cluster: Cluster, request_m: float) -> _LivePods:
+        live = np.flatnonzero(cluster.p_alive)
+        started, ready_at, bound = cluster.p_started[live], cluster.p_ready[live], cluster.p_bound[live]
+        deleting = ~np.isnan(cluster.p_deleted[live])
+        latest = None
+        if len(live) and not deleting.any():
+            latest = (float(started.max()), float(ready_at.max()), float(bound.max()))
+            if any(math.isnan(t) for t in latest):  # a pod not yet bound, started or Ready
+                latest = None
+        return cls(cluster.pod_version, started, ready_at, bound, deleting, np.full(len(live), request_m), latest)
+
+    def settled_at(self, now: float, scrape: float, resolution_s: float, initialization_s: float) -> bool:
+        """Every pod has two samples (started before the window: ``sample_windows``),
+        was Ready by the window's start, and is past the CPU initialisation period
+        (``group_pods``): each comparison as those functions make it, on the latest."""
+        if self.latest is None:
+            return False
+        started, ready, bound = self.latest
+        window_start = scrape - resolution_s
+        return started < window_start and ready <= window_start and not bound + initialization_s > now
+
+
 def simulate(settings: SimSettings, shape: Shape, model: PodModel, *, name: str = "") -> Run:
     """Replay ``shape`` against the cluster of ``settings`` with pods like ``model``."""
     validate(settings)
@@ -59,6 +99,10 @@ def simulate(settings: SimSettings, shape: Shape, model: PodModel, *, name: str 
 
 
 class _Engine:
+    # The HPA's shortcut for a settled Deployment (see _cpu_proposal); the tests turn
+    # it off to check that it changes no number.
+    settled_shortcut = True
+
     def __init__(self, settings: SimSettings, shape: Shape, model: PodModel, name: str):
         if settings.service.network_ms:
             # The network's delay is part of every response and of a user's cycle.
@@ -87,6 +131,7 @@ class _Engine:
             self.desired = self.steady_replicas(float(self.load[0]))
         self.hpa_metric = math.nan
         self.backlog = 0.0
+        self._live: _LivePods | None = None
 
     def steady_replicas(self, offered: float) -> int:
         """The replicas the HPA would settle at for ``offered``: a run starts in steady
@@ -143,16 +188,30 @@ class _Engine:
 
     # --- the HPA --------------------------------------------------------------------
 
+    def _live_pods(self) -> _LivePods:
+        """The live pods' timestamps, gathered again only when a pod changed."""
+        cluster = self.cluster
+        if self._live is None or self._live.version != cluster.pod_version:
+            self._live = _LivePods.of(cluster, float(self.settings.pod.cpu_request_m))
+        return self._live
+
     def _cpu_proposal(self, now: float) -> hpa_rules.Proposal:
-        settings, cluster = self.settings, self.cluster
+        settings = self.settings
         metrics, hpa = settings.metrics, settings.hpa
         scrape = last_scrape(now, metrics.resolution_s, metrics.phase_s)
         if scrape is None:
             return hpa_rules.Proposal(None, None, "no scrape yet")
-        live = np.flatnonzero(cluster.p_alive)
-        started = cluster.p_started[live]
-        ready_at = cluster.p_ready[live]
-        start_time = cluster.p_bound[live]
+        pods = self._live_pods()
+        if self.settled_shortcut and pods.settled_at(now, scrape, metrics.resolution_s,
+                                                     hpa.cpu_initialization_period_s):  # fmt: skip
+            # Every pod Ready, started and bound before the sample's window: each one is
+            # READY, has a metric, and used the serving share the whole window. One
+            # pod's usage, computed as the general path computes each, stands for all.
+            usage_m = 1000 * self.series.serving_usage_cores(scrape - metrics.resolution_s, scrape)
+            return hpa_rules.cpu_replicas_alike(current=self.desired, target_percent=hpa.target,
+                                                tolerance=hpa.tolerance, pods=len(pods.started),
+                                                usage_m=usage_m, request_m=float(pods.request_m[0]))  # fmt: skip
+        started, ready_at, start_time = pods.started, pods.ready_at, pods.bound
         with np.errstate(invalid="ignore"):
             running = started <= now
             ready = ready_at <= now
@@ -161,16 +220,15 @@ class _Engine:
         usage_m = 1000 * self.series.pod_usage_cores(
             ready_since=ready_at, window_start=window_start, window_end=scrape)  # fmt: skip
         classes = hpa_rules.group_pods(
-            now=now, deleting=~np.isnan(cluster.p_deleted[live]), running=running, ready=ready,
+            now=now, deleting=pods.deleting, running=running, ready=ready,
             start_time=np.where(np.isnan(start_time), now, start_time), ready_since=np.where(ready, ready_at, start_time),
-            has_metric=has_metric, metric_time=np.full(len(live), scrape),
+            has_metric=has_metric, metric_time=np.full(len(started), scrape),
             metric_window=scrape - window_start,
             cpu_initialization_period=hpa.cpu_initialization_period_s,
             initial_readiness_delay=hpa.initial_readiness_delay_s,
         )  # fmt: skip
         return hpa_rules.cpu_replicas(current=self.desired, target_percent=hpa.target, tolerance=hpa.tolerance,
-                                      classes=classes, usage_m=usage_m,
-                                      request_m=np.full(len(live), float(settings.pod.cpu_request_m)))  # fmt: skip
+                                      classes=classes, usage_m=usage_m, request_m=pods.request_m)  # fmt: skip
 
     def _inflight_proposal(self, now: float) -> hpa_rules.Proposal:
         settings = self.settings
@@ -217,20 +275,24 @@ class _Engine:
         lost_s = max(0.0, settings.pod.propagation_delay_s - settings.pod.prestop_s)
         sla_index = self.sla_index
         node_cpu = cluster.shape.cpu_m / 1000
-        columns = {name: np.zeros(self.ticks) for name in COLUMNS}
-        if sla_index >= len(REPORTED):
-            columns[self.sla_name()] = np.zeros(self.ticks)
-        cols = [columns[name] for name in COLUMNS]
-        sla_col = columns[self.sla_name()] if sla_index >= len(REPORTED) else None
+        cores = settings.pod.cpu_cores
+        extra_sla = sla_index >= len(REPORTED)  # the SLA's percentile is a column of its own
+        # One tuple a tick, made into columns at the end: cheaper than a store into
+        # each of 17 arrays every tick. Only what the controllers read back (the CPU
+        # series, the in-flight gauge) goes to its array as the run goes.
+        rows: list[tuple] = []
+        record = rows.append
         pending_since = None
         cumulative = self.series.cumulative
+        in_flight_series = self.in_flight
         load = self.load
         serve = self.serve
         # Pods that served before the start have the first tick's CPU rate in the past.
         start = serve(load[0], cluster.ready)
-        self.series.first_rate = start[1] * settings.pod.cpu_cores
+        self.series.first_rate = start[1] * cores
         self.initial_in_flight = start[2]
         self.backlog = 0.0
+        used = 0.0  # the CPU series' running total (cumulative[i])
         for i in range(self.ticks):
             now = i * dt
             cluster.advance(now)
@@ -267,21 +329,21 @@ class _Engine:
                 # Requests routed to pods already told to stop, until proxies catch up.
                 failed += cluster.ready_deleted * (served / max(ready, 1)) * lost_s / dt
                 cluster.ready_deleted = 0
-            cumulative[i + 1] = cumulative[i] + busy * settings.pod.cpu_cores * dt
-            self.in_flight[i] = in_flight
+            used = used + busy * cores * dt
+            cumulative[i + 1] = used
+            in_flight_series[i] = in_flight
             if p95 > timeout_ms:
                 p50, p95, p_sla = min(p50, timeout_ms), timeout_ms, min(p_sla, timeout_ms)
             nodes_up = cluster.nodes_up
-            values = (
+            record((
                 now, offered, self.desired, ready, cluster.unbound, cluster.starting, nodes_up,
                 cluster.nodes_provisioning, cluster.billable_nodes(), 100 * busy, self.hpa_metric,
-                100 * ready * busy * settings.pod.cpu_cores / (nodes_up * node_cpu) if nodes_up else 0.0,
-                served, in_flight, failed, p50, p95,
-            )  # fmt: skip
-            for column, value in zip(cols, values):
-                column[i] = value
-            if sla_col is not None:
-                sla_col[i] = p_sla
+                100 * ready * busy * cores / (nodes_up * node_cpu) if nodes_up else 0.0,
+                served, in_flight, failed, p50, p95, p_sla,
+            ))  # fmt: skip
+        table = np.array(rows, dtype=float).reshape(self.ticks, len(COLUMNS) + 1)
+        names = (*COLUMNS, self.sla_name()) if extra_sla else COLUMNS
+        columns = {name: np.ascontiguousarray(table[:, k]) for k, name in enumerate(names)}
         return Run(settings=settings, model=self.model, kind=self.shape.kind, columns=columns, events=self.events,
                    sla_column=self.sla_name(), name=self.name)  # fmt: skip
 
@@ -300,8 +362,8 @@ class _Engine:
             failed = offered / max(self.settings.think_time_s, 1e-3) if self.closed else offered
             return 0.0, 0.0, 0.0, failed, math.nan, math.nan, math.nan
         if self.closed:
-            row = self.table.at(offered / ready)
-            return (row[0] * ready, row[1], row[3] * ready, 0.0, row[4], row[5], row[4 + self.sla_index])
+            throughput, busy, in_flight, p50, p95, p_sla = self.table.serving(offered / ready, self.sla_index)
+            return (throughput * ready, busy, in_flight * ready, 0.0, p50, p95, p_sla)
         capacity = ready * self.model.capacity_rps
         timeout_s = self.settings.service.timeout_s
         before = self.backlog
@@ -312,13 +374,12 @@ class _Engine:
             backlog = capacity * timeout_s
         self.backlog = backlog
         rho = offered / capacity
-        row = self.table.at(min(RHO_MAX, rho))
+        mean, p50, p95, p_sla = self.table.serving(min(RHO_MAX, rho), self.sla_index)
         queued_ms = 1000 * backlog / capacity
         served = min(offered + before / dt, capacity)
         busy = 1.0 if (backlog > 0 or rho >= 1) else rho
-        in_flight = served * row[0] / 1000 + backlog
-        return (served, busy, in_flight, failed, row[1] + queued_ms, row[2] + queued_ms,
-                row[1 + self.sla_index] + queued_ms)  # fmt: skip
+        in_flight = served * mean / 1000 + backlog
+        return (served, busy, in_flight, failed, p50 + queued_ms, p95 + queued_ms, p_sla + queued_ms)
 
     def sla_name(self) -> str:
         percentile = self.settings.sla.percentile

@@ -91,9 +91,7 @@ def cpu_replicas(*, current: int, target_percent: float, tolerance: float, class
     missing = classes == MISSING
     scale_up_with_unready = unready.any() and ratio > 1.0
     if not scale_up_with_unready and not missing.any():
-        if abs(1.0 - ratio) <= tolerance:
-            return Proposal(current, utilization, "within tolerance")
-        return Proposal(math.ceil(ratio * int(is_ready.sum())), utilization, "ready pods")
+        return _ready_pods_replicas(current, utilization, ratio, tolerance, int(is_ready.sum()))
     # Recompute with stand-ins: missing pods use max(100, target) % of their request
     # on a scale-down and 0 on a scale-up; unready pods 0 on a scale-up.
     counted = is_ready.copy()
@@ -112,6 +110,23 @@ def cpu_replicas(*, current: int, target_percent: float, tolerance: float, class
     if (new_ratio < 1.0 and replicas > current) or (new_ratio > 1.0 and replicas < current):
         return Proposal(current, utilization, "the pod count would reverse the direction")
     return Proposal(replicas, utilization, "with stand-ins for unready and missing pods")
+
+
+def _ready_pods_replicas(current: int, utilization: int, ratio: float, tolerance: float, ready: int) -> Proposal:
+    if abs(1.0 - ratio) <= tolerance:
+        return Proposal(current, utilization, "within tolerance")
+    return Proposal(math.ceil(ratio * ready), utilization, "ready pods")
+
+
+def cpu_replicas_alike(*, current: int, target_percent: float, tolerance: float, pods: int, usage_m: float,
+                       request_m: float) -> Proposal:  # fmt: skip
+    """``cpu_replicas`` for ``pods`` pods that are all READY and alike: the same
+    usage, the same request. The same sums as over the arrays (a sum of equal terms
+    depends only on their count), without the per-pod work."""
+    if pods <= 0:
+        return Proposal(None, None, "no metrics for any ready pod")
+    utilization = _utilization(np.full(pods, usage_m), np.full(pods, request_m))
+    return _ready_pods_replicas(current, utilization, utilization / target_percent, tolerance, pods)
 
 
 def external_average_replicas(*, status_replicas: int, total: float, target_per_pod: float,

@@ -54,9 +54,21 @@ class CpuSeries:
     def at(self, times) -> np.ndarray:
         """Cumulative CPU-seconds at tick times (may be before the start)."""
         times = np.asarray(times, dtype=float)
-        index = np.rint(np.clip(times, 0, None) / self.tick_s).astype(np.int64)
+        index = np.rint(np.maximum(times, 0) / self.tick_s).astype(np.int64)
         np.minimum(index, len(self.cumulative) - 1, out=index)
         return np.where(times >= 0, self.cumulative[index], self.first_rate * times)
+
+    def value_at(self, time: float) -> float:
+        """``at`` for one time, without the arrays (round() rounds half to even, as rint)."""
+        if time >= 0:
+            return float(self.cumulative[min(round(time / self.tick_s), len(self.cumulative) - 1)])
+        return self.first_rate * time
+
+    def serving_usage_cores(self, window_start: float, window_end: float) -> float:
+        """``pod_usage_cores`` of a pod Ready before ``window_start``: the serving share
+        over the whole window, computed as that function computes it."""
+        span = window_end - window_start
+        return (self.value_at(window_end) - self.value_at(window_start)) / (span if span > 0 else 1.0)
 
     def pod_usage_cores(self, *, ready_since, window_start, window_end: float) -> np.ndarray:
         """Each pod's CPU rate over [window_start, window_end]: it used the serving
@@ -65,7 +77,7 @@ class CpuSeries:
         window_start = np.asarray(window_start, dtype=float)
         begin = np.maximum(window_start, np.asarray(ready_since, dtype=float))  # NaN stays NaN
         begin = np.where(np.isnan(begin), window_end, np.minimum(begin, window_end))
-        end_value = self.at(np.array([window_end]))[0]
+        end_value = self.value_at(window_end)
         span = window_end - window_start
         span = np.where(span > 0, span, 1.0)  # NaN compares false: no window, no use
         return (end_value - self.at(begin)) / span
