@@ -86,8 +86,11 @@ _ENV_MANAGERS = ("local", "virtualenv", "uv", "conda")
               help="Seconds a request may take, body included; past it: 504 and its work is "
               "dropped. Env: MLFLOW_SCORING_SERVER_REQUEST_TIMEOUT.")  # fmt: skip
 @click.option("--env-manager", type=click.Choice(_ENV_MANAGERS), default=None,
-              help="Accepted for compatibility with `mlflow models serve`; mlscale serves in "
-              "the current environment, so only 'local' is supported.")  # fmt: skip
+              help="Where the model's Python packages come from. local (the default): this "
+              "environment. uv, or virtualenv (venv and pip, as MLflow): a virtual environment "
+              "built from the model's python_env.yaml and requirements.txt on a Python of its "
+              "version found on this machine, cached in MLSCALE_ENV_CACHE (default "
+              "~/.cache/mlscale/envs), and the server runs in it. conda is not supported.")  # fmt: skip
 @click.option("--no-conda", is_flag=True, help="Same as --env-manager local.")
 @click.option("--install-mlflow", is_flag=True, hidden=True)
 @click.option("--tracking-uri", envvar="MLFLOW_TRACKING_URI", default=None,
@@ -130,14 +133,24 @@ def serve(**options) -> None:
     from mlscale.serving.settings import ServeSettings
 
     env_manager = options["env_manager"]
-    if env_manager not in (None, "local"):
+    if env_manager == "conda":
         raise click.UsageError(
-            f"--env-manager {env_manager} is not supported: mlscale serves the model in the "
-            "current environment. Install the model's requirements here "
-            "(mlflow.pyfunc.get_model_dependencies) and use --env-manager local."
+            "--env-manager conda is not supported: mlscale builds the model's environment from "
+            "its python_env.yaml with uv or virtualenv. Use --env-manager uv or virtualenv, or "
+            "install the model's requirements here and use --env-manager local."
         )
+    if options["no_conda"] and env_manager not in (None, "local"):
+        raise click.UsageError(f"--no-conda means --env-manager local, not {env_manager}.")
     if options["tracking_uri"]:
         os.environ["MLFLOW_TRACKING_URI"] = options["tracking_uri"]
+    if env_manager in ("uv", "virtualenv"):
+        from mlscale.model.environment import exec_server, prepare_environment
+
+        # Build the model's environment (or find it cached), then become, in the same
+        # process, this command run by its Python with --env-manager local.
+        python = prepare_environment(options["model_uri"], env_manager,
+                                     say=lambda text: click.echo(text, err=True))  # fmt: skip
+        exec_server(python, sys.argv)
     configure_logging(options["log_level"])
     settings = ServeSettings(
         model_uri=options["model_uri"],
@@ -403,6 +416,8 @@ main.add_command(_k8s)
 main.add_command(_simulate)
 from mlscale.cli.images import images as _images  # noqa: E402
 main.add_command(_images)
+from mlscale.cli.build_image import build_image as _build_image  # noqa: E402
+main.add_command(_build_image)
 
 if __name__ == "__main__":  # pragma: no cover
     main()

@@ -139,6 +139,10 @@ def build_images(
 ) -> list[BuiltImage]:
     """Build (or reuse) the selected images; returns what each came to."""
     specs = select(names)
+    missing = [spec.dockerfile for spec in specs if not (root / spec.dockerfile).is_file()]
+    if missing:
+        raise ContainerError(f"{', '.join(missing)} not found in {root}: is this a whole "
+                             "checkout of mlscale?")  # fmt: skip
     base = resolve_base(engine, base_image or DEFAULT_BASE, say=say)
     base_id = engine.image_id(base)
     secret = ca_bundle()
