@@ -9,7 +9,7 @@ import sys
 import click
 
 from mlscale import __version__
-from mlscale.cli.options import ByteSize
+from mlscale.cli.options import ByteSize, load_shape_options
 from mlscale.errors import MlscaleError
 from mlscale.logs import configure_logging
 
@@ -178,30 +178,7 @@ def serve(**options) -> None:
 @click.option("--host", envvar="TARGET_HOST", required=True, metavar="URL",
               help="The server, e.g. http://127.0.0.1:5000. Env: TARGET_HOST.")
 @click.option("--path", default="/invocations", show_default=True, help="The scoring path.")
-@click.option("--users", type=click.FloatRange(min=0), default=None,
-              help="Closed loop: concurrent users (each sends, waits for the answer, thinks).")
-@click.option("--rate", type=click.FloatRange(min=0, min_open=True), default=None,
-              help="Open loop: requests per second, sent on schedule whatever the answers; "
-              "latency counts from each request's scheduled time.")  # fmt: skip
-@click.option("--duration", type=click.FloatRange(min=0, min_open=True), default=None,
-              help="Seconds to run a constant load (default 30), or a ramp.")
-@click.option("--ramp-to", type=click.FloatRange(min=0), default=None,
-              help="Ramp linearly from --users/--rate to this value over --duration.")
-@click.option("--steps", default=None, metavar="S:V,…",
-              help="Phases of SECONDS:VALUE, e.g. 60:10,60:20,60:40 (users, or rps with --rate-steps).")
-@click.option("--rate-steps", is_flag=True, help="The --steps values are requests/s (open loop).")
-@click.option("--spike", default=None, metavar="BASE:PEAK:AT:WIDTH",
-              help="BASE load throughout, PEAK from AT s for WIDTH s (users, or rps with --rate).")
-@click.option("--shape", "shape_file", type=click.Path(exists=True, dir_okay=False), default=None,
-              help="A profile CSV: time_s and users or rps; each row holds until the next.")
-@click.option("--spawn-rate", type=click.FloatRange(min=0, min_open=True), default=10.0,
-              show_default=True, help="Users started per second when the user count rises.")
-@click.option("--think-time", type=click.FloatRange(min=0), default=1.0, show_default=True,
-              help="Seconds a user waits between requests (the reference: 1).")
-@click.option("--random-think", is_flag=True,
-              help="Think times uniform on [0, 2T] (same mean), so users do not march in step.")
-@click.option("--arrival", type=click.Choice(["poisson", "constant"]), default="poisson",
-              show_default=True, help="Open loop: gaps between requests.")
+@load_shape_options
 @click.option("--workers", type=click.IntRange(0, 64), default=0, show_default=True,
               help="Locust worker processes under a Locust master (0: one process). Use one "
               "per free core when one generator process saturates.")  # fmt: skip
@@ -418,6 +395,9 @@ from mlscale.cli.images import images as _images  # noqa: E402
 main.add_command(_images)
 from mlscale.cli.build_image import build_image as _build_image  # noqa: E402
 main.add_command(_build_image)
+
+from mlscale.cli.stack import stack as _stack  # noqa: E402
+main.add_command(_stack)
 
 if __name__ == "__main__":  # pragma: no cover
     main()

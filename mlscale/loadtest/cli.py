@@ -105,6 +105,11 @@ def run_from_options(options: dict) -> int:
         result = run_loadtest(settings, on_progress=live)
     finally:
         live.close()
+    return report_result(result)
+
+
+def report_result(result) -> int:
+    """The run's verdict on the terminal; the exit status (1: the SLA was missed)."""
     summary = result.summary
     latency = summary["latency_ms"]
     fmt = lambda v: "–" if v is None else f"{v:.1f} ms"  # noqa: E731

@@ -1,10 +1,13 @@
 """The locustfile mlscale ships: scoring requests, closed or open loop, exact histograms.
 
 Run by Locust, never imported by mlscale. Its configuration is a JSON file
-named by ``MLSCALE_LOADTEST_CONFIG`` (``mlscale loadtest`` writes it); without
-one it runs the reference scenario's closed loop on the bundled wine data
-against ``--host`` or ``TARGET_HOST``, so the same file runs unchanged in a
-Locust master/worker deployment on Kubernetes.
+named by ``MLSCALE_LOADTEST_CONFIG`` (``mlscale loadtest`` writes it, and
+``mlscale stack loadtest`` mounts it into the Locust containers as a
+ConfigMap); without one it runs the reference scenario's closed loop on the
+bundled wine data against ``--host`` or ``TARGET_HOST``, so the same file runs
+unchanged in a Locust master/worker deployment on Kubernetes. A master started
+with a configuration runs its shape each time a test is started (from the web
+UI or ``POST /swarm``) and writes that test's results to the configured folder.
 
 Every process records latencies in per-second HDR histograms (see
 ``mlscale.loadtest.histograms``). Workers send their closed seconds to the
@@ -38,16 +41,24 @@ def _load_config() -> dict:
     if path:
         with open(path) as handle:
             config = json.load(handle)
-        with open(config["bodies"]) as handle:
-            config["pool"] = json.load(handle)
+        # The bodies: a file beside the configuration (`mlscale loadtest`), or inline
+        # (one file, as in a Kubernetes ConfigMap), or else the reference's wine rows.
+        if "pool" not in config and config.get("bodies"):
+            with open(config["bodies"]) as handle:
+                config["pool"] = json.load(handle)
+        if "pool" not in config:
+            config["pool"] = _reference_pool()
         return config
     # No configuration: the reference scenario's user, one wine row per request,
     # one second between requests, for as long as Locust is told to run.
+    return {"mode": "closed", "think_time_s": 1.0, "think": "constant", "path": "/invocations",
+            "pool": _reference_pool(), "shape": None, "out": None}  # fmt: skip
+
+
+def _reference_pool() -> dict:
     from mlscale.loadtest.bodies import build_pool, load_frame, parse_mix
 
-    pool = build_pool(load_frame(), parse_mix(None), "split").to_dict()
-    return {"mode": "closed", "think_time_s": 1.0, "think": "constant", "path": "/invocations",
-            "pool": pool, "shape": None, "out": None}  # fmt: skip
+    return build_pool(load_frame(), parse_mix(None), "split").to_dict()
 
 
 CONFIG = _load_config()
@@ -256,7 +267,11 @@ def _on_init(environment, **_kwargs) -> None:
 
 @events.test_start.add_listener
 def _on_test_start(environment, **_kwargs) -> None:
-    _state["start"] = time.time()
+    # A master in a deployment runs one test after another (each started from its
+    # web UI or API): each test's results are its own.
+    if not isinstance(environment.runner, WorkerRunner):
+        store.windows.clear()
+        _state.update(start=time.time(), end=None, workers=[], cpu_warnings=0)
 
 
 @events.cpu_warning.add_listener
@@ -281,5 +296,26 @@ def _on_test_stop(environment, **_kwargs) -> None:
         "cpu_warnings": _state["cpu_warnings"],
         "expected_workers": getattr(environment.parsed_options, "expect_workers", None),
     }
-    with open(os.path.join(out, RESULTS_FILE), "w") as handle:
+    # Written whole, then renamed: a reader polling for the file never sees half of it.
+    os.makedirs(out, exist_ok=True)
+    partial = os.path.join(out, RESULTS_FILE + ".partial")
+    with open(partial, "w") as handle:
         json.dump(results, handle)
+    os.replace(partial, os.path.join(out, RESULTS_FILE))
+    if CONFIG.get("summarize"):
+        _summarize(environment, out)
+
+
+def _summarize(environment, out: str) -> None:
+    """mlscale's summary, time series and report beside the results, written by the
+    master itself: in a cluster no mlscale process waits for them. The server's CPU
+    and memory are the cluster's to show (``mlscale stack loadtest`` adds them from
+    the container engine when it writes its own copy)."""
+    from mlscale.loadtest.runner import collect, settings_from_config
+
+    host = environment.host or os.environ.get("TARGET_HOST") or ""
+    try:
+        settings = settings_from_config(CONFIG, host=host, out_dir=out)
+        collect(settings, out, [], notes=["server resources not measured by the Locust master"])
+    except Exception as exc:  # the results are written: a failed report must not hide them
+        print(f"mlscale: the master wrote no summary: {exc}", file=sys.stderr, flush=True)

@@ -23,6 +23,7 @@ from importlib import resources
 from mlscale.errors import ConfigurationError, MlscaleError
 from mlscale.loadtest import CONFIG_ENV, PROGRESS_PREFIX, RESULTS_FILE
 from mlscale.loadtest.bodies import (
+    BodyPool,
     build_pool,
     frame_from_signature,
     load_frame,
@@ -113,17 +114,26 @@ def _locust(*args: str, cores: tuple[int, ...] | None = None) -> list[str]:
     return [*pin, sys.executable, "-m", "locust", "-f", locustfile_path(), *args]
 
 
-def run_loadtest(
-    settings: LoadTestSettings, on_progress: Callable[[dict], None] | None = None
-) -> LoadTestResult:
-    out = os.path.abspath(settings.out_dir)
-    os.makedirs(out, exist_ok=True)
-    stale = os.path.join(out, RESULTS_FILE)  # a previous run's results must not be read as ours
-    if os.path.exists(stale):
-        os.remove(stale)
+def request_pool(settings: LoadTestSettings) -> BodyPool:
+    """The request bodies for ``settings``: rows of its data (or its model's signature)."""
     frame = frame_from_signature(settings.signature_of) if settings.signature_of else load_frame(settings.data)
-    pool = build_pool(frame, parse_mix(settings.mix, settings.rows_per_request), settings.body_format)
-    write_pool(pool, os.path.join(out, "bodies.json"))
+    return build_pool(frame, parse_mix(settings.mix, settings.rows_per_request), settings.body_format)
+
+
+def locust_config(
+    settings: LoadTestSettings, *, out: str, bodies: str | None = None, pool: BodyPool | None = None,
+    summarize: bool = False,
+) -> dict:
+    """The locustfile's configuration (what ``MLSCALE_LOADTEST_CONFIG`` names) for ``settings``.
+
+    Paths are as the Locust processes see them, which in a container is not
+    where this process wrote them: ``out`` is where the master writes its
+    results, ``bodies`` a file of request bodies; or ``pool`` carries the
+    bodies inline, so that the whole configuration is one file (one key of a
+    Kubernetes ConfigMap). ``summarize``: the master also writes the summary,
+    time series and report at the end of each test (in a cluster, where no
+    mlscale process waits for its results), from :func:`settings_from_config`.
+    """
     config = {
         "mode": settings.mode,
         "shape": settings.shape.to_dict(),
@@ -135,9 +145,43 @@ def run_loadtest(
         "workers": settings.workers,
         "max_in_flight": settings.max_in_flight,
         "path": settings.path,
-        "bodies": os.path.join(out, "bodies.json"),
         "out": out,
     }
+    if bodies is not None:
+        config["bodies"] = bodies
+    if pool is not None:
+        config["pool"] = pool.to_dict()
+    if summarize:
+        config["summarize"] = True
+        config["sla"] = settings.sla.expr if settings.sla else None
+    return config
+
+
+def settings_from_config(config: dict, *, host: str, out_dir: str) -> LoadTestSettings:
+    """The settings a locustfile configuration was written from, as far as the
+    summary needs them (the shape, the user's behaviour, the workers, the SLA)."""
+    from mlscale.loadtest.sla import parse_sla
+
+    return LoadTestSettings(
+        host=host, shape=Shape.from_dict(config["shape"]), out_dir=out_dir,
+        path=config.get("path", "/invocations"), spawn_rate=config.get("spawn_rate", 10.0),
+        think_time_s=config.get("think_time_s", 1.0), think=config.get("think", "constant"),
+        arrival=config.get("arrival", "poisson"), workers=config.get("workers", 0),
+        max_in_flight=config.get("max_in_flight", 1000),
+        sla=parse_sla(config["sla"]) if config.get("sla") else None,
+    )  # fmt: skip
+
+
+def run_loadtest(
+    settings: LoadTestSettings, on_progress: Callable[[dict], None] | None = None
+) -> LoadTestResult:
+    out = os.path.abspath(settings.out_dir)
+    os.makedirs(out, exist_ok=True)
+    stale = os.path.join(out, RESULTS_FILE)  # a previous run's results must not be read as ours
+    if os.path.exists(stale):
+        os.remove(stale)
+    write_pool(request_pool(settings), os.path.join(out, "bodies.json"))
+    config = locust_config(settings, out=out, bodies=os.path.join(out, "bodies.json"))
     config_path = os.path.join(out, "locust_config.json")
     with open(config_path, "w") as handle:
         json.dump(config, handle, indent=2)
@@ -192,7 +236,10 @@ def run_loadtest(
         _stop_all(processes)
         log.close()
 
-    return _collect(settings, out, samples, killed, master.returncode, log_path, server_pid)
+    note = None if server_pid is not None else (
+        "server resources not measured (give --server-pid for a remote target)")
+    return collect(settings, out, samples, killed=killed, returncode=master.returncode,
+                   log_path=log_path, notes=[note] if note else [])  # fmt: skip
 
 
 def _read_progress(master: subprocess.Popen, on_progress: Callable[[dict], None] | None) -> None:
@@ -241,7 +288,24 @@ def _tail(path: str, lines: int = 15) -> str:
         return ""
 
 
-def _collect(settings, out, samples, killed, returncode, log_path, server_pid) -> LoadTestResult:
+def collect(
+    settings: LoadTestSettings,
+    out: str,
+    samples: list,
+    *,
+    killed: bool = False,
+    returncode: int | None = None,
+    log_path: str = "",
+    problems: list[str] | tuple[str, ...] = (),
+    notes: list[str] | tuple[str, ...] = (),
+) -> LoadTestResult:
+    """The run's summary, time series and report, from the master's results in ``out``.
+
+    ``samples`` are the resources measured meanwhile, wherever they came from
+    (this machine's processes, or a container engine); ``problems`` are the
+    caller's own reasons the run is invalid, ``notes`` what the reader should
+    know (what was not measured).
+    """
     results_path = os.path.join(out, RESULTS_FILE)
     if not os.path.exists(results_path):
         raise LoadTestError(
@@ -255,7 +319,7 @@ def _collect(settings, out, samples, killed, returncode, log_path, server_pid) -
     start, end = raw["start"] or time.time(), raw["end"] or time.time()
     # Only the test itself: Locust's start-up (imports) would read as a busy generator.
     samples = [s for s in samples if int(start) < s.second < int(end)]
-    problems = []
+    problems = list(problems)
     if killed:
         problems.append("Locust did not stop on time and was stopped; the end of the run is cut.")
     elif end - start < settings.shape.duration_s - _TICK_S:
@@ -279,16 +343,12 @@ def _collect(settings, out, samples, killed, returncode, log_path, server_pid) -
                 f"a load generator worker was lost during the run ({min(seen)} of "
                 f"{settings.workers} left): the load was lower than asked."
             )
-    if server_pid is None:
-        problems_note = "server resources not measured (give --server-pid for a remote target)"
-    else:
-        problems_note = None
     summary = summarize(
         store, start=start, end=end, shape=settings.shape, samples=samples, sla=settings.sla,
         problems=problems, config=settings.describe(),
     )  # fmt: skip
-    if problems_note:
-        summary["notes"] = [problems_note]
+    if notes:
+        summary["notes"] = list(notes)
     rows = timeseries(store, start=start, shape=settings.shape, samples=samples)
     _write_outputs(out, summary, rows)
     if settings.report:
