@@ -606,12 +606,24 @@ def test_the_stack_end_to_end(tmp_path):
                      f"{name}-mlflow-tracking": f"{name}-mlflow-tracking-tracking"}  # fmt: skip
         started_at = lambda c: engine.run("inspect", "--format", "{{.State.StartedAt}}", c).stdout  # noqa: E731
         first_start = {c: started_at(c) for c in restarted.values()}
-        for pod in restarted:
+        # Stopped client first, started database first, as `up` orders them: a
+        # tracking server that starts before its database answers exits, and
+        # comes back only as fast as the restart back-off allows.
+        postgres, tracking_pod = list(restarted)
+        for pod in (tracking_pod, postgres):
             engine.run("pod", "stop", "--time", "30", pod, timeout=180)
-            engine.run("pod", "start", pod, timeout=180)
+        engine.run("pod", "start", postgres, timeout=180)
+        _poll(lambda: engine.run("exec", restarted[postgres], "pg_isready", "-q", check=False).returncode == 0,
+              timeout_s=120, what="Postgres after its restart")  # fmt: skip
+        engine.run("pod", "start", tracking_pod, timeout=180)
         assert all(started_at(c) != first_start[c] for c in restarted.values())
         version = f"{tracking}/api/2.0/mlflow/model-versions/get?name=wine-quality&version=1"
-        _poll(lambda: _answers(version), timeout_s=180, what="the model in the restarted tracking server")
+        try:
+            _poll(lambda: _answers(version), timeout_s=180, what="the model in the restarted tracking server")
+        except BaseException:
+            logs = engine.run("logs", "--tail", "30", restarted[tracking_pod], check=False)
+            print("tracking server's log:\n" + logs.stdout + logs.stderr)
+            raise
 
         # Down with the data kept, and up again: the model is served without training.
         done = _mlscale("stack", "down", "--name", name, "--keep-data", timeout=600)
