@@ -78,11 +78,12 @@ def test_percentiles_match_the_servers_truth_and_workers_merge(tmp_path, workers
     assert served - 40 <= summary["requests"] <= served
     for name in ("p50", "p95"):
         assert within(summary["latency_ms"][name], truth[name]), (name, summary["latency_ms"], truth)
-    # The p99 of ~2,000 requests is ~20 of them: one 40 ms scheduling stall of the
-    # generator or of the server's loop after its timed sleep (2 shared cores) moves it
-    # that much; the server's truth cannot see either. Averaged or lost per-worker
-    # results would show in the p50 and p95 above.
-    assert within(summary["latency_ms"]["p99"], truth["p99"], transport_ms=60.0), (summary["latency_ms"], truth)
+    # The p99 of ~2,000 requests is ~20 of them, so one scheduling stall of the server's
+    # loop after its timed sleep or of the generator (2 shared cores, neither pinned)
+    # moves it; the server's truth cannot see either. The generator's own stalls
+    # (percentiles walked in Python every second) once needed 60 ms here; the
+    # benchmark holds it to 3 % on pinned cores, this bound to 15 ms so it cannot flake.
+    assert within(summary["latency_ms"]["p99"], truth["p99"], transport_ms=15.0), (summary["latency_ms"], truth)
     for output in ("summary.json", "timeseries.csv", "report.html"):
         assert os.path.getsize(tmp_path / output) > 0
 

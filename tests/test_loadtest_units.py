@@ -5,11 +5,20 @@ from __future__ import annotations
 import random
 
 import pytest
+from hdrh.histogram import HdrHistogram
 
 from mlscale.errors import ConfigurationError
 from mlscale.loadtest import shapes
 from mlscale.loadtest.bodies import encode_body, parse_mix
-from mlscale.loadtest.histograms import Recorder, Store, latency_ms, new_histogram, record
+from mlscale.loadtest.histograms import (
+    Recorder,
+    Store,
+    latency_ms,
+    mean_us,
+    new_histogram,
+    record,
+    values_at_percentiles,
+)
 from mlscale.loadtest.results import Sample, summarize, timeseries
 from mlscale.loadtest.sla import parse_sla
 
@@ -176,3 +185,21 @@ def test_rows_generated_from_a_signature_fit_it(model_paths):
     assert list(numeric.columns) == ["f0", "f1", "f2"] and numeric["f2"].dtype.kind == "i"
     with pytest.raises(ConfigurationError, match="no signature"):
         frame_from_signature(model_paths["no_signature"])
+
+
+@pytest.mark.parametrize("count", [1, 2, 7, 1000, 20000])
+def test_one_pass_percentiles_and_mean_equal_hdrhs_own(count):
+    # The generator computes percentiles on a cumulative sum (hdrh's own walk takes
+    # ~10 ms a percentile, long enough to skew what is being measured); they must be
+    # HdrHistogram's values exactly, on the histogram and on its decoded copy.
+    rng = random.Random(count)
+    histogram = new_histogram()
+    for _ in range(count):
+        record(histogram, rng.lognormvariate(rng.uniform(-8, 0), rng.uniform(0.1, 2.5)))
+    qs = [0.0, 0.1, 1.0, 50.0, 90.0, 95.0, 99.0, 99.9, 99.99, 100.0]
+    expected = [histogram.get_value_at_percentile(q) for q in qs]
+    assert values_at_percentiles(histogram, qs) == expected
+    decoded = HdrHistogram.decode(histogram.encode())
+    assert values_at_percentiles(decoded, qs) == expected
+    assert mean_us(histogram) == pytest.approx(histogram.get_mean_value(), rel=1e-12)
+    assert values_at_percentiles(new_histogram(), [50.0]) == [0]

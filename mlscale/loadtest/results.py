@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass
 
-from mlscale.loadtest.histograms import Store, latency_ms, new_histogram
+from mlscale.loadtest.histograms import Store, latency_ms, new_histogram, values_at_percentiles
 from mlscale.loadtest.shapes import Shape
 from mlscale.loadtest.sla import Sla
 
@@ -169,9 +169,6 @@ def latency_distribution(store: Store, points: int = 200) -> list[tuple[float, f
     overall = _merged(store)
     if overall.get_total_count() == 0:
         return []
-    out = []
-    for i in range(points + 1):
-        # Denser towards the tail: 0, 50, 75, 87.5, … as in HdrHistogram's own plots.
-        q = 100 * (1 - 0.5 ** (i * 10 / points))
-        out.append((q, overall.get_value_at_percentile(q) / 1000))
-    return out
+    # Denser towards the tail: 0, 50, 75, 87.5, … as in HdrHistogram's own plots.
+    qs = [100 * (1 - 0.5 ** (i * 10 / points)) for i in range(points + 1)]
+    return [(q, value / 1000) for q, value in zip(qs, values_at_percentiles(overall, qs), strict=True)]
