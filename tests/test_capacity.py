@@ -73,12 +73,39 @@ def test_growth_is_geometric_then_bisection():
     assert all(80 <= c <= 160 for c in calls[5:])
 
 
-def test_the_ceiling_and_invalid_steps_end_the_search():
+def test_the_ceiling_ends_the_search():
     measure, _ = server_with_capacity(10_000)
     assert find_max_load(measure, start=10, ceiling=50).stopped_by == "ceiling"
-    measure, _ = server_with_capacity(10_000, saturate_at=100)
+
+
+def test_a_saturated_generator_bounds_the_bracket_and_leaves_a_lower_bound():
+    # The server carries 10,000 but the generator cannot send more than 99: the search
+    # closes in under the generator's reach and says the capacity is a lower bound.
+    measure, calls = server_with_capacity(10_000, saturate_at=100)
     result = find_max_load(measure, start=10, ceiling=10_000)
-    assert (result.stopped_by, result.max_load) == ("invalid", 80)
+    assert result.stopped_by == "invalid"
+    assert 90 <= result.max_load < 100
+    assert calls[:5] == [10, 20, 40, 80, 160]
+
+
+def test_a_miss_below_where_the_generator_saturates_converges():
+    measure, _ = server_with_capacity(120, saturate_at=150)
+    result = find_max_load(measure, start=10, ceiling=10_000, precision=0.05)
+    assert result.stopped_by == "converged"
+    assert 114 <= result.max_load <= 120
+
+
+def test_far_below_the_limit_the_load_grows_four_fold():
+    measure, calls = server_with_capacity(5_000)
+    result = find_max_load(measure, start=4, ceiling=100_000, precision=0.1,
+                           far_below=lambda step: step.latency_ms < 10)  # fmt: skip
+    # p95 = 100 x load / 5,000 ms: under 10 ms (four-fold) up to 500 users, then doubling.
+    assert calls[:7] == [4, 16, 64, 256, 1024, 2048, 4096]
+    assert result.stopped_by == "converged" and 4_500 <= result.max_load <= 5_000
+    doubling, _ = server_with_capacity(5_000)
+    slow_calls = []
+    find_max_load(lambda load: slow_calls.append(load) or doubling(load), start=4, ceiling=100_000)
+    assert len(calls) < len(slow_calls)
 
 
 def test_a_server_that_never_meets_the_sla():
@@ -248,7 +275,32 @@ def test_a_plan_fits_converged_sizes_only_and_sizes_from_the_best_per_core():
     measurements[2] = _measurement(1.0, stopped_by="invalid")
     plan = _assemble(settings, measurements)
     assert plan["model"]["fitted_cpus"] == [0.25, 0.5]
-    assert plan["model"]["holdout_error"] is None and "three sizes" in plan["model"]["note"]
+    # Two sizes leave none to hold out: the check is a load step of the larger one.
+    assert plan["model"]["holdout"] == "step" and plan["model"]["holdout_cpu"] == 0.5
+
+
+def test_one_size_is_checked_on_a_load_step_left_out():
+    settings = PlanSettings(sla=parse_sla("p95<1s"), kind="users", target=120, out_dir="unused",
+                            pods=(PodSpec(1.0),), url="http://x")  # fmt: skip
+
+    def step(load, p95, meets=True):
+        return {"load": load, "rps": load / 1.1, "latency_ms": p95, "mean_ms": p95 / 2,
+                "meets": meets, "valid": True}  # fmt: skip
+
+    steps = [step(1024, 5.0), step(4096, 200.0), step(5120, 520.0), step(5632, 800.0),
+             step(6144, 1400.0, meets=False)]  # fmt: skip
+    measurement = {"cpu": 1.0, "workers": 1, "max_load": 5632, "max_rps": 5632 / 1.1,
+                   "p95_ms_at_max": 800.0, "mean_ms_at_max": 400.0, "stopped_by": "converged",
+                   "steps": steps}  # fmt: skip
+    model = _assemble(settings, [measurement])["model"]
+    # All steps: 1 s is crossed a third of the way from 5,632 (800 ms) to 6,144 (1,400 ms).
+    assert model["holdout_measured_load"] == pytest.approx(5632 + 512 / 3)
+    # Without 5,632: from 5,120 (520 ms) to 6,144, 480/880 of the way.
+    assert model["holdout_step_load"] == 5632
+    assert model["holdout_predicted_load"] == pytest.approx(5120 + 1024 * 480 / 880)
+    assert model["holdout_error"] == pytest.approx(
+        abs(5120 + 1024 * 480 / 880 - (5632 + 512 / 3)) / (5632 + 512 / 3))
+    assert model["fitted_cpus"] == [1.0]
 
 
 def test_a_superlinear_fit_is_allowed_inside_and_capped_outside_the_measured_sizes():

@@ -150,16 +150,27 @@ def test_summary_and_time_series_from_known_windows():
     assert rows[1]["server_cpu"] == 0.9
 
 
-def test_a_saturated_generator_invalidates_the_run():
+def test_a_generator_saturated_while_the_load_holds_invalidates_the_run():
     recorder = Recorder()
-    recorder.success(1000, "1 row", 0.01)
+    for second in range(1000, 1010):
+        recorder.success(second, "1 row", 0.01)
     store = Store()
     store.add(recorder.drain())
-    summary = summarize(store, start=1000.0, end=1001.0, shape=shapes.constant("users", 1, 1),
-                        samples=[Sample(1000, 0.1, 1.0, 0.95, 0.95)], sla=None, problems=[],
-                        config={})  # fmt: skip
-    assert not summary["valid"]
-    assert "was the bottleneck" in summary["problems"][0]
+    # 2,000 users spawned at 1,000/s, 1 s think time: all running from 4 s on.
+    config = {"spawn_rate": 1000, "think_time_s": 1.0}
+    shape = shapes.constant("users", 2000, 10)
+
+    def verdict(busy_seconds):
+        samples = [Sample(1000 + i, 0.5, 1.0, cpu, cpu)
+                   for i, cpu in enumerate(0.95 if i in busy_seconds else 0.5 for i in range(10))]  # fmt: skip
+        return summarize(store, start=1000.0, end=1010.0, shape=shape, samples=samples, sla=None,
+                         problems=[], config=config)  # fmt: skip
+
+    # Busy while starting 2,000 users and their connections: any generator is.
+    assert verdict({0, 1, 2, 3})["valid"]
+    saturated = verdict({6})
+    assert not saturated["valid"]
+    assert "was the bottleneck" in saturated["problems"][0]
 
 
 def test_request_mix_and_body_formats():

@@ -44,7 +44,7 @@ GOOD = ["-m", "models:/x/1", "--target-users", "100"]
         (["--price-per-node-hour", "-1"], "--price-per-node-hour"),
         (["--price-per-node-hour", "nan"], "--price-per-node-hour"),
         (["--start-load", "inf"], "--start-load"),
-        (["--start-load", "99999"], "--start-load"),
+        (["--start-load", "999999"], "--start-load"),
         (["--think-time", "nan"], "--think-time"),
     ],
 )
@@ -78,7 +78,8 @@ def test_a_running_server_is_one_size(tmp_path, two_cores_no_measuring, sizes):
 
 def test_good_flags_reach_the_measuring(tmp_path, two_cores_no_measuring, monkeypatch):
     """The tripwire itself: valid flags (fractional and whole sizes) get past the checks."""
-    monkeypatch.setattr(planner, "write_plan", lambda settings, measurements: {"sizing": None, "measurements": []})
+    monkeypatch.setattr(planner, "write_plan",
+                        lambda settings, measurements: {"sizing": None, "measurements": [], "model": {}})
     result = CliRunner().invoke(main, ["plan", *GOOD, "--cpus", "250m,1", "--workers-per-pod", "1,2",
                                        "--price-per-node-hour", "0.2", "--out", str(tmp_path / "p")])  # fmt: skip
     assert result.exit_code == 0, result.output

@@ -30,7 +30,10 @@ def test_a_quick_plan_against_a_running_server(tmp_path, model_paths):
     measured = plan["measurements"][0]
     # The search's ceiling, far below this server's capacity, even on a busy machine.
     assert measured["max_users"] == 16, "\n".join(lines)
-    assert [s["load"] for s in measured["steps"]] == [4, 8, 16]
+    # Four-fold while the p95 is under a tenth of the limit (it is, here), else doubling.
+    first = measured["steps"][0]
+    expected = [4, 16] if first["latency_ms"] < 100 else [4, 8, 16]
+    assert [s["load"] for s in measured["steps"]] == expected
     assert all(s["meets"] and s["valid"] for s in measured["steps"])
     # A p95 needs 100 requests (five beyond it); a step with fewer is flagged, not trusted.
     for step in measured["steps"]:

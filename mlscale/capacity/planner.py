@@ -44,7 +44,9 @@ class PlanSettings:
     step_s: float = 20.0
     precision: float = 0.1
     start_load: float = 4.0
-    ceiling: float = 5000.0
+    # High enough never to be what stops a search: a saturated generator or a missed
+    # SLA does (a 1-CPU pod of the reference model carries about 6,000 users).
+    ceiling: float = 200_000.0
     max_steps: int = 14
     node_type: str = "e2-standard-4"
     daemonset_cpu_m: int = 100
@@ -72,6 +74,9 @@ def _measure_fn(
             host=url, shape=constant(settings.kind, load, duration_s), out_dir=out,
             think_time_s=settings.think_time_s, think="random", spawn_rate=max(load, 10.0),
             sla=sla, cpu_affinity=cores, report=False, data=settings.data,
+            # One Locust worker per generator core (Locust's own master and workers):
+            # one process drives one core at most.
+            workers=len(cores) if cores and len(cores) > 1 else 0,
             signature_of=settings.signature_of, rows_per_request=settings.rows_per_request,
             mix=settings.mix,
         ))  # fmt: skip
@@ -132,6 +137,14 @@ def _server_use(rows: list[dict]) -> tuple[float | None, float | None]:
     cpu = [r["server_cpu"] for r in held if r.get("server_cpu") is not None]
     rss = [r["server_rss_mb"] for r in rows if r.get("server_rss_mb") is not None]
     return (sum(cpu) / len(cpu) if cpu else None), (max(rss) if rss else None)
+
+
+def _far_below(limit_ms: float | None) -> Callable[[Step], bool] | None:
+    """Steps whose percentile is under a tenth of the limit: far from capacity, where
+    the search may grow four-fold (latency stays flat until close to capacity)."""
+    if limit_ms is None:
+        return None
+    return lambda step: step.latency_ms is not None and step.latency_ms < limit_ms / 10
 
 
 def _limit_ms(sla) -> float | None:
@@ -272,6 +285,7 @@ def _measure_sizes(settings: PlanSettings, say: Callable[[str], None], measureme
                             spec.cpu if settings.model_uri else None),
                 start=settings.start_load, ceiling=settings.ceiling,
                 precision=settings.precision, max_steps=settings.max_steps,
+                far_below=_far_below(_limit_ms(settings.sla)),
             )  # fmt: skip
         best = next((s for s in log if s["load"] == result.max_load and s["meets"]), None)
         peaks = [s["server_rss_mb_peak"] for s in log if s.get("server_rss_mb_peak") is not None]
@@ -368,8 +382,28 @@ def _fit(settings: PlanSettings, measurements: list[dict]) -> dict:
             ),
         )  # fmt: skip
     else:
-        model["note"] = "a hold-out check needs three sizes whose search converged"
+        model.update(_step_holdout(max(converged, key=lambda m: m["cpu"]), limit))
     return model
+
+
+def _step_holdout(measurement: dict, limit_ms: float) -> dict:
+    """With fewer than three sizes, the hold-out is a load step: the capacity is read
+    again without the step it rests on (the last load that met the SLA), from the
+    next lighter one, and compared with the capacity read from all the steps."""
+    best, failed = _bracket(measurement)
+    lighter = [s for s in measurement["steps"]
+               if s["valid"] and s["meets"] and best is not None and s["load"] < best["load"]]  # fmt: skip
+    if not lighter or measurement["at_limit"] is None:
+        return {"note": "a hold-out check needs a second load that met the SLA below the capacity"}
+    without = _at_limit(max(lighter, key=lambda s: s["load"]), failed, limit_ms)
+    if without is None:
+        return {"note": "the capacity cannot be read without its nearest step"}
+    measured = measurement["at_limit"]["load"]
+    return {
+        "holdout": "step", "holdout_cpu": measurement["cpu"], "holdout_step_load": best["load"],
+        "holdout_predicted_load": without["load"], "holdout_measured_load": measured,
+        "holdout_error": abs(without["load"] - measured) / measured,
+    }  # fmt: skip
 
 
 def _assemble(settings: PlanSettings, measurements: list[dict]) -> dict:

@@ -40,8 +40,17 @@ def find_max_load(
     floor: float = 1.0,
     integer: bool = True,
     max_steps: int = 20,
+    far_below: Callable[[Step], bool] | None = None,
 ) -> SearchResult:
-    """Search loads from ``start`` up to ``ceiling``; ``precision`` is the bracket's relative width."""
+    """Search loads from ``start`` up to ``ceiling``; ``precision`` is the bracket's relative width.
+
+    ``far_below(step)``: the step's latency is so far under the limit that the load
+    grows by ``growth`` squared (latency is flat until near capacity, so the light
+    steps, which are the longest ones, say little). A step that is not a valid
+    measurement (the generator saturated) bounds the bracket from above without
+    being a failure: the search goes on below it, and ends "converged" only on a
+    real miss, else "invalid" with a lower bound.
+    """
     if not (start > 0 and ceiling >= start and growth > 1 and 0 < precision < 1):
         raise ValueError("need 0 < start <= ceiling, growth > 1 and 0 < precision < 1")
     steps: list[Step] = []
@@ -54,41 +63,48 @@ def find_max_load(
 
     best: float | None = None
     failed: float | None = None
+    missed = False  # whether ``failed`` is a measured miss (not a saturated generator)
     load = start
     # Phase 1: grow until the SLA fails, the ceiling is reached, or a step is invalid.
     while len(steps) < max_steps:
         step = run(load)
         if not step.valid:
-            return SearchResult(best, tuple(steps), failed, "invalid")
+            if best is None:
+                return SearchResult(None, tuple(steps), None, "invalid")
+            failed = step.load
+            break
         if step.meets:
             best = step.load
             if step.load >= ceiling:
                 return SearchResult(best, tuple(steps), None, "ceiling")
-            load = min(step.load * growth, ceiling)
+            factor = growth * growth if far_below is not None and far_below(step) else growth
+            load = min(step.load * factor, ceiling)
             continue
-        failed = step.load
+        failed, missed = step.load, True
         break
     else:
         return SearchResult(best, tuple(steps), failed, "max_steps")
 
     # Phase 2: go down until a load meets the SLA (when the first already failed),
-    # then bisect the bracket (best meets, failed does not).
+    # then bisect the bracket (best meets, failed does not or could not be measured).
     while len(steps) < max_steps:
         if best is None:
             load = failed / growth
             if load < floor:
                 return SearchResult(None, tuple(steps), failed, "floor")
         elif (failed - best) / failed <= precision or (integer and failed - best <= 1):
-            return SearchResult(best, tuple(steps), failed, "converged")
+            return SearchResult(best, tuple(steps), failed, "converged" if missed else "invalid")
         else:
             load = math.sqrt(best * failed) if failed / best > 4 else (best + failed) / 2
         step = run(load)
         if not step.valid:
-            return SearchResult(best, tuple(steps), failed, "invalid")
-        if step.meets:
+            if best is None:
+                return SearchResult(None, tuple(steps), failed, "invalid")
+            failed, missed = step.load, False
+        elif step.meets:
             best = step.load
         else:
-            failed = step.load
+            failed, missed = step.load, True
     return SearchResult(best, tuple(steps), failed, "max_steps" if best else "floor")
 
 

@@ -266,7 +266,8 @@ class _PositiveNumber(click.ParamType):
               help="Millicores the DaemonSets request on every node (GKE's kube-proxy: 100).")
 @click.option("--price-per-node-hour", type=_PositiveNumber(), default=None, help="For a monthly cost.")
 @click.option("--start-load", type=_PositiveNumber(), default=4, show_default=True,
-              help="The search's first load (users or requests/s); it doubles from there.")
+              help="The search's first load (users or requests/s); it doubles from there (four-fold "
+              "while the percentile is under a tenth of the limit).")
 @click.option("--quick", is_flag=True, help="Short steps and a coarse search: minutes, wider error bars.")
 @click.option("--from-plan", "from_plan", type=click.Path(dir_okay=False), default=None,
               help="Re-size from an earlier plan.json's measurements (a new target, node type "
@@ -338,6 +339,7 @@ def plan(**options) -> None:
         result = write_plan(settings, earlier["measurements"])
     else:
         result = run_plan(settings, say=lambda text: click.echo(text, err=True))
+    click.echo(_model_line(result["model"]))
     if result["sizing"]:
         click.echo(result["sizing"]["sentence"])
     elif result.get("sizing_error") and any(m["max_load"] for m in result["measurements"]):
@@ -350,6 +352,19 @@ def plan(**options) -> None:
     else:
         click.echo("No pod size met the SLA at any load measured.")
     click.echo(f"Plan: {options['out_dir']}/plan.json, report: {options['out_dir']}/plan.html")
+
+
+def _model_line(model: dict) -> str:
+    """The capacity model's check, one line: what a reader needs to trust the plan."""
+    error = model.get("holdout_error")
+    if error is None:
+        return f"Model: {model.get('note', 'not fitted')}."
+    if model.get("holdout") == "step":
+        what = f"the {model['holdout_cpu']:g}-CPU capacity read without its nearest load step"
+    else:
+        what = f"{model['holdout_cpu']:g} CPU predicted from the other sizes"
+    return (f"Model check: {what}: {model['holdout_predicted_load']:.0f} against "
+            f"{model['holdout_measured_load']:.0f} measured, {error * 100:.1f} % hold-out error.")
 
 
 @main.command()

@@ -84,7 +84,15 @@ def _model_text(model: dict) -> str:
             f"Tail: delay {tail.get('delay_ms', 0):.1f} ms, percentile-to-mean ratio "
             f"{tail.get('tail_ratio', 0):.2f} near capacity.</p>"
         )
-    if model.get("holdout_error") is not None:
+    if model.get("holdout") == "step":
+        parts.append(
+            f"<p><b>Model check</b> on {model['holdout_cpu']:g} CPU, without the step at "
+            f"{model['holdout_step_load']:g} (the last load that met the SLA): capacity read "
+            f"{model['holdout_predicted_load']:.0f} from the next lighter step, "
+            f"{model['holdout_measured_load']:.0f} from all of them: "
+            f"<b>{model['holdout_error'] * 100:.1f} % error</b>.</p>"
+        )
+    elif model.get("holdout_error") is not None:
         parts.append(
             f"<p><b>Model check</b> on {model['holdout_cpu']:g} CPU, a size the fit did not see: "
             f"predicted {model['holdout_predicted_load']:.0f}, measured "
