@@ -16,13 +16,15 @@ import mlscale.capacity.planner as planner
 import mlscale.capacity.pods as pods_module
 
 from mlscale.capacity.models import (
+    QuotaThroughput,
     SizeMeasurement,
     TailModel,
     UslFit,
     erlang_c,
     fit_capacity,
-    holdout_check,
+    fit_throughput,
     fit_usl,
+    holdout_check,
     holdout_error,
     max_arrival_rate,
     mmc_response_quantile,
@@ -194,14 +196,16 @@ def test_a_step_is_stable_when_three_windows_agree(rates, expected):
     assert stable(rates) is expected
 
 
-# A closed-loop system with known laws: USL throughput, 5 ms of fixed delay, and a
-# p95 twice the (queueing part of the) mean at the SLA's edge.
-KNOWN_USL = UslFit(lam=200.0, sigma=0.05, kappa=0.002)
+# A closed-loop system with known laws: USL throughput over whole cores, a CFS quota
+# that loses 8 ms of each 100 ms period below one, 5 ms of fixed delay, and a p95
+# twice the (queueing part of the) mean at the SLA's edge.
+KNOWN_USL = UslFit(lam=200.0, sigma=0.05, kappa=0.0)
+KNOWN = QuotaThroughput(KNOWN_USL, lost_ms=8.0, period_ms=100.0)
 FIT_OPTIONS = dict(kind="users", quantile=0.95, limit_ms=1000.0, think_time_s=1.0)
 
 
 def known_size(cpu: float, noise: float = 1.0) -> SizeMeasurement:
-    rps = KNOWN_USL.throughput(cpu) * noise
+    rps = KNOWN.throughput(cpu) * noise
     mean_ms = 5 + (1000 - 5) / 2.0
     users = rps * (1.0 + mean_ms / 1000)  # Little's law
     return SizeMeasurement(cpu=cpu, workers=1, max_load=users, max_rps=rps,
@@ -212,6 +216,8 @@ def test_the_capacity_model_recovers_a_known_system_and_checks_a_held_out_size()
     sizes = [known_size(c) for c in (0.25, 0.5, 1.0, 2.0)]
     model = fit_capacity(sizes, **FIT_OPTIONS)
     assert model.tail.delay_ms == 5.0 and model.tail.tail_ratio == pytest.approx(2.0)
+    assert model.throughput.lost_ms == pytest.approx(8.0, rel=1e-3)
+    assert model.throughput.usl.sigma == pytest.approx(0.05, rel=1e-2)
     for size_ in sizes:
         assert model.max_load(size_.cpu) == pytest.approx(size_.max_load, rel=0.01)
     predicted, error = holdout_check(sizes, 1, **FIT_OPTIONS)
@@ -268,8 +274,10 @@ def test_a_plan_fits_converged_sizes_only_and_sizes_from_the_best_per_core():
     assert model["holdout_error"] < 0.05
     assert [p["cpu"] for p in model["predicted"]] == [0.25, 0.5, 1.0, 2.0, 4.0]
     sizing = plan["sizing"]
-    # USL with contention: the smallest pod serves the most per core.
-    assert sizing["cpu_per_pod"] == 0.25
+    # The size that serves the most per core: here 1 CPU, as the quota costs the
+    # fractional sizes more than contention costs the whole core.
+    best = max(measurements, key=lambda m: m["max_load"] / m["cpu"])
+    assert best["cpu"] == 1.0 and sizing["cpu_per_pod"] == 1.0
     assert sizing["pods"] * sizing["capacity_per_pod"] * 0.8 >= 1000
     # A size whose search hit a saturated generator is a lower bound: shown, not fitted.
     measurements[2] = _measurement(1.0, stopped_by="invalid")
@@ -303,17 +311,32 @@ def test_one_size_is_checked_on_a_load_step_left_out():
     assert model["fitted_cpus"] == [1.0]
 
 
-def test_a_superlinear_fit_is_allowed_inside_and_capped_outside_the_measured_sizes():
-    # Per-core throughput that grows with size, as fixed per-pod costs spread out.
-    cpus, rps = [0.25, 0.5, 1.0], [50.0, 105.0, 250.0]
+def test_a_quota_is_not_a_slower_core():
+    # Measured per core: 0.25 and 0.5 CPU serve less than a quarter and a half of a
+    # whole core, by the same CPU time lost to each throttled period.
+    cpus, rps = [0.25, 0.5, 1.0], [42.0, 92.0, 200.0]  # 200 x (c - 0.04)
+    fit = fit_throughput(cpus, rps, period_ms=100.0)
+    assert fit.lost_ms == pytest.approx(4.0, rel=1e-6)
+    for cpu, measured in zip(cpus, rps, strict=True):
+        assert fit.throughput(cpu) == pytest.approx(measured, rel=1e-6)
+    # Fitted on 0.25 and 1 CPU alone, the middle size is predicted; a slower-core
+    # (linear) model would say 100 requests/s, 8.7 % high.
+    assert holdout_error(cpus, rps, held_out=1) == pytest.approx(0.0, abs=1e-9)
+    # A longer period loses the same time in fewer periods.
+    assert fit_throughput(cpus, rps, period_ms=200.0).lost_ms == pytest.approx(8.0)
+    # Without a whole core: λ and the loss from the fractional sizes alone.
+    fractional = fit_throughput([0.25, 0.5], [42.0, 92.0])
+    assert fractional.usl.lam == pytest.approx(200.0) and fractional.lost_ms == pytest.approx(4.0)
+    # Plans written before the quota term read as the USL alone.
+    old = QuotaThroughput.from_dict({"lambda": 200.0, "sigma": 0.0, "kappa": 0.0})
+    assert old.throughput(0.5) == pytest.approx(100.0)
+    assert QuotaThroughput.from_dict(fit.to_dict()) == fit
+
+
+def test_beyond_the_sizes_measured_no_more_per_core_than_the_largest():
     sizes = [SizeMeasurement(cpu=c, workers=1, max_load=r * 1.5, max_rps=r, percentile_ms=1000.0,
-                             mean_ms=500.0, lightest_ms=5.0) for c, r in zip(cpus, rps)]  # fmt: skip
+                             mean_ms=500.0, lightest_ms=5.0) for c, r in ((0.5, 90.0), (1.0, 250.0))]  # fmt: skip
     model = fit_capacity(sizes, **FIT_OPTIONS)
-    assert model.throughput.sigma < 0
-    for cpu, measured in zip(cpus, rps):
-        assert model.max_rps(cpu) == pytest.approx(measured, rel=0.05)
-    # Beyond the largest size: no more per core than measured there, not the
-    # runaway of a negative contention term.
     assert model.max_rps(4.0) == pytest.approx(4 * model.max_rps(1.0))
     assert math.isinf(UslFit(250.0, -0.5, 0.0).throughput(4.0))
 

@@ -1,8 +1,13 @@
 """Capacity models: throughput against CPU, and tail latency from queueing theory.
 
 - The Universal Scalability Law, X(n) = λn / (1 + σ(n−1) + κn(n−1)), fitted to
-  the maximum throughput measured at each CPU size n (cores); its error is
+  the maximum throughput measured at each whole-core size n; its error is
   checked on a size the fit did not see.
+- Below a core, a pod runs under a CFS quota: c·P of CPU time in each period P,
+  then throttled until the period ends. It is not a slower core: measured here,
+  each throttled period also costs a slice of CPU time that serves no request,
+  so X(c) = λ (c − lost/P), with ``lost`` (ms per period) fitted from the
+  fractional sizes.
 - Tail latency, which turns a throughput at the SLA into the load the SLA
   allows. Closed loop (users with think time Z): Little's law, N = X (Z + R̄),
   with the mean response R̄ at the SLA's edge taken from the measured ratio of
@@ -76,10 +81,72 @@ def fit_usl(cores: Sequence[float], throughput: Sequence[float], *, coherency: b
     return UslFit(float(lam), float(sigma), float(kappa))
 
 
-def holdout_error(cores: Sequence[float], throughput: Sequence[float], held_out: int) -> float:
+# The kubelet's CFS period (Kubernetes' default, and what ``pods`` sets for plan's pods).
+CFS_PERIOD_MS = 100.0
+
+
+@dataclass(frozen=True)
+class QuotaThroughput:
+    """Throughput at the SLA against CPU: the USL over whole cores, and below one core
+    a CFS quota that loses ``lost_ms`` of CPU time in each throttled period."""
+
+    usl: UslFit
+    lost_ms: float = 0.0
+    period_ms: float = CFS_PERIOD_MS
+
+    def throughput(self, cores: float) -> float:
+        if cores < 1:
+            # Under a quota of c cores: c·P of each period, less what throttling costs.
+            return max(self.usl.lam * (cores - self.lost_ms / self.period_ms), 0.0)
+        return self.usl.throughput(cores)
+
+    def to_dict(self) -> dict:
+        return {**self.usl.to_dict(), "law": "usl+cfs-quota", "throttle_lost_ms": self.lost_ms,
+                "cfs_period_ms": self.period_ms}  # fmt: skip
+
+    @classmethod
+    def from_dict(cls, model: dict) -> QuotaThroughput:
+        usl = UslFit(model["lambda"], model["sigma"], model["kappa"])
+        # Plans written before the quota term: the USL alone.
+        return cls(usl, model.get("throttle_lost_ms", 0.0), model.get("cfs_period_ms", CFS_PERIOD_MS))
+
+
+def fit_throughput(
+    cores: Sequence[float], throughput: Sequence[float], *, period_ms: float = CFS_PERIOD_MS
+) -> QuotaThroughput:
+    """The USL through the whole-core sizes, and the quota's loss through the others.
+
+    Without a whole-core size, λ and the loss come from a straight line through the
+    fractional sizes (X = λc − λ·lost/P); with a single size, it is a slower core.
+    """
+    pairs = [(float(c), float(x)) for c, x in zip(cores, throughput, strict=True)]
+    if not pairs or any(c <= 0 or x < 0 for c, x in pairs):
+        raise ValueError("need positive core counts and non-negative throughputs")
+    whole = [(c, x) for c, x in pairs if c >= 1]
+    fractional = [(c, x) for c, x in pairs if c < 1]
+    if whole:
+        usl = fit_usl([c for c, _ in whole], [x for _, x in whole],
+                      coherency=max(c for c, _ in whole) > 1)  # fmt: skip
+        lost = [c - x / usl.lam for c, x in fractional] if usl.lam > 0 else []
+        share = max(sum(lost) / len(lost), 0.0) if lost else 0.0
+    elif len({c for c, _ in fractional}) >= 2:
+        slope, intercept = np.polyfit([c for c, _ in fractional], [x for _, x in fractional], 1)
+        smallest = min(c for c, _ in fractional)
+        if slope > 0:
+            usl, share = UslFit(float(slope), 0.0, 0.0), min(max(-intercept / slope, 0.0), smallest / 2)
+        else:  # throughput not growing with CPU: no loss can be read from it
+            usl, share = UslFit(max(x / c for c, x in fractional), 0.0, 0.0), 0.0
+    else:
+        c, x = pairs[0]
+        usl, share = UslFit(x / c, 0.0, 0.0), 0.0
+    return QuotaThroughput(usl, share * period_ms, period_ms)
+
+
+def holdout_error(cores: Sequence[float], throughput: Sequence[float], held_out: int,
+                  *, period_ms: float = CFS_PERIOD_MS) -> float:  # fmt: skip
     """Relative error predicting point ``held_out`` from a fit on the others."""
     keep = [i for i in range(len(cores)) if i != held_out]
-    fit = fit_usl([cores[i] for i in keep], [throughput[i] for i in keep])
+    fit = fit_throughput([cores[i] for i in keep], [throughput[i] for i in keep], period_ms=period_ms)
     measured = throughput[held_out]
     return abs(fit.throughput(cores[held_out]) - measured) / measured
 
@@ -122,7 +189,7 @@ class TailModel:
 class CapacityModel:
     """Throughput at the SLA against CPU (USL), and the load it carries (tail model)."""
 
-    throughput: UslFit
+    throughput: QuotaThroughput
     tail: TailModel
     largest_cpu: float  # the largest size fitted
 
@@ -157,9 +224,10 @@ class SizeMeasurement:
 
 def fit_capacity(
     sizes: Sequence[SizeMeasurement], *, kind: str, quantile: float, limit_ms: float,
-    think_time_s: float,
+    think_time_s: float, period_ms: float = CFS_PERIOD_MS,
 ) -> CapacityModel:  # fmt: skip
-    """USL through the sizes' throughputs; the tail from their lightest and capacity steps."""
+    """Throughput against CPU through the sizes (USL and quota); the tail from their
+    lightest and capacity steps."""
     delay = min(s.lightest_ms for s in sizes)
     ratios = [
         (s.percentile_ms - delay) / (s.mean_ms - delay)
@@ -171,7 +239,7 @@ def fit_capacity(
     tail = TailModel(kind=kind, quantile=quantile, limit_ms=limit_ms, think_time_s=think_time_s,
                      delay_ms=delay, tail_ratio=ratio)  # fmt: skip
     largest = max(s.cpu for s in sizes)
-    throughput = fit_usl([s.cpu for s in sizes], [s.max_rps for s in sizes], coherency=largest > 1)
+    throughput = fit_throughput([s.cpu for s in sizes], [s.max_rps for s in sizes], period_ms=period_ms)
     return CapacityModel(throughput, tail, largest_cpu=largest)
 
 

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass
 
-from mlscale.capacity.models import SizeMeasurement, fit_capacity, holdout_check, holdout_error
+from mlscale.capacity.models import CFS_PERIOD_MS, SizeMeasurement, fit_capacity, holdout_check, holdout_error
 from mlscale.capacity.pods import Pod, PodSpec, check_measurable, cores_for, quota_supported
 from mlscale.capacity.search import Step, expected_rate, find_max_load, min_requests, stable, step_duration
 from mlscale.capacity.sizing import NODE_TYPES, check_node, pod_memory_mib, size
@@ -361,7 +361,7 @@ def _fit(settings: PlanSettings, measurements: list[dict]) -> dict:
         for m in sorted(converged, key=lambda m: m["cpu"])
     ]  # fmt: skip
     options = dict(kind=settings.kind, quantile=_QUANTILES.get(percentile, 0.95), limit_ms=limit,
-                   think_time_s=settings.think_time_s)  # fmt: skip
+                   think_time_s=settings.think_time_s, period_ms=CFS_PERIOD_MS)  # fmt: skip
     fitted = fit_capacity(sizes, **options)
     model.update(fitted.to_dict())
     model["fitted_cpus"] = [s.cpu for s in sizes]
@@ -378,7 +378,7 @@ def _fit(settings: PlanSettings, measurements: list[dict]) -> dict:
             holdout_cpu=sizes[middle].cpu, holdout_predicted_load=predicted,
             holdout_measured_load=sizes[middle].max_load, holdout_error=error,
             holdout_throughput_error=holdout_error(
-                [s.cpu for s in sizes], [s.max_rps for s in sizes], middle
+                [s.cpu for s in sizes], [s.max_rps for s in sizes], middle, period_ms=CFS_PERIOD_MS
             ),
         )  # fmt: skip
     else:

@@ -12,11 +12,12 @@ import math
 import os
 from dataclasses import dataclass
 
+from mlscale.capacity.models import CFS_PERIOD_MS
 from mlscale.errors import ConfigurationError, MlscaleError
 from mlscale.serving.process import ServeProcess
 
 _CGROUP_CPU = "/sys/fs/cgroup/cpu"
-_PERIOD_US = 100_000
+_PERIOD_US = int(CFS_PERIOD_MS * 1000)  # the period the capacity model assumes
 
 
 class PodError(MlscaleError):

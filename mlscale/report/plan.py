@@ -10,7 +10,7 @@ import json
 import plotly.graph_objects as go
 from plotly.offline import get_plotlyjs
 
-from mlscale.capacity.models import UslFit
+from mlscale.capacity.models import QuotaThroughput
 
 
 def _latency_figure(plan: dict) -> go.Figure:
@@ -36,11 +36,11 @@ def _throughput_figure(plan: dict) -> go.Figure | None:
     points = [(m["cpu"], m["max_rps"]) for m in plan["measurements"] if m["max_load"]]
     if not points or "lambda" not in model:
         return None
-    fit = UslFit(model["lambda"], model["sigma"], model["kappa"])
+    fit = QuotaThroughput.from_dict(model)
     top = max(max(c for c, _ in points) * 2, max((p["cpu"] for p in model.get("predicted", [])), default=0))
     xs = [top * i / 50 for i in range(1, 51)]
     figure = go.Figure()
-    figure.add_trace(go.Scatter(x=xs, y=[fit.throughput(x) for x in xs], name="fitted (USL)"))
+    figure.add_trace(go.Scatter(x=xs, y=[fit.throughput(x) for x in xs], name="fitted (USL, CFS quota below a core)"))
     figure.add_trace(go.Scatter(x=[c for c, _ in points], y=[r for _, r in points],
                                 mode="markers", name="measured at the SLA",
                                 marker={"size": 10}))  # fmt: skip
@@ -79,7 +79,9 @@ def _model_text(model: dict) -> str:
         tail = model.get("tail", {})
         parts.append(
             f"<p>Throughput at the SLA against CPU: USL with λ = {model['lambda']:.1f} req/s per "
-            f"core, σ = {model['sigma']:.3f}, κ = {model['kappa']:.4f}, fitted on "
+            f"core, σ = {model['sigma']:.3f}, κ = {model['kappa']:.4f}; below a core, a CFS quota "
+            f"that loses {model.get('throttle_lost_ms', 0.0):.1f} ms of each "
+            f"{model.get('cfs_period_ms', 100.0):g} ms period; fitted on "
             f"{', '.join(f'{c:g}' for c in model['fitted_cpus'])} CPU. "
             f"Tail: delay {tail.get('delay_ms', 0):.1f} ms, percentile-to-mean ratio "
             f"{tail.get('tail_ratio', 0):.2f} near capacity.</p>"
