@@ -6,7 +6,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test bench audit images engine clean
+.PHONY: install demo test bench bench-loadgen audit images engine clean
 
 install: $(STAMP)
 
@@ -25,6 +25,10 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/serve_bench.py
+
+# The load generator against the truth, wrk and plain Locust; users per core; the simulator.
+bench-loadgen: $(STAMP)
+	$(BIN)/python benchmarks/loadgen_bench.py
 
 # The server, Locust, tracking and Postgres images (docker/), with docker or podman;
 # reused where their content is unchanged. `make engine` installs podman first

@@ -1,6 +1,7 @@
-"""The load generator, measured: what it adds to latency, and what it costs a core.
+"""The load generator, measured: what it adds to latency, what it costs a core,
+the users per core it can show, and the simulator at scale.
 
-Two sections, each side by side in one run, the server pinned to core 0 and the
+Four sections, each side by side in one run, the server pinned to core 0 and the
 generator to core 1:
 
 * **accuracy**: a server whose latency is known (``latency_app.py``: a uniform
@@ -13,7 +14,14 @@ generator to core 1:
   loadtest`` and from plain Locust FastHttpUser users (``plain_locustfile.py``).
   Requests are counted at the server and the generator's CPU (every process it
   runs) over the same steady seconds: requests/s per generator core.
+* **users-per-core**: ``mlscale plan -m models:/wine-quality/1 --target-users 120``
+  with every other option at its default (1 CPU, one row per request, 1 s think
+  time, p95 < 1 s) on the example model trained into a temporary store: the
+  capacity it finds over the pod's CPU, and the model's hold-out error.
+* **simulate**: ``simulate_bench.py``'s 24 simulated hours at 100,000 requests/s,
+  on core 1.
 
+    make bench-loadgen      # all four, about 12 minutes
     .venv/bin/python benchmarks/loadgen_bench.py [--sections accuracy,throughput] [--duration 20]
 
 Writes ``loadgen.md`` and ``loadgen.json`` to ``--out`` (benchmarks/results).
@@ -24,7 +32,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -35,6 +42,7 @@ import urllib.request
 from contextlib import contextmanager
 
 from serve_bench import _tree_cpu_s as tree_cpu_s  # CPU seconds of a process tree
+from serve_bench import ensure_wrk
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 BIN = os.path.dirname(sys.executable)
@@ -206,17 +214,57 @@ def throughput_table(points: list[dict]) -> tuple[str, bool, list[str]]:
     return "\n".join(lines), met, ratios
 
 
+# ----------------------------------------------------------- users per core
+
+
+def users_per_core(workdir: str) -> dict:
+    """The default plan of the example model, from a fresh store: its capacity per core."""
+    store = f"sqlite:///{os.path.join(workdir, 'mlflow.db')}"
+    env = {**os.environ, "MLFLOW_TRACKING_URI": store}
+    subprocess.run([MLSCALE, "train"], check=True, env=env, cwd=workdir, capture_output=True, timeout=600)
+    out = os.path.join(workdir, "plan")
+    started = time.monotonic()
+    subprocess.run([MLSCALE, "plan", "-m", "models:/wine-quality/1", "--target-users", "120", "--out", out],
+                   check=True, env=env, cwd=workdir, capture_output=True, timeout=3600)  # fmt: skip
+    with open(os.path.join(out, "plan.json")) as handle:
+        plan = json.load(handle)
+    (measured,) = plan["measurements"]
+    at_limit = measured.get("at_limit") or {}
+    return {
+        "cpu": measured["cpu"], "capacity_users": measured["max_load"], "stopped_by": measured["stopped_by"],
+        "users_at_limit": at_limit.get("load"), "rps_at_limit": at_limit.get("rps"),
+        "users_per_core": measured["max_load"] / measured["cpu"],
+        "holdout_error": plan["model"].get("holdout_error"), "minutes": (time.monotonic() - started) / 60,
+    }  # fmt: skip
+
+
+def users_table(result: dict) -> str:
+    error = result["holdout_error"]
+    return (f"1-CPU pod, one row per request, 1 s think time, p95 < 1 s: capacity "
+            f"**{result['capacity_users']:,.0f} users** (search {result['stopped_by']}; p95 crosses 1 s at "
+            f"{result['users_at_limit'] or 0:,.0f} users, {result['rps_at_limit'] or 0:,.0f} requests/s): "
+            f"**{result['users_per_core']:,.0f} users per core** (the reference, with `mlflow models "
+            f"serve`: about 10). Model hold-out error "
+            f"{'–' if error is None else f'{error * 100:.1f} %'}; the plan took {result['minutes']:.1f} min.")  # fmt: skip
+
+
+def simulation() -> str:
+    run = subprocess.run(["taskset", "-c", GENERATOR_CORE, sys.executable, os.path.join(HERE, "simulate_bench.py")],
+                         capture_output=True, text=True, timeout=600)  # fmt: skip
+    return run.stdout.strip()
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--sections", default="accuracy,throughput")
+    parser.add_argument("--sections", default="accuracy,throughput,users-per-core,simulate")
     parser.add_argument("--duration", type=float, default=20.0, help="seconds per run")
     parser.add_argument("--out", default=os.path.join(HERE, "results"))
     args = parser.parse_args()
     sections = [s.strip() for s in args.sections.split(",") if s.strip()]
     if (os.cpu_count() or 1) < 2:
         raise SystemExit("needs two cores: one for the server, one for the generator")
-    if "accuracy" in sections and not shutil.which("wrk"):
-        raise SystemExit("the accuracy section runs wrk beside mlscale: apt-get install wrk")
+    if "accuracy" in sections:
+        ensure_wrk()  # beside mlscale at the same point; installed from Debian when missing
     report, results = [], {}
     with tempfile.TemporaryDirectory(prefix="mlscale-loadgen-") as workdir:
         if "accuracy" in sections:
@@ -234,6 +282,12 @@ def main() -> int:
                        f"10,000 users): {'met' if met else 'NOT met'}; " + "; ".join(ratios))  # fmt: skip
             report += ["## Requests per generator core", table, verdict]
             results["throughput"] = points
+        if "users-per-core" in sections:
+            results["users_per_core"] = users_per_core(workdir)
+            report += ["## Users per core (`mlscale plan`, defaults)", users_table(results["users_per_core"])]
+        if "simulate" in sections:
+            results["simulate"] = simulation()
+            report += ["## The simulator at scale (24 h, 100,000 requests/s)", results["simulate"]]
     text = "\n\n".join(report)
     print(text)
     os.makedirs(args.out, exist_ok=True)
