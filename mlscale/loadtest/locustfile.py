@@ -191,6 +191,7 @@ class ArrivalUser(User):
 
     abstract = CONFIG["mode"] != "open"
     host = os.environ.get("TARGET_HOST")
+
     def __init__(self, environment) -> None:
         super().__init__(environment)
         self.requests = _requests(self.host)
