@@ -15,7 +15,7 @@ from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass
 
-from mlscale.capacity.models import CFS_PERIOD_MS, SizeMeasurement, fit_capacity, holdout_check, holdout_error
+from mlscale.capacity.models import SizeMeasurement, fit_capacity, holdout_check, holdout_error
 from mlscale.capacity.pods import Pod, PodSpec, check_measurable, cores_for, quota_supported
 from mlscale.capacity.search import Step, expected_rate, find_max_load, min_requests, stable, step_duration
 from mlscale.capacity.sizing import NODE_TYPES, check_node, pod_memory_mib, size
@@ -45,7 +45,7 @@ class PlanSettings:
     precision: float = 0.1
     start_load: float = 4.0
     # High enough never to be what stops a search: a saturated generator or a missed
-    # SLA does (a 1-CPU pod of the reference model carries about 6,000 users).
+    # SLA does (a 1-CPU pod of the reference model carries about 8,000 users).
     ceiling: float = 200_000.0
     max_steps: int = 14
     node_type: str = "e2-standard-4"
@@ -361,7 +361,7 @@ def _fit(settings: PlanSettings, measurements: list[dict]) -> dict:
         for m in sorted(converged, key=lambda m: m["cpu"])
     ]  # fmt: skip
     options = dict(kind=settings.kind, quantile=_QUANTILES.get(percentile, 0.95), limit_ms=limit,
-                   think_time_s=settings.think_time_s, period_ms=CFS_PERIOD_MS)  # fmt: skip
+                   think_time_s=settings.think_time_s)  # fmt: skip
     fitted = fit_capacity(sizes, **options)
     model.update(fitted.to_dict())
     model["fitted_cpus"] = [s.cpu for s in sizes]
@@ -378,7 +378,7 @@ def _fit(settings: PlanSettings, measurements: list[dict]) -> dict:
             holdout_cpu=sizes[middle].cpu, holdout_predicted_load=predicted,
             holdout_measured_load=sizes[middle].max_load, holdout_error=error,
             holdout_throughput_error=holdout_error(
-                [s.cpu for s in sizes], [s.max_rps for s in sizes], middle, period_ms=CFS_PERIOD_MS
+                [s.cpu for s in sizes], [s.max_rps for s in sizes], middle
             ),
         )  # fmt: skip
     else:
@@ -391,9 +391,10 @@ def _step_holdout(measurement: dict, limit_ms: float) -> dict:
     again without the step it rests on (the last load that met the SLA), from the
     next lighter one, and compared with the capacity read from all the steps."""
     best, failed = _bracket(measurement)
-    lighter = [s for s in measurement["steps"]
-               if s["valid"] and s["meets"] and best is not None and s["load"] < best["load"]]  # fmt: skip
-    if not lighter or measurement["at_limit"] is None:
+    if best is None or measurement["at_limit"] is None:
+        return {"note": "a hold-out check needs a second load that met the SLA below the capacity"}
+    lighter = [s for s in measurement["steps"] if s["valid"] and s["meets"] and s["load"] < best["load"]]
+    if not lighter:
         return {"note": "a hold-out check needs a second load that met the SLA below the capacity"}
     without = _at_limit(max(lighter, key=lambda s: s["load"]), failed, limit_ms)
     if without is None:

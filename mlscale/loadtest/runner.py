@@ -34,7 +34,7 @@ from mlscale.loadtest.histograms import Store
 from mlscale.loadtest.resources import ResourceMonitor, find_server_pid
 from mlscale.loadtest.results import summarize, timeseries
 from mlscale.loadtest.shapes import RPS, Shape
-from mlscale.loadtest.sla import Sla
+from mlscale.loadtest.sla import Sla, parse_sla
 
 # Locust needs a moment to start and to stop its users; past this the run is killed.
 _GRACE_S = 60.0
@@ -160,8 +160,6 @@ def locust_config(
 def settings_from_config(config: dict, *, host: str, out_dir: str) -> LoadTestSettings:
     """The settings a locustfile configuration was written from, as far as the
     summary needs them (the shape, the user's behaviour, the workers, the SLA)."""
-    from mlscale.loadtest.sla import parse_sla
-
     return LoadTestSettings(
         host=host, shape=Shape.from_dict(config["shape"]), out_dir=out_dir,
         path=config.get("path", "/invocations"), spawn_rate=config.get("spawn_rate", 10.0),
