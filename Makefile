@@ -6,7 +6,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test bench bench-loadgen audit images engine clean
+.PHONY: install demo test lint format bench bench-loadgen audit images engine clean
 
 install: $(STAMP)
 
@@ -22,6 +22,15 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest
+
+# ruff (lint and format) over the package, the tests and the benchmarks.
+lint: $(STAMP)
+	$(BIN)/ruff check mlscale tests benchmarks
+	$(BIN)/ruff format --check mlscale tests benchmarks
+
+format: $(STAMP)
+	$(BIN)/ruff check --fix mlscale tests benchmarks
+	$(BIN)/ruff format mlscale tests benchmarks
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/serve_bench.py

@@ -18,8 +18,13 @@ async def app(scope, receive, send):
         message = await receive()
     if scope["path"] == "/count":
         body = b"%d" % _answered[0]
-        await send({"type": "http.response.start", "status": 200,
-                    "headers": [(b"content-length", b"%d" % len(body))]})  # fmt: skip
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [(b"content-length", b"%d" % len(body))],
+            }
+        )
         await send({"type": "http.response.body", "body": body})
         return
     _answered[0] += 1

@@ -49,11 +49,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from serve_bench import VENV_BIN, BenchError, free_port, request_bodies, train_model  # noqa: E402
+from serve_bench import VENV_BIN, BenchError, free_port, request_bodies, train_model
 
-from mlscale.containers import bake  # noqa: E402
-from mlscale.containers.base import DEFAULT_BASE, resolve_base  # noqa: E402
-from mlscale.containers.engine import Engine, ca_bundle, find_engine  # noqa: E402
+from mlscale.containers import bake
+from mlscale.containers.base import DEFAULT_BASE, resolve_base
+from mlscale.containers.engine import Engine, ca_bundle, find_engine
 
 BAKED = "localhost/mlscale-bench/baked-wine"
 MLFLOW = "localhost/mlscale-bench/mlflow-wine"
@@ -93,24 +93,37 @@ def _no_cache_build(setup: Setup, context: Path, tag: str, dockerfile: Path | No
     """Seconds to build ``tag`` from scratch. The image an earlier run left under the
     tag is removed once nothing else names it (MLflow's is 2 GB)."""
     previous = setup.engine.image_id(tag) if setup.engine.image_exists(tag) else None
-    args = ["build", "--no-cache", "-f", str(dockerfile or context / "Dockerfile"),
-            "--build-arg", f"BASE_IMAGE={setup.base}", *_secret_args(), "-t", tag, str(context)]  # fmt: skip
+    args = [
+        "build",
+        "--no-cache",
+        "-f",
+        str(dockerfile or context / "Dockerfile"),
+        "--build-arg",
+        f"BASE_IMAGE={setup.base}",
+        *_secret_args(),
+        "-t",
+        tag,
+        str(context),
+    ]
     seconds = _timed(lambda: setup.engine.run(*args, timeout=BUILD_TIMEOUT_S))
     if previous and previous != setup.engine.image_id(tag):
-        names = setup.engine.run("image", "inspect", "--format", "{{len .RepoTags}}", previous,
-                                 check=False).stdout.strip()  # fmt: skip
+        names = setup.engine.run(
+            "image", "inspect", "--format", "{{len .RepoTags}}", previous, check=False
+        ).stdout.strip()
         if names == "0":
             setup.engine.run("rmi", previous, check=False)
     return seconds
 
 
-def _context(setup: Setup, model_uri: str, name: str, env_manager: str,
-             sources: Path | None = None) -> bake.BuildContext:  # fmt: skip
+def _context(
+    setup: Setup, model_uri: str, name: str, env_manager: str, sources: Path | None = None
+) -> bake.BuildContext:
     """The build context `mlscale build-image` writes. With ``sources``, its mlscale
     package is replaced by that copy: in a checkout others edit meanwhile, the
     package would otherwise differ from one context to the next."""
-    context = bake.prepare_context(model_uri, setup.workdir / name, env_manager=env_manager,
-                                   tracking_uri=setup.tracking_uri)  # fmt: skip
+    context = bake.prepare_context(
+        model_uri, setup.workdir / name, env_manager=env_manager, tracking_uri=setup.tracking_uri
+    )
     if sources is not None:
         shutil.rmtree(context.folder / "mlscale")
         shutil.copytree(sources, context.folder / "mlscale")
@@ -120,8 +133,9 @@ def _context(setup: Setup, model_uri: str, name: str, env_manager: str,
 def _drop_earlier_runs(engine: Engine, tag: str) -> None:
     """Remove the TAG-HASH images of earlier runs (each run trains a new model)."""
     current = engine.image_id(tag)
-    listed = engine.run("images", "--format", "{{.Repository}}:{{.Tag}} {{.ID}}",
-                        tag.rsplit(":", 1)[0]).stdout  # fmt: skip
+    listed = engine.run(
+        "images", "--format", "{{.Repository}}:{{.Tag}} {{.ID}}", tag.rsplit(":", 1)[0]
+    ).stdout
     for line in listed.splitlines():
         name, _, image = line.partition(" ")
         if re.fullmatch(re.escape(tag) + r"-[0-9a-f]{12}", name) and not current.startswith(image):
@@ -133,29 +147,53 @@ def baked_builds(setup: Setup) -> list[Row]:
     rows = []
     started = time.monotonic()
     first = _context(setup, setup.model_uri, "context-uv", "uv")
-    rows.append(Row("baked: context", f"{time.monotonic() - started:.1f} s",
-                    "download the model, rewrite its requirements, copy mlscale"))  # fmt: skip
+    rows.append(
+        Row(
+            "baked: context",
+            f"{time.monotonic() - started:.1f} s",
+            "download the model, rewrite its requirements, copy mlscale",
+        )
+    )
     sources = first.folder / "mlscale"
     pip = _context(setup, setup.model_uri, "context-pip", "local", sources)
-    for label, context, tag in (("uv (default)", first, f"{BAKED}:1"),
-                                ("pip (--env-manager local)", pip, f"{BAKED}:1-pip")):  # fmt: skip
+    for label, context, tag in (
+        ("uv (default)", first, f"{BAKED}:1"),
+        ("pip (--env-manager local)", pip, f"{BAKED}:1-pip"),
+    ):
         seconds = _no_cache_build(setup, context.folder, tag)
-        rows.append(Row(f"baked: cold build, {label}", f"{seconds:.0f} s",
-                        "build --no-cache of the context (base present)"))  # fmt: skip
+        rows.append(
+            Row(
+                f"baked: cold build, {label}",
+                f"{seconds:.0f} s",
+                "build --no-cache of the context (base present)",
+            )
+        )
     # A new version of the model, the same requirements: what CI does most.
     second = train_model(setup.workdir)
     context = _context(setup, second, "context-v2", "uv", sources)
-    quiet = lambda line: None  # noqa: E731
+
+    def quiet(line):
+        return None
+
     image = bake.build(setup.engine, context, f"{BAKED}:2", base=setup.base, say=quiet)
-    rows.append(Row("baked: cached build", f"{image.build_seconds:.0f} s",
-                    f"{second}, same requirements: the layers up to the install reused"))  # fmt: skip
+    rows.append(
+        Row(
+            "baked: cached build",
+            f"{image.build_seconds:.0f} s",
+            f"{second}, same requirements: the layers up to the install reused",
+        )
+    )
     rerun = _timed(lambda: bake.build(setup.engine, context, f"{BAKED}:2", base=setup.base, say=quiet))
     _drop_earlier_runs(setup.engine, f"{BAKED}:2")
-    rows.append(Row("baked: rerun", f"{rerun:.1f} s",
-                    "the same context again: found by its content tag, nothing built"))  # fmt: skip
+    rows.append(
+        Row(
+            "baked: rerun",
+            f"{rerun:.1f} s",
+            "the same context again: found by its content tag, nothing built",
+        )
+    )
     size = setup.engine.image_size(f"{BAKED}:1")
-    rows.insert(0, Row("baked: image size", f"{size / 1e6:.0f} MB",
-                       "`image inspect --format {{.Size}}`"))  # fmt: skip
+    rows.insert(0, Row("baked: image size", f"{size / 1e6:.0f} MB", "`image inspect --format {{.Size}}`"))
     return rows
 
 
@@ -168,19 +206,40 @@ def install_steps(setup: Setup) -> list[Row]:
     rows = []
     for installer in ("uv", "pip"):
         step = bake.INSTALL_STEPS[installer].replace("\\\n", " ").strip().removeprefix("&&")
-        script = ("python3 -m venv --without-pip /opt/venv && python3 -m venv /opt/tools "
-                  "&& if [ -s /run/secrets/ca ]; then export PIP_CERT=/run/secrets/ca "
-                  "SSL_CERT_FILE=/run/secrets/ca; fi && started=$(date +%s.%N) && "
-                  f"{step} >/dev/null && echo $started $(date +%s.%N)")  # fmt: skip
+        script = (
+            "python3 -m venv --without-pip /opt/venv && python3 -m venv /opt/tools "
+            "&& if [ -s /run/secrets/ca ]; then export PIP_CERT=/run/secrets/ca "
+            "SSL_CERT_FILE=/run/secrets/ca; fi && started=$(date +%s.%N) && "
+            f"{step} >/dev/null && echo $started $(date +%s.%N)"
+        )
         done = setup.engine.run(
-            "run", "--rm", "-v", f"{requirements}:/build/requirements:ro", "-w", "/build/requirements",
+            "run",
+            "--rm",
+            "-v",
+            f"{requirements}:/build/requirements:ro",
+            "-w",
+            "/build/requirements",
             *(["-v", f"{bundle}:/run/secrets/ca:ro"] if bundle else []),
-            "-e", "PIP_NO_CACHE_DIR=1", "-e", "UV_NO_CACHE=1", "-e", "PIP_DISABLE_PIP_VERSION_CHECK=1",
-            setup.base, "sh", "-c", script, timeout=BUILD_TIMEOUT_S,
-        )  # fmt: skip
+            "-e",
+            "PIP_NO_CACHE_DIR=1",
+            "-e",
+            "UV_NO_CACHE=1",
+            "-e",
+            "PIP_DISABLE_PIP_VERSION_CHECK=1",
+            setup.base,
+            "sh",
+            "-c",
+            script,
+            timeout=BUILD_TIMEOUT_S,
+        )
         started, ended = (float(v) for v in done.stdout.split()[-2:])
-        rows.append(Row(f"baked: install step, {installer}", f"{ended - started:.1f} s",
-                        "the model's and mlscale's requirements into an empty venv, no cache"))  # fmt: skip
+        rows.append(
+            Row(
+                f"baked: install step, {installer}",
+                f"{ended - started:.1f} s",
+                "the model's and mlscale's requirements into an empty venv, no cache",
+            )
+        )
     return rows
 
 
@@ -197,14 +256,14 @@ def mlflow_dockerfile_on(text: str, base: str) -> str:
     lines, replaced = [], 0
     for line in text.splitlines():
         if re.match(r"^FROM\s+python:", line):
-            lines += [f"FROM {base}",
-                      "RUN python3 -m venv /opt/venv",
-                      "ENV PATH=/opt/venv/bin:$PATH"]  # fmt: skip
+            lines += [f"FROM {base}", "RUN python3 -m venv /opt/venv", "ENV PATH=/opt/venv/bin:$PATH"]
             replaced += 1
         elif line.startswith("RUN ") and ("pip install" in line or "_install_pyfunc_deps" in line):
-            lines.append("RUN --mount=type=secret,id=ca,target=/run/secrets/ca "
-                         "if [ -s /run/secrets/ca ]; then export PIP_CERT=/run/secrets/ca; fi && "
-                         + line[len("RUN "):])  # fmt: skip
+            lines.append(
+                "RUN --mount=type=secret,id=ca,target=/run/secrets/ca "
+                "if [ -s /run/secrets/ca ]; then export PIP_CERT=/run/secrets/ca; fi && "
+                + line[len("RUN ") :]
+            )
         else:
             lines.append(line)
     if replaced != 1:
@@ -219,9 +278,21 @@ def mlflow_build(setup: Setup) -> list[Row]:
     local = fetch_model(setup.model_uri, str(setup.workdir / "downloaded"))
     folder = setup.workdir / "mlflow-context"
     done = subprocess.run(
-        [str(VENV_BIN / "mlflow"), "models", "generate-dockerfile", "-m", local,
-         "--env-manager", "local", "-d", str(folder)], capture_output=True, text=True, timeout=600,
-    )  # fmt: skip
+        [
+            str(VENV_BIN / "mlflow"),
+            "models",
+            "generate-dockerfile",
+            "-m",
+            local,
+            "--env-manager",
+            "local",
+            "-d",
+            str(folder),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     if done.returncode != 0:
         raise BenchError(f"mlflow models generate-dockerfile failed:\n{done.stderr[-3000:]}")
     original = (folder / "Dockerfile").read_text()
@@ -239,11 +310,23 @@ def cold_start(setup: Setup, image: str, options: list[str]) -> float:
     """Seconds from `run -d` to the first 200 from /invocations."""
     port = free_port()
     name = f"mlscale-bench-{uuid.uuid4().hex[:8]}"
-    request = urllib.request.Request(f"http://127.0.0.1:{port}/invocations", data=setup.body,
-                                     headers={"Content-Type": "application/json"})  # fmt: skip
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}/invocations", data=setup.body, headers={"Content-Type": "application/json"}
+    )
     started = time.monotonic()
-    setup.engine.run("run", "-d", "--name", name, "--cpus", "1", "-p", f"127.0.0.1:{port}:8080",
-                     *options, image, timeout=120)  # fmt: skip
+    setup.engine.run(
+        "run",
+        "-d",
+        "--name",
+        name,
+        "--cpus",
+        "1",
+        "-p",
+        f"127.0.0.1:{port}:8080",
+        *options,
+        image,
+        timeout=120,
+    )
     try:
         while time.monotonic() - started < 180:
             try:
@@ -265,9 +348,14 @@ def cold_starts(setup: Setup, images: dict[str, tuple[str, list[str]]]) -> list[
     for _ in range(setup.runs):
         for label, (image, options) in images.items():
             times[label].append(cold_start(setup, image, options))
-    return [Row(f"{label}: cold start", f"{statistics.median(values):.2f} s",
-                f"median of {len(values)} at --cpus 1 (each: {', '.join(f'{v:.2f}' for v in values)})")
-            for label, values in times.items()]  # fmt: skip
+    return [
+        Row(
+            f"{label}: cold start",
+            f"{statistics.median(values):.2f} s",
+            f"median of {len(values)} at --cpus 1 (each: {', '.join(f'{v:.2f}' for v in values)})",
+        )
+        for label, values in times.items()
+    ]
 
 
 def main() -> int:
@@ -284,8 +372,7 @@ def main() -> int:
         model_uri = train_model(workdir)
         tracking_uri = f"sqlite:///{workdir}/mlflow.db"
         os.environ["MLFLOW_TRACKING_URI"] = tracking_uri  # for this process's own download
-        setup = Setup(engine, base, workdir, tracking_uri, model_uri, request_bodies()["one"],
-                      args.runs)  # fmt: skip
+        setup = Setup(engine, base, workdir, tracking_uri, model_uri, request_bodies()["one"], args.runs)
         measurements = [baked_builds, install_steps]
         images = {"baked": (f"{BAKED}:1", ["--read-only", "--tmpfs", "/tmp"])}
         if not args.skip_mlflow:
@@ -299,8 +386,13 @@ def main() -> int:
     if not args.skip_mlflow:
         ratio = engine.image_size(f"{BAKED}:1") / engine.image_size(f"{MLFLOW}:local")
         rows.append(Row("size, baked / mlflow", f"{ratio:.2f}", "target: at most 0.5"))
-    table = "\n".join(["| measurement | value | how |", "|---|---|---|",
-                       *(f"| {r.what} | {r.value} | {r.how} |" for r in rows)])  # fmt: skip
+    table = "\n".join(
+        [
+            "| measurement | value | how |",
+            "|---|---|---|",
+            *(f"| {r.what} | {r.value} | {r.how} |" for r in rows),
+        ]
+    )
     header = f"Model: {model_uri} (the reference model); base: {base}; engine: {engine.name}\n\n"
     print("\n" + header + table)
     if args.out:

@@ -35,7 +35,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from serve_bench import (  # noqa: E402
+from serve_bench import (
     SERVER_CORE,
     VENV_BIN,
     BenchError,
@@ -50,8 +50,8 @@ from serve_bench import (  # noqa: E402
     write_lua,
 )
 
-from mlscale import __version__  # noqa: E402
-from mlscale.containers.engine import find_engine  # noqa: E402
+from mlscale import __version__
+from mlscale.containers.engine import find_engine
 
 
 @dataclass(frozen=True)
@@ -90,10 +90,21 @@ def start(setup: Setup, model_uri: str, store: Path, tracking_uri: str, image: s
     port = free_port()
     if setup.cpus is None:
         process = subprocess.Popen(
-            ["taskset", "-c", SERVER_CORE, str(VENV_BIN / "mlscale"), "serve", "-m", model_uri,
-             "-p", str(port)], env={**os.environ, "MLFLOW_TRACKING_URI": tracking_uri},
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )  # fmt: skip
+            [
+                "taskset",
+                "-c",
+                SERVER_CORE,
+                str(VENV_BIN / "mlscale"),
+                "serve",
+                "-m",
+                model_uri,
+                "-p",
+                str(port),
+            ],
+            env={**os.environ, "MLFLOW_TRACKING_URI": tracking_uri},
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
 
         def stop() -> None:
             process.terminate()
@@ -108,11 +119,28 @@ def start(setup: Setup, model_uri: str, store: Path, tracking_uri: str, image: s
     else:
         network, server = ["-p", f"127.0.0.1:{port}:8080"], []
     engine.run(
-        "run", "-d", "--rm", "--name", name, "--cpuset-cpus", SERVER_CORE, "--cpus", str(setup.cpus),
-        "--read-only", "--tmpfs", "/tmp", *network,
-        "-v", f"{store}:{store}", "-e", f"MLFLOW_TRACKING_URI={tracking_uri}",
-        image, *server, "-m", model_uri,
-    )  # fmt: skip
+        "run",
+        "-d",
+        "--rm",
+        "--name",
+        name,
+        "--cpuset-cpus",
+        SERVER_CORE,
+        "--cpus",
+        str(setup.cpus),
+        "--read-only",
+        "--tmpfs",
+        "/tmp",
+        *network,
+        "-v",
+        f"{store}:{store}",
+        "-e",
+        f"MLFLOW_TRACKING_URI={tracking_uri}",
+        image,
+        *server,
+        "-m",
+        model_uri,
+    )
     return port, lambda: engine.run("rm", "-f", "-t", "5", name, check=False)
 
 
@@ -141,26 +169,35 @@ def main() -> int:
                     for name, rows, connections in WORKLOADS:
                         run_wrk(port, scripts[name], connections, 2, latency=False)  # warm-up
                         out = run_wrk(port, scripts[name], connections, args.duration)
-                        result = parse_wrk(out, WrkResult(setup.name, name, connections, args.duration,
-                                                          rows_per_request=rows))  # fmt: skip
+                        result = parse_wrk(
+                            out,
+                            WrkResult(setup.name, name, connections, args.duration, rows_per_request=rows),
+                        )
                         if not result.valid:
                             raise BenchError(f"{setup.name} {name}: failed requests\n{out}")
-                        print(f"round {round_ + 1} {setup.name:>8} {name:>5}: "
-                              f"{result.requests_per_s:8.1f} req/s, p50 {result.p50_ms:.2f} ms, "
-                              f"p99 {result.p99_ms:.2f} ms", flush=True)  # fmt: skip
+                        print(
+                            f"round {round_ + 1} {setup.name:>8} {name:>5}: "
+                            f"{result.requests_per_s:8.1f} req/s, p50 {result.p50_ms:.2f} ms, "
+                            f"p99 {result.p99_ms:.2f} ms",
+                            flush=True,
+                        )
                         key = (setup.name, name)
                         if key not in best or result.requests_per_s > best[key].requests_per_s:
                             best[key] = result
                 finally:
                     stop()
-    print("\n| workload | host, core 0 | --cpus 1, -p (ratio to host) | --cpus 1, --network host "
-          "(ratio) | --cpus 0.5, -p (ratio to --cpus 1) |")
+    print(
+        "\n| workload | host, core 0 | --cpus 1, -p (ratio to host) | --cpus 1, --network host "
+        "(ratio) | --cpus 0.5, -p (ratio to --cpus 1) |"
+    )
     print("|---|---|---|---|---|")
     for name, rows, connections in WORKLOADS:
         host, one, one_host_net, half = (best[(s.name, name)].requests_per_s for s in SETUPS)
         label = f"{rows} row{'s' if rows > 1 else ''}/request, {connections} connections"
-        print(f"| {label} | {host:.0f} req/s | {one:.0f} ({one / host:.2f}) | "
-              f"{one_host_net:.0f} ({one_host_net / host:.2f}) | {half:.0f} ({half / one:.2f}) |")
+        print(
+            f"| {label} | {host:.0f} req/s | {one:.0f} ({one / host:.2f}) | "
+            f"{one_host_net:.0f} ({one_host_net / host:.2f}) | {half:.0f} ({half / one:.2f}) |"
+        )
     return 0
 
 

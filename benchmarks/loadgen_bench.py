@@ -70,11 +70,29 @@ def server(app: str, env: dict | None = None):
     """A uvicorn app from this folder on a free port, pinned to the server's core."""
     port = free_port()
     process = subprocess.Popen(
-        ["taskset", "-c", SERVER_CORE, sys.executable, "-m", "uvicorn", app, "--app-dir", HERE,
-         "--port", str(port), "--no-access-log", "--log-level", "warning",
-         "--backlog", "16384", "--timeout-keep-alive", "30"],
-        start_new_session=True, env={**os.environ, **(env or {})},
-    )  # fmt: skip
+        [
+            "taskset",
+            "-c",
+            SERVER_CORE,
+            sys.executable,
+            "-m",
+            "uvicorn",
+            app,
+            "--app-dir",
+            HERE,
+            "--port",
+            str(port),
+            "--no-access-log",
+            "--log-level",
+            "warning",
+            "--backlog",
+            "16384",
+            "--timeout-keep-alive",
+            "30",
+        ],
+        start_new_session=True,
+        env={**os.environ, **(env or {})},
+    )
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 30
@@ -93,16 +111,50 @@ def server(app: str, env: dict | None = None):
 
 
 def mlscale_loadtest(url: str, users: int, think_s: float, duration: float, out: str) -> list[str]:
-    return ["taskset", "-c", GENERATOR_CORE, MLSCALE, "loadtest", "--host", url,
-            "--users", str(users), "--think-time", str(think_s), "--spawn-rate", "2500",
-            "--duration", str(duration), "--out", out]  # fmt: skip
+    return [
+        "taskset",
+        "-c",
+        GENERATOR_CORE,
+        MLSCALE,
+        "loadtest",
+        "--host",
+        url,
+        "--users",
+        str(users),
+        "--think-time",
+        str(think_s),
+        "--spawn-rate",
+        "2500",
+        "--duration",
+        str(duration),
+        "--out",
+        out,
+    ]
 
 
 def plain_locust(url: str, users: int, think_s: float, duration: float) -> tuple[list[str], dict]:
-    argv = ["taskset", "-c", GENERATOR_CORE, sys.executable, "-m", "locust",
-            "-f", os.path.join(HERE, "plain_locustfile.py"), "--headless", "--only-summary",
-            "--host", url, "-u", str(users), "-r", "2500", "-t", f"{duration:.0f}s",
-            "--loglevel", "WARNING"]  # fmt: skip
+    argv = [
+        "taskset",
+        "-c",
+        GENERATOR_CORE,
+        sys.executable,
+        "-m",
+        "locust",
+        "-f",
+        os.path.join(HERE, "plain_locustfile.py"),
+        "--headless",
+        "--only-summary",
+        "--host",
+        url,
+        "-u",
+        str(users),
+        "-r",
+        "2500",
+        "-t",
+        f"{duration:.0f}s",
+        "--loglevel",
+        "WARNING",
+    ]
     return argv, {"PLAIN_THINK_S": str(think_s)}
 
 
@@ -114,8 +166,13 @@ def accuracy_point(users: int, think_s: float, duration: float, workdir: str) ->
     with server("latency_app:app") as url:
         get(url + "/truth", "POST")
         out = os.path.join(workdir, f"accuracy-{users}")
-        subprocess.run(mlscale_loadtest(url, users, think_s, duration, out), check=True,
-                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=duration + 120)  # fmt: skip
+        subprocess.run(
+            mlscale_loadtest(url, users, think_s, duration, out),
+            check=True,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            timeout=duration + 120,
+        )
         with open(os.path.join(out, "summary.json")) as handle:
             latency = json.load(handle)["latency_ms"]
         point["mlscale"] = {k: latency[k] for k in ("p50", "p99", "p999")}
@@ -123,11 +180,26 @@ def accuracy_point(users: int, think_s: float, duration: float, workdir: str) ->
 
         get(url + "/truth", "POST")
         wrk = subprocess.run(
-            ["taskset", "-c", GENERATOR_CORE, "wrk", "-t1", f"-c{users}", f"-d{duration:.0f}s",
-             "--timeout", "5s", "-s", os.path.join(HERE, "wrk_closed_loop.lua"), url + "/invocations"],
-            check=True, capture_output=True, text=True, timeout=duration + 60,
+            [
+                "taskset",
+                "-c",
+                GENERATOR_CORE,
+                "wrk",
+                "-t1",
+                f"-c{users}",
+                f"-d{duration:.0f}s",
+                "--timeout",
+                "5s",
+                "-s",
+                os.path.join(HERE, "wrk_closed_loop.lua"),
+                url + "/invocations",
+            ],
+            check=True,
+            capture_output=True,
+            text=True,
+            timeout=duration + 60,
             env={**os.environ, "WRK_THINK_MS": str(int(think_s * 1000))},
-        )  # fmt: skip
+        )
         line = next(x for x in wrk.stdout.splitlines() if x.startswith("WRK_RESULT "))
         result = json.loads(line.split(" ", 1)[1])
         point["wrk"] = {k: result[f"{k}_us"] / 1000 for k in ("p50", "p99", "p999")}
@@ -136,8 +208,10 @@ def accuracy_point(users: int, think_s: float, duration: float, workdir: str) ->
 
 
 def accuracy_table(points: list[dict]) -> tuple[str, bool]:
-    lines = ["| users (think) | | p50 | p99 | p99.9 | p50 − truth | p99 / truth | p99.9 / truth |",
-             "|---|---|---:|---:|---:|---:|---:|---:|"]  # fmt: skip
+    lines = [
+        "| users (think) | | p50 | p99 | p99.9 | p50 − truth | p99 / truth | p99.9 / truth |",
+        "|---|---|---:|---:|---:|---:|---:|---:|",
+    ]
     met = True
     for p in points:
         for name in ("mlscale", "wrk"):
@@ -145,7 +219,9 @@ def accuracy_table(points: list[dict]) -> tuple[str, bool]:
             d50 = got["p50"] - truth["p50"]
             r99, r999 = got["p99"] / truth["p99"], got["p999"] / truth["p999"]
             if name == "mlscale":
-                met &= abs(d50) <= P50_WITHIN_MS and abs(r99 - 1) <= TAIL_WITHIN and abs(r999 - 1) <= TAIL_WITHIN
+                met &= (
+                    abs(d50) <= P50_WITHIN_MS and abs(r99 - 1) <= TAIL_WITHIN and abs(r999 - 1) <= TAIL_WITHIN
+                )
             lines.append(
                 f"| {p['users']:,} ({p['think_s']:g} s) | {name} | {got['p50']:.1f} | {got['p99']:.1f} | "
                 f"{got['p999']:.1f} | {d50:+.1f} ms | {r99:.3f} | {r999:.3f} |"
@@ -154,18 +230,27 @@ def accuracy_table(points: list[dict]) -> tuple[str, bool]:
                 f"| | truth (server, same run) | {truth['p50']:.1f} | {truth['p99']:.1f} | {truth['p999']:.1f} | | | |"
             )
         d50 = p["mlscale"]["p50"] - p["wrk"]["p50"]
-        lines.append(f"| | mlscale − wrk | {d50:+.1f} | {p['mlscale']['p99'] - p['wrk']['p99']:+.1f} | "
-                     f"{p['mlscale']['p999'] - p['wrk']['p999']:+.1f} | | | |")  # fmt: skip
+        lines.append(
+            f"| | mlscale − wrk | {d50:+.1f} | {p['mlscale']['p99'] - p['wrk']['p99']:+.1f} | "
+            f"{p['mlscale']['p999'] - p['wrk']['p999']:+.1f} | | | |"
+        )
     return "\n".join(lines), met
 
 
 # -------------------------------------------------------------- throughput
 
 
-def throughput_point(label: str, argv: list[str], env: dict, url: str, settle_s: float, window_s: float) -> dict:
+def throughput_point(
+    label: str, argv: list[str], env: dict, url: str, settle_s: float, window_s: float
+) -> dict:
     """Requests/s at the server and the generator's CPU over the same steady window."""
-    process = subprocess.Popen(argv, env={**os.environ, **env}, start_new_session=True,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    process = subprocess.Popen(
+        argv,
+        env={**os.environ, **env},
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         time.sleep(settle_s)
         count0, cpu0, t0 = int(get(url + "/count")), tree_cpu_s(process.pid), time.monotonic()
@@ -190,18 +275,27 @@ def throughput_points(duration: float, workdir: str) -> list[dict]:
             window = max(duration - settle - 2, 5)
             total = settle + window + 2
             out = os.path.join(workdir, f"throughput-{users}")
-            points.append(throughput_point(f"mlscale, {users:,} users, think {think:g} s",
-                                           mlscale_loadtest(url, users, think, total, out), {}, url,
-                                           settle, window))  # fmt: skip
+            points.append(
+                throughput_point(
+                    f"mlscale, {users:,} users, think {think:g} s",
+                    mlscale_loadtest(url, users, think, total, out),
+                    {},
+                    url,
+                    settle,
+                    window,
+                )
+            )
             argv, env = plain_locust(url, users, think, total)
-            points.append(throughput_point(f"Locust FastHttpUser, {users:,} users, think {think:g} s",
-                                           argv, env, url, settle, window))  # fmt: skip
+            points.append(
+                throughput_point(
+                    f"Locust FastHttpUser, {users:,} users, think {think:g} s", argv, env, url, settle, window
+                )
+            )
     return points
 
 
 def throughput_table(points: list[dict]) -> tuple[str, bool, list[str]]:
-    lines = ["| run | requests/s | generator CPU (cores) | requests/s per core |",
-             "|---|---:|---:|---:|"]  # fmt: skip
+    lines = ["| run | requests/s | generator CPU (cores) | requests/s per core |", "|---|---:|---:|---:|"]
     for p in points:
         per_core = f"{p['rps_per_core']:,.0f}" if p["rps_per_core"] else "–"
         lines.append(f"| {p['run']} | {p['rps']:,.0f} | {p['generator_cpu']:.2f} | {per_core} |")
@@ -224,33 +318,49 @@ def users_per_core(workdir: str) -> dict:
     subprocess.run([MLSCALE, "train"], check=True, env=env, cwd=workdir, capture_output=True, timeout=600)
     out = os.path.join(workdir, "plan")
     started = time.monotonic()
-    subprocess.run([MLSCALE, "plan", "-m", "models:/wine-quality/1", "--target-users", "120", "--out", out],
-                   check=True, env=env, cwd=workdir, capture_output=True, timeout=3600)  # fmt: skip
+    subprocess.run(
+        [MLSCALE, "plan", "-m", "models:/wine-quality/1", "--target-users", "120", "--out", out],
+        check=True,
+        env=env,
+        cwd=workdir,
+        capture_output=True,
+        timeout=3600,
+    )
     with open(os.path.join(out, "plan.json")) as handle:
         plan = json.load(handle)
     (measured,) = plan["measurements"]
     at_limit = measured.get("at_limit") or {}
     return {
-        "cpu": measured["cpu"], "capacity_users": measured["max_load"], "stopped_by": measured["stopped_by"],
-        "users_at_limit": at_limit.get("load"), "rps_at_limit": at_limit.get("rps"),
+        "cpu": measured["cpu"],
+        "capacity_users": measured["max_load"],
+        "stopped_by": measured["stopped_by"],
+        "users_at_limit": at_limit.get("load"),
+        "rps_at_limit": at_limit.get("rps"),
         "users_per_core": measured["max_load"] / measured["cpu"],
-        "holdout_error": plan["model"].get("holdout_error"), "minutes": (time.monotonic() - started) / 60,
-    }  # fmt: skip
+        "holdout_error": plan["model"].get("holdout_error"),
+        "minutes": (time.monotonic() - started) / 60,
+    }
 
 
 def users_table(result: dict) -> str:
     error = result["holdout_error"]
-    return (f"1-CPU pod, one row per request, 1 s think time, p95 < 1 s: capacity "
-            f"**{result['capacity_users']:,.0f} users** (search {result['stopped_by']}; p95 crosses 1 s at "
-            f"{result['users_at_limit'] or 0:,.0f} users, {result['rps_at_limit'] or 0:,.0f} requests/s): "
-            f"**{result['users_per_core']:,.0f} users per core** (the reference, with `mlflow models "
-            f"serve`: about 10). Model hold-out error "
-            f"{'–' if error is None else f'{error * 100:.1f} %'}; the plan took {result['minutes']:.1f} min.")  # fmt: skip
+    return (
+        f"1-CPU pod, one row per request, 1 s think time, p95 < 1 s: capacity "
+        f"**{result['capacity_users']:,.0f} users** (search {result['stopped_by']}; p95 crosses 1 s at "
+        f"{result['users_at_limit'] or 0:,.0f} users, {result['rps_at_limit'] or 0:,.0f} requests/s): "
+        f"**{result['users_per_core']:,.0f} users per core** (the reference, with `mlflow models "
+        f"serve`: about 10). Model hold-out error "
+        f"{'–' if error is None else f'{error * 100:.1f} %'}; the plan took {result['minutes']:.1f} min."
+    )
 
 
 def simulation() -> str:
-    run = subprocess.run(["taskset", "-c", GENERATOR_CORE, sys.executable, os.path.join(HERE, "simulate_bench.py")],
-                         capture_output=True, text=True, timeout=600)  # fmt: skip
+    run = subprocess.run(
+        ["taskset", "-c", GENERATOR_CORE, sys.executable, os.path.join(HERE, "simulate_bench.py")],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     return run.stdout.strip()
 
 
@@ -268,18 +378,24 @@ def main() -> int:
     report, results = [], {}
     with tempfile.TemporaryDirectory(prefix="mlscale-loadgen-") as workdir:
         if "accuracy" in sections:
-            points = [accuracy_point(50, 0.0, args.duration, workdir),
-                      accuracy_point(1000, 1.0, args.duration, workdir)]  # fmt: skip
+            points = [
+                accuracy_point(50, 0.0, args.duration, workdir),
+                accuracy_point(1000, 1.0, args.duration, workdir),
+            ]
             table, met = accuracy_table(points)
-            verdict = (f"Accuracy (target: p50 within {P50_WITHIN_MS:g} ms, p99 and p99.9 within "
-                       f"{TAIL_WITHIN:.0%} of the truth): {'met' if met else 'NOT met'}")  # fmt: skip
+            verdict = (
+                f"Accuracy (target: p50 within {P50_WITHIN_MS:g} ms, p99 and p99.9 within "
+                f"{TAIL_WITHIN:.0%} of the truth): {'met' if met else 'NOT met'}"
+            )
             report += ["## Latency the generator adds (ms)", table, verdict]
             results["accuracy"] = points
         if "throughput" in sections:
             points = throughput_points(args.duration, workdir)
             table, met, ratios = throughput_table(points)
-            verdict = (f"Throughput (target: {PER_CORE_TARGET:,} requests/s per generator core at "
-                       f"10,000 users): {'met' if met else 'NOT met'}; " + "; ".join(ratios))  # fmt: skip
+            verdict = (
+                f"Throughput (target: {PER_CORE_TARGET:,} requests/s per generator core at "
+                f"10,000 users): {'met' if met else 'NOT met'}; " + "; ".join(ratios)
+            )
             report += ["## Requests per generator core", table, verdict]
             results["throughput"] = points
         if "users-per-core" in sections:

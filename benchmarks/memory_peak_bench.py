@@ -27,17 +27,18 @@ import pandas as pd
 import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from soak_bench import pinned, train_model  # noqa: E402
+from soak_bench import pinned, train_model
 
-from mlscale.examples.wine import feature_frame  # noqa: E402
-from mlscale.serving.memory import THRESHOLD_ENV  # noqa: E402
-from mlscale.serving.process import ServeProcess  # noqa: E402
+from mlscale.examples.wine import feature_frame
+from mlscale.serving.memory import THRESHOLD_ENV
+from mlscale.serving.process import ServeProcess
 
 
 def body(frame: pd.DataFrame, rows: int) -> bytes:
     rows_frame = pd.concat([frame] * (rows // len(frame) + 1)).iloc[:rows]
-    return json.dumps({"dataframe_split": {"columns": list(rows_frame.columns),
-                                           "data": rows_frame.values.tolist()}}).encode()  # fmt: skip
+    return json.dumps(
+        {"dataframe_split": {"columns": list(rows_frame.columns), "data": rows_frame.values.tolist()}}
+    ).encode()
 
 
 def run(model_uri: str, threshold: str, peaks: int, steady_s: float) -> list[float]:
@@ -45,8 +46,9 @@ def run(model_uri: str, threshold: str, peaks: int, steady_s: float) -> list[flo
     frame = feature_frame()
     small, big = body(frame, 100), body(frame, 20_000)
     core = pinned(0)
-    server = ServeProcess(["-m", model_uri], prefix=["taskset", "-c", "0"] if core else [],
-                          env={THRESHOLD_ENV: threshold})  # fmt: skip
+    server = ServeProcess(
+        ["-m", model_uri], prefix=["taskset", "-c", "0"] if core else [], env={THRESHOLD_ENV: threshold}
+    )
     try:
         if not server.ready(180):
             raise SystemExit(f"the server did not start:\n{server.output[-3000:]}")
@@ -65,8 +67,12 @@ def run(model_uri: str, threshold: str, peaks: int, steady_s: float) -> list[flo
 
         def peak() -> None:
             for _ in range(5):
-                threads = [threading.Thread(target=lambda: httpx.post(url, content=big, headers=headers, timeout=120))
-                           for _ in range(16)]  # fmt: skip
+                threads = [
+                    threading.Thread(
+                        target=lambda: httpx.post(url, content=big, headers=headers, timeout=120)
+                    )
+                    for _ in range(16)
+                ]
                 for thread in threads:
                     thread.start()
                 for thread in threads:
@@ -92,16 +98,26 @@ def main() -> int:
         os.sched_setaffinity(0, {1})
     with tempfile.TemporaryDirectory() as work:
         model_uri = train_model(Path(work))
-        results = {name: run(model_uri, threshold, args.peaks, args.steady_s)
-                   for name, threshold in (("glibc default", "0"), ("mlscale (fixed threshold)", str(128 * 1024)))}  # fmt: skip
-    print("| malloc | before | " + " | ".join(f"after peak {i + 1}" for i in range(args.peaks)) + " | growth |")
+        results = {
+            name: run(model_uri, threshold, args.peaks, args.steady_s)
+            for name, threshold in (("glibc default", "0"), ("mlscale (fixed threshold)", str(128 * 1024)))
+        }
+    print(
+        "| malloc | before | " + " | ".join(f"after peak {i + 1}" for i in range(args.peaks)) + " | growth |"
+    )
     print("|---|---:|" + "---:|" * args.peaks + "---:|")
     for name, readings in results.items():
         growth = readings[-1] / readings[0] - 1
-        print(f"| {name} | {readings[0]:.1f} MB | " + " | ".join(f"{r:.1f}" for r in readings[1:]) + f" | {growth:+.1%} |")
+        print(
+            f"| {name} | {readings[0]:.1f} MB | "
+            + " | ".join(f"{r:.1f}" for r in readings[1:])
+            + f" | {growth:+.1%} |"
+        )
     default, fixed = (results[k][-1] - results[k][0] for k in results)
-    print(f"growth after {args.peaks} peak(s): {default:.1f} MB with glibc's default, {fixed:.1f} MB fixed "
-          f"({default / max(fixed, 0.1):.1f}x less)")  # fmt: skip
+    print(
+        f"growth after {args.peaks} peak(s): {default:.1f} MB with glibc's default, {fixed:.1f} MB fixed "
+        f"({default / max(fixed, 0.1):.1f}x less)"
+    )
     return 0
 
 

@@ -24,6 +24,7 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -41,6 +42,7 @@ import urllib.error
 import urllib.request
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+
 import psutil
 
 BENCH_DIR = Path(__file__).resolve().parent
@@ -111,8 +113,9 @@ def machine_facts() -> dict[str, str]:
         "mlflow": mlflow.__version__,
         "uvicorn": uvicorn.__version__,
         "xgboost": xgboost.__version__,
-        "wrk": re.sub(r"\s*Copyright.*", "", (wrk_version.stdout or wrk_version.stderr)
-                      .split("\n", 1)[0]).strip(),  # fmt: skip
+        "wrk": re.sub(
+            r"\s*Copyright.*", "", (wrk_version.stdout or wrk_version.stderr).split("\n", 1)[0]
+        ).strip(),
         "kernel": platform.release(),
     }
 
@@ -161,9 +164,8 @@ class CpuAudit:
         busy = t.user + t.nice + t.system + t.irq + t.softirq + t.steal
         ours = sum(
             r.ru_utime + r.ru_stime
-            for r in (resource.getrusage(resource.RUSAGE_SELF),
-                      resource.getrusage(resource.RUSAGE_CHILDREN))
-        )  # fmt: skip
+            for r in (resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN))
+        )
         if self.server_pid is not None:
             ours += _tree_cpu_s(self.server_pid)
         return busy, ours
@@ -287,15 +289,46 @@ def make_servers(model_uri: str, workdir: Path) -> list[Server]:
     for name in ("ceiling", "mlflow", "mlscale"):
         port = free_port()
         if name == "ceiling":
-            argv = [str(VENV_BIN / "uvicorn"), "ceiling_app:app", "--app-dir", str(BENCH_DIR),
-                    "--host", "127.0.0.1", "--port", str(port),
-                    "--no-access-log", "--log-level", "warning"]  # fmt: skip
+            argv = [
+                str(VENV_BIN / "uvicorn"),
+                "ceiling_app:app",
+                "--app-dir",
+                str(BENCH_DIR),
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--no-access-log",
+                "--log-level",
+                "warning",
+            ]
         elif name == "mlflow":
-            argv = [str(VENV_BIN / "mlflow"), "models", "serve", "-m", model_uri,
-                    "-h", "127.0.0.1", "-p", str(port), "--env-manager", "local"]  # fmt: skip
+            argv = [
+                str(VENV_BIN / "mlflow"),
+                "models",
+                "serve",
+                "-m",
+                model_uri,
+                "-h",
+                "127.0.0.1",
+                "-p",
+                str(port),
+                "--env-manager",
+                "local",
+            ]
         else:
-            argv = [str(VENV_BIN / "mlscale"), "serve", "-m", model_uri,
-                    "-h", "127.0.0.1", "-p", str(port), "-w", "1"]  # fmt: skip
+            argv = [
+                str(VENV_BIN / "mlscale"),
+                "serve",
+                "-m",
+                model_uri,
+                "-h",
+                "127.0.0.1",
+                "-p",
+                str(port),
+                "-w",
+                "1",
+            ]
         servers.append(Server(name, argv, port, workdir / f"{name}.log"))
     return servers
 
@@ -317,9 +350,13 @@ def start_server(server: Server, env: dict[str, str]) -> None:
     try:
         server.proc = subprocess.Popen(
             ["taskset", "-c", SERVER_CORE, *server.argv],
-            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            env=env, cwd=server.log_path.parent, start_new_session=True,
-        )  # fmt: skip
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=env,
+            cwd=server.log_path.parent,
+            start_new_session=True,
+        )
     finally:
         log.close()
 
@@ -372,10 +409,8 @@ def stop_server(server: Server) -> None:
             break
     else:
         print(f"warning: {server.name} (pgid {pgid}) still alive after SIGKILL", file=sys.stderr)
-    try:
+    with contextlib.suppress(subprocess.TimeoutExpired):
         proc.wait(timeout=5)
-    except subprocess.TimeoutExpired:
-        pass
 
 
 def _wait_group_gone(proc: subprocess.Popen[bytes], pgid: int, timeout_s: float) -> bool:
@@ -414,10 +449,8 @@ def tree_rss_mb(pid: int) -> tuple[float, float, int]:
     procs = [root, *root.children(recursive=True)]
     sizes = []
     for proc in procs:
-        try:
+        with contextlib.suppress(psutil.NoSuchProcess):
             sizes.append(proc.memory_info().rss / 2**20)
-        except psutil.NoSuchProcess:
-            pass
     return sum(sizes), max(sizes, default=0.0), len(sizes)
 
 
@@ -434,15 +467,18 @@ def check_answers(server: Server, bodies: dict[str, bytes]) -> list[float]:
             with urllib.request.urlopen(request, timeout=30) as response:
                 payload = json.loads(response.read())
         except urllib.error.HTTPError as exc:
-            raise BenchError(f"{server.name} answered {exc.code} to the {name} body: "
-                             f"{exc.read()[:500]!r}") from exc  # fmt: skip
+            raise BenchError(
+                f"{server.name} answered {exc.code} to the {name} body: {exc.read()[:500]!r}"
+            ) from exc
         if server.name == "ceiling":
             continue
         predictions = payload.get("predictions") if isinstance(payload, dict) else None
         expected = 1 if name == "one" else BATCH_ROWS
         if not isinstance(predictions, list) or len(predictions) != expected:
-            raise BenchError(f"{server.name}: expected {expected} predictions for the {name} "
-                             f"body, got {str(payload)[:300]}")  # fmt: skip
+            raise BenchError(
+                f"{server.name}: expected {expected} predictions for the {name} "
+                f"body, got {str(payload)[:300]}"
+            )
         if name == "one":
             first = [float(p) for p in predictions]
     return first
@@ -511,12 +547,21 @@ def parse_wrk(output: str, result: WrkResult) -> WrkResult:
     return result
 
 
-def run_wrk(
-    port: int, script: Path, connections: int, duration_s: float, *, latency: bool = True
-) -> str:
+def run_wrk(port: int, script: Path, connections: int, duration_s: float, *, latency: bool = True) -> str:
     """Run wrk pinned to the load core; wrk's -d bounds the loop, the timeout bounds wrk."""
-    cmd = ["taskset", "-c", WRK_CORE, "wrk", "-t1", f"-c{connections}",
-           f"-d{max(1, round(duration_s))}s", "--timeout", "10s", "-s", str(script)]  # fmt: skip
+    cmd = [
+        "taskset",
+        "-c",
+        WRK_CORE,
+        "wrk",
+        "-t1",
+        f"-c{connections}",
+        f"-d{max(1, round(duration_s))}s",
+        "--timeout",
+        "10s",
+        "-s",
+        str(script),
+    ]
     if latency:
         cmd.append("--latency")
     cmd.append(f"http://127.0.0.1:{port}/invocations")
@@ -559,14 +604,21 @@ def inprocess_rates(model_uri: str, env: dict[str, str], duration_s: float) -> d
     In a subprocess pinned to the server core, so it gets exactly what each
     server got: one core, same libraries, same model.
     """
-    cmd = ["taskset", "-c", SERVER_CORE, sys.executable, "-c", _INPROCESS,
-           model_uri, str(BATCH_ROWS), str(duration_s)]  # fmt: skip
-    result = subprocess.run(cmd, env=env, capture_output=True, text=True,
-                            timeout=2 * duration_s + 180)  # fmt: skip
+    cmd = [
+        "taskset",
+        "-c",
+        SERVER_CORE,
+        sys.executable,
+        "-c",
+        _INPROCESS,
+        model_uri,
+        str(BATCH_ROWS),
+        str(duration_s),
+    ]
+    result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=2 * duration_s + 180)
     lines = result.stdout.strip().splitlines()
     if result.returncode != 0 or not lines:
-        raise BenchError(f"in-process predict failed (exit {result.returncode}):\n"
-                         f"{result.stderr[-3000:]}")  # fmt: skip
+        raise BenchError(f"in-process predict failed (exit {result.returncode}):\n{result.stderr[-3000:]}")
     return {k: float(v) for k, v in json.loads(lines[-1]).items()}
 
 
@@ -590,9 +642,14 @@ WORKLOADS = (
 
 
 def bench_server(
-    server: Server, env: dict[str, str], scripts: dict[str, Path],
-    bodies: dict[str, bytes], duration_s: float, warmup_s: float, quiet_wait_s: float,
-) -> tuple[list[WrkResult], dict[str, float]]:  # fmt: skip
+    server: Server,
+    env: dict[str, str],
+    scripts: dict[str, Path],
+    bodies: dict[str, bytes],
+    duration_s: float,
+    warmup_s: float,
+    quiet_wait_s: float,
+) -> tuple[list[WrkResult], dict[str, float]]:
     """Start one server, warm it up, run its workloads, read its memory, stop it."""
     results: list[WrkResult] = []
     background = wait_for_quiet(quiet_wait_s)
@@ -608,8 +665,9 @@ def bench_server(
         for workload in WORKLOADS:
             if server.name not in workload.servers:
                 continue
-            result = WrkResult(server.name, workload.name, workload.connections, duration_s,
-                               rows_per_request=workload.rows)  # fmt: skip
+            result = WrkResult(
+                server.name, workload.name, workload.connections, duration_s, rows_per_request=workload.rows
+            )
             audit = CpuAudit(server.proc.pid if server.proc else None)
             output = run_wrk(server.port, scripts[workload.body], workload.connections, duration_s)
             result.foreign_cpu_pct = audit.foreign_pct()
@@ -617,17 +675,26 @@ def bench_server(
             flag = "" if result.valid else "  INVALID (errors)"
             if result.foreign_cpu_pct > NOISY_CPU_PCT:
                 flag += f"  (noisy: other processes used {result.foreign_cpu_pct:.0f} % of a core)"
-            print(f"[{server.name}] {workload.name}: {result.requests_per_s:,.0f} req/s, "
-                  f"p50 {fmt_ms(result.p50_ms)}, p99 {fmt_ms(result.p99_ms)}{flag}", flush=True)  # fmt: skip
+            print(
+                f"[{server.name}] {workload.name}: {result.requests_per_s:,.0f} req/s, "
+                f"p50 {fmt_ms(result.p50_ms)}, p99 {fmt_ms(result.p99_ms)}{flag}",
+                flush=True,
+            )
             results.append(result)
         assert server.proc is not None
         rss, largest, nprocs = tree_rss_mb(server.proc.pid)
-        memory = {"tree_rss_mb": rss, "largest_process_rss_mb": largest,
-                  "processes": nprocs, "workers": server.workers,
-                  "rss_per_worker_mb": rss / server.workers,
-                  "background_cpu_pct": background}  # fmt: skip
-        print(f"[{server.name}] RSS {rss:.0f} MB over {nprocs} process(es), "
-              f"largest {largest:.0f} MB", flush=True)
+        memory = {
+            "tree_rss_mb": rss,
+            "largest_process_rss_mb": largest,
+            "processes": nprocs,
+            "workers": server.workers,
+            "rss_per_worker_mb": rss / server.workers,
+            "background_cpu_pct": background,
+        }
+        print(
+            f"[{server.name}] RSS {rss:.0f} MB over {nprocs} process(es), largest {largest:.0f} MB",
+            flush=True,
+        )
         return results, memory
     finally:
         stop_server(server)
@@ -646,9 +713,10 @@ def fmt_ratio(num: float | None, den: float | None, *, pct: bool = False) -> str
 
 
 def evaluate_targets(
-    by_key: dict[tuple[str, str], WrkResult], memory: dict[str, dict[str, float]],
+    by_key: dict[tuple[str, str], WrkResult],
+    memory: dict[str, dict[str, float]],
     inproc: dict[str, float],
-) -> list[dict[str, object]]:  # fmt: skip
+) -> list[dict[str, object]]:
     """The README's targets, checked against this run's numbers."""
     w16, w1, wb = (w.name for w in WORKLOADS)
     targets: list[dict[str, object]] = []
@@ -660,34 +728,48 @@ def evaluate_targets(
     if a and b and a.valid and b.valid and b.requests_per_s:
         speedup = a.requests_per_s / b.requests_per_s
         p99_ok = a.p99_ms is not None and b.p99_ms is not None and a.p99_ms <= b.p99_ms
-        add(f"1 row/16 conn: mlscale >= {TARGET_SPEEDUP_16:.0f}x mlflow req/s, p99 no worse",
+        add(
+            f"1 row/16 conn: mlscale >= {TARGET_SPEEDUP_16:.0f}x mlflow req/s, p99 no worse",
             f"{speedup:.1f}x; p99 {fmt_ms(a.p99_ms)} vs {fmt_ms(b.p99_ms)}",
-            speedup >= TARGET_SPEEDUP_16 and p99_ok)  # fmt: skip
+            speedup >= TARGET_SPEEDUP_16 and p99_ok,
+        )
     else:
         add(f"1 row/16 conn: mlscale >= {TARGET_SPEEDUP_16:.0f}x mlflow req/s", "invalid run", None)
     a = by_key.get((w1, "mlscale"))
-    add(f"1 conn: mlscale p50 <= {TARGET_P50_1_MS} ms", fmt_ms(a.p50_ms) if a else "-",
-        bool(a and a.valid and a.p50_ms is not None and a.p50_ms <= TARGET_P50_1_MS))  # fmt: skip
+    add(
+        f"1 conn: mlscale p50 <= {TARGET_P50_1_MS} ms",
+        fmt_ms(a.p50_ms) if a else "-",
+        bool(a and a.valid and a.p50_ms is not None and a.p50_ms <= TARGET_P50_1_MS),
+    )
     a = by_key.get((wb, "mlscale"))
     if a and a.valid and inproc.get("pyfunc"):
         share = a.rows_per_s / inproc["pyfunc"]
-        add(f"{BATCH_ROWS} rows: >= {TARGET_BATCH_SHARE:.0%} of in-process predict rows/s",
-            f"{share:.0%}", share >= TARGET_BATCH_SHARE)  # fmt: skip
+        add(
+            f"{BATCH_ROWS} rows: >= {TARGET_BATCH_SHARE:.0%} of in-process predict rows/s",
+            f"{share:.0%}",
+            share >= TARGET_BATCH_SHARE,
+        )
     else:
         add(f"{BATCH_ROWS} rows: >= {TARGET_BATCH_SHARE:.0%} of in-process predict", "invalid", None)
     ma, mb = memory.get("mlscale"), memory.get("mlflow")
     if ma and mb:
-        add("memory per worker <= mlflow's",
+        add(
+            "memory per worker <= mlflow's",
             f"{ma['rss_per_worker_mb']:.0f} MB vs {mb['rss_per_worker_mb']:.0f} MB",
-            ma["rss_per_worker_mb"] <= mb["rss_per_worker_mb"])  # fmt: skip
+            ma["rss_per_worker_mb"] <= mb["rss_per_worker_mb"],
+        )
     return targets
 
 
 def render_markdown(
-    facts: dict[str, str], duration_s: float, results: list[WrkResult],
-    memory: dict[str, dict[str, float]], inproc: dict[str, float],
-    targets: list[dict[str, object]], inproc_noise: float,
-) -> str:  # fmt: skip
+    facts: dict[str, str],
+    duration_s: float,
+    results: list[WrkResult],
+    memory: dict[str, dict[str, float]],
+    inproc: dict[str, float],
+    targets: list[dict[str, object]],
+    inproc_noise: float,
+) -> str:
     """The report: one table per kind of number, ratios next to the raw figures."""
     by_key = {(r.workload, r.server): r for r in results}
     out = ["# mlscale serving benchmark", ""]
@@ -697,17 +779,27 @@ def render_markdown(
         f"{facts['wrk']}; kernel {facts['kernel']}. Each server pinned to core {SERVER_CORE}, wrk to core {WRK_CORE}; "
         f"{duration_s:g} s per run."
     )
-    noisy = [f"{r.server} / {r.workload} {r.foreign_cpu_pct:.0f} %" for r in results
-             if r.foreign_cpu_pct > NOISY_CPU_PCT]  # fmt: skip
+    noisy = [
+        f"{r.server} / {r.workload} {r.foreign_cpu_pct:.0f} %"
+        for r in results
+        if r.foreign_cpu_pct > NOISY_CPU_PCT
+    ]
     if inproc_noise > NOISY_CPU_PCT:
         noisy.append(f"in-process predict {inproc_noise:.0f} %")
     if noisy:
-        out += ["", "**Noisy run:** other processes on this machine used CPU during "
-                f"these measurements (% of one core): {'; '.join(noisy)}. "
-                "Their numbers are less reliable; rerun on a quiet machine."]  # fmt: skip
-    out += ["", "## One row per request", "",
-            "| workload | server | requests/s | p50 | p99 | mlscale / mlflow | share of ceiling | valid |",
-            "|---|---|---:|---:|---:|---:|---:|:---:|"]  # fmt: skip
+        out += [
+            "",
+            "**Noisy run:** other processes on this machine used CPU during "
+            f"these measurements (% of one core): {'; '.join(noisy)}. "
+            "Their numbers are less reliable; rerun on a quiet machine.",
+        ]
+    out += [
+        "",
+        "## One row per request",
+        "",
+        "| workload | server | requests/s | p50 | p99 | mlscale / mlflow | share of ceiling | valid |",
+        "|---|---|---:|---:|---:|---:|---:|:---:|",
+    ]
     for workload in WORKLOADS[:2]:
         ceiling = by_key.get((workload.name, "ceiling"))
         mlflow_r = by_key.get((workload.name, "mlflow"))
@@ -715,35 +807,57 @@ def render_markdown(
             r = by_key.get((workload.name, server))
             if r is None:
                 continue
-            ratio = fmt_ratio(r.requests_per_s, mlflow_r and mlflow_r.requests_per_s) \
-                if server == "mlscale" else ""  # fmt: skip
-            share = fmt_ratio(r.requests_per_s, ceiling and ceiling.requests_per_s, pct=True) \
-                if server != "ceiling" else "100 %"  # fmt: skip
-            out.append(f"| {workload.name} | {server} | {r.requests_per_s:,.0f} | {fmt_ms(r.p50_ms)} "
-                       f"| {fmt_ms(r.p99_ms)} | {ratio} | {share} | {'yes' if r.valid else '**no**'} |")  # fmt: skip
+            ratio = (
+                fmt_ratio(r.requests_per_s, mlflow_r and mlflow_r.requests_per_s)
+                if server == "mlscale"
+                else ""
+            )
+            share = (
+                fmt_ratio(r.requests_per_s, ceiling and ceiling.requests_per_s, pct=True)
+                if server != "ceiling"
+                else "100 %"
+            )
+            out.append(
+                f"| {workload.name} | {server} | {r.requests_per_s:,.0f} | {fmt_ms(r.p50_ms)} "
+                f"| {fmt_ms(r.p99_ms)} | {ratio} | {share} | {'yes' if r.valid else '**no**'} |"
+            )
     wb = WORKLOADS[2]
-    out += ["", f"## {BATCH_ROWS} rows per request ({wb.connections} connections)", "",
-            "| server | requests/s | rows/s | p50 | p99 | mlscale / mlflow | % of in-process predict | valid |",
-            "|---|---:|---:|---:|---:|---:|---:|:---:|"]  # fmt: skip
+    out += [
+        "",
+        f"## {BATCH_ROWS} rows per request ({wb.connections} connections)",
+        "",
+        "| server | requests/s | rows/s | p50 | p99 | mlscale / mlflow | % of in-process predict | valid |",
+        "|---|---:|---:|---:|---:|---:|---:|:---:|",
+    ]
     mlflow_b = by_key.get((wb.name, "mlflow"))
     for server in wb.servers:
         r = by_key.get((wb.name, server))
         if r is None:
             continue
         ratio = fmt_ratio(r.rows_per_s, mlflow_b and mlflow_b.rows_per_s) if server == "mlscale" else ""
-        out.append(f"| {server} | {r.requests_per_s:,.1f} | {r.rows_per_s:,.0f} | {fmt_ms(r.p50_ms)} "
-                   f"| {fmt_ms(r.p99_ms)} | {ratio} | {fmt_ratio(r.rows_per_s, inproc.get('pyfunc'), pct=True)} "
-                   f"| {'yes' if r.valid else '**no**'} |")  # fmt: skip
+        out.append(
+            f"| {server} | {r.requests_per_s:,.1f} | {r.rows_per_s:,.0f} | {fmt_ms(r.p50_ms)} "
+            f"| {fmt_ms(r.p99_ms)} | {ratio} | {fmt_ratio(r.rows_per_s, inproc.get('pyfunc'), pct=True)} "
+            f"| {'yes' if r.valid else '**no**'} |"
+        )
     if inproc:
         out.append(f"| in-process `pyfunc.predict` | | {inproc['pyfunc']:,.0f} | | | | 100 % | |")
-        out.append(f"| in-process raw xgboost `predict` | | {inproc['raw']:,.0f} | | | | "
-                   f"{fmt_ratio(inproc['raw'], inproc['pyfunc'], pct=True)} | |")  # fmt: skip
-    out += ["", "## Memory (RSS of the whole process tree, after the runs)", "",
-            "| server | processes | workers | RSS total | RSS per worker | largest process |",
-            "|---|---:|---:|---:|---:|---:|"]  # fmt: skip
+        out.append(
+            f"| in-process raw xgboost `predict` | | {inproc['raw']:,.0f} | | | | "
+            f"{fmt_ratio(inproc['raw'], inproc['pyfunc'], pct=True)} | |"
+        )
+    out += [
+        "",
+        "## Memory (RSS of the whole process tree, after the runs)",
+        "",
+        "| server | processes | workers | RSS total | RSS per worker | largest process |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
     for server, m in memory.items():
-        out.append(f"| {server} | {m['processes']:.0f} | {m['workers']:.0f} | {m['tree_rss_mb']:.0f} MB "
-                   f"| {m['rss_per_worker_mb']:.0f} MB | {m['largest_process_rss_mb']:.0f} MB |")  # fmt: skip
+        out.append(
+            f"| {server} | {m['processes']:.0f} | {m['workers']:.0f} | {m['tree_rss_mb']:.0f} MB "
+            f"| {m['rss_per_worker_mb']:.0f} MB | {m['largest_process_rss_mb']:.0f} MB |"
+        )
     out += ["", "## Targets", "", "| target | measured | met |", "|---|---|:---:|"]
     for t in targets:
         met = {True: "yes", False: "**no**", None: "n/a"}[t["met"]]  # type: ignore[index]
@@ -755,8 +869,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--duration", type=float, default=10.0, help="seconds per measured run")
     parser.add_argument("--quick", action="store_true", help="3-second runs: a smoke check")
-    parser.add_argument("--out", type=Path, default=BENCH_DIR / "results",
-                        help="folder for serve.md and serve.json")  # fmt: skip
+    parser.add_argument(
+        "--out", type=Path, default=BENCH_DIR / "results", help="folder for serve.md and serve.json"
+    )
     args = parser.parse_args(argv)
     if args.quick:
         args.duration = 3.0
@@ -804,13 +919,17 @@ def run(args: argparse.Namespace) -> int:
         memory: dict[str, dict[str, float]] = {}
         for server in make_servers(model_uri, workdir):
             server_results, memory[server.name] = bench_server(
-                server, env, scripts, bodies, args.duration, warmup_s,
+                server,
+                env,
+                scripts,
+                bodies,
+                args.duration,
+                warmup_s,
                 10.0 if args.quick else QUIET_WAIT_S,
             )
             results += server_results
 
-        print(f"\n[in-process] predict on {BATCH_ROWS} rows for {args.duration:g} s each...",
-              flush=True)  # fmt: skip
+        print(f"\n[in-process] predict on {BATCH_ROWS} rows for {args.duration:g} s each...", flush=True)
         wait_for_quiet(10.0 if args.quick else QUIET_WAIT_S)
         audit = CpuAudit()
         inproc = inprocess_rates(model_uri, env, args.duration)

@@ -51,7 +51,9 @@ def _mb(path: str) -> float:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description="Time 24 simulated hours of mlscale simulate at scale, end to end.")
+    parser = argparse.ArgumentParser(
+        description="Time 24 simulated hours of mlscale simulate at scale, end to end."
+    )
     parser.add_argument("--hours", type=float, default=24.0)
     parser.add_argument("--out", default=None, help="keep the outputs here (default: a temporary folder)")
     args = parser.parse_args()
@@ -70,16 +72,22 @@ def main() -> int:
     target = TARGET_S * args.hours / 24
     meets = total < target and html_mb < TARGET_HTML_MB
     print(f"cores: {affinity if affinity else 'unknown'} (pin with taskset -c 1)")
-    print(f"{args.hours:g} simulated hours ({len(run.columns['time_s']):,} ticks): simulated in {simulated:.2f} s, "
-          f"files written in {total - simulated:.2f} s, {total:.2f} s end to end "
-          f"({'meets' if total < target else 'MISSES'} the {target:g} s target)")  # fmt: skip
-    print(f"report.html {html_mb:.2f} MB ({'meets' if html_mb < TARGET_HTML_MB else 'MISSES'} the "
-          f"{TARGET_HTML_MB:g} MB target), timeseries.csv {data_mb:.2f} MB (every tick)"
-          + (f", in {args.out}" if args.out else ""))  # fmt: skip
-    print(f"pods ready at most {summary['max_pods_ready']:,}, nodes at most {summary['max_nodes']}, "
-          f"Pending at most {summary['max_pods_pending']}; {summary['node_hours']:,.0f} node-hours, "
-          f"{summary['cost']:,.0f} USD; SLA missed for {summary['sla_violation_s']:.0f} s; "
-          f"{len(summary['events'])} events")
+    print(
+        f"{args.hours:g} simulated hours ({len(run.columns['time_s']):,} ticks): simulated in {simulated:.2f} s, "
+        f"files written in {total - simulated:.2f} s, {total:.2f} s end to end "
+        f"({'meets' if total < target else 'MISSES'} the {target:g} s target)"
+    )
+    print(
+        f"report.html {html_mb:.2f} MB ({'meets' if html_mb < TARGET_HTML_MB else 'MISSES'} the "
+        f"{TARGET_HTML_MB:g} MB target), timeseries.csv {data_mb:.2f} MB (every tick)"
+        + (f", in {args.out}" if args.out else "")
+    )
+    print(
+        f"pods ready at most {summary['max_pods_ready']:,}, nodes at most {summary['max_nodes']}, "
+        f"Pending at most {summary['max_pods_pending']}; {summary['node_hours']:,.0f} node-hours, "
+        f"{summary['cost']:,.0f} USD; SLA missed for {summary['sla_violation_s']:.0f} s; "
+        f"{len(summary['events'])} events"
+    )
     return 0 if meets else 1
 
 

@@ -52,11 +52,17 @@ def main() -> int:
     parser.add_argument("--busy", default="0.3,0.5,0.7", help="loads, as the share of the pod kept busy")
     parser.add_argument("--repeats", type=int, default=3, help="runs of each load, interleaved")
     parser.add_argument("--seconds", type=float, default=30.0, help="each load test")
-    parser.add_argument("--same-run", action="store_true",
-                        help="measure the plan's steps again, interleaved with the checks, and calibrate on them")
+    parser.add_argument(
+        "--same-run",
+        action="store_true",
+        help="measure the plan's steps again, interleaved with the checks, and calibrate on them",
+    )
     parser.add_argument("--max-steps", type=int, default=5, help="with --same-run: plan steps re-measured")
-    parser.add_argument("--keep", metavar="DIR",
-                        help="keep every load test's output (summary, per-second timeseries) under DIR")
+    parser.add_argument(
+        "--keep",
+        metavar="DIR",
+        help="keep every load test's output (summary, per-second timeseries) under DIR",
+    )
     args = parser.parse_args()
 
     with open(args.plan) as handle:
@@ -68,9 +74,11 @@ def main() -> int:
     loads = [max(1, round(load_at_busy(model, kind, think, float(b)))) for b in args.busy.split(",")]
     generator = tuple(c for c in range(os.cpu_count() or 1) if c not in cores_for(spec))
     rows_per_request = plan["load_model"].get("rows_per_request", 1)
-    print(f"pod {spec.label}: {model.source}\n"
-          f"think time {think:g} s; {rows_per_request} row(s) per request; loads {loads} {kind}, "
-          f"{args.repeats} x {args.seconds:g} s each")  # fmt: skip
+    print(
+        f"pod {spec.label}: {model.source}\n"
+        f"think time {think:g} s; {rows_per_request} row(s) per request; loads {loads} {kind}, "
+        f"{args.repeats} x {args.seconds:g} s each"
+    )
 
     steps = _plan_steps(plan, args.max_steps) if args.same_run else []
     measured: dict[int, list[dict]] = {load: [] for load in loads}
@@ -79,29 +87,45 @@ def main() -> int:
         scratch = args.keep or scratch
         for repeat in range(args.repeats):
             for load in [*loads, *remeasured]:
-                summary = run_loadtest(LoadTestSettings(
-                    host=pod.url, shape=constant(kind, load, args.seconds),
-                    out_dir=os.path.join(scratch, f"{load}-{repeat}"), think_time_s=think, think="random",
-                    spawn_rate=max(load, 10), cpu_affinity=generator or None, report=False,
-                    rows_per_request=rows_per_request, mix=plan["load_model"].get("mix"),
-                )).summary  # fmt: skip
+                summary = run_loadtest(
+                    LoadTestSettings(
+                        host=pod.url,
+                        shape=constant(kind, load, args.seconds),
+                        out_dir=os.path.join(scratch, f"{load}-{repeat}"),
+                        think_time_s=think,
+                        think="random",
+                        spawn_rate=max(load, 10),
+                        cpu_affinity=generator or None,
+                        report=False,
+                        rows_per_request=rows_per_request,
+                        mix=plan["load_model"].get("mix"),
+                    )
+                ).summary
                 latency = summary["latency_ms"]
                 if load in remeasured:
                     remeasured[load].append({**latency, "rps": summary["rps"], "valid": summary["valid"]})
-                    print(f"  run {repeat + 1}, plan step {load:g} {kind}: {summary['rps']:.0f} req/s, "
-                          f"p95 {latency['p95']:.1f} ms", flush=True)  # fmt: skip
+                    print(
+                        f"  run {repeat + 1}, plan step {load:g} {kind}: {summary['rps']:.0f} req/s, "
+                        f"p95 {latency['p95']:.1f} ms",
+                        flush=True,
+                    )
                     continue
                 measured[load].append(latency)
-                print(f"  run {repeat + 1}, {load} {kind}: {summary['rps']:.0f} req/s, p50 {latency['p50']:.1f} ms, "
-                      f"p95 {latency['p95']:.1f} ms{'' if summary['valid'] else '  (run INVALID)'}", flush=True)  # fmt: skip
+                print(
+                    f"  run {repeat + 1}, {load} {kind}: {summary['rps']:.0f} req/s, p50 {latency['p50']:.1f} ms, "
+                    f"p95 {latency['p95']:.1f} ms{'' if summary['valid'] else '  (run INVALID)'}",
+                    flush=True,
+                )
 
     if steps:
         plan = _with_steps(plan, remeasured)
         print(f"calibrated on the steps measured in this run: {pod_from_plan(plan).source}")
     errors = []
-    print(f"\n| load ({kind}) | busy | measured p95, median (runs) | simulated p95 | error | p50 measured / simulated |")
+    print(
+        f"\n| load ({kind}) | busy | measured p95, median (runs) | simulated p95 | error | p50 measured / simulated |"
+    )
     print("|---|---|---|---|---|---|")
-    for busy, load in zip(args.busy.split(","), loads):
+    for busy, load in zip(args.busy.split(","), loads, strict=False):
         p95s = [m["p95"] for m in measured[load]]
         p50 = statistics.median(m["p50"] for m in measured[load])
         median = statistics.median(p95s)
@@ -109,10 +133,14 @@ def main() -> int:
         error = sim_p95 / median - 1
         errors.append(abs(error))
         runs = ", ".join(f"{p:.0f}" for p in p95s)
-        print(f"| {load} | {float(busy):.0%} | {median:.1f} ms ({runs}) | {sim_p95:.1f} ms | {error:+.1%} | "
-              f"{p50:.1f} / {sim_p50:.1f} ms |")  # fmt: skip
+        print(
+            f"| {load} | {float(busy):.0%} | {median:.1f} ms ({runs}) | {sim_p95:.1f} ms | {error:+.1%} | "
+            f"{p50:.1f} / {sim_p50:.1f} ms |"
+        )
     worst = max(errors)
-    print(f"worst p95 error {worst:.1%} (target: within {TARGET:.0%}): {'met' if worst <= TARGET else 'NOT met'}")
+    print(
+        f"worst p95 error {worst:.1%} (target: within {TARGET:.0%}): {'met' if worst <= TARGET else 'NOT met'}"
+    )
     return 0 if worst <= TARGET else 1
 
 
@@ -141,11 +169,16 @@ def _with_steps(plan: dict, remeasured: dict[float, list[dict]]) -> dict:
     percentile = (plan.get("sla") or {}).get("percentile") or "p95"
     steps = []
     for load, runs in remeasured.items():
-        steps.append({"load": load, "rps": statistics.median(r["rps"] for r in runs),
-                      "latency_ms": statistics.median(r[percentile] for r in runs),
-                      "p50_ms": statistics.median(r["p50"] for r in runs),
-                      "mean_ms": statistics.median(r["mean"] for r in runs),
-                      "valid": all(r["valid"] for r in runs)})  # fmt: skip
+        steps.append(
+            {
+                "load": load,
+                "rps": statistics.median(r["rps"] for r in runs),
+                "latency_ms": statistics.median(r[percentile] for r in runs),
+                "p50_ms": statistics.median(r["p50"] for r in runs),
+                "mean_ms": statistics.median(r["mean"] for r in runs),
+                "valid": all(r["valid"] for r in runs),
+            }
+        )
     copy = json.loads(json.dumps(plan))
     _chosen(copy)["steps"] = steps
     return copy

@@ -103,24 +103,29 @@ def per_minute(out_dir: str, rows: list[dict], machine: dict[int, float]) -> lis
         seconds = [r for r in rows if minute * 60 <= r["elapsed_s"] < (minute + 1) * 60]
         rss = [r["server_rss_mb"] for r in seconds if r["server_rss_mb"]]
         cpu = [r["server_cpu"] for r in seconds if r["server_cpu"] is not None]
-        others = [machine[start + r["elapsed_s"]] - (r["server_cpu"] or 0) - (r["generator_cpu"] or 0)
-                  for r in seconds if start + r["elapsed_s"] in machine]  # fmt: skip
+        others = [
+            machine[start + r["elapsed_s"]] - (r["server_cpu"] or 0) - (r["generator_cpu"] or 0)
+            for r in seconds
+            if start + r["elapsed_s"] in machine
+        ]
         histogram = minutes[minute]["histogram"]
-        table.append({
-            "minute": minute + 1,
-            "seconds": len(seconds),
-            "requests": histogram.get_total_count() + minutes[minute]["failures"],
-            "rps": (histogram.get_total_count() + minutes[minute]["failures"]) / max(len(seconds), 1),
-            "failures": minutes[minute]["failures"],
-            **{k: v for k, v in latency_ms(histogram).items() if k in ("p50", "p95", "p99", "max")},
-            "rss_mb": statistics.median(rss) if rss else None,
-            "server_cpu": statistics.mean(cpu) if cpu else None,
-            "other_cpu": max(statistics.mean(others), 0.0) if others else None,
-            # The server's own view (its /metrics): requests in it, and their wait for the model.
-            "in_flight": _mean(r["in_flight"] for r in seconds),
-            "queue_wait_ms": _mean(r["queue_wait_ms"] for r in seconds),
-            "histogram": histogram,  # for the verdict's windows; not written out
-        })  # fmt: skip
+        table.append(
+            {
+                "minute": minute + 1,
+                "seconds": len(seconds),
+                "requests": histogram.get_total_count() + minutes[minute]["failures"],
+                "rps": (histogram.get_total_count() + minutes[minute]["failures"]) / max(len(seconds), 1),
+                "failures": minutes[minute]["failures"],
+                **{k: v for k, v in latency_ms(histogram).items() if k in ("p50", "p95", "p99", "max")},
+                "rss_mb": statistics.median(rss) if rss else None,
+                "server_cpu": statistics.mean(cpu) if cpu else None,
+                "other_cpu": max(statistics.mean(others), 0.0) if others else None,
+                # The server's own view (its /metrics): requests in it, and their wait for the model.
+                "in_flight": _mean(r["in_flight"] for r in seconds),
+                "queue_wait_ms": _mean(r["queue_wait_ms"] for r in seconds),
+                "histogram": histogram,  # for the verdict's windows; not written out
+            }
+        )
     return [m for m in table if m["seconds"] >= 50]  # whole minutes, not the drain's few seconds
 
 
@@ -150,13 +155,22 @@ def verdict(summary: dict, minutes: list[dict]) -> list[tuple[str, str, bool]]:
     span = f"minutes {early[0]['minute']}-{early[-1]['minute']} vs {late[0]['minute']}-{late[-1]['minute']}"
     return [
         ("no failed request", f"{summary['failures']} of {summary['requests']}", summary["failures"] == 0),
-        (f"memory growth <= {MEMORY_GROWTH_LIMIT:.0%} (minute {first['minute']} to the last, median RSS)",
-         f"{first['rss_mb']:.1f} -> {last['rss_mb']:.1f} MB ({growth:+.1%})", growth <= MEMORY_GROWTH_LIMIT),
-        (f"p99 steady: last third <= {P99_DRIFT_LIMIT}x the first ({span})",
-         f"{early_p99:.2f} -> {late_p99:.2f} ms ({drift:.2f}x)", drift <= P99_DRIFT_LIMIT),
-        ("the load generator kept its schedule (run valid)",
-         "; ".join(summary["problems"]) or "valid", summary["valid"]),
-    ]  # fmt: skip
+        (
+            f"memory growth <= {MEMORY_GROWTH_LIMIT:.0%} (minute {first['minute']} to the last, median RSS)",
+            f"{first['rss_mb']:.1f} -> {last['rss_mb']:.1f} MB ({growth:+.1%})",
+            growth <= MEMORY_GROWTH_LIMIT,
+        ),
+        (
+            f"p99 steady: last third <= {P99_DRIFT_LIMIT}x the first ({span})",
+            f"{early_p99:.2f} -> {late_p99:.2f} ms ({drift:.2f}x)",
+            drift <= P99_DRIFT_LIMIT,
+        ),
+        (
+            "the load generator kept its schedule (run valid)",
+            "; ".join(summary["problems"]) or "valid",
+            summary["valid"],
+        ),
+    ]
 
 
 def _fmt(value: float | None, digits: int) -> str:
@@ -165,24 +179,30 @@ def _fmt(value: float | None, digits: int) -> str:
 
 def render(report: dict) -> str:
     lines = [
-        "## Soak", "",
-        f"`{report['command']}` on {report['machine']}.", "",
+        "## Soak",
+        "",
+        f"`{report['command']}` on {report['machine']}.",
+        "",
         f"Capacity (closed loop, {CAPACITY_USERS} users, {report['rows']} rows a request): "
         f"{report['capacity_rps']:.0f} requests/s ({'valid' if report['capacity_valid'] else 'generator-bound: a lower bound'}). "
         f"Soak: {report['rate_rps']:.0f} requests/s ({report['load']:.0%}) for {report['minutes']:g} minutes, "
-        f"{report['summary']['requests']:,} requests.", "",
+        f"{report['summary']['requests']:,} requests.",
+        "",
         "| minute | requests/s | failed | p50 ms | p95 ms | p99 ms | max ms | in flight | queue wait ms "
         "| server RSS MB | server CPU | other processes' CPU |",
         "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
-    ]  # fmt: skip
+    ]
     for m in report["per_minute"]:
         lines.append(
             f"| {m['minute']} | {m['rps']:.0f} | {m['failures']} | {m['p50']:.2f} | {m['p95']:.2f} | "
             f"{m['p99']:.2f} | {m['max']:.1f} | {_fmt(m['in_flight'], 1)} | {_fmt(m['queue_wait_ms'], 2)} | "
             f"{m['rss_mb']:.1f} | {m['server_cpu']:.2f} | {_fmt(m['other_cpu'], 2)} |"
         )
-    lines += ["", "CPU in cores. Other processes' CPU is the machine's noise: on a 2-core machine, "
-              "anything above about 0.2 takes time from the server or the generator."]
+    lines += [
+        "",
+        "CPU in cores. Other processes' CPU is the machine's noise: on a 2-core machine, "
+        "anything above about 0.2 takes time from the server or the generator.",
+    ]
     lines += ["", "| check | measured | held |", "|---|---|:---:|"]
     lines += [f"| {name} | {value} | {'yes' if ok else 'NO'} |" for name, value, ok in report["verdict"]]
     return "\n".join(lines) + "\n"
@@ -208,25 +228,44 @@ def main() -> int:
         try:
             if not server.ready(120):
                 raise SystemExit(f"the server did not start:\n{server.output[-3000:]}")
-            common = {"host": server.url, "rows_per_request": args.rows, "cpu_affinity": pinned(1),
-                      "server_pid": server.pid}  # fmt: skip
+            common = {
+                "host": server.url,
+                "rows_per_request": args.rows,
+                "cpu_affinity": pinned(1),
+                "server_pid": server.pid,
+            }
             print(f"Measuring capacity for {CAPACITY_SECONDS:g} s ...", flush=True)
-            capacity = run_loadtest(LoadTestSettings(
-                shape=constant("users", CAPACITY_USERS, CAPACITY_SECONDS), think_time_s=0.0,
-                spawn_rate=100, out_dir=str(work / "capacity"), report=False, **common,
-            ))  # fmt: skip
+            capacity = run_loadtest(
+                LoadTestSettings(
+                    shape=constant("users", CAPACITY_USERS, CAPACITY_SECONDS),
+                    think_time_s=0.0,
+                    spawn_rate=100,
+                    out_dir=str(work / "capacity"),
+                    report=False,
+                    **common,
+                )
+            )
             capacity_rps = capacity.summary["rps"]
             rate = args.load * capacity_rps
-            print(f"Capacity {capacity_rps:.0f} requests/s; soaking at {rate:.0f}/s for {args.minutes:g} min ...",
-                  flush=True)  # fmt: skip
+            print(
+                f"Capacity {capacity_rps:.0f} requests/s; soaking at {rate:.0f}/s for {args.minutes:g} min ...",
+                flush=True,
+            )
             soak_dir = str(work / "soak")
             with MachineCpu() as machine:
-                soak = run_loadtest(LoadTestSettings(
-                    shape=constant("rps", rate, args.minutes * 60), out_dir=soak_dir, report=False, **common,
-                ))  # fmt: skip
+                soak = run_loadtest(
+                    LoadTestSettings(
+                        shape=constant("rps", rate, args.minutes * 60),
+                        out_dir=soak_dir,
+                        report=False,
+                        **common,
+                    )
+                )
             minutes = per_minute(soak_dir, soak.rows, machine.busy)
             os.makedirs(args.out, exist_ok=True)
-            shutil.copy(os.path.join(soak_dir, "timeseries.csv"), os.path.join(args.out, "soak_timeseries.csv"))
+            shutil.copy(
+                os.path.join(soak_dir, "timeseries.csv"), os.path.join(args.out, "soak_timeseries.csv")
+            )
         finally:
             server.stop()
     if len(minutes) < 2:
@@ -235,12 +274,18 @@ def main() -> int:
         "command": command,
         "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
         f"Python {platform.python_version()}",
-        "rows": args.rows, "load": args.load, "minutes": args.minutes,
-        "capacity_rps": capacity_rps, "capacity_valid": capacity.summary["valid"], "rate_rps": rate,
-        "summary": {k: soak.summary[k] for k in ("requests", "failures", "rps", "latency_ms", "valid", "problems")},
+        "rows": args.rows,
+        "load": args.load,
+        "minutes": args.minutes,
+        "capacity_rps": capacity_rps,
+        "capacity_valid": capacity.summary["valid"],
+        "rate_rps": rate,
+        "summary": {
+            k: soak.summary[k] for k in ("requests", "failures", "rps", "latency_ms", "valid", "problems")
+        },
         "verdict": verdict(soak.summary, minutes),
         "per_minute": [{k: v for k, v in m.items() if k != "histogram"} for m in minutes],
-    }  # fmt: skip
+    }
     os.makedirs(args.out, exist_ok=True)
     text = render(report)
     with open(os.path.join(args.out, "soak.md"), "w") as handle:

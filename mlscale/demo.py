@@ -76,8 +76,11 @@ def _http(method: str, url: str, body: dict | None = None, timeout: float = 10) 
 def _train(out_dir: str, env: dict) -> str:
     trained = subprocess.run(
         [sys.executable, "-m", "mlscale", "train", "--tracking-uri", env["MLFLOW_TRACKING_URI"]],
-        cwd=out_dir, env=env, stdout=subprocess.PIPE, text=True,
-    )  # fmt: skip
+        cwd=out_dir,
+        env=env,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     if trained.returncode != 0 or not trained.stdout.strip():
         raise DemoError("training failed (see the messages above)")
     return trained.stdout.strip().splitlines()[-1]
@@ -88,20 +91,23 @@ def _score(settings: DemoSettings, url: str) -> None:
 
     wine = load_wine().head(settings.rows)
     features = wine.drop(columns=[TARGET]).astype(float)
-    body = {"dataframe_split": {"columns": list(features.columns),
-                                "data": features.values.tolist()}}  # fmt: skip
-    print(f"curl -X POST {url}/invocations -H 'Content-Type: application/json' "
-          f"-d '{json.dumps(body)[:90]}...'")  # fmt: skip
+    body = {"dataframe_split": {"columns": list(features.columns), "data": features.values.tolist()}}
+    print(
+        f"curl -X POST {url}/invocations -H 'Content-Type: application/json' -d '{json.dumps(body)[:90]}...'"
+    )
     status, answer = _http("POST", f"{url}/invocations", body)
     if status != 200:
         raise DemoError(f"scoring answered {status}: {answer[:300]!r}")
     predictions = json.loads(answer)["predictions"]
     print(f"{'alcohol':>8} {'pH':>5} {'quality':>8} {'predicted':>10}")
-    for (_, row), predicted in zip(wine.iterrows(), predictions):
+    for (_, row), predicted in zip(wine.iterrows(), predictions, strict=False):
         print(f"{row['alcohol']:>8.1f} {row['pH']:>5.2f} {row[TARGET]:>8.0f} {predicted:>10.3f}")
     metrics = _http("GET", f"{url}/metrics")[1].decode()
-    served = [line for line in metrics.splitlines()
-              if line.startswith("mlscale_requests_total") and "invocations" in line]  # fmt: skip
+    served = [
+        line
+        for line in metrics.splitlines()
+        if line.startswith("mlscale_requests_total") and "invocations" in line
+    ]
     print("metrics: " + "; ".join(served))
 
 
@@ -111,9 +117,14 @@ def _load_test(settings: DemoSettings, url: str, out_dir: str, server_pid: int) 
     from mlscale.loadtest.shapes import steps
 
     load = LoadTestSettings(
-        host=url, shape=steps("users", settings.load_steps), out_dir=os.path.join(out_dir, "loadtest"),
-        think_time_s=settings.think_time_s, think="random", spawn_rate=50, server_pid=server_pid,
-    )  # fmt: skip
+        host=url,
+        shape=steps("users", settings.load_steps),
+        out_dir=os.path.join(out_dir, "loadtest"),
+        think_time_s=settings.think_time_s,
+        think="random",
+        spawn_rate=50,
+        server_pid=server_pid,
+    )
     live = LiveLine(load)
     try:
         return run_loadtest(load, on_progress=live).summary
@@ -131,16 +142,23 @@ def _plan(settings: DemoSettings, model_uri: str, out_dir: str) -> dict:
     # be written, a whole core.
     cpu = 0.25 if quota_supported() else 1.0
     plan = PlanSettings(
-        sla=parse_sla(settings.plan_sla), kind="users", target=settings.plan_target_users,
-        out_dir=os.path.join(out_dir, "plan"), pods=(PodSpec(cpu),), model_uri=model_uri,
-        think_time_s=settings.think_time_s, step_s=3.0 if settings.quick else 10.0,
+        sla=parse_sla(settings.plan_sla),
+        kind="users",
+        target=settings.plan_target_users,
+        out_dir=os.path.join(out_dir, "plan"),
+        pods=(PodSpec(cpu),),
+        model_uri=model_uri,
+        think_time_s=settings.think_time_s,
+        step_s=3.0 if settings.quick else 10.0,
         # Quick: from 256 users (a quarter core carries about 400 at 1 s think time)
         # to a bracket a third wide, three or four steps of the minute this step takes;
         # the pod's start-up under its quota is most of the rest.
-        precision=0.34 if settings.quick else 0.1, start_load=256 if settings.quick else 64,
+        precision=0.34 if settings.quick else 0.1,
+        start_load=256 if settings.quick else 64,
         max_steps=10,
-        quick=settings.quick, tracking_uri=f"sqlite:///{os.path.join(out_dir, 'mlflow.db')}",
-    )  # fmt: skip
+        quick=settings.quick,
+        tracking_uri=f"sqlite:///{os.path.join(out_dir, 'mlflow.db')}",
+    )
     return run_plan(plan, say=lambda text: print(text, flush=True))
 
 
@@ -152,8 +170,12 @@ def _kubernetes(plan: dict, out_dir: str) -> dict:
     report = validate_dir(overlay)
     print(report.text())
     print(f"overlay: {overlay} (on a cluster: kubectl apply -k {overlay})")
-    return {"dir": overlay, "ok": report.ok, "objects": len(report.objects),
-            "problems": [str(p) for p in report.problems]}  # fmt: skip
+    return {
+        "dir": overlay,
+        "ok": report.ok,
+        "objects": len(report.objects),
+        "problems": [str(p) for p in report.problems],
+    }
 
 
 def _simulate(plan: dict, out_dir: str, shown: str) -> dict:
@@ -165,16 +187,24 @@ def _simulate(plan: dict, out_dir: str, shown: str) -> dict:
         summary = run_preset(preset, os.path.join(out_dir, "simulate", preset), plan=plan)
         results[preset] = summary
         # The same words as index.html's, so the two never disagree.
-        print(f"{preset}: {simulation_text(summary)}; "
-              f"report: {os.path.join(shown, 'simulate', preset, 'report.html')}")
+        print(
+            f"{preset}: {simulation_text(summary)}; "
+            f"report: {os.path.join(shown, 'simulate', preset, 'report.html')}"
+        )
     return results
 
 
 def _compare(settings: DemoSettings, model_uri: str, out_dir: str, env: dict, mlscale, mlflow) -> dict:
     from mlscale.demo_compare import compare_servers
 
-    return compare_servers(model_uri, os.path.join(out_dir, "compare"), env=env,
-                           seconds=settings.compare_s, mlscale=mlscale, mlflow=mlflow)  # fmt: skip
+    return compare_servers(
+        model_uri,
+        os.path.join(out_dir, "compare"),
+        env=env,
+        seconds=settings.compare_s,
+        mlscale=mlscale,
+        mlflow=mlflow,
+    )
 
 
 def run_demo(settings: DemoSettings) -> dict:
@@ -207,9 +237,13 @@ def run_demo(settings: DemoSettings) -> dict:
         from mlscale.loadtest.shapes import steps
 
         seconds = steps("users", settings.load_steps).duration_s
-        _say(4, "load", f"stepped load test like the reference's: {settings.load_steps} "
-             f"(seconds:users) with {settings.think_time_s:g} s think time "
-             f"(~{seconds + 6:.0f} s with Locust's start and the last answers)")  # fmt: skip
+        _say(
+            4,
+            "load",
+            f"stepped load test like the reference's: {settings.load_steps} "
+            f"(seconds:users) with {settings.think_time_s:g} s think time "
+            f"(~{seconds + 6:.0f} s with Locust's start and the last answers)",
+        )
         summary = _load_test(settings, server.url, out_dir, server.pid)
     finally:
         code = server.stop()
@@ -218,16 +252,26 @@ def run_demo(settings: DemoSettings) -> dict:
     if code != 0:
         raise DemoError(f"the server exited with status {code} after SIGTERM (log: {log_path})")
     latency = summary["latency_ms"]
-    results["loadtest"] = {"requests": summary["requests"], "failures": summary["failures"],
-                           "p50_ms": latency["p50"], "p95_ms": latency["p95"]}  # fmt: skip
-    print(f"load test: {summary['requests']} requests, {summary['failures']} failed, "
-          f"p50 {latency['p50']} ms, p95 {latency['p95']} ms; "
-          f"report: {settings.out_dir}/loadtest/report.html")  # fmt: skip
+    results["loadtest"] = {
+        "requests": summary["requests"],
+        "failures": summary["failures"],
+        "p50_ms": latency["p50"],
+        "p95_ms": latency["p95"],
+    }
+    print(
+        f"load test: {summary['requests']} requests, {summary['failures']} failed, "
+        f"p50 {latency['p50']} ms, p95 {latency['p95']} ms; "
+        f"report: {settings.out_dir}/loadtest/report.html"
+    )
     print("server stopped cleanly.")
 
-    _say(5, "plan", f"{'quick ' if settings.quick else ''}capacity plan: "
-         f"{settings.plan_target_users:g} users at {settings.plan_sla} on a pod-sized server "
-         f"(~{'80 s, most of it the pod starting under its CPU quota' if settings.quick else '3 min'})")  # fmt: skip
+    _say(
+        5,
+        "plan",
+        f"{'quick ' if settings.quick else ''}capacity plan: "
+        f"{settings.plan_target_users:g} users at {settings.plan_sla} on a pod-sized server "
+        f"(~{'80 s, most of it the pod starting under its CPU quota' if settings.quick else '3 min'})",
+    )
     plan = _plan(settings, model_uri, out_dir)
     if not plan["sizing"]:
         raise DemoError("the plan found no load that meets the SLA (see the steps above)")
@@ -247,18 +291,27 @@ def run_demo(settings: DemoSettings) -> dict:
         if not results["k8s"]["ok"]:
             raise DemoError("the rendered overlay did not validate (problems above)")
 
-        _say(7, "simulate", "the reference's HPA and cluster-autoscaler experiments, with the "
-             "plan's pods (~15 s)")  # fmt: skip
+        _say(
+            7,
+            "simulate",
+            "the reference's HPA and cluster-autoscaler experiments, with the plan's pods (~15 s)",
+        )
         results["simulate"] = _simulate(plan, out_dir, settings.out_dir)
 
-        _say(8, "compare", f"mlscale against `mlflow models serve` on the same model, "
-             f"{settings.compare_s:g} s each; both started with step 6 "
-             f"(~{settings.compare_s * 2 + 15:.0f} s)")  # fmt: skip
+        _say(
+            8,
+            "compare",
+            f"mlscale against `mlflow models serve` on the same model, "
+            f"{settings.compare_s:g} s each; both started with step 6 "
+            f"(~{settings.compare_s * 2 + 15:.0f} s)",
+        )
         results["compare"] = _compare(settings, model_uri, out_dir, env, mlscale, mlflow)
 
     results["seconds"] = time.monotonic() - started
     index = write_index(out_dir, results)
-    print(f"\nDone in {results['seconds']:.0f} s. Everything: "
-          f"{os.path.join(settings.out_dir, os.path.basename(index))}  "
-          f"(runs: cd {settings.out_dir} && mlflow ui)")  # fmt: skip
+    print(
+        f"\nDone in {results['seconds']:.0f} s. Everything: "
+        f"{os.path.join(settings.out_dir, os.path.basename(index))}  "
+        f"(runs: cd {settings.out_dir} && mlflow ui)"
+    )
     return results

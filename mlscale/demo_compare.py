@@ -18,15 +18,26 @@ import sys
 import time
 import urllib.request
 from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack, contextmanager, suppress
 
 from mlscale.demo import DemoError
 from mlscale.serving.process import ServeProcess
 
 USERS = 16
 # One row of the wine data, in the model's signature order.
-FEATURES = ["fixed acidity", "volatile acidity", "citric acid", "residual sugar", "chlorides",
-            "free sulfur dioxide", "total sulfur dioxide", "density", "pH", "sulphates", "alcohol"]
+FEATURES = [
+    "fixed acidity",
+    "volatile acidity",
+    "citric acid",
+    "residual sugar",
+    "chlorides",
+    "free sulfur dioxide",
+    "total sulfur dioxide",
+    "density",
+    "pH",
+    "sulphates",
+    "alcohol",
+]
 ROW = [7.0, 0.27, 0.36, 20.7, 0.045, 45.0, 170.0, 1.001, 3.0, 0.45, 8.8]
 
 
@@ -58,11 +69,13 @@ def _wait_ready(url: str, process: subprocess.Popen, timeout_s: float) -> bool:
 def _warm_up(url: str, requests: int = 50) -> None:
     """A server's first requests pay for lazy imports and first calls (mlflow's take
     hundreds of milliseconds): sent before, not counted."""
-    body = ('{"dataframe_split": {"columns": %s, "data": [%s]}}'
-            % (json.dumps(FEATURES), json.dumps(ROW))).encode()  # fmt: skip
+    body = (
+        f'{{"dataframe_split": {{"columns": {json.dumps(FEATURES)}, "data": [{json.dumps(ROW)}]}}}}'
+    ).encode()
     for _ in range(requests):
-        request = urllib.request.Request(f"{url}/invocations", data=body,
-                                         headers={"Content-Type": "application/json"})  # fmt: skip
+        request = urllib.request.Request(
+            f"{url}/invocations", data=body, headers={"Content-Type": "application/json"}
+        )
         with urllib.request.urlopen(request, timeout=30) as response:
             response.read()
 
@@ -72,14 +85,26 @@ def _measure(url: str, out_dir: str, seconds: float, generator: tuple[int, ...] 
     from mlscale.loadtest.shapes import constant
 
     _warm_up(url)
-    result = run_loadtest(LoadTestSettings(
-        host=url, shape=constant("users", USERS, seconds), out_dir=out_dir, think_time_s=0.0,
-        spawn_rate=USERS, cpu_affinity=generator, report=False,
-    ))  # fmt: skip
+    result = run_loadtest(
+        LoadTestSettings(
+            host=url,
+            shape=constant("users", USERS, seconds),
+            out_dir=out_dir,
+            think_time_s=0.0,
+            spawn_rate=USERS,
+            cpu_affinity=generator,
+            report=False,
+        )
+    )
     summary = result.summary
-    return {"rps": summary["rps"], "p50_ms": summary["latency_ms"]["p50"],
-            "p99_ms": summary["latency_ms"]["p99"], "failures": summary["failures"],
-            "valid": summary["valid"], "problems": summary["problems"]}  # fmt: skip
+    return {
+        "rps": summary["rps"],
+        "p50_ms": summary["latency_ms"]["p50"],
+        "p99_ms": summary["latency_ms"]["p99"],
+        "failures": summary["failures"],
+        "valid": summary["valid"],
+        "problems": summary["problems"],
+    }
 
 
 def _mlflow_server(model_uri: str, env: dict, prefix: list[str], log_path: str):
@@ -90,11 +115,26 @@ def _mlflow_server(model_uri: str, env: dict, prefix: list[str], log_path: str):
     env.pop("MLFLOW_MODELS_WORKERS", None)
     log = open(log_path, "wb")
     process = subprocess.Popen(
-        [*prefix, os.path.join(bin_dir, "mlflow"), "models", "serve", "-m", model_uri,
-         "-h", "127.0.0.1", "-p", str(port), "--env-manager", "local"],
-        stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
+        [
+            *prefix,
+            os.path.join(bin_dir, "mlflow"),
+            "models",
+            "serve",
+            "-m",
+            model_uri,
+            "-h",
+            "127.0.0.1",
+            "-p",
+            str(port),
+            "--env-manager",
+            "local",
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        env=env,
         start_new_session=True,
-    )  # fmt: skip
+    )
     log.close()
     return process, f"http://127.0.0.1:{port}"
 
@@ -110,10 +150,8 @@ def _stop_group(process: subprocess.Popen) -> None:
         except (ProcessLookupError, subprocess.TimeoutExpired):
             pass
     if process.poll() is None:
-        try:
+        with suppress(ProcessLookupError):
             os.killpg(process.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
         process.wait()
 
 
@@ -147,9 +185,15 @@ def _wait_mlflow(mlflow: tuple[subprocess.Popen, str], out_dir: str) -> None:
         raise DemoError(f"mlflow models serve did not start; log: {out_dir}/mlflow.log")
 
 
-def compare_servers(model_uri: str, out_dir: str, *, env: dict, seconds: float,
-                    mlscale: ServeProcess | None = None,
-                    mlflow: tuple[subprocess.Popen, str] | None = None) -> dict:
+def compare_servers(
+    model_uri: str,
+    out_dir: str,
+    *,
+    env: dict,
+    seconds: float,
+    mlscale: ServeProcess | None = None,
+    mlflow: tuple[subprocess.Popen, str] | None = None,
+) -> dict:
     """``mlscale``, ``mlflow``: servers of :func:`mlscale_server` and
     :func:`mlflow_server` already started (the demo starts them while its other
     steps run, as their start is most of this step); without them, each is started
@@ -170,22 +214,31 @@ def compare_servers(model_uri: str, out_dir: str, *, env: dict, seconds: float,
             results["mlscale"] = _measure(mlscale.url, os.path.join(out_dir, "mlscale"), seconds, generator)
         finally:
             mlscale.stop()  # not to share the core with mlflow's measurement
-    print(f"mlscale serve:       {results['mlscale']['rps']:8.0f} req/s, "
-          f"p50 {results['mlscale']['p50_ms']} ms", flush=True)  # fmt: skip
+    print(
+        f"mlscale serve:       {results['mlscale']['rps']:8.0f} req/s, p50 {results['mlscale']['p50_ms']} ms",
+        flush=True,
+    )
 
     with ExitStack() as stack:
         if mlflow is None:
             mlflow = stack.enter_context(mlflow_server(model_uri, out_dir, env))
             _wait_mlflow(mlflow, out_dir)
         results["mlflow"] = _measure(mlflow[1], os.path.join(out_dir, "mlflow"), seconds, generator)
-    print(f"mlflow models serve: {results['mlflow']['rps']:8.0f} req/s, "
-          f"p50 {results['mlflow']['p50_ms']} ms", flush=True)  # fmt: skip
+    print(
+        f"mlflow models serve: {results['mlflow']['rps']:8.0f} req/s, p50 {results['mlflow']['p50_ms']} ms",
+        flush=True,
+    )
 
     results["speedup"] = results["mlscale"]["rps"] / max(results["mlflow"]["rps"], 1e-9)
     # A saturated generator held mlscale back: the true ratio is higher.
     results["lower_bound"] = not results["mlscale"]["valid"]
     bound = "at least " if results["lower_bound"] else ""
-    print(f"speed-up: {bound}{results['speedup']:.1f}x"
-          + (" (the load generator was the limit; `make bench` measures with wrk)"
-             if results["lower_bound"] else ""))  # fmt: skip
+    print(
+        f"speed-up: {bound}{results['speedup']:.1f}x"
+        + (
+            " (the load generator was the limit; `make bench` measures with wrk)"
+            if results["lower_bound"]
+            else ""
+        )
+    )
     return results

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import signal
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 
 
@@ -71,14 +71,10 @@ def stop_descendants(grace_s: float = 10.0) -> list[int]:
     except psutil.Error:
         return []
     for child in children:
-        try:
+        with suppress(psutil.Error):
             child.terminate()
-        except psutil.Error:
-            pass
     _, alive = psutil.wait_procs(children, timeout=grace_s)
     for child in alive:
-        try:
+        with suppress(psutil.Error):
             child.kill()
-        except psutil.Error:
-            pass
     return [child.pid for child in children]

@@ -78,8 +78,10 @@ def wait_http(url: str, *, engine: Engine, name: str, timeout_s: float = 90) -> 
             break
         time.sleep(0.1)
     logs = engine.run("logs", name, check=False)
-    pytest.fail(f"{url} did not answer 200 within {timeout_s} s; container log:\n"
-                f"{(logs.stdout + logs.stderr)[-3000:]}")  # fmt: skip
+    pytest.fail(
+        f"{url} did not answer 200 within {timeout_s} s; container log:\n"
+        f"{(logs.stdout + logs.stderr)[-3000:]}"
+    )
 
 
 def post_json(url: str, body: object, timeout_s: float = 30) -> tuple[int, object]:

@@ -39,9 +39,11 @@ def save_xgboost(path: str) -> str:
     model = XGBRegressor(n_estimators=10, max_depth=3, random_state=0)
     model.fit(frame, small_target(frame))
     mlflow.xgboost.save_model(
-        model, path, signature=infer_signature(frame, model.predict(frame)),
+        model,
+        path,
+        signature=infer_signature(frame, model.predict(frame)),
         input_example=frame.head(3),
-    )  # fmt: skip
+    )
     return path
 
 
@@ -53,9 +55,7 @@ def save_lightgbm(path: str) -> str:
     frame = small_frame()
     model = lightgbm.LGBMRegressor(n_estimators=10, min_child_samples=2, verbose=-1)
     model.fit(frame, small_target(frame))
-    mlflow.lightgbm.save_model(
-        model, path, signature=infer_signature(frame, model.predict(frame))
-    )
+    mlflow.lightgbm.save_model(model, path, signature=infer_signature(frame, model.predict(frame)))
     return path
 
 
@@ -82,19 +82,25 @@ def save_sklearn_pipeline(path: str) -> str:
     target = frame["size"] * 3 + (frame["color"] == "red") * 2.0
     model = Pipeline(
         [
-            ("encode", ColumnTransformer(
-                [("color", OneHotEncoder(handle_unknown="ignore"), ["color"])],
-                remainder="passthrough",
-            )),
+            (
+                "encode",
+                ColumnTransformer(
+                    [("color", OneHotEncoder(handle_unknown="ignore"), ["color"])],
+                    remainder="passthrough",
+                ),
+            ),
             # A tree: its answers do not depend on how requests are merged.
             ("regress", DecisionTreeRegressor(max_depth=4, random_state=0)),
         ]
-    )  # fmt: skip
+    )
     model.fit(frame, target)
     mlflow.sklearn.save_model(
-        model, path, signature=infer_signature(frame, model.predict(frame)),
-        input_example=frame.head(5), serialization_format="cloudpickle",
-    )  # fmt: skip
+        model,
+        path,
+        signature=infer_signature(frame, model.predict(frame)),
+        input_example=frame.head(5),
+        serialization_format="cloudpickle",
+    )
     return path
 
 
@@ -107,9 +113,11 @@ def save_sklearn_numeric(path: str) -> str:
     frame = small_frame()
     model = Ridge().fit(frame, small_target(frame))
     mlflow.sklearn.save_model(
-        model, path, signature=infer_signature(frame, model.predict(frame)),
+        model,
+        path,
+        signature=infer_signature(frame, model.predict(frame)),
         serialization_format="cloudpickle",
-    )  # fmt: skip
+    )
     return path
 
 
@@ -131,9 +139,10 @@ def save_custom_dataframe(path: str) -> str:
     frame = small_frame(5)
     model = _DataFrameModel()
     mlflow.pyfunc.save_model(
-        path, python_model=model,
+        path,
+        python_model=model,
         signature=infer_signature(frame, model.predict(None, frame)),
-    )  # fmt: skip
+    )
     return path
 
 
@@ -190,7 +199,8 @@ def save_slow(path: str) -> str:
 
     frame = small_frame(5)
     mlflow.pyfunc.save_model(
-        path, python_model=build(),
+        path,
+        python_model=build(),
         signature=infer_signature(frame, frame["f0"].to_numpy() * 2),
-    )  # fmt: skip
+    )
     return path

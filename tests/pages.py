@@ -10,11 +10,17 @@ import tempfile
 from html.parser import HTMLParser
 
 # Elements that never have a closing tag.
-_VOID = {"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "source",
-         "track", "wbr"}  # fmt: skip
+_VOID = {"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "source", "track", "wbr"}
 # Attributes through which a page fetches something.
-_FETCHING = {("script", "src"), ("link", "href"), ("img", "src"), ("iframe", "src"),
-             ("source", "src"), ("video", "src"), ("audio", "src")}  # fmt: skip
+_FETCHING = {
+    ("script", "src"),
+    ("link", "href"),
+    ("img", "src"),
+    ("iframe", "src"),
+    ("source", "src"),
+    ("video", "src"),
+    ("audio", "src"),
+}
 
 
 _REMOTE = r"""(?:https?:)?//"""
@@ -25,6 +31,7 @@ _CSS_FETCH = re.compile(r"""url\(\s*['"]?""" + _REMOTE + r"""|@import\s+(?:url\(
 # A script fetching a remote address: fetch("https://…"), or XMLHttpRequest's
 # open("GET", "https://…"); the inlined plotly.js has neither form.
 _SCRIPT_FETCH = re.compile(r"""(?:\bfetch\(\s*|\.open\(\s*['"][A-Z]+['"]\s*,\s*)['"`]""" + _REMOTE)
+
 
 class _Checker(HTMLParser):
     def __init__(self) -> None:
@@ -45,9 +52,9 @@ class _Checker(HTMLParser):
     def handle_data(self, data):
         inside = self.open[-1] if self.open else None
         if inside == "style" and (found := _CSS_FETCH.search(data)):
-            self.fetches.append(f"<style> {data[found.start():found.start() + 80]}")
+            self.fetches.append(f"<style> {data[found.start() : found.start() + 80]}")
         if inside == "script" and (found := _SCRIPT_FETCH.search(data)):
-            self.fetches.append(f"<script> {data[found.start():found.start() + 80]}")
+            self.fetches.append(f"<script> {data[found.start() : found.start() + 80]}")
 
     def handle_endtag(self, tag):
         if tag in _VOID:
@@ -83,9 +90,19 @@ def has_chart_data(text: str) -> bool:
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 # The flags a closed network needs (no background connections) and a root user needs.
-_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-          "--disable-background-networking", "--disable-component-update", "--disable-sync",
-          "--enable-logging=stderr", "--v=0", "--virtual-time-budget=5000"]  # fmt: skip
+_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--enable-logging=stderr",
+    "--v=0",
+    "--virtual-time-budget=5000",
+]
 
 
 def open_in_browser(path: str) -> tuple[str, list[str]]:
@@ -93,7 +110,9 @@ def open_in_browser(path: str) -> tuple[str, list[str]]:
     with tempfile.TemporaryDirectory() as profile:
         run = subprocess.run(
             [CHROMIUM, *_FLAGS, f"--user-data-dir={profile}", "--dump-dom", f"file://{path}"],
-            capture_output=True, text=True, timeout=120,
-        )  # fmt: skip
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
     console = [line for line in run.stderr.splitlines() if ":CONSOLE" in line]
     return run.stdout, console

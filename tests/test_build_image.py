@@ -47,19 +47,30 @@ def _rewrite(*lines: str) -> bake.Requirements:
 
 
 def test_mlflow_becomes_skinny_and_xgboost_its_cpu_build():
-    rewritten = _rewrite("mlflow==3.17.2", "xgboost==3.2.0", "scikit-learn==1.9.1",
-                         "mlflow[gateway]==3.17.2", 'xgboost>=2.0; sys_platform == "linux"')  # fmt: skip
+    rewritten = _rewrite(
+        "mlflow==3.17.2",
+        "xgboost==3.2.0",
+        "scikit-learn==1.9.1",
+        "mlflow[gateway]==3.17.2",
+        'xgboost>=2.0; sys_platform == "linux"',
+    )
     assert rewritten.model == (
-        "mlflow-skinny==3.17.2", "xgboost-cpu==3.2.0", "scikit-learn==1.9.1",
-        "mlflow-skinny[gateway]==3.17.2", 'xgboost-cpu>=2.0; sys_platform == "linux"',
-    )  # fmt: skip
+        "mlflow-skinny==3.17.2",
+        "xgboost-cpu==3.2.0",
+        "scikit-learn==1.9.1",
+        "mlflow-skinny[gateway]==3.17.2",
+        'xgboost-cpu>=2.0; sys_platform == "linux"',
+    )
     assert any("xgboost==3.2.0 -> xgboost-cpu==3.2.0" in note for note in rewritten.notes)
 
 
 def test_xgboost_stays_where_no_cpu_build_of_that_version_exists():
     # xgboost-cpu starts at 2.1.0; older xgboost had no CUDA dependency anyway.
     assert _rewrite("xgboost==1.7.6", "xgboost<2", "xgboost>=1.7,<2.1").model == (
-        "xgboost==1.7.6", "xgboost<2", "xgboost<2.1,>=1.7")
+        "xgboost==1.7.6",
+        "xgboost<2",
+        "xgboost<2.1,>=1.7",
+    )
     assert _rewrite("xgboost~=2.0").model == ("xgboost-cpu~=2.0",)
 
 
@@ -76,10 +87,18 @@ def test_an_mlflow_pin_outside_mlscales_range_gets_the_version_here():
 
 
 def test_lines_that_are_not_requirements_are_kept_and_their_files_noted():
-    rewritten = _rewrite("-c constraints.txt", "--extra-index-url https://example.org/simple",
-                         "wheels/mypkg-1.0-py3-none-any.whl", "https://example.org/x.whl")  # fmt: skip
-    assert rewritten.model == ("-c constraints.txt", "--extra-index-url https://example.org/simple",
-                               "wheels/mypkg-1.0-py3-none-any.whl", "https://example.org/x.whl")  # fmt: skip
+    rewritten = _rewrite(
+        "-c constraints.txt",
+        "--extra-index-url https://example.org/simple",
+        "wheels/mypkg-1.0-py3-none-any.whl",
+        "https://example.org/x.whl",
+    )
+    assert rewritten.model == (
+        "-c constraints.txt",
+        "--extra-index-url https://example.org/simple",
+        "wheels/mypkg-1.0-py3-none-any.whl",
+        "https://example.org/x.whl",
+    )
     assert rewritten.files == ("constraints.txt", "wheels/mypkg-1.0-py3-none-any.whl")
 
 
@@ -126,8 +145,11 @@ def test_requirement_lines_come_from_requirements_python_env_or_conda(tmp_path):
 def test_a_base_of_another_python_minor_is_refused_with_the_base_to_use():
     bake.check_python("3.11.7", "3.11.2", "b")  # micro versions may differ
     bake.check_python(None, "3.11.2", "b")  # a model that does not say: no check
-    with pytest.raises(ConfigurationError, match=r"saved with Python 3\.12\.1, but the base image "
-                       r"b has Python 3\.11\.2: .*--base-image python:3\.12-slim-bookworm"):
+    with pytest.raises(
+        ConfigurationError,
+        match=r"saved with Python 3\.12\.1, but the base image "
+        r"b has Python 3\.11\.2: .*--base-image python:3\.12-slim-bookworm",
+    ):
         bake.check_python("3.12.1", "3.11.2", "b")
     assert bake.python_of_tag("python:3.11.7-slim-bookworm") == "3.11.7"
     assert bake.python_of_tag("docker.io/library/python:3.12-slim") == "3.12"
@@ -143,13 +165,16 @@ def test_content_tags_follow_mlscale_images_convention():
 
 def test_the_dockerfile_runs_as_10001_and_mounts_the_ca_bundle_only_as_a_secret():
     for installer in ("uv", "pip"):
-        text = bake.dockerfile(base="python:3.11.7-slim-bookworm", installer=installer,
-                               model_uri='models:/a "b"/1')  # fmt: skip
+        text = bake.dockerfile(
+            base="python:3.11.7-slim-bookworm", installer=installer, model_uri='models:/a "b"/1'
+        )
         assert text.startswith(bake.MARKER)
         assert "ARG BASE_IMAGE=python:3.11.7-slim-bookworm" in text
         assert "USER 10001:10001" in text and "HOME=/tmp" in text
-        assert ('ENTRYPOINT ["python", "-m", "mlscale", "serve", "-m", "/opt/model", "-h", '
-                '"0.0.0.0", "-p", "8080", \\\n            "--env-manager", "local"]') in text
+        assert (
+            'ENTRYPOINT ["python", "-m", "mlscale", "serve", "-m", "/opt/model", "-h", '
+            '"0.0.0.0", "-p", "8080", \\\n            "--env-manager", "local"]'
+        ) in text
         assert 'io.mlscale.model-uri="models:/a \\"b\\"/1"' in text
         # The bundle is only ever a secret mount, never copied or set as ENV.
         assert text.count("--mount=type=secret,id=ca") == 1
@@ -163,8 +188,16 @@ def test_the_command_line_offers_the_bake_modules_choices():
     assert ENV_MANAGERS == bake.ENV_MANAGERS and DEFAULT_ENV_MANAGER == bake.DEFAULT_ENV_MANAGER
     result = CliRunner().invoke(main, ["build-image", "--help"])
     assert result.exit_code == 0
-    for text in ("-m, --model-uri", "-t, -n, --tag, --name", "--base-image", "--env-manager",
-                 "[local|virtualenv|uv]", "--output-dir", "--tracking-uri", "uid 10001"):  # fmt: skip
+    for text in (
+        "-m, --model-uri",
+        "-t, -n, --tag, --name",
+        "--base-image",
+        "--env-manager",
+        "[local|virtualenv|uv]",
+        "--output-dir",
+        "--tracking-uri",
+        "uid 10001",
+    ):
         assert text in result.output, text
 
 
@@ -227,7 +260,8 @@ def test_install_failures_quote_pip_and_uv_in_one_line():
     assert bake.install_failure("STEP 1\nError: building at STEP: no space left\n") is None
     # docker's plain progress output prefixes each line.
     assert bake.install_failure("#9 4.210 ERROR: No matching distribution found for x==9") == (
-        "ERROR: No matching distribution found for x==9")
+        "ERROR: No matching distribution found for x==9"
+    )
 
 
 # -- the command's errors: one line, exit status 1 ------------------------------------------
@@ -244,24 +278,34 @@ def models(request) -> dict[str, str]:
     for source in ("mlscale/examples/wine.py", "tests/models.py"):
         recipe.update((ROOT / source).read_bytes())
     cache = getattr(request.config, "cache", None)  # None under -p no:cacheprovider
-    root = (Path(cache.mkdir("build-image-models")) if cache
-            else Path(tempfile.gettempdir()) / "mlscale-build-image-models")  # fmt: skip
+    root = (
+        Path(cache.mkdir("build-image-models"))
+        if cache
+        else Path(tempfile.gettempdir()) / "mlscale-build-image-models"
+    )
     folder = root / recipe.hexdigest()[:12]
     if not (folder / "done").is_file():
         shutil.rmtree(folder, ignore_errors=True)
         folder.mkdir(parents=True)
         trained = subprocess.run(
             [sys.executable, "-m", "mlscale", "train", "--tracking-uri", f"sqlite:///{folder}/mlflow.db"],
-            cwd=folder, capture_output=True, text=True, timeout=600,
-        )  # fmt: skip
+            cwd=folder,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
         assert trained.returncode == 0, trained.stderr[-3000:]
         assert trained.stdout.strip().splitlines()[-1] == "models:/wine-quality/1"
         from tests.models import save_sklearn_pipeline
 
         save_sklearn_pipeline(str(folder / "sklearn_pipeline"))
         (folder / "done").write_text("")
-    return {"tracking_uri": f"sqlite:///{folder}/mlflow.db", "wine": "models:/wine-quality/1",
-            "sklearn": str(folder / "sklearn_pipeline"), "folder": str(folder)}  # fmt: skip
+    return {
+        "tracking_uri": f"sqlite:///{folder}/mlflow.db",
+        "wine": "models:/wine-quality/1",
+        "sklearn": str(folder / "sklearn_pipeline"),
+        "folder": str(folder),
+    }
 
 
 def _cli(*args: str, env: dict | None = None):
@@ -284,8 +328,14 @@ def test_no_engine_says_what_to_install_before_any_download(tmp_path):
 
 
 def test_a_bad_model_uri_is_one_line(tmp_path, models):
-    result = _cli("-m", "models:/no-such-model/1", "--tracking-uri", models["tracking_uri"],
-                  "--output-dir", str(tmp_path / "out"))  # fmt: skip
+    result = _cli(
+        "-m",
+        "models:/no-such-model/1",
+        "--tracking-uri",
+        models["tracking_uri"],
+        "--output-dir",
+        str(tmp_path / "out"),
+    )
     _one_line_error(result, r"Cannot resolve model 'models:/no-such-model/1'")
     result = _cli("-m", str(tmp_path / "nowhere"), "--output-dir", str(tmp_path / "out"))
     _one_line_error(result, r"Cannot resolve model")
@@ -304,8 +354,11 @@ def test_a_python_the_base_lacks_is_one_line_and_leaves_nothing(tmp_path, models
     model = _model_saved_with(models, tmp_path, "3.12.1")
     out = tmp_path / "out"
     result = _cli("-m", str(model), "--output-dir", str(out))
-    _one_line_error(result, r"saved with Python 3\.12\.1, but the base image python:3\.11\.7-slim-"
-                    r"bookworm has Python 3\.11\.7: .*--base-image python:3\.12-slim-bookworm")
+    _one_line_error(
+        result,
+        r"saved with Python 3\.12\.1, but the base image python:3\.11\.7-slim-"
+        r"bookworm has Python 3\.11\.7: .*--base-image python:3\.12-slim-bookworm",
+    )
     assert not out.exists()
     # The base it names works.
     result = _cli("-m", str(model), "--output-dir", str(out), "--base-image", "python:3.12-slim-bookworm")
@@ -316,8 +369,17 @@ def test_a_python_the_base_lacks_is_one_line_and_leaves_nothing(tmp_path, models
 def test_output_dir_writes_a_context_and_needs_no_engine(tmp_path, models):
     out = tmp_path / "context"
     env = {"PATH": str(tmp_path), "MLSCALE_CONTAINER_ENGINE": None}  # no engine reachable
-    result = _cli("-m", models["wine"], "--tracking-uri", models["tracking_uri"], "--output-dir",
-                  str(out), "-t", "wine:1", env=env)  # fmt: skip
+    result = _cli(
+        "-m",
+        models["wine"],
+        "--tracking-uri",
+        models["tracking_uri"],
+        "--output-dir",
+        str(out),
+        "-t",
+        "wine:1",
+        env=env,
+    )
     assert result.exit_code == 0, result.output
     assert result.output.strip().splitlines()[-1] == str(out)
     assert re.search(r"xgboost==\S+ -> xgboost-cpu==\S+: the CPU-only build", result.output)
@@ -346,25 +408,44 @@ def test_a_wheel_install_writes_the_same_context(tmp_path, models):
         shutil.copy2(ROOT / name, source / name)
     shutil.copytree(ROOT / "mlscale", source / "mlscale", ignore=shutil.ignore_patterns("__pycache__"))
     pip = [sys.executable, "-m", "pip", "--disable-pip-version-check", "-q"]
-    subprocess.run([*pip, "wheel", "--no-deps", "--no-build-isolation", "-w", str(tmp_path / "dist"),
-                    str(source)], check=True, timeout=300)  # fmt: skip
+    subprocess.run(
+        [*pip, "wheel", "--no-deps", "--no-build-isolation", "-w", str(tmp_path / "dist"), str(source)],
+        check=True,
+        timeout=300,
+    )
     venv = tmp_path / "venv"
-    subprocess.run([sys.base_prefix + "/bin/python3", "-m", "venv", "--without-pip", str(venv)],
-                   check=True, timeout=120)  # fmt: skip
+    subprocess.run(
+        [sys.base_prefix + "/bin/python3", "-m", "venv", "--without-pip", str(venv)], check=True, timeout=120
+    )
     site = next((venv / "lib").glob("python3.*/site-packages"))
     wheel = next((tmp_path / "dist").glob("mlscale-*.whl"))
-    subprocess.run([*pip, "install", "--no-deps", "--target", str(site), str(wheel)], check=True,
-                   timeout=300)  # fmt: skip
+    subprocess.run([*pip, "install", "--no-deps", "--target", str(site), str(wheel)], check=True, timeout=300)
     # The dependencies from this venv, after the wheel's own package on the path.
     dependencies = next(p for p in sys.path if p.endswith("site-packages"))
     (site / "zz-dependencies.pth").write_text(dependencies + "\n")
     out = tmp_path / "context"
-    done = subprocess.run([str(venv / "bin" / "python"), "-m", "mlscale", "build-image", "-m",
-                           models["sklearn"], "--output-dir", str(out)], capture_output=True,
-                          text=True, timeout=300, cwd=tmp_path)  # fmt: skip
+    done = subprocess.run(
+        [
+            str(venv / "bin" / "python"),
+            "-m",
+            "mlscale",
+            "build-image",
+            "-m",
+            models["sklearn"],
+            "--output-dir",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=tmp_path,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
-    shipped = sorted(str(p.relative_to(site / "mlscale")) for p in (site / "mlscale").rglob("*")
-                     if p.is_file() and "__pycache__" not in p.parts)  # fmt: skip
+    shipped = sorted(
+        str(p.relative_to(site / "mlscale"))
+        for p in (site / "mlscale").rglob("*")
+        if p.is_file() and "__pycache__" not in p.parts
+    )
     copied = sorted(str(p.relative_to(out / "mlscale")) for p in (out / "mlscale").rglob("*") if p.is_file())
     assert copied == shipped and "containers/bytecode.py" in copied
     assert (out / "requirements" / "serving.txt").read_text().count("mlflow-skinny") == 1
@@ -383,16 +464,38 @@ def test_usage_errors_come_before_any_download(tmp_path):
 # Building an image takes a minute or more here (the first one, on a new machine:
 # a few); each is built once per session and found by content after that.
 _BUILD_TIMEOUT = pytest.mark.timeout(1800)
-_HARDENED = ("--network", "none", "--read-only", "--tmpfs", "/tmp:rw,size=256m",
-             "--cap-drop", "ALL", "--security-opt", "no-new-privileges")  # fmt: skip
+_HARDENED = (
+    "--network",
+    "none",
+    "--read-only",
+    "--tmpfs",
+    "/tmp:rw,size=256m",
+    "--cap-drop",
+    "ALL",
+    "--security-opt",
+    "no-new-privileges",
+)
 
 
 def _build(models, model_uri: str, tag: str, *args: str) -> str:
     done = subprocess.run(
-        [sys.executable, "-m", "mlscale", "build-image", "-m", model_uri, "-t", tag,
-         "--tracking-uri", models["tracking_uri"], *args],
-        capture_output=True, text=True, timeout=1700,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "mlscale",
+            "build-image",
+            "-m",
+            model_uri,
+            "-t",
+            tag,
+            "--tracking-uri",
+            models["tracking_uri"],
+            *args,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=1700,
+    )
     assert done.returncode == 0, done.stderr[-4000:]
     assert done.stdout.strip().splitlines()[-1] == tag
     _drop_superseded(tag)
@@ -475,13 +578,20 @@ def _serves_as_in_process(engine, tag: str, model_uri: str, frame) -> None:
         status, text = _inside(engine, name, "/invocations", body)
         # Run as the manifests run it: uid 10001, a read-only root, no network at all.
         assert engine.run("exec", name, "id", "-u").stdout.strip() == "10001"
-        inspect = engine.run("inspect", "--format", "{{.HostConfig.ReadonlyRootfs}} "
-                             "{{.HostConfig.NetworkMode}}", name).stdout.split()  # fmt: skip
+        inspect = engine.run(
+            "inspect", "--format", "{{.HostConfig.ReadonlyRootfs}} {{.HostConfig.NetworkMode}}", name
+        ).stdout.split()
         assert inspect == ["true", "none"]
         refused = engine.run("exec", name, "sh", "-c", "touch /opt/model/x", check=False)
         assert refused.returncode != 0 and "Read-only file system" in refused.stderr
-        offline = engine.run("exec", name, "python", "-c", "import socket; socket.create_connection("
-                             "('1.1.1.1', 443), timeout=3)", check=False)  # fmt: skip
+        offline = engine.run(
+            "exec",
+            name,
+            "python",
+            "-c",
+            "import socket; socket.create_connection(('1.1.1.1', 443), timeout=3)",
+            check=False,
+        )
         assert offline.returncode != 0 and "unreachable" in offline.stderr.lower(), offline.stderr
     assert status == 200, text
     assert json.loads(text)["predictions"] == pytest.approx(list(expected), rel=1e-6)
@@ -527,8 +637,19 @@ def test_only_what_the_model_needs_is_in_the_image(wine_image, sklearn_image):
         assert "mlflow-skinny" in distributions, distributions
         # Not the full MLflow (its server, UI, database drivers), not the CUDA build of
         # xgboost, nothing of load testing, no installer, no pyarrow.
-        for absent in ("mlflow", "xgboost", "sqlalchemy", "flask", "gunicorn", "locust", "plotly",
-                       "hdrhistogram", "pyarrow", "pip", "setuptools"):  # fmt: skip
+        for absent in (
+            "mlflow",
+            "xgboost",
+            "sqlalchemy",
+            "flask",
+            "gunicorn",
+            "locust",
+            "plotly",
+            "hdrhistogram",
+            "pyarrow",
+            "pip",
+            "setuptools",
+        ):
             assert absent not in distributions, (tag, absent)
         assert not [name for name in distributions if name.startswith("nvidia-")], distributions
         assert tests == [], tests
@@ -567,8 +688,16 @@ def test_no_ca_bundle_in_any_layer(wine_image, sklearn_image):
         pytest.skip("pip uses no CA bundle of its own on this machine: no secret was passed")
     secret = bundle.read_bytes()
     engine = wine_image[0]
-    image_bundle = engine.run("run", "--rm", "--network", "none", "--entrypoint", "cat",
-                              wine_image[1], "/etc/ssl/certs/ca-certificates.crt").stdout  # fmt: skip
+    image_bundle = engine.run(
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        "--entrypoint",
+        "cat",
+        wine_image[1],
+        "/etc/ssl/certs/ca-certificates.crt",
+    ).stdout
     # Certificates this machine adds (a TLS-intercepting proxy's, say).
     added = _certificates(secret.decode()) - _certificates(image_bundle)
     markers = [certificate.splitlines()[1].encode() for certificate in added]
@@ -597,13 +726,27 @@ def test_requirements_that_do_not_resolve_quote_the_installer(models, tmp_path):
     model = tmp_path / "model"
     shutil.copytree(models["sklearn"], model)
     (model / "requirements.txt").write_text("numpy==0.0.1\n")
-    for env_manager, quoted in (("uv", r"No solution found .*numpy==0\.0\.1.* unsatisfiable"),
-                                ("local", r"ERROR: No matching distribution found for numpy==0\.0\.1")):
+    for env_manager, quoted in (
+        ("uv", r"No solution found .*numpy==0\.0\.1.* unsatisfiable"),
+        ("local", r"ERROR: No matching distribution found for numpy==0\.0\.1"),
+    ):
         done = subprocess.run(
-            [sys.executable, "-m", "mlscale", "build-image", "-m", str(model), "-t",
-             "localhost/mlscale-test/unresolvable:1", "--env-manager", env_manager],
-            capture_output=True, text=True, timeout=900,
-        )  # fmt: skip
+            [
+                sys.executable,
+                "-m",
+                "mlscale",
+                "build-image",
+                "-m",
+                str(model),
+                "-t",
+                "localhost/mlscale-test/unresolvable:1",
+                "--env-manager",
+                env_manager,
+            ],
+            capture_output=True,
+            text=True,
+            timeout=900,
+        )
         assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr[-3000:]
         error = [line for line in done.stderr.splitlines() if line.startswith("Error: ")]
         assert len(error) == 1, done.stderr[-3000:]
@@ -617,22 +760,45 @@ def test_a_python_the_base_lacks_is_refused_before_building(models, tmp_path):
     engine_or_skip()
     model = _model_saved_with(models, tmp_path, "3.12.1")
     done = subprocess.run(
-        [sys.executable, "-m", "mlscale", "build-image", "-m", str(model), "-t",
-         "localhost/mlscale-test/py312:1"], capture_output=True, text=True, timeout=900,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "mlscale",
+            "build-image",
+            "-m",
+            str(model),
+            "-t",
+            "localhost/mlscale-test/py312:1",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
-    assert re.search(r"Error: the model was saved with Python 3\.12\.1, but the base image \S+ has "
-                     r"Python 3\.11\.\d+: .*--base-image python:3\.12-slim-bookworm", done.stderr)
+    assert re.search(
+        r"Error: the model was saved with Python 3\.12\.1, but the base image \S+ has "
+        r"Python 3\.11\.\d+: .*--base-image python:3\.12-slim-bookworm",
+        done.stderr,
+    )
     assert "building" not in done.stderr
 
 
 @pytest.mark.slow
 def test_a_base_that_is_nowhere_says_what_to_do(models):
     engine_or_skip()
-    result = _cli("-m", models["sklearn"], "-t", "localhost/mlscale-test/nowhere:1",
-                  "--base-image", "localhost/no-such/python:3.11")  # fmt: skip
-    _one_line_error(result, r"base image localhost/no-such/python:3\.11 is not on this machine and "
-                    r"cannot be pulled .*--base-image debian")
+    result = _cli(
+        "-m",
+        models["sklearn"],
+        "-t",
+        "localhost/mlscale-test/nowhere:1",
+        "--base-image",
+        "localhost/no-such/python:3.11",
+    )
+    _one_line_error(
+        result,
+        r"base image localhost/no-such/python:3\.11 is not on this machine and "
+        r"cannot be pulled .*--base-image debian",
+    )
 
 
 @pytest.mark.slow
@@ -645,13 +811,26 @@ def test_a_model_that_does_not_load_fails_the_build_saying_why(models, tmp_path)
     shutil.copytree(models["sklearn"], model)
     lines = (model / "requirements.txt").read_text().splitlines()
     (model / "requirements.txt").write_text(
-        "\n".join(line for line in lines if not line.startswith("scikit-learn")) + "\n")
+        "\n".join(line for line in lines if not line.startswith("scikit-learn")) + "\n"
+    )
     done = subprocess.run(
-        [sys.executable, "-m", "mlscale", "build-image", "-m", str(model), "-t",
-         "localhost/mlscale-test/unloadable:1"], capture_output=True, text=True, timeout=1700,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "mlscale",
+            "build-image",
+            "-m",
+            str(model),
+            "-t",
+            "localhost/mlscale-test/unloadable:1",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=1700,
+    )
     assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr[-3000:]
     error = [line for line in done.stderr.splitlines() if line.startswith("Error: ")]
     assert len(error) == 1, done.stderr[-3000:]
-    assert re.search(r"the model does not load in the image: .*needs the Python package 'sklearn'",
-                     error[0]), error[0]  # fmt: skip
+    assert re.search(
+        r"the model does not load in the image: .*needs the Python package 'sklearn'", error[0]
+    ), error[0]

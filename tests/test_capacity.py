@@ -14,7 +14,6 @@ from hypothesis import strategies as st
 
 import mlscale.capacity.planner as planner
 import mlscale.capacity.pods as pods_module
-
 from mlscale.capacity.models import (
     QuotaThroughput,
     SizeMeasurement,
@@ -99,8 +98,9 @@ def test_a_miss_below_where_the_generator_saturates_converges():
 
 def test_far_below_the_limit_the_load_grows_four_fold():
     measure, calls = server_with_capacity(5_000)
-    result = find_max_load(measure, start=4, ceiling=100_000, precision=0.1,
-                           far_below=lambda step: step.latency_ms < 10)  # fmt: skip
+    result = find_max_load(
+        measure, start=4, ceiling=100_000, precision=0.1, far_below=lambda step: step.latency_ms < 10
+    )
     # p95 = 100 x load / 5,000 ms: under 10 ms (four-fold) up to 500 users, then doubling.
     assert calls[:7] == [4, 16, 64, 256, 1024, 2048, 4096]
     assert result.stopped_by == "converged" and 4_500 <= result.max_load <= 5_000
@@ -121,8 +121,9 @@ def test_a_server_that_never_meets_the_sla():
 def test_usl_recovers_known_parameters_and_predicts_a_held_out_size():
     truth = dict(lam=100.0, sigma=0.05, kappa=0.002)
     cores = [1, 2, 3, 4, 6, 8]
-    throughput = [truth["lam"] * n / (1 + truth["sigma"] * (n - 1) + truth["kappa"] * n * (n - 1))
-                  for n in cores]  # fmt: skip
+    throughput = [
+        truth["lam"] * n / (1 + truth["sigma"] * (n - 1) + truth["kappa"] * n * (n - 1)) for n in cores
+    ]
     fit = fit_usl(cores, throughput)
     assert fit.lam == pytest.approx(100, rel=1e-3)
     assert fit.sigma == pytest.approx(0.05, rel=1e-2)
@@ -151,8 +152,15 @@ def test_gke_allocatable_matches_the_published_examples():
 
 
 def test_the_reference_sentence_and_a_self_consistent_plan():
-    plan = size(target=120, target_kind="users", capacity_per_pod=10, cpu_per_pod=1,
-                workers_per_pod=1, sla_text="p95 < 1 s", node_type="e2-standard-4")  # fmt: skip
+    plan = size(
+        target=120,
+        target_kind="users",
+        capacity_per_pod=10,
+        cpu_per_pod=1,
+        workers_per_pod=1,
+        sla_text="p95 < 1 s",
+        node_type="e2-standard-4",
+    )
     assert plan.pods == 15  # 120 users at 80 % of 10 users per pod
     assert plan.pods_per_node == 3  # (3920m - 100m) // 1000m, as GKE's own example
     assert plan.nodes == 5
@@ -166,8 +174,15 @@ def test_the_reference_sentence_and_a_self_consistent_plan():
 
 def test_a_pod_larger_than_the_node_is_refused():
     with pytest.raises(ConfigurationError, match="does not fit on e2-standard-2"):
-        size(target=10, target_kind="rps", capacity_per_pod=5, cpu_per_pod=2, workers_per_pod=2,
-             sla_text="p95 < 1 s", node_type="e2-standard-2")  # fmt: skip
+        size(
+            target=10,
+            target_kind="rps",
+            capacity_per_pod=5,
+            cpu_per_pod=2,
+            workers_per_pod=2,
+            sla_text="p95 < 1 s",
+            node_type="e2-standard-2",
+        )
 
 
 def test_two_sizes_fit_contention_only():
@@ -208,8 +223,15 @@ def known_size(cpu: float, noise: float = 1.0) -> SizeMeasurement:
     rps = KNOWN.throughput(cpu) * noise
     mean_ms = 5 + (1000 - 5) / 2.0
     users = rps * (1.0 + mean_ms / 1000)  # Little's law
-    return SizeMeasurement(cpu=cpu, workers=1, max_load=users, max_rps=rps,
-                           percentile_ms=1000.0, mean_ms=mean_ms, lightest_ms=5.0)  # fmt: skip
+    return SizeMeasurement(
+        cpu=cpu,
+        workers=1,
+        max_load=users,
+        max_rps=rps,
+        percentile_ms=1000.0,
+        mean_ms=mean_ms,
+        lightest_ms=5.0,
+    )
 
 
 def test_the_capacity_model_recovers_a_known_system_and_checks_a_held_out_size():
@@ -233,8 +255,9 @@ def test_the_hold_out_error_is_the_held_out_sizes_own_error():
 
 
 def test_the_open_loop_tail_is_erlang_c():
-    tail = TailModel(kind="rps", quantile=0.95, limit_ms=105.0, think_time_s=0.0,
-                     delay_ms=5.0, tail_ratio=3.0)  # fmt: skip
+    tail = TailModel(
+        kind="rps", quantile=0.95, limit_ms=105.0, think_time_s=0.0, delay_ms=5.0, tail_ratio=3.0
+    )
     # 100 ms left for an M/M/1 with μ = 100/s: λ with ln(20)/(μ−λ) = 0.1 s, i.e. μ − 30.
     assert tail.load_at(100.0) == pytest.approx(100 - 10 * math.log(20), rel=1e-3)
     # Four workers sharing that throughput serve each request at 25/s: one service's own
@@ -254,19 +277,45 @@ def test_the_capacity_at_the_limit_is_read_between_the_bracketing_steps():
 
 def _measurement(cpu: float, stopped_by: str = "converged") -> dict:
     size_ = known_size(cpu)
-    best = {"load": round(size_.max_load * 0.95), "rps": size_.max_rps * 0.97,
-            "latency_ms": 900.0, "mean_ms": size_.mean_ms * 0.9, "meets": True, "valid": True}
-    failed = {"load": round(size_.max_load * 1.05), "rps": size_.max_rps * 1.03,
-              "latency_ms": 1100.0, "mean_ms": size_.mean_ms * 1.1, "meets": False, "valid": True}
+    best = {
+        "load": round(size_.max_load * 0.95),
+        "rps": size_.max_rps * 0.97,
+        "latency_ms": 900.0,
+        "mean_ms": size_.mean_ms * 0.9,
+        "meets": True,
+        "valid": True,
+    }
+    failed = {
+        "load": round(size_.max_load * 1.05),
+        "rps": size_.max_rps * 1.03,
+        "latency_ms": 1100.0,
+        "mean_ms": size_.mean_ms * 1.1,
+        "meets": False,
+        "valid": True,
+    }
     light = {"load": 4, "rps": 4.0, "latency_ms": 5.0, "mean_ms": 3.0, "meets": True, "valid": True}
-    return {"cpu": cpu, "workers": 1, "max_load": best["load"], "max_rps": best["rps"],
-            "p95_ms_at_max": 900.0, "mean_ms_at_max": best["mean_ms"], "stopped_by": stopped_by,
-            "at_limit": _at_limit(best, failed, 1000.0), "steps": [light, best, failed]}  # fmt: skip
+    return {
+        "cpu": cpu,
+        "workers": 1,
+        "max_load": best["load"],
+        "max_rps": best["rps"],
+        "p95_ms_at_max": 900.0,
+        "mean_ms_at_max": best["mean_ms"],
+        "stopped_by": stopped_by,
+        "at_limit": _at_limit(best, failed, 1000.0),
+        "steps": [light, best, failed],
+    }
 
 
 def test_a_plan_fits_converged_sizes_only_and_sizes_from_the_best_per_core():
-    settings = PlanSettings(sla=parse_sla("p95<1s"), kind="users", target=1000, out_dir="unused",
-                            pods=(PodSpec(0.25), PodSpec(0.5), PodSpec(1.0)), url="http://x")  # fmt: skip
+    settings = PlanSettings(
+        sla=parse_sla("p95<1s"),
+        kind="users",
+        target=1000,
+        out_dir="unused",
+        pods=(PodSpec(0.25), PodSpec(0.5), PodSpec(1.0)),
+        url="http://x",
+    )
     measurements = [_measurement(0.25), _measurement(0.5), _measurement(1.0)]
     plan = _assemble(settings, measurements)
     model = plan["model"]
@@ -288,18 +337,42 @@ def test_a_plan_fits_converged_sizes_only_and_sizes_from_the_best_per_core():
 
 
 def test_one_size_is_checked_on_a_load_step_left_out():
-    settings = PlanSettings(sla=parse_sla("p95<1s"), kind="users", target=120, out_dir="unused",
-                            pods=(PodSpec(1.0),), url="http://x")  # fmt: skip
+    settings = PlanSettings(
+        sla=parse_sla("p95<1s"),
+        kind="users",
+        target=120,
+        out_dir="unused",
+        pods=(PodSpec(1.0),),
+        url="http://x",
+    )
 
     def step(load, p95, meets=True):
-        return {"load": load, "rps": load / 1.1, "latency_ms": p95, "mean_ms": p95 / 2,
-                "meets": meets, "valid": True}  # fmt: skip
+        return {
+            "load": load,
+            "rps": load / 1.1,
+            "latency_ms": p95,
+            "mean_ms": p95 / 2,
+            "meets": meets,
+            "valid": True,
+        }
 
-    steps = [step(1024, 5.0), step(4096, 200.0), step(5120, 520.0), step(5632, 800.0),
-             step(6144, 1400.0, meets=False)]  # fmt: skip
-    measurement = {"cpu": 1.0, "workers": 1, "max_load": 5632, "max_rps": 5632 / 1.1,
-                   "p95_ms_at_max": 800.0, "mean_ms_at_max": 400.0, "stopped_by": "converged",
-                   "steps": steps}  # fmt: skip
+    steps = [
+        step(1024, 5.0),
+        step(4096, 200.0),
+        step(5120, 520.0),
+        step(5632, 800.0),
+        step(6144, 1400.0, meets=False),
+    ]
+    measurement = {
+        "cpu": 1.0,
+        "workers": 1,
+        "max_load": 5632,
+        "max_rps": 5632 / 1.1,
+        "p95_ms_at_max": 800.0,
+        "mean_ms_at_max": 400.0,
+        "stopped_by": "converged",
+        "steps": steps,
+    }
     model = _assemble(settings, [measurement])["model"]
     # All steps: 1 s is crossed a third of the way from 5,632 (800 ms) to 6,144 (1,400 ms).
     assert model["holdout_measured_load"] == pytest.approx(5632 + 512 / 3)
@@ -307,7 +380,8 @@ def test_one_size_is_checked_on_a_load_step_left_out():
     assert model["holdout_step_load"] == 5632
     assert model["holdout_predicted_load"] == pytest.approx(5120 + 1024 * 480 / 880)
     assert model["holdout_error"] == pytest.approx(
-        abs(5120 + 1024 * 480 / 880 - (5632 + 512 / 3)) / (5632 + 512 / 3))
+        abs(5120 + 1024 * 480 / 880 - (5632 + 512 / 3)) / (5632 + 512 / 3)
+    )
     assert model["fitted_cpus"] == [1.0]
 
 
@@ -334,8 +408,18 @@ def test_a_quota_is_not_a_slower_core():
 
 
 def test_beyond_the_sizes_measured_no_more_per_core_than_the_largest():
-    sizes = [SizeMeasurement(cpu=c, workers=1, max_load=r * 1.5, max_rps=r, percentile_ms=1000.0,
-                             mean_ms=500.0, lightest_ms=5.0) for c, r in ((0.5, 90.0), (1.0, 250.0))]  # fmt: skip
+    sizes = [
+        SizeMeasurement(
+            cpu=c,
+            workers=1,
+            max_load=r * 1.5,
+            max_rps=r,
+            percentile_ms=1000.0,
+            mean_ms=500.0,
+            lightest_ms=5.0,
+        )
+        for c, r in ((0.5, 90.0), (1.0, 250.0))
+    ]
     model = fit_capacity(sizes, **FIT_OPTIONS)
     assert model.max_rps(4.0) == pytest.approx(4 * model.max_rps(1.0))
     assert math.isinf(UslFit(250.0, -0.5, 0.0).throughput(4.0))
@@ -344,8 +428,9 @@ def test_beyond_the_sizes_measured_no_more_per_core_than_the_largest():
 # --- sizing's inputs from measurement: request counts, CPU, memory -------------------
 
 
-@pytest.mark.parametrize(("quantile", "needed"), [(0.5, 10), (0.9, 50), (0.95, 100), (0.99, 500),
-                                                  (0.999, 5000), (0.9999, 5000)])  # fmt: skip
+@pytest.mark.parametrize(
+    ("quantile", "needed"), [(0.5, 10), (0.9, 50), (0.95, 100), (0.99, 500), (0.999, 5000), (0.9999, 5000)]
+)
 def test_a_percentile_needs_five_requests_beyond_it(quantile, needed):
     assert min_requests(quantile) == needed
 
@@ -374,11 +459,26 @@ def _fake_loadtests(monkeypatch, rate_of, latency_ms=50.0, fail_in=None):
         if fail_in and fail_in in settings.out_dir:
             raise ConfigurationError("the model server went away")
         rate = rate_of(load)
-        rows = [{"users": load, "target_rps": None, "rps": rate, "server_cpu": 0.3,
-                 "server_rss_mb": 200.0 + second} for second in range(int(duration))]  # fmt: skip
-        summary = {"requests": int(rate * duration), "rps": rate, "duration_s": duration,
-                   "latency_ms": {"p95": latency_ms, "mean": latency_ms / 2, "p50": latency_ms / 3},
-                   "error_rate": 0.0, "sla": {"met": True}, "valid": True, "problems": []}  # fmt: skip
+        rows = [
+            {
+                "users": load,
+                "target_rps": None,
+                "rps": rate,
+                "server_cpu": 0.3,
+                "server_rss_mb": 200.0 + second,
+            }
+            for second in range(int(duration))
+        ]
+        summary = {
+            "requests": int(rate * duration),
+            "rps": rate,
+            "duration_s": duration,
+            "latency_ms": {"p95": latency_ms, "mean": latency_ms / 2, "p50": latency_ms / 3},
+            "error_rate": 0.0,
+            "sla": {"met": True},
+            "valid": True,
+            "problems": [],
+        }
         return type("Result", (), {"summary": summary, "rows": rows})()
 
     monkeypatch.setattr(planner, "run_loadtest", run_loadtest)
@@ -386,8 +486,17 @@ def _fake_loadtests(monkeypatch, rate_of, latency_ms=50.0, fail_in=None):
 
 
 def _settings(tmp_path, **changes) -> PlanSettings:
-    options = dict(sla=parse_sla("p95<1s"), kind="users", target=100, out_dir=str(tmp_path),
-                   pods=(PodSpec(0.5),), url="http://x", think_time_s=0.05, step_s=2.0, quick=True)  # fmt: skip
+    options = dict(
+        sla=parse_sla("p95<1s"),
+        kind="users",
+        target=100,
+        out_dir=str(tmp_path),
+        pods=(PodSpec(0.5),),
+        url="http://x",
+        think_time_s=0.05,
+        step_s=2.0,
+        quick=True,
+    )
     return PlanSettings(**{**options, **changes})
 
 
@@ -426,8 +535,14 @@ def test_what_was_measured_is_kept_when_a_later_size_fails(tmp_path, monkeypatch
     monkeypatch.setattr("os.cpu_count", lambda: 4)
 
     runs = _fake_loadtests(monkeypatch, lambda load: 40.0 * load, fail_in="cpu1-w1")
-    settings = _settings(tmp_path, url=None, model_uri="models:/x/1", ceiling=16,
-                         pods=(PodSpec(0.5), PodSpec(1.0)), start_load=8)  # fmt: skip
+    settings = _settings(
+        tmp_path,
+        url=None,
+        model_uri="models:/x/1",
+        ceiling=16,
+        pods=(PodSpec(0.5), PodSpec(1.0)),
+        start_load=8,
+    )
 
     with pytest.raises(ConfigurationError, match="went away"):
         planner.run_plan(settings, say=lambda _: None)
@@ -449,8 +564,15 @@ def test_the_hpa_target_is_the_cpu_the_pod_shows_at_its_sized_load():
     assert hpa_cpu_target([(100, 0.1)], 80)[0] == 30  # floored
     target, reason = hpa_cpu_target([], 80)
     assert target == 80 and "not measured" in reason
-    sized = size(target=400, target_kind="users", capacity_per_pod=100, cpu_per_pod=1,
-                 workers_per_pod=1, sla_text="p95 < 1 s", cpu_by_load=points)  # fmt: skip
+    sized = size(
+        target=400,
+        target_kind="users",
+        capacity_per_pod=100,
+        cpu_per_pod=1,
+        workers_per_pod=1,
+        sla_text="p95 < 1 s",
+        cpu_by_load=points,
+    )
     assert sized.hpa_target_cpu_utilization == 50 and sized.to_dict()["hpa"]["target_cpu_utilization"] == 50
 
 
@@ -459,8 +581,15 @@ def test_pod_memory_is_the_measured_peak_with_half_again_or_a_per_worker_default
     assert pod_memory_mib(560, 2)[0] == 896
     assert pod_memory_mib(100, 1)[0] == 256  # the floor
     assert pod_memory_mib(None, 1)[0] == 556 and pod_memory_mib(None, 2)[0] == 856
-    sized = size(target=10, target_kind="users", capacity_per_pod=5, cpu_per_pod=1, workers_per_pod=2,
-                 sla_text="p95 < 1 s", peak_rss_mb=560)  # fmt: skip
+    sized = size(
+        target=10,
+        target_kind="users",
+        capacity_per_pod=5,
+        cpu_per_pod=1,
+        workers_per_pod=2,
+        sla_text="p95 < 1 s",
+        peak_rss_mb=560,
+    )
     # The keys `mlscale k8s render` and `mlscale simulate` read.
     data = sized.to_dict()
     assert data["memory_per_pod_mib"] == 896 and data["workers_per_pod"] == 2
@@ -468,8 +597,14 @@ def test_pod_memory_is_the_measured_peak_with_half_again_or_a_per_worker_default
 
 
 def test_a_plan_sizes_from_the_measured_cpu_and_memory_and_old_plans_still_size():
-    settings = PlanSettings(sla=parse_sla("p95<1s"), kind="users", target=1000, out_dir="unused",
-                            pods=(PodSpec(0.25),), url="http://x")  # fmt: skip
+    settings = PlanSettings(
+        sla=parse_sla("p95<1s"),
+        kind="users",
+        target=1000,
+        out_dir="unused",
+        pods=(PodSpec(0.25),),
+        url="http://x",
+    )
     old = _measurement(0.25)
     plan = _assemble(settings, [old])
     assert plan["sizing"]["hpa"]["target_cpu_utilization"] == 80
@@ -496,14 +631,23 @@ def test_a_plan_sizes_from_the_measured_cpu_and_memory_and_old_plans_still_size(
     peak_rss_mb=st.one_of(st.none(), st.floats(10, 20_000)),
     cpu_share=st.one_of(st.none(), st.floats(0, 1.2)),
 )
-def test_sizing_is_self_consistent(target, capacity, cpu, workers, node_type, daemonset_cpu_m,
-                                   peak_rss_mb, cpu_share):  # fmt: skip
+def test_sizing_is_self_consistent(
+    target, capacity, cpu, workers, node_type, daemonset_cpu_m, peak_rss_mb, cpu_share
+):
     cpu_by_load = [] if cpu_share is None else [(capacity, cpu_share)]
     try:
-        sized = size(target=target, target_kind="users", capacity_per_pod=capacity, cpu_per_pod=cpu,
-                     workers_per_pod=workers, sla_text="p95 < 1 s", node_type=node_type,
-                     daemonset_cpu_m=daemonset_cpu_m, peak_rss_mb=peak_rss_mb,
-                     cpu_by_load=cpu_by_load)  # fmt: skip
+        sized = size(
+            target=target,
+            target_kind="users",
+            capacity_per_pod=capacity,
+            cpu_per_pod=cpu,
+            workers_per_pod=workers,
+            sla_text="p95 < 1 s",
+            node_type=node_type,
+            daemonset_cpu_m=daemonset_cpu_m,
+            peak_rss_mb=peak_rss_mb,
+            cpu_by_load=cpu_by_load,
+        )
     except ConfigurationError as exc:
         assert "does not fit" in str(exc)
         return
@@ -568,9 +712,8 @@ def test_ctrl_c_while_a_pod_starts_stops_its_server(monkeypatch):
         raise KeyboardInterrupt
 
     started = _stand_in(monkeypatch, interrupted)
-    with pytest.raises(KeyboardInterrupt):
-        with pods_module.Pod("models:/x/1", PodSpec(1.0)):
-            pytest.fail("the pod never became ready")
+    with pytest.raises(KeyboardInterrupt), pods_module.Pod("models:/x/1", PodSpec(1.0)):
+        pytest.fail("the pod never became ready")
     assert started[0].process.poll() is not None  # stopped, not left running
 
 
@@ -589,16 +732,24 @@ def test_a_failed_cpu_limit_stops_the_server_it_started(monkeypatch):
 def test_old_and_new_plans_load_in_the_simulator():
     from mlscale.simulate.service import pod_from_plan
 
-    settings = PlanSettings(sla=parse_sla("p95<1s"), kind="users", target=1000, out_dir="unused",
-                            pods=(PodSpec(0.25),), url="http://x")  # fmt: skip
+    settings = PlanSettings(
+        sla=parse_sla("p95<1s"),
+        kind="users",
+        target=1000,
+        out_dir="unused",
+        pods=(PodSpec(0.25),),
+        url="http://x",
+    )
     old = _assemble(settings, [_measurement(0.25)])
     for key in ("sizing_error",):
         old.pop(key)
     for key in ("hpa_target_reason", "memory_reason"):
         old["sizing"].pop(key)
     new = dict(_measurement(0.25), peak_rss_mb=300.0, few_requests_at=[4])
-    new["steps"] = [dict(s, server_cpu_share=0.5, server_rss_mb_peak=300.0, enough_requests=True,
-                         min_requests=100) for s in new["steps"]]  # fmt: skip
+    new["steps"] = [
+        dict(s, server_cpu_share=0.5, server_rss_mb_peak=300.0, enough_requests=True, min_requests=100)
+        for s in new["steps"]
+    ]
     for plan, memory in ((old, 556), (_assemble(settings, [new]), 512)):
         pod = pod_from_plan(json.loads(json.dumps(plan)))
         assert pod.cpu_cores == 0.25 and pod.memory_mib == memory

@@ -22,8 +22,16 @@ def test_help_lists_the_commands():
 def test_serve_help_documents_the_mlflow_flags():
     result = CliRunner().invoke(main, ["serve", "--help"])
     assert result.exit_code == 0
-    for flag in ("-m, --model-uri", "-h, --host", "-p, --port", "-w, --workers", "-t, --timeout",
-                 "MLFLOW_MODELS_WORKERS", "MLFLOW_SCORING_SERVER_REQUEST_TIMEOUT", "--no-conda"):
+    for flag in (
+        "-m, --model-uri",
+        "-h, --host",
+        "-p, --port",
+        "-w, --workers",
+        "-t, --timeout",
+        "MLFLOW_MODELS_WORKERS",
+        "MLFLOW_SCORING_SERVER_REQUEST_TIMEOUT",
+        "--no-conda",
+    ):
         assert flag in result.output
 
 
@@ -56,8 +64,12 @@ def test_mlflow_environment_variables_set_the_defaults(monkeypatch):
 
     seen = {}
     monkeypatch.setattr(server, "serve", lambda settings: seen.setdefault("s", settings) and 0)
-    env = {"MLFLOW_MODELS_WORKERS": "3", "MLFLOW_SCORING_SERVER_REQUEST_TIMEOUT": "7",
-           "MLFLOW_PORT": "6001", "MLFLOW_HOST": "0.0.0.0"}  # fmt: skip
+    env = {
+        "MLFLOW_MODELS_WORKERS": "3",
+        "MLFLOW_SCORING_SERVER_REQUEST_TIMEOUT": "7",
+        "MLFLOW_PORT": "6001",
+        "MLFLOW_HOST": "0.0.0.0",
+    }
     result = CliRunner().invoke(main, ["serve", "-m", "m"], env=env)
     assert result.exit_code == 0, result.output
     settings = seen["s"]
@@ -68,8 +80,11 @@ def test_train_prints_the_registered_uri_last(tmp_path):
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     run = subprocess.run(
         [sys.executable, "-m", "mlscale", "train", "--tracking-uri", uri, "--name", "wine-cli"],
-        cwd=tmp_path, capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert run.returncode == 0, run.stderr
     assert run.stdout.strip().splitlines()[-1] == "models:/wine-cli/1"
     assert "rmse=" in run.stderr
@@ -122,9 +137,12 @@ def test_loadtest_needs_a_url():
 def _earlier_plan(tmp_path):
     from tests.test_capacity import _measurement
 
-    plan = {"sla": {"expr": "p95<1s", "percentile": "p95", "limit_ms": 1000.0},
-            "load_model": {"kind": "users", "think_time_s": 1.0}, "quick": False,
-            "measurements": [_measurement(c) for c in (0.25, 0.5, 1.0)]}  # fmt: skip
+    plan = {
+        "sla": {"expr": "p95<1s", "percentile": "p95", "limit_ms": 1000.0},
+        "load_model": {"kind": "users", "think_time_s": 1.0},
+        "quick": False,
+        "measurements": [_measurement(c) for c in (0.25, 0.5, 1.0)],
+    }
     path = tmp_path / "plan.json"
     path.write_text(json.dumps(plan))
     return path
@@ -132,9 +150,22 @@ def _earlier_plan(tmp_path):
 
 def test_a_plan_is_resized_from_an_earlier_one_without_measuring(tmp_path):
     out = tmp_path / "resized"
-    result = CliRunner().invoke(main, ["plan", "--from-plan", str(_earlier_plan(tmp_path)),
-                                       "--target-users", "2000", "--node-type", "e2-standard-8",
-                                       "--price-per-node-hour", "0.27", "--out", str(out)])  # fmt: skip
+    result = CliRunner().invoke(
+        main,
+        [
+            "plan",
+            "--from-plan",
+            str(_earlier_plan(tmp_path)),
+            "--target-users",
+            "2000",
+            "--node-type",
+            "e2-standard-8",
+            "--price-per-node-hour",
+            "0.27",
+            "--out",
+            str(out),
+        ],
+    )
     assert result.exit_code == 0, result.output
     plan = json.loads((out / "plan.json").read_text())
     sizing = plan["sizing"]
@@ -152,14 +183,16 @@ def test_a_plan_is_resized_from_an_earlier_one_without_measuring(tmp_path):
     ],
 )
 def test_bad_re_sizing_says_what_to_do(tmp_path, args, message):
-    result = CliRunner().invoke(main, ["plan", "--from-plan", str(_earlier_plan(tmp_path)), *args,
-                                       "--out", str(tmp_path / "out")])  # fmt: skip
+    result = CliRunner().invoke(
+        main, ["plan", "--from-plan", str(_earlier_plan(tmp_path)), *args, "--out", str(tmp_path / "out")]
+    )
     assert result.exit_code != 0 and message in result.output, result.output
     assert "Traceback" not in result.output
 
 
-@pytest.mark.parametrize(("content", "message"), [(None, "Cannot read the plan"),
-                                                  ('{"a": 1}', "is not a plan written by")])
+@pytest.mark.parametrize(
+    ("content", "message"), [(None, "Cannot read the plan"), ('{"a": 1}', "is not a plan written by")]
+)
 def test_a_bad_earlier_plan_is_a_clear_error(tmp_path, content, message):
     path = tmp_path / "plan.json"
     if content is not None:

@@ -55,9 +55,7 @@ PARQUET_CT = "application/vnd.apache.parquet"
 
 # MLflow's message for a body without exactly one format key; the set's order varies.
 _FORMAT_SET = r"\{('(dataframe_split|dataframe_records|instances|inputs)'(, )?){4}\}"
-_PROTOCOL_CHANGED = (
-    r" IMPORTANT: The MLflow Model scoring protocol has changed in MLflow version 2\.0\..*"
-)
+_PROTOCOL_CHANGED = r" IMPORTANT: The MLflow Model scoring protocol has changed in MLflow version 2\.0\..*"
 
 
 def exactly_one_key_message(received: list[str]) -> str:
@@ -138,9 +136,7 @@ def assert_same_answer(ours, theirs, *, message: str | None = None, status: int 
     assert ours.status_code == theirs.status_code, f"status differs:{context}"
     if 200 <= theirs.status_code < 300:
         assert _media(ours) == _media(theirs), f"content type differs:{context}"
-        assert _canon(json.loads(ours.text)) == _canon(json.loads(theirs.text)), (
-            f"answers differ:{context}"
-        )
+        assert _canon(json.loads(ours.text)) == _canon(json.loads(theirs.text)), f"answers differ:{context}"
         return
     if _media(theirs) != "application/json":
         assert _media(ours) == _media(theirs), f"content type differs:{context}"
@@ -283,13 +279,13 @@ def extra_paths(tmp_path_factory) -> dict[str, str]:
     behaviour = str(root / "behaviour")
     mlflow.pyfunc.save_model(behaviour, python_model=_behaviour_model(), pip_requirements=[])
     echo = str(root / "echo")
-    params = ParamSchema(
-        [ParamSpec("temperature", "double", 0.5), ParamSpec("tag", "string", "none")]
-    )
+    params = ParamSchema([ParamSpec("temperature", "double", 0.5), ParamSpec("tag", "string", "none")])
     mlflow.pyfunc.save_model(
-        echo, python_model=_echo_model(), pip_requirements=[],
+        echo,
+        python_model=_echo_model(),
+        pip_requirements=[],
         signature=ModelSignature(inputs=None, params=params),
-    )  # fmt: skip
+    )
     return {"behaviour": behaviour, "echo": echo}
 
 
@@ -381,9 +377,13 @@ def test_trailing_slash_reaches_the_endpoint(both, name, method, path):
     the slashed path works against MLflow and must work against mlscale."""
     document = {"dataframe_split": split_of(frame_for(name))}
     ours, theirs = both(
-        name, method, path, content=encode(document), headers={"content-type": JSON_CT},
+        name,
+        method,
+        path,
+        content=encode(document),
+        headers={"content-type": JSON_CT},
         follow_redirects=True,
-    )  # fmt: skip
+    )
     if path.startswith("/invocations"):
         assert_same_answer(ours, theirs, status=200)
         return
@@ -569,18 +569,19 @@ JSON_BODY_CASES = _cases(
     Case("top-level-null", lambda f: None, 400),
     Case("top-level-bool", lambda f: True, 400),
     Case("no-key-empty", lambda f: {}, 400, exactly_one_key_message([])),
-    Case("no-key-unknown", lambda f: {"data": [[1, 2, 3]], "foo": 1}, 400,
-         exactly_one_key_message([])),
+    Case("no-key-unknown", lambda f: {"data": [[1, 2, 3]], "foo": 1}, 400, exactly_one_key_message([])),
     Case("no-key-params-only", lambda f: {"params": {"a": 1}}, 400, exactly_one_key_message([])),
     Case(
         "two-keys-split-records",
         lambda f: {"dataframe_split": split_of(f), "dataframe_records": records_of(f)},
-        400, exactly_one_key_message(["dataframe_split", "dataframe_records"]),
+        400,
+        exactly_one_key_message(["dataframe_split", "dataframe_records"]),
     ),
     Case(
         "two-keys-inputs-instances",
         lambda f: {"inputs": records_of(f), "instances": records_of(f), "x": 1},
-        400, exactly_one_key_message(["inputs", "instances"]),
+        400,
+        exactly_one_key_message(["inputs", "instances"]),
     ),
     Case(
         "unknown-extra-keys-dropped",
@@ -610,22 +611,20 @@ JSON_BODY_CASES = _cases(
         r" 'columns' and 'index' fields\. Got \{'columns'\}\.'",
     ),
     Case("split-with-index", lambda f: {"dataframe_split": split_of(f, index=[7, 8, 9])}, 200),
-    Case("split-with-string-index",
-         lambda f: {"dataframe_split": split_of(f, index=["a", "b", "c"])}, 200),
-    Case("split-index-wrong-length",
-         lambda f: {"dataframe_split": split_of(f, index=[1])}, 400),
+    Case("split-with-string-index", lambda f: {"dataframe_split": split_of(f, index=["a", "b", "c"])}, 200),
+    Case("split-index-wrong-length", lambda f: {"dataframe_split": split_of(f, index=[1])}, 400),
     Case("split-without-columns", lambda f: {"dataframe_split": {"data": split_of(f)["data"]}}),
     Case(
         "split-ragged-short-row",
-        lambda f: {"dataframe_split": {"columns": list(f.columns),
-                                       "data": [row[:-1] for row in split_of(f)["data"]]}},
+        lambda f: {
+            "dataframe_split": {"columns": list(f.columns), "data": [row[:-1] for row in split_of(f)["data"]]}
+        },
         400,
     ),
     # pandas pads a short row with None when another row is full: then the schema decides.
     Case(
         "split-ragged-mixed-rows",
-        lambda f: {"dataframe_split": {"columns": list(f.columns),
-                                       "data": [split_of(f)["data"][0], [1]]}},
+        lambda f: {"dataframe_split": {"columns": list(f.columns), "data": [split_of(f)["data"][0], [1]]}},
     ),
     Case("split-empty-dict", lambda f: {"dataframe_split": {}}, 400),
     Case("records-not-list-dict", lambda f: {"dataframe_records": split_of(f)}, 400),
@@ -644,15 +643,18 @@ JSON_BODY_CASES = _cases(
     Case("split-no-columns-no-data", lambda f: {"dataframe_split": {"columns": [], "data": []}}),
     Case("records-of-empty-dict", lambda f: {"dataframe_records": [{}]}),
     Case("records-of-scalars", lambda f: {"dataframe_records": [1, 2]}),
-    Case("params-no-schema-ignored",
-         lambda f: {"dataframe_split": split_of(f), "params": {"alpha": 1, "b": "x"}}, 200),
-    Case("params-no-schema-records",
-         lambda f: {"dataframe_records": records_of(f), "params": {}}, 200),
+    Case(
+        "params-no-schema-ignored",
+        lambda f: {"dataframe_split": split_of(f), "params": {"alpha": 1, "b": "x"}},
+        200,
+    ),
+    Case("params-no-schema-records", lambda f: {"dataframe_records": records_of(f), "params": {}}, 200),
     Case("params-not-a-dict", lambda f: {"dataframe_split": split_of(f), "params": "x"}),
     Case("llm-prompt-key", lambda f: {"prompt": "hello"}),
-    Case("llm-messages-key-with-format-key",
-         lambda f: {"messages": [{"role": "user", "content": "hi"}],
-                    "dataframe_split": split_of(f)}),
+    Case(
+        "llm-messages-key-with-format-key",
+        lambda f: {"messages": [{"role": "user", "content": "hi"}], "dataframe_split": split_of(f)},
+    ),
     Case("llm-input-key", lambda f: {"input": records_of(f)}),
 )
 
@@ -663,8 +665,7 @@ def test_json_bodies(invoke, name, case):
     status = case.status
     if isinstance(status, dict):
         status = status.get(name, status["*"])
-    assert_same_answer(*invoke(name, case.build(frame_for(name))), status=status,
-                       message=case.message)  # fmt: skip
+    assert_same_answer(*invoke(name, case.build(frame_for(name))), status=status, message=case.message)
 
 
 def test_json_error_messages_are_mlflows(invoke):
@@ -679,9 +680,7 @@ def test_json_error_messages_are_mlflows(invoke):
         "Invalid input. Ensure that input is a valid JSON formatted string. Error: "
     )
     ours, _ = invoke("xgboost", {"dataframe_split": [[1, 2, 3]]})
-    assert ours.json()["message"] == (
-        "Invalid input. Dataframe split format must be a dictionary. Got list."
-    )
+    assert ours.json()["message"] == ("Invalid input. Dataframe split format must be a dictionary. Got list.")
     ours, _ = invoke("xgboost", {"dataframe_records": {"f0": [1]}})
     assert ours.json()["message"] == (
         "Invalid input. Dataframe records format must be a list of records. Got dictionary."
@@ -713,18 +712,16 @@ def test_inputs_2d_list_without_signature_is_accepted(invoke, key):
     ("body", "status"),
     [
         pytest.param({"inputs": [[1, 2]], "params": {"temperature": 2}}, 200, id="known-param"),
-        pytest.param({"inputs": [[1, 2]], "params": {"temperature": 0.1, "tag": "a"}}, 200,
-                     id="all-params"),
-        pytest.param({"inputs": [[1, 2]], "params": {"zzz": 1, "tag": "b"}}, 200,
-                     id="unknown-param-dropped"),
+        pytest.param({"inputs": [[1, 2]], "params": {"temperature": 0.1, "tag": "a"}}, 200, id="all-params"),
+        pytest.param({"inputs": [[1, 2]], "params": {"zzz": 1, "tag": "b"}}, 200, id="unknown-param-dropped"),
         pytest.param({"inputs": [[1, 2]]}, 200, id="missing-params-get-defaults"),
         pytest.param({"inputs": [[1, 2]], "params": {}}, 200, id="empty-params"),
-        pytest.param({"inputs": [[1, 2]], "params": {"temperature": "hot"}}, 400,
-                     id="wrong-type"),
+        pytest.param({"inputs": [[1, 2]], "params": {"temperature": "hot"}}, 400, id="wrong-type"),
         pytest.param({"inputs": [[1, 2]], "params": "x"}, 400, id="not-a-dict-string"),
         pytest.param({"inputs": [[1, 2]], "params": [1]}, 400, id="not-a-dict-list"),
-        pytest.param({"dataframe_records": [{"a": 1}], "params": {"tag": "r"}}, 200,
-                     id="records-with-params"),
+        pytest.param(
+            {"dataframe_records": [{"a": 1}], "params": {"tag": "r"}}, 200, id="records-with-params"
+        ),
     ],
 )
 def test_params_with_a_params_schema(invoke, body, status):
@@ -770,8 +767,9 @@ def test_params_error_messages(invoke):
     "body",
     [
         pytest.param({"messages": [{"role": "user", "content": "hi"}]}, id="messages"),
-        pytest.param({"prompt": "say hi", "temperature": 0.1, "other": [1]},
-                     id="prompt-with-param-and-extra"),
+        pytest.param(
+            {"prompt": "say hi", "temperature": 0.1, "other": [1]}, id="prompt-with-param-and-extra"
+        ),
         pytest.param({"input": ["a", "b"], "tag": "t"}, id="input"),
         pytest.param({"input": "x", "inputs": {"a": [1]}}, id="input-and-inputs"),
         pytest.param({"prompt": "x", "params": {"temperature": 3}}, id="prompt-with-params-key"),
@@ -799,8 +797,7 @@ def _records(*records) -> dict:
 SCHEMA_CASES = [
     pytest.param(_split_rows(["1.5", 2.0, 3]), 200, id="string-into-double"),
     pytest.param(_split_rows(["1e2", "-0.25", "3"]), 200, id="strings-into-all-columns"),
-    pytest.param(_split_rows([1.0, 2.0, 3.7], [1.0, 2.0, -3.7]), 200,
-                 id="float-into-long-truncated"),
+    pytest.param(_split_rows([1.0, 2.0, 3.7], [1.0, 2.0, -3.7]), 200, id="float-into-long-truncated"),
     pytest.param(_split_rows([1.0, 2.0, 3.0], [0.5, 1.5, 4.0]), 200, id="int-valued-floats"),
     pytest.param(_split_rows([1.0, 2.0, 0.9999999]), 200, id="nearly-one-into-long"),
     pytest.param(_split_rows([1.0, 2.0, None]), 400, id="null-into-long"),
@@ -815,14 +812,18 @@ SCHEMA_CASES = [
     pytest.param(_split_rows([1.5, 2.0, "3"]), 200, id="string-int-into-long"),
     pytest.param(_split_rows([[1.0], 2.0, 3]), None, id="nested-list-value"),
     pytest.param(_split_rows([1.0, 2.0], columns=("f0", "f1")), 400, id="missing-column"),
-    pytest.param(_split_rows([1.0, 2.0, 3, 9.5, "x"], columns=("f0", "f1", "f2", "e", "s")),
-                 200, id="extra-columns-dropped"),
-    pytest.param(_split_rows([3, 2.5, 1.25], columns=("f2", "f1", "f0")), 200,
-                 id="column-order"),
-    pytest.param(_split_rows([3, 1.25, 9, 2.5], columns=("f2", "f0", "zz", "f1")), 200,
-                 id="column-order-and-extra"),
-    pytest.param(_split_rows([1.0, 2.0, 3, 4], columns=("f0", "f1", "f2", "f2")), None,
-                 id="duplicate-column"),
+    pytest.param(
+        _split_rows([1.0, 2.0, 3, 9.5, "x"], columns=("f0", "f1", "f2", "e", "s")),
+        200,
+        id="extra-columns-dropped",
+    ),
+    pytest.param(_split_rows([3, 2.5, 1.25], columns=("f2", "f1", "f0")), 200, id="column-order"),
+    pytest.param(
+        _split_rows([3, 1.25, 9, 2.5], columns=("f2", "f0", "zz", "f1")), 200, id="column-order-and-extra"
+    ),
+    pytest.param(
+        _split_rows([1.0, 2.0, 3, 4], columns=("f0", "f1", "f2", "f2")), None, id="duplicate-column"
+    ),
     # {"predictions": []} where the model takes 0 rows (see the test below); lightgbm
     # and sklearn raise on 0 rows, so MLflow answers them 400.
     pytest.param(_split_rows(columns=("f0", "f1", "f2")), None, id="empty-data"),
@@ -831,40 +832,57 @@ SCHEMA_CASES = [
     pytest.param(_records({"f0": 1.5, "f1": 2, "f2": 3.7}), 200, id="records-truncated"),
     pytest.param(_records({"f0": 1.5, "f1": 2, "f2": None}), 400, id="records-null-into-long"),
     pytest.param(_records({"f0": 1.5, "f1": 2}), 400, id="records-missing-column"),
-    pytest.param(_records({"f0": 1.5, "f1": 2, "f2": 1}, {"f0": 1.5, "f1": 2}), 400,
-                 id="records-missing-in-one-row"),
-    pytest.param(_records({"f2": 1, "x": "y", "f1": 2, "f0": 0.5}), 200,
-                 id="records-order-and-extra"),
-    pytest.param(b'{"dataframe_split": {"columns": ["f0", "f1", "f2"], "data": '
-                 b'[[NaN, 2.0, 1], [Infinity, -Infinity, 2]]}}', None,
-                 id="nan-and-infinity-tokens"),
-    pytest.param(b'{"dataframe_split": {"columns": ["f0", "f1", "f2"], "data": '
-                 b'[[1e400, 2.0, 1]]}}', None, id="overflowing-literal"),
-    pytest.param(b'{"dataframe_split": {"columns": ["f0", "f1", "f2"], "data": '
-                 b'[[1.0, 2.0, NaN]]}}', 400, id="nan-into-long"),
+    pytest.param(
+        _records({"f0": 1.5, "f1": 2, "f2": 1}, {"f0": 1.5, "f1": 2}), 400, id="records-missing-in-one-row"
+    ),
+    pytest.param(_records({"f2": 1, "x": "y", "f1": 2, "f0": 0.5}), 200, id="records-order-and-extra"),
+    pytest.param(
+        b'{"dataframe_split": {"columns": ["f0", "f1", "f2"], "data": '
+        b"[[NaN, 2.0, 1], [Infinity, -Infinity, 2]]}}",
+        None,
+        id="nan-and-infinity-tokens",
+    ),
+    pytest.param(
+        b'{"dataframe_split": {"columns": ["f0", "f1", "f2"], "data": [[1e400, 2.0, 1]]}}',
+        None,
+        id="overflowing-literal",
+    ),
+    pytest.param(
+        b'{"dataframe_split": {"columns": ["f0", "f1", "f2"], "data": [[1.0, 2.0, NaN]]}}',
+        400,
+        id="nan-into-long",
+    ),
     pytest.param(_split_rows([1.0, 2.0, 2**63]), None, id="int64-overflow-into-long"),
     pytest.param(_split_rows([1.0, 2.0, -(2**63)]), None, id="int64-min-into-long"),
-    pytest.param(b'{"dataframe_split": {"columns": ["f0", "f1", "f2"], "data": [[9, 9, 9]]}, '
-                 b'"dataframe_split": {"columns": ["f0", "f1", "f2"], "data": [[1.5, 2, 3]]}}',
-                 200, id="duplicate-format-key-last-wins"),
-    pytest.param(b'{"dataframe_records": [{"f0": 9, "f1": 2, "f2": 3, "f0": 1.5}]}', 200,
-                 id="duplicate-record-key-last-wins"),
+    pytest.param(
+        b'{"dataframe_split": {"columns": ["f0", "f1", "f2"], "data": [[9, 9, 9]]}, '
+        b'"dataframe_split": {"columns": ["f0", "f1", "f2"], "data": [[1.5, 2, 3]]}}',
+        200,
+        id="duplicate-format-key-last-wins",
+    ),
+    pytest.param(
+        b'{"dataframe_records": [{"f0": 9, "f1": 2, "f2": 3, "f0": 1.5}]}',
+        200,
+        id="duplicate-record-key-last-wins",
+    ),
     pytest.param(b"\xef\xbb\xbf" + encode(_split_rows([1.5, 2.0, 3])), None, id="utf8-bom"),
     pytest.param(json.dumps(_split_rows([1.5, 2.0, 3])).encode("utf-16"), None, id="utf16-body"),
-    pytest.param({"dataframe_split": {"columns": None, "data": [[1.5, 2.0, 3]]}}, None,
-                 id="columns-null"),
-    pytest.param({"dataframe_split": {"columns": [0, "f0", "f1", "f2"], "data": [[7, 1.5, 2, 3]]}},
-                 None, id="non-string-extra-column"),
-    pytest.param({"dataframe_records": [{"f0": 1.5, "f1": 2, "f2": 3}, [1.5, 2, 3]]}, None,
-                 id="records-with-a-list-row"),
+    pytest.param({"dataframe_split": {"columns": None, "data": [[1.5, 2.0, 3]]}}, None, id="columns-null"),
+    pytest.param(
+        {"dataframe_split": {"columns": [0, "f0", "f1", "f2"], "data": [[7, 1.5, 2, 3]]}},
+        None,
+        id="non-string-extra-column",
+    ),
+    pytest.param(
+        {"dataframe_records": [{"f0": 1.5, "f1": 2, "f2": 3}, [1.5, 2, 3]]},
+        None,
+        id="records-with-a-list-row",
+    ),
     pytest.param({"inputs": {"f0": [1.5], "f1": [2.0], "f2": [3]}}, 200, id="inputs-exact-types"),
     # MLflow casts ``inputs`` by the schema too (200 on 3.17.2, not stated in the checklist).
-    pytest.param({"inputs": {"f0": [1.5], "f1": [2.0], "f2": [3.7]}}, None,
-                 id="inputs-float-into-long"),
-    pytest.param({"inputs": {"f0": ["1.5"], "f1": [2.0], "f2": [3]}}, None,
-                 id="inputs-string-into-double"),
-    pytest.param({"inputs": {"f0": [1.5], "f1": [2.0], "f2": [None]}}, None,
-                 id="inputs-null-into-long"),
+    pytest.param({"inputs": {"f0": [1.5], "f1": [2.0], "f2": [3.7]}}, None, id="inputs-float-into-long"),
+    pytest.param({"inputs": {"f0": ["1.5"], "f1": [2.0], "f2": [3]}}, None, id="inputs-string-into-double"),
+    pytest.param({"inputs": {"f0": [1.5], "f1": [2.0], "f2": [None]}}, None, id="inputs-null-into-long"),
     pytest.param({"inputs": {"f0": [1], "f1": [2], "f2": [3]}}, 200, id="inputs-int-into-double"),
     pytest.param({"inputs": [{"f0": 1.5, "f1": 2.0}]}, 400, id="inputs-missing-column"),
 ]
@@ -883,28 +901,39 @@ def _parquet(frame: pd.DataFrame) -> bytes:
 
 
 def _typed(**columns) -> pd.DataFrame:
-    return pd.DataFrame({name: pd.Series(values, dtype=dtype)
-                         for name, (values, dtype) in columns.items()})  # fmt: skip
+    return pd.DataFrame({name: pd.Series(values, dtype=dtype) for name, (values, dtype) in columns.items()})
 
 
 # Parquet is not cast at parse time, so these reach ``_enforce_schema`` (stage B) as typed.
 STAGE_B_CASES = [
-    pytest.param(_typed(f0=([1.5], "float64"), f1=([2.0], "float64"), f2=([3], "int64")), 200,
-                 id="exact-types"),
-    pytest.param(_typed(f0=([1.5], "float32"), f1=([2.0], "float32"), f2=([3], "int32")), 200,
-                 id="float32-and-int32-upcast"),
-    pytest.param(_typed(f0=([1], "int8"), f1=([2], "int16"), f2=([3], "int8")), 200,
-                 id="small-ints"),
-    pytest.param(_typed(f0=([1], "int64"), f1=([2.0], "float64"), f2=([3], "int64")), None,
-                 id="long-into-double"),
-    pytest.param(_typed(f0=([1.5], "float64"), f1=([2.0], "float64"), f2=([3.7], "float64")),
-                 400, id="double-into-long"),
-    pytest.param(_typed(f0=(["1.5"], "object"), f1=([2.0], "float64"), f2=([3], "int64")), 400,
-                 id="string-into-double"),
-    pytest.param(_typed(f0=([True], "bool"), f1=([2.0], "float64"), f2=([3], "int64")), None,
-                 id="bool-into-double"),
-    pytest.param(_typed(f1=([2.0], "float64"), f0=([1.5], "float64"), f2=([3], "int64"),
-                        x=(["y"], "object")), 200, id="order-and-extra"),
+    pytest.param(
+        _typed(f0=([1.5], "float64"), f1=([2.0], "float64"), f2=([3], "int64")), 200, id="exact-types"
+    ),
+    pytest.param(
+        _typed(f0=([1.5], "float32"), f1=([2.0], "float32"), f2=([3], "int32")),
+        200,
+        id="float32-and-int32-upcast",
+    ),
+    pytest.param(_typed(f0=([1], "int8"), f1=([2], "int16"), f2=([3], "int8")), 200, id="small-ints"),
+    pytest.param(
+        _typed(f0=([1], "int64"), f1=([2.0], "float64"), f2=([3], "int64")), None, id="long-into-double"
+    ),
+    pytest.param(
+        _typed(f0=([1.5], "float64"), f1=([2.0], "float64"), f2=([3.7], "float64")),
+        400,
+        id="double-into-long",
+    ),
+    pytest.param(
+        _typed(f0=(["1.5"], "object"), f1=([2.0], "float64"), f2=([3], "int64")), 400, id="string-into-double"
+    ),
+    pytest.param(
+        _typed(f0=([True], "bool"), f1=([2.0], "float64"), f2=([3], "int64")), None, id="bool-into-double"
+    ),
+    pytest.param(
+        _typed(f1=([2.0], "float64"), f0=([1.5], "float64"), f2=([3], "int64"), x=(["y"], "object")),
+        200,
+        id="order-and-extra",
+    ),
     pytest.param(_typed(f0=([1.5], "float64"), f1=([2.0], "float64")), 400, id="missing"),
 ]
 
@@ -949,25 +978,18 @@ def test_empty_data_answers_empty_predictions(invoke, name):
 
 PIPELINE_CASES = [
     pytest.param(_split_rows(["red", 1.5], columns=("color", "size")), 200, id="plain"),
-    pytest.param(_split_rows(["red", "1.5"], columns=("color", "size")), 200,
-                 id="string-into-double"),
+    pytest.param(_split_rows(["red", "1.5"], columns=("color", "size")), 200, id="string-into-double"),
     pytest.param(_split_rows(["red", 2], columns=("color", "size")), 200, id="int-into-double"),
     pytest.param(_split_rows([1.5, "red"], columns=("size", "color")), 200, id="column-order"),
-    pytest.param(_split_rows(["purple", 1.5], columns=("color", "size")), 200,
-                 id="unknown-category"),
+    pytest.param(_split_rows(["purple", 1.5], columns=("color", "size")), 200, id="unknown-category"),
     pytest.param(_split_rows([3, 1.5], columns=("color", "size")), None, id="int-into-string"),
-    pytest.param(_split_rows([None, 1.5], columns=("color", "size")), None,
-                 id="null-into-string"),
-    pytest.param(_split_rows(["red", None], columns=("color", "size")), None,
-                 id="null-into-double"),
-    pytest.param(_split_rows(["red", "abc"], columns=("color", "size")), 400,
-                 id="abc-into-double"),
+    pytest.param(_split_rows([None, 1.5], columns=("color", "size")), None, id="null-into-string"),
+    pytest.param(_split_rows(["red", None], columns=("color", "size")), None, id="null-into-double"),
+    pytest.param(_split_rows(["red", "abc"], columns=("color", "size")), 400, id="abc-into-double"),
     pytest.param(_split_rows([1.5], columns=("size",)), 400, id="missing-column"),
-    pytest.param(_split_rows(["red", 1.5, 7], columns=("color", "size", "x")), 200,
-                 id="extra-column"),
+    pytest.param(_split_rows(["red", 1.5, 7], columns=("color", "size", "x")), 200, id="extra-column"),
     pytest.param(_split_rows(columns=("color", "size")), None, id="empty-data"),
-    pytest.param(_records({"color": "blue", "size": 0.5}, {"size": 2, "color": "red"}), 200,
-                 id="records"),
+    pytest.param(_records({"color": "blue", "size": 0.5}, {"size": 2, "color": "red"}), 200, id="records"),
     pytest.param({"inputs": {"color": ["red"], "size": [1.5]}}, 200, id="inputs"),
     pytest.param({"inputs": {"color": [1], "size": [1.5]}}, None, id="inputs-int-into-string"),
 ]
@@ -1062,9 +1084,10 @@ def test_fast_path_edge_values(clients, invoke, name, orient):
 
 
 @pytest.mark.parametrize(
-    ("name", "rows"), [*((name, 200) for name in NUMERIC), ("xgboost", 6000)],
+    ("name", "rows"),
+    [*((name, 200) for name in NUMERIC), ("xgboost", 6000)],
     ids=lambda v: f"{v}-rows" if isinstance(v, int) else v,
-)  # fmt: skip
+)
 def test_fast_path_large_requests(clients, invoke, name, rows):
     """Past 64 rows the native call leaves the event loop; past 256 KiB so does decoding."""
     frame = _many_rows(rows, rows=rows)
@@ -1081,10 +1104,13 @@ def test_chunked_body(clients, name):
     """A body without Content-Length (chunked) is read whole, as MLflow reads it."""
     body = encode({"dataframe_split": split_of(frame_for(name, rows=8))})
     answers = [
-        client.post("/invocations", content=iter([body[:10], body[10:50], body[50:]]),
-                    headers={"content-type": JSON_CT})
+        client.post(
+            "/invocations",
+            content=iter([body[:10], body[10:50], body[50:]]),
+            headers={"content-type": JSON_CT},
+        )
         for client in clients[name]
-    ]  # fmt: skip
+    ]
     assert_same_answer(*answers, status=200)
 
 
@@ -1144,9 +1170,7 @@ def test_legacy_split_accepted_on_request(legacy_clients, invoke, name, with_ind
     bare = _bare_split(frame)
     if not with_index:
         bare.pop("index")
-    ours = legacy_clients[name].post(
-        "/invocations", content=encode(bare), headers={"content-type": JSON_CT}
-    )
+    ours = legacy_clients[name].post("/invocations", content=encode(bare), headers={"content-type": JSON_CT})
     _, theirs = invoke(name, {"dataframe_split": bare})  # MLflow's answer to the wrapped form
     assert_same_answer(ours, theirs, status=200)
 
@@ -1155,8 +1179,11 @@ def test_legacy_split_accepted_on_request(legacy_clients, invoke, name, with_ind
     ("document", "message"),
     [
         pytest.param({"columns": ["f0"], "foo": 1}, exactly_one_key_message([]), id="no-data-key"),
-        pytest.param({"dataframe_split": {"columns": ["f0", "f1", "f2"], "data": [[1, 2, 3]]},
-                      "data": [[1, 2, 3]]}, None, id="format-key-wins"),
+        pytest.param(
+            {"dataframe_split": {"columns": ["f0", "f1", "f2"], "data": [[1, 2, 3]]}, "data": [[1, 2, 3]]},
+            None,
+            id="format-key-wins",
+        ),
         pytest.param({"prompt": "x", "data": [[1, 2, 3]]}, None, id="llm-key-wins"),
         pytest.param([1, 2], None, id="list"),
         pytest.param(5, None, id="scalar"),
@@ -1241,9 +1268,7 @@ def test_overload_is_a_503_with_retry_after(extra_paths, gate):
     from mlscale.serving.batcher import BatchSettings
 
     def post(client, kind):
-        return client.post(
-            "/invocations", content=encode(_kind(kind)), headers={"content-type": JSON_CT}
-        )
+        return client.post("/invocations", content=encode(_kind(kind)), headers={"content-type": JSON_CT})
 
     settings = BatchSettings(max_queue=1)
     with (
@@ -1279,9 +1304,7 @@ def test_body_over_the_limit_is_a_413(model_paths, invoke):
     assert len(small) < 1000 < len(big)
     with mlscale_client(model_paths["xgboost"], max_body_bytes=1000) as client:
         for content in (big, iter([big[:600], big[600:]])):  # declared length, then chunked
-            response = client.post(
-                "/invocations", content=content, headers={"content-type": JSON_CT}
-            )
+            response = client.post("/invocations", content=content, headers={"content-type": JSON_CT})
             assert response.status_code == 413
             assert _media(response) == "application/json"
             body = response.json()
@@ -1301,9 +1324,31 @@ def test_body_over_the_limit_is_a_413(model_paths, invoke):
 
 @pytest.mark.parametrize(
     "kind",
-    ["ok", "float32", "nan", "float32_nan", "int", "bool", "matrix", "fortran_matrix", "3d",
-     "0d_array", "numpy_scalar", "uint64", "float16", "empty_array", "series", "series_unnamed",
-     "frame", "dict", "str", "bytes", "datetime", "list", "unicode"],
+    [
+        "ok",
+        "float32",
+        "nan",
+        "float32_nan",
+        "int",
+        "bool",
+        "matrix",
+        "fortran_matrix",
+        "3d",
+        "0d_array",
+        "numpy_scalar",
+        "uint64",
+        "float16",
+        "empty_array",
+        "series",
+        "series_unnamed",
+        "frame",
+        "dict",
+        "str",
+        "bytes",
+        "datetime",
+        "list",
+        "unicode",
+    ],
 )
 def test_output_encoding(invoke, kind):
     ours, theirs = invoke("behaviour", _kind(kind))

@@ -79,8 +79,10 @@ def test_the_quick_demo_runs_end_to_end(quick_demo):
 
 def check_headlines(index: str) -> None:
     """The numbers the issue asks index.html to show, each with its figure."""
-    row = {name: value for name, value in re.findall(r"<tr><th>([^<]+)</th><td>([^<]+)</td></tr>", index)}
-    assert re.match(r"(at least )?\d+\.\dx \(\d+ against \d+ requests/s", row["speed-up over mlflow models serve"])
+    row = dict(re.findall(r"<tr><th>([^<]+)</th><td>([^<]+)</td></tr>", index))
+    assert re.match(
+        r"(at least )?\d+\.\dx \(\d+ against \d+ requests/s", row["speed-up over mlflow models serve"]
+    )
     assert re.match(r"\d+ \(a pod of", row["users per core at the SLA"]), row
     assert re.match(r"120 concurrent users at p95 &lt; 1 s need [\d.]+ cores?", row["sizing"]), row
     hpa, autoscaler = row["reference-hpa"], row["reference-cluster-autoscaler"]
@@ -92,14 +94,21 @@ def check_headlines(index: str) -> None:
 
 
 def _pages(out: Path) -> list[Path]:
-    return [out / "index.html", out / "loadtest" / "report.html", out / "plan" / "plan.html",
-            out / "simulate" / "reference-hpa" / "report.html",
-            out / "simulate" / "reference-cluster-autoscaler" / "report.html"]  # fmt: skip
+    return [
+        out / "index.html",
+        out / "loadtest" / "report.html",
+        out / "plan" / "plan.html",
+        out / "simulate" / "reference-hpa" / "report.html",
+        out / "simulate" / "reference-cluster-autoscaler" / "report.html",
+    ]
 
 
 @pytest.mark.timeout(600)
-@pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (apt-get install chromium): "
-                    "the demo's pages are not opened in a browser here")  # fmt: skip
+@pytest.mark.skipif(
+    CHROMIUM is None,
+    reason="chromium is not installed (apt-get install chromium): "
+    "the demo's pages are not opened in a browser here",
+)
 def test_the_demo_pages_open_in_a_browser(quick_demo):
     out, run = quick_demo
     assert run.returncode == 0, "the demo failed: see test_the_quick_demo_runs_end_to_end"
@@ -114,13 +123,15 @@ def test_the_demo_pages_open_in_a_browser(quick_demo):
 # terminal signal reaches it, and only the demo's clean-up stops it. SIGTERM
 # takes the same way out (the handler turns it into the same KeyboardInterrupt):
 # checked on the cheaper path, during training, as a full run costs ~25 s.
-@pytest.mark.parametrize(("signum", "child", "status"),
-                         [(signal.SIGINT, "serve", 130), (signal.SIGTERM, "train", 143)])
+@pytest.mark.parametrize(
+    ("signum", "child", "status"), [(signal.SIGINT, "serve", 130), (signal.SIGTERM, "train", 143)]
+)
 def test_a_stopped_demo_stops_its_children(tmp_path, signum, child, status):
     """The demo stopped by a signal exits with one line and leaves no process."""
     out = tmp_path / "demo"
-    demo = subprocess.Popen(_demo(out), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            preexec_fn=_default_sigint)  # fmt: skip
+    demo = subprocess.Popen(
+        _demo(out), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=_default_sigint
+    )
     try:
         deadline = time.monotonic() + 90
         while not any(child in command for command in _child_commands(demo.pid)):
@@ -181,9 +192,17 @@ def test_a_second_run_reuses_the_folder(tmp_path):
 
     out = str(tmp_path)
     env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}"}
-    plan = _assemble(PlanSettings(sla=parse_sla("p95<1s"), kind="users", target=120, out_dir=out,
-                                  pods=(PodSpec(0.25),), url="http://unused"),
-                     [_measurement(0.25)])  # fmt: skip
+    plan = _assemble(
+        PlanSettings(
+            sla=parse_sla("p95<1s"),
+            kind="users",
+            target=120,
+            out_dir=out,
+            pods=(PodSpec(0.25),),
+            url="http://unused",
+        ),
+        [_measurement(0.25)],
+    )
     for version in (1, 2):
         assert _train(out, env) == f"models:/wine-quality/{version}"
         k8s = _kubernetes(plan, out)
@@ -197,11 +216,20 @@ def test_the_simulation_sentence_never_drops_a_time():
     from mlscale.report.index import simulation_text
 
     steps = [(0, "1 -> 3"), (120, "3 -> 6"), (900, "6 -> 2")]
-    base = {"max_pods_pending": 2, "max_nodes": 5, "cluster": {"min_nodes": 3}, "scale_up_delay_s": 60.0,
-            "sla_violation_s": 0.0, "events": [{"time_s": t, "kind": "hpa_scale", "detail": f"{d} replicas"}
-                                               for t, d in steps]}  # fmt: skip
-    assert "the HPA scaled the pods from 1 to 6 replicas in 2.0 min" in simulation_text(base | {"scale_down_s": 0.0})
-    assert "back to the minimum nodes 0.0 min after the load fell" in simulation_text(base | {"scale_down_s": 0.0})
+    base = {
+        "max_pods_pending": 2,
+        "max_nodes": 5,
+        "cluster": {"min_nodes": 3},
+        "scale_up_delay_s": 60.0,
+        "sla_violation_s": 0.0,
+        "events": [{"time_s": t, "kind": "hpa_scale", "detail": f"{d} replicas"} for t, d in steps],
+    }
+    assert "the HPA scaled the pods from 1 to 6 replicas in 2.0 min" in simulation_text(
+        base | {"scale_down_s": 0.0}
+    )
+    assert "back to the minimum nodes 0.0 min after the load fell" in simulation_text(
+        base | {"scale_down_s": 0.0}
+    )
     assert "not reached within the replay" in simulation_text(base | {"scale_down_s": None})
     assert "no scale-down to measure" in simulation_text(base | {"max_nodes": 3, "scale_down_s": None})
     assert "HPA scaled" not in simulation_text(base | {"events": [], "scale_down_s": 60.0})

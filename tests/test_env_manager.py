@@ -28,9 +28,18 @@ from tests.server_process import ServerProcess
 
 ROOT = Path(__file__).resolve().parents[1]
 CURRENT = ".".join(map(str, sys.version_info[:3]))
-DECLARED = ["mlflow<4,>=3.10", "click>=8.1", "numpy>=1.26", "pandas>=2.1", "orjson>=3.9",
-            'uvloop>=0.19; sys_platform != "win32"', "Prometheus_Client>=0.20", "locust>=2.30",
-            "xgboost>=2.0", 'pytest>=8; extra == "test"']  # fmt: skip
+DECLARED = [
+    "mlflow<4,>=3.10",
+    "click>=8.1",
+    "numpy>=1.26",
+    "pandas>=2.1",
+    "orjson>=3.9",
+    'uvloop>=0.19; sys_platform != "win32"',
+    "Prometheus_Client>=0.20",
+    "locust>=2.30",
+    "xgboost>=2.0",
+    'pytest>=8; extra == "test"',
+]
 
 
 # --- python_env.yaml and requirements ---------------------------------------------------
@@ -58,20 +67,30 @@ def test_a_broken_python_env_is_a_clear_error(text, message):
 
 
 def test_requirement_lines_drop_comments_and_join_continuations():
-    text = ("# pinned\nnumpy==2.0  # inline\n\npandas>=2 \\\n  ; python_version >= '3.9'\n"
-            "git+https://example.com/repo.git#egg=thing\n")  # fmt: skip
+    text = (
+        "# pinned\nnumpy==2.0  # inline\n\npandas>=2 \\\n  ; python_version >= '3.9'\n"
+        "git+https://example.com/repo.git#egg=thing\n"
+    )
     assert env.requirement_lines(text) == [
-        "numpy==2.0", "pandas>=2    ; python_version >= '3.9'", "git+https://example.com/repo.git#egg=thing"
-    ]  # fmt: skip
+        "numpy==2.0",
+        "pandas>=2    ; python_version >= '3.9'",
+        "git+https://example.com/repo.git#egg=thing",
+    ]
 
 
 @pytest.mark.parametrize(
     ("line", "name"),
-    [("numpy==2.0", "numpy"), ("Scikit_Learn>=1.3", "scikit-learn"),
-     ("mlflow[extras]==3.1 ; python_version>'3'", "mlflow"), ("xgboost==3.2.0 --hash=sha256:abc", "xgboost"),
-     ("thing @ https://example.com/t.whl", "thing"),
-     ("-r requirements.txt", None), ("wheels/pkg-1.0-py3-none-any.whl", None), ("https://x/y.whl", None)],
-)  # fmt: skip
+    [
+        ("numpy==2.0", "numpy"),
+        ("Scikit_Learn>=1.3", "scikit-learn"),
+        ("mlflow[extras]==3.1 ; python_version>'3'", "mlflow"),
+        ("xgboost==3.2.0 --hash=sha256:abc", "xgboost"),
+        ("thing @ https://example.com/t.whl", "thing"),
+        ("-r requirements.txt", None),
+        ("wheels/pkg-1.0-py3-none-any.whl", None),
+        ("https://x/y.whl", None),
+    ],
+)
 def test_requirement_names(line, name):
     assert env.requirement_name(line) == name
 
@@ -87,8 +106,13 @@ def test_included_files_and_model_files():
 def test_the_models_pins_win_over_the_serving_requirements():
     serving = env.select_serving(DECLARED, {"mlflow", "numpy", "xgboost"})
     # The model's mlflow and numpy stay; load-test packages, flavours and extras never come in.
-    assert serving == ["click>=8.1", "pandas>=2.1", "orjson>=3.9", 'uvloop>=0.19; sys_platform != "win32"',
-                       "Prometheus_Client>=0.20"]  # fmt: skip
+    assert serving == [
+        "click>=8.1",
+        "pandas>=2.1",
+        "orjson>=3.9",
+        'uvloop>=0.19; sys_platform != "win32"',
+        "Prometheus_Client>=0.20",
+    ]
     assert "mlflow<4,>=3.10" in env.select_serving(DECLARED, set())
 
 
@@ -113,10 +137,13 @@ def test_a_python_mlscale_cannot_run_on_is_refused_with_what_to_do():
 
 
 def test_reading_a_local_model_follows_its_requirements_files(tmp_path):
-    (tmp_path / "MLmodel").write_text("flavors:\n  python_function:\n    env:\n      virtualenv: env/py.yaml\n")
+    (tmp_path / "MLmodel").write_text(
+        "flavors:\n  python_function:\n    env:\n      virtualenv: env/py.yaml\n"
+    )
     (tmp_path / "env").mkdir()
     (tmp_path / "env" / "py.yaml").write_text(
-        "python: 3.11.7\nbuild_dependencies: [pip]\ndependencies: ['-r env/reqs.txt', '-c env/pins.txt']\n")
+        "python: 3.11.7\nbuild_dependencies: [pip]\ndependencies: ['-r env/reqs.txt', '-c env/pins.txt']\n"
+    )
     (tmp_path / "env" / "reqs.txt").write_text("numpy==2.0\n-r more.txt\n")
     (tmp_path / "env" / "more.txt").write_text("pandas\nwheels/thing-1.0-py3-none-any.whl\n")
     (tmp_path / "env" / "pins.txt").write_text("numpy<3\n")
@@ -128,7 +155,7 @@ def test_reading_a_local_model_follows_its_requirements_files(tmp_path):
 
 def test_a_model_without_python_env_is_refused(tmp_path):
     (tmp_path / "MLmodel").write_text("flavors: {}\n")
-    with pytest.raises(ModelEnvironmentError, match="no python_env.yaml .* --env-manager local"):
+    with pytest.raises(ModelEnvironmentError, match=r"no python_env\.yaml .* --env-manager local"):
         read_model_environment(str(tmp_path), str(tmp_path / "work"))
 
 
@@ -136,14 +163,24 @@ def test_a_model_without_python_env_is_refused(tmp_path):
 
 
 def test_the_cache_key_covers_every_input():
-    spec = env.EnvironmentSpec(manager="uv", python="3.11.7", requirements=("-r requirements.txt",),
-                               files={"requirements.txt": "numpy==2.0\n"}, serving=("click>=8.1",),
-                               mlscale_dir="/src/mlscale")  # fmt: skip
+    spec = env.EnvironmentSpec(
+        manager="uv",
+        python="3.11.7",
+        requirements=("-r requirements.txt",),
+        files={"requirements.txt": "numpy==2.0\n"},
+        serving=("click>=8.1",),
+        mlscale_dir="/src/mlscale",
+    )
     assert spec.key == env.EnvironmentSpec(**vars(spec)).key  # stable
     assert re.fullmatch(r"uv-py3\.11\.7-[0-9a-f]{16}", spec.name)
-    changed = [{"manager": "virtualenv"}, {"python": "3.11.8"}, {"requirements": ("numpy",)},
-               {"files": {"requirements.txt": "numpy==2.1\n"}}, {"serving": ("click>=8.2",)},
-               {"mlscale_dir": "/elsewhere/mlscale"}]  # fmt: skip
+    changed = [
+        {"manager": "virtualenv"},
+        {"python": "3.11.8"},
+        {"requirements": ("numpy",)},
+        {"files": {"requirements.txt": "numpy==2.1\n"}},
+        {"serving": ("click>=8.2",)},
+        {"mlscale_dir": "/elsewhere/mlscale"},
+    ]
     keys = {env.EnvironmentSpec(**{**vars(spec), **change}).key for change in changed}
     assert len(keys) == len(changed) and spec.key not in keys
 
@@ -157,16 +194,26 @@ def test_the_cache_folder(tmp_path):
 # --- interpreters ----------------------------------------------------------------------------
 
 
-FOUND = [Interpreter("/usr/bin/python3.11", (3, 11, 2), has_venv=False), Interpreter("/p/3.11.4", (3, 11, 4)),
-         Interpreter("/p/3.11.7", (3, 11, 7)), Interpreter("/q/3.11.7", (3, 11, 7)),
-         Interpreter("/p/3.12", (3, 12, 1))]  # fmt: skip
+FOUND = [
+    Interpreter("/usr/bin/python3.11", (3, 11, 2), has_venv=False),
+    Interpreter("/p/3.11.4", (3, 11, 4)),
+    Interpreter("/p/3.11.7", (3, 11, 7)),
+    Interpreter("/q/3.11.7", (3, 11, 7)),
+    Interpreter("/p/3.12", (3, 12, 1)),
+]
 
 
 @pytest.mark.parametrize(
     ("requested", "need_venv", "chosen"),
-    [("3.11.7", True, "/p/3.11.7"), ("3.11.2", False, "/usr/bin/python3.11"), ("3.11.2", True, "/p/3.11.7"),
-     ("3.11", True, "/p/3.11.7"), ("3.12.9", True, "/p/3.12"), ("3.10.1", False, None)],
-)  # fmt: skip
+    [
+        ("3.11.7", True, "/p/3.11.7"),
+        ("3.11.2", False, "/usr/bin/python3.11"),
+        ("3.11.2", True, "/p/3.11.7"),
+        ("3.11", True, "/p/3.11.7"),
+        ("3.12.9", True, "/p/3.12"),
+        ("3.10.1", False, None),
+    ],
+)
 def test_the_exact_python_is_chosen_else_the_newest_of_its_minor(requested, need_venv, chosen):
     found = env.choose_interpreter(requested, FOUND, need_venv=need_venv)
     assert (found.path if found else None) == chosen
@@ -182,8 +229,9 @@ def test_a_missing_python_says_which_and_what_to_do():
 
 def test_this_python_is_found():
     found = find_interpreters(sys.version_info[:2], os.environ)
-    assert any(i.version == sys.version_info[:3] and os.path.samefile(i.path, sys._base_executable)
-               for i in found)  # fmt: skip
+    assert any(
+        i.version == sys.version_info[:3] and os.path.samefile(i.path, sys._base_executable) for i in found
+    )
 
 
 # --- commands --------------------------------------------------------------------------------
@@ -191,26 +239,54 @@ def test_this_python_is_found():
 
 def test_the_install_commands_of_each_manager():
     assert env.create_command("uv", "/py", "/env", uv="/bin/uv") == [
-        "/bin/uv", "venv", "--quiet", "--python", "/py", "/env"]  # fmt: skip
+        "/bin/uv",
+        "venv",
+        "--quiet",
+        "--python",
+        "/py",
+        "/env",
+    ]
     assert env.create_command("virtualenv", "/py", "/env") == ["/py", "-m", "venv", "/env"]
     assert env.install_commands("uv", "/env/bin/python", "r.txt", ["pip==24"], uv="uv") == [
-        ["uv", "pip", "install", "--quiet", "--compile-bytecode", "--python", "/env/bin/python", "pip==24",
-         "-r", "r.txt"]
-    ]  # fmt: skip
+        [
+            "uv",
+            "pip",
+            "install",
+            "--quiet",
+            "--compile-bytecode",
+            "--python",
+            "/env/bin/python",
+            "pip==24",
+            "-r",
+            "r.txt",
+        ]
+    ]
     pip = ["/env/bin/python", "-m", "pip", "install", "--quiet"]
     assert env.install_commands("virtualenv", "/env/bin/python", "r.txt", ["pip==24"]) == [
-        [*pip, "pip==24"], [*pip, "-r", "r.txt"]]  # fmt: skip
+        [*pip, "pip==24"],
+        [*pip, "-r", "r.txt"],
+    ]
     assert env.install_commands("virtualenv", "/env/bin/python", "r.txt") == [[*pip, "-r", "r.txt"]]
     assert env.requirements_text(["-r requirements.txt"], ["click>=8.1"]).splitlines()[1:] == [
-        "-r requirements.txt", "click>=8.1"]  # fmt: skip
+        "-r requirements.txt",
+        "click>=8.1",
+    ]
 
 
 def test_uv_gets_pips_settings_unless_it_has_its_own():
-    pip = {"PIP_CERT": "/ca.pem", "PIP_FIND_LINKS": "/w1 /w2", "PIP_INDEX_URL": "https://i/simple",
-           "PIP_EXTRA_INDEX_URL": "https://a/simple https://b/simple"}  # fmt: skip
+    pip = {
+        "PIP_CERT": "/ca.pem",
+        "PIP_FIND_LINKS": "/w1 /w2",
+        "PIP_INDEX_URL": "https://i/simple",
+        "PIP_EXTRA_INDEX_URL": "https://a/simple https://b/simple",
+    }
     uv = env.uv_environment(pip)
     assert (uv["SSL_CERT_FILE"], uv["UV_FIND_LINKS"], uv["UV_DEFAULT_INDEX"], uv["UV_INDEX"]) == (
-        "/ca.pem", "/w1,/w2", "https://i/simple", "https://a/simple https://b/simple")  # fmt: skip
+        "/ca.pem",
+        "/w1,/w2",
+        "https://i/simple",
+        "https://a/simple https://b/simple",
+    )
     assert uv["UV_PYTHON_DOWNLOADS"] == "never"
     own = env.uv_environment({**pip, "SSL_CERT_FILE": "/mine.pem", "UV_INDEX_URL": "https://u/simple"})
     assert own["SSL_CERT_FILE"] == "/mine.pem" and "UV_DEFAULT_INDEX" not in own
@@ -219,8 +295,20 @@ def test_uv_gets_pips_settings_unless_it_has_its_own():
 def test_the_server_gets_the_same_arguments_then_local():
     argv = ["/bin/mlscale", "serve", "-m", "models:/m/1", "--env-manager=uv", "-w", "2", "--drain-delay", "5"]
     assert env.server_argv("/env/bin/python", argv) == [
-        "/env/bin/python", "-m", "mlscale", "serve", "-m", "models:/m/1", "--env-manager=uv", "-w", "2",
-        "--drain-delay", "5", "--env-manager", "local"]  # fmt: skip
+        "/env/bin/python",
+        "-m",
+        "mlscale",
+        "serve",
+        "-m",
+        "models:/m/1",
+        "--env-manager=uv",
+        "-w",
+        "2",
+        "--drain-delay",
+        "5",
+        "--env-manager",
+        "local",
+    ]
     with pytest.raises(ModelEnvironmentError, match="run it as a command"):
         env.server_argv("/env/bin/python", ["pytest", "-k", "x"])
 
@@ -301,7 +389,9 @@ def test_a_second_builder_waits_for_the_first_and_uses_its_environment(tmp_path)
     first = threading.Thread(target=lambda: results.append(cache.build("e", slow_fill, say=said.append)))
     first.start()
     assert building.wait(10)
-    second = threading.Thread(target=lambda: results.append(cache.build("e", _fake_fill(calls), say=said.append)))
+    second = threading.Thread(
+        target=lambda: results.append(cache.build("e", _fake_fill(calls), say=said.append))
+    )
     second.start()
     deadline = time.monotonic() + 10
     while not said and time.monotonic() < deadline:
@@ -327,16 +417,21 @@ def test_an_environment_whose_python_is_gone_is_rebuilt(tmp_path):
 def _fake_model(folder: Path, python: str, requirements: str = "numpy\n") -> str:
     folder.mkdir(parents=True)
     (folder / "MLmodel").write_text("flavors:\n  python_function:\n    loader_module: mlflow.sklearn\n")
-    (folder / "python_env.yaml").write_text(f"python: {python}\nbuild_dependencies: []\n"
-                                            "dependencies:\n- -r requirements.txt\n")  # fmt: skip
+    (folder / "python_env.yaml").write_text(
+        f"python: {python}\nbuild_dependencies: []\ndependencies:\n- -r requirements.txt\n"
+    )
     (folder / "requirements.txt").write_text(requirements)
     return str(folder)
 
 
 def _serve(*args: str, cache: Path, timeout: float = 120) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "mlscale", "serve", "-p", "0", *args],
-                          capture_output=True, text=True, timeout=timeout,
-                          env={**os.environ, env.CACHE_ENV: str(cache)})  # fmt: skip
+    return subprocess.run(
+        [sys.executable, "-m", "mlscale", "serve", "-p", "0", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, env.CACHE_ENV: str(cache)},
+    )
 
 
 @pytest.mark.parametrize("manager", ["uv", "virtualenv"])
@@ -399,8 +494,9 @@ def local_predictions(wine_registry, env_cache):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("manager", ["uv", "virtualenv"])
-def test_the_model_serves_from_its_environment_like_locally(manager, wine_registry, local_predictions,
-                                                            env_cache, pypi):  # fmt: skip
+def test_the_model_serves_from_its_environment_like_locally(
+    manager, wine_registry, local_predictions, env_cache, pypi
+):
     """Built once (from the registry URI's python_env.yaml and requirements.txt), the
     environment answers as the local one does; the second start finds it in the cache
     and installs nothing; SIGTERM still drains the server, which replaced the command."""
@@ -420,8 +516,10 @@ def test_the_model_serves_from_its_environment_like_locally(manager, wine_regist
     assert "Using the cached environment" in server.output
     assert "Creating" not in server.output and "Installing" not in server.output
     assert server.stop() == 0
-    print(f"\n{manager}: environment built in {built} s, first start ready in {first_s:.1f} s; "
-          f"cached start ready in {second_s:.1f} s")  # fmt: skip
+    print(
+        f"\n{manager}: environment built in {built} s, first start ready in {first_s:.1f} s; "
+        f"cached start ready in {second_s:.1f} s"
+    )
     envs = [e for e in os.listdir(env_cache) if e.startswith(f"{manager}-py{CURRENT}-")]
     assert len(envs) == 1
 

@@ -30,11 +30,9 @@ def split(data, columns=("f0", "f1", "f2"), **extra):
         # JSON booleans become 1 and 0, as pandas' astype makes them
         (split([[True, 2, False]]), [[1, 2, 0]]),
         ({"dataframe_records": [{"f2": 3, "f1": 2, "f0": 1.25, "x": "y"}]}, [[1.25, 2, 3]]),
-        ({"dataframe_split": {"columns": ["f0", "f1", "f2"], "data": [[1, 2, 3]]}, "other": 1},
-         [[1, 2, 3]]),
+        ({"dataframe_split": {"columns": ["f0", "f1", "f2"], "data": [[1, 2, 3]]}, "other": 1}, [[1, 2, 3]]),
     ],
-    ids=["one-row", "ints", "reorder-extra", "truncate-long", "index", "bools", "records",
-         "unknown-key"],
+    ids=["one-row", "ints", "reorder-extra", "truncate-long", "index", "bools", "records", "unknown-key"],
 )
 def test_decodes_what_mlflow_would_pass_the_model(document, expected):
     matrix = decode_matrix(document, SIG)

@@ -9,6 +9,7 @@ load loop here is bounded by a request count or a deadline, and waits by polling
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import os
 import shutil
 import signal
@@ -50,6 +51,7 @@ def poll(condition, timeout_s: float, what: str, every_s: float = 0.05) -> None:
 
 # -- overload --------------------------------------------------------------------------
 
+
 @dataclass(frozen=True)
 class Answer:
     phase: int
@@ -86,8 +88,16 @@ async def _open_loop(client: httpx.AsyncClient, phases: list[tuple[float, float]
             code = response.json().get("error_code") if status != 200 else None
         except httpx.HTTPError as exc:
             status, headers, code = type(exc).__name__, {}, None
-        answers.append(Answer(phase, scheduled - start, status, time.perf_counter() - scheduled,
-                              headers.get("retry-after"), code))  # fmt: skip
+        answers.append(
+            Answer(
+                phase,
+                scheduled - start,
+                status,
+                time.perf_counter() - scheduled,
+                headers.get("retry-after"),
+                code,
+            )
+        )
 
     tasks, offset = [], 0.0
     for phase, (rate, seconds) in enumerate(phases):
@@ -139,14 +149,17 @@ def test_three_times_capacity_is_refused_fast_and_recovers_at_once(slow_model):
     assert drained and max(a.latency_s for a in drained) < 0.2, max(a.latency_s for a in drained)
     refused_while_draining = sum(a.status != 200 for a in recovery)
     p99 = sorted(a.latency_s for a in accepted)[int(0.99 * (len(accepted) - 1))]
-    print(f"capacity {capacity:.1f}/s; at {3 * capacity:.0f}/s: {len(accepted)} served "
-          f"({len(accepted) / 4:.1f}/s, p99 {p99 * 1000:.0f} ms, bound {bound_s * 1000:.0f} ms), "
-          f"{len(refused)} refused with 503 (slowest {max(a.latency_s for a in refused) * 1000:.0f} ms); "
-          f"then at {capacity / 2:.0f}/s: {len(recovery) - refused_while_draining} of {len(recovery)} "
-          f"served, every one after the first {(drained_at - 4) * 1000:.0f} ms")  # fmt: skip
+    print(
+        f"capacity {capacity:.1f}/s; at {3 * capacity:.0f}/s: {len(accepted)} served "
+        f"({len(accepted) / 4:.1f}/s, p99 {p99 * 1000:.0f} ms, bound {bound_s * 1000:.0f} ms), "
+        f"{len(refused)} refused with 503 (slowest {max(a.latency_s for a in refused) * 1000:.0f} ms); "
+        f"then at {capacity / 2:.0f}/s: {len(recovery) - refused_while_draining} of {len(recovery)} "
+        f"served, every one after the first {(drained_at - 4) * 1000:.0f} ms"
+    )
 
 
 # -- SIGTERM under load ------------------------------------------------------------------------
+
 
 class SteadyLoad:
     """``users`` threads, each sending one request after another on its keep-alive
@@ -220,17 +233,23 @@ def test_sigterm_under_steady_load_loses_nothing(slow_model, workers):
     assert served_after > 0, "no request was sent after readiness turned false"
     assert code == 0, server.output[-2000:]
     assert exit_s < drain_s + 10, exit_s
-    print(f"-w {workers}: {len(load.outcomes)} requests, 0 failed, {served_after} served after "
-          f"readiness turned false ({not_ready - signalled:.2f} s after SIGTERM); exit 0 "
-          f"{exit_s:.1f} s after SIGTERM (drain delay {drain_s:g} s)")  # fmt: skip
+    print(
+        f"-w {workers}: {len(load.outcomes)} requests, 0 failed, {served_after} served after "
+        f"readiness turned false ({not_ready - signalled:.2f} s after SIGTERM); exit 0 "
+        f"{exit_s:.1f} s after SIGTERM (drain delay {drain_s:g} s)"
+    )
 
 
 # -- a killed worker -----------------------------------------------------------------------------
 
+
 def established(pid: int, port: int) -> int:
     """Client connections a server process holds open on ``port``."""
-    return sum(1 for c in psutil.Process(pid).net_connections("tcp")
-               if c.status == psutil.CONN_ESTABLISHED and c.laddr.port == port)  # fmt: skip
+    return sum(
+        1
+        for c in psutil.Process(pid).net_connections("tcp")
+        if c.status == psutil.CONN_ESTABLISHED and c.laddr.port == port
+    )
 
 
 class Prober:
@@ -273,8 +292,11 @@ def test_a_worker_killed_under_load_costs_only_its_own_requests(slow_model):
             held = established(victim, server.port)
             os.kill(victim, signal.SIGKILL)
             killed_at, before = time.monotonic(), len(load.outcomes)
-            poll(lambda: len(server.children()) == 2 and victim not in server.children(), 60,
-                 "a replacement worker")  # fmt: skip
+            poll(
+                lambda: len(server.children()) == 2 and victim not in server.children(),
+                60,
+                "a replacement worker",
+            )
             (replacement,) = set(server.children()) - {survivor}
             poll(lambda: established(replacement, server.port) > 0, 60, "the replacement to serve")
             replaced_s = time.monotonic() - killed_at
@@ -284,20 +306,23 @@ def test_a_worker_killed_under_load_costs_only_its_own_requests(slow_model):
         survived = survivor in server.children()
     failed = load.failed
     assert all(isinstance(f, str) for f in failed), failed  # connections lost, never an HTTP error
-    assert 0 < held and len(failed) <= held, (failed, held)
+    assert held > 0 and len(failed) <= held, (failed, held)
     assert survived, "the other worker was restarted too"
     probe_failures = [p for p in prober.results if p != 200]
     # Readiness never flaps: no probe was answered other than 200, and at most the
     # one probe the killed worker held failed (the kubelet needs three in a row).
     assert not [p for p in probe_failures if isinstance(p, int)], probe_failures
     assert len(probe_failures) <= 1, probe_failures
-    print(f"killed 1 of 2 workers holding {held} connections: {len(failed)} requests failed "
-          f"({', '.join(sorted(set(failed))) or 'none'}), {len(load.outcomes) - len(failed)} served, "
-          f"{after} of them after the kill; replaced and serving in {replaced_s:.1f} s; "
-          f"{len(prober.results)} probes, {len(probe_failures)} failed")  # fmt: skip
+    print(
+        f"killed 1 of 2 workers holding {held} connections: {len(failed)} requests failed "
+        f"({', '.join(sorted(set(failed))) or 'none'}), {len(load.outcomes) - len(failed)} served, "
+        f"{after} of them after the kill; replaced and serving in {replaced_s:.1f} s; "
+        f"{len(prober.results)} probes, {len(probe_failures)} failed"
+    )
 
 
 # -- models that cannot load -----------------------------------------------------------------------
+
 
 def _corrupt_copy(source: str, root: str) -> str:
     broken = os.path.join(root, "corrupt")
@@ -324,19 +349,17 @@ def _missing_library(root: str) -> str:
 
 
 def test_models_that_cannot_load_fail_clearly(model_paths, tmp_path):
-    try:
-        import catboost  # noqa: F401
-
+    if importlib.util.find_spec("catboost") is not None:
         pytest.skip("catboost is installed here")
-    except ImportError:
-        pass
     missing = str(tmp_path / "nowhere")
     cases = {
         "missing": (("-m", missing), f"Cannot resolve model {missing!r}"),
         "corrupt": (("-m", _corrupt_copy(model_paths["xgboost"], str(tmp_path))), "may be corrupt"),
         "no library": (("-m", _missing_library(str(tmp_path))), "needs the Python package 'catboost'"),
-        "no library, 2 workers": (("-m", _missing_library(str(tmp_path / "w2")), "-w", "2"),
-                                  "needs the Python package 'catboost'"),  # fmt: skip
+        "no library, 2 workers": (
+            ("-m", _missing_library(str(tmp_path / "w2")), "-w", "2"),
+            "needs the Python package 'catboost'",
+        ),
     }
     # All at once: each is a process that starts, fails and exits.
     servers = {name: ServerProcess(*args) for name, (args, _) in cases.items()}
@@ -353,6 +376,7 @@ def test_models_that_cannot_load_fail_clearly(model_paths, tmp_path):
 
 
 # -- the load tester's own faults ------------------------------------------------------------------
+
 
 def _kill_locust_workers(count: int, after_s: float, url: str) -> threading.Thread:
     """``after_s`` seconds after both workers are up and the server has answered their
@@ -383,10 +407,16 @@ def test_a_lost_locust_worker_invalidates_the_run_which_ends_on_time(tmp_path, l
     with fake_server("uniform") as url:
         killer = _kill_locust_workers(lost, after_s=4, url=url)  # past a stats report (every 3 s)
         started = time.monotonic()
-        result = run_loadtest(LoadTestSettings(
-            host=url, shape=constant("users", 10, duration), out_dir=str(tmp_path),
-            think_time_s=0.0, workers=2, spawn_rate=100,
-        ))  # fmt: skip
+        result = run_loadtest(
+            LoadTestSettings(
+                host=url,
+                shape=constant("users", 10, duration),
+                out_dir=str(tmp_path),
+                think_time_s=0.0,
+                workers=2,
+                spawn_rate=100,
+            )
+        )
         took = time.monotonic() - started
         killer.join(1)
     summary = result.summary
@@ -400,9 +430,19 @@ def test_a_lost_locust_worker_invalidates_the_run_which_ends_on_time(tmp_path, l
 def test_a_target_that_dies_mid_run_is_counted_by_kind_and_the_run_ends_on_time(tmp_path):
     port, duration = free_port(), 6
     target = subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", "tests.fake_servers:app", "--port", str(port),
-         "--log-level", "warning"], cwd=ROOT, env={**os.environ, "FAKE_MODE": "uniform"},
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "tests.fake_servers:app",
+            "--port",
+            str(port),
+            "--log-level",
+            "warning",
+        ],
+        cwd=ROOT,
+        env={**os.environ, "FAKE_MODE": "uniform"},
+    )
     url = f"http://127.0.0.1:{port}"
     try:
         poll(lambda: _answers(f"{url}/count"), 30, "the fake target")
@@ -416,9 +456,14 @@ def test_a_target_that_dies_mid_run_is_counted_by_kind_and_the_run_ends_on_time(
 
         threading.Thread(target=kill_when_loaded, daemon=True).start()
         started = time.monotonic()
-        result = run_loadtest(LoadTestSettings(
-            host=url, shape=constant("users", 4, duration), out_dir=str(tmp_path), think_time_s=0.05,
-        ))  # fmt: skip
+        result = run_loadtest(
+            LoadTestSettings(
+                host=url,
+                shape=constant("users", 4, duration),
+                out_dir=str(tmp_path),
+                think_time_s=0.05,
+            )
+        )
         took = time.monotonic() - started
     finally:
         target.kill()
@@ -455,10 +500,14 @@ def test_a_target_that_never_answers_cannot_hold_the_run(tmp_path, shape):
         silent.bind(("127.0.0.1", 0))
         silent.listen(1000)
         started = time.monotonic()
-        result = run_loadtest(LoadTestSettings(
-            host=f"http://127.0.0.1:{silent.getsockname()[1]}", shape=shape, out_dir=str(tmp_path),
-            think_time_s=0.05,
-        ))  # fmt: skip
+        result = run_loadtest(
+            LoadTestSettings(
+                host=f"http://127.0.0.1:{silent.getsockname()[1]}",
+                shape=shape,
+                out_dir=str(tmp_path),
+                think_time_s=0.05,
+            )
+        )
         took = time.monotonic() - started
     assert took < shape.duration_s + 30, took
     assert not result.summary["valid"]

@@ -47,9 +47,13 @@ RSS_BOUND_MB = 25
 # Derandomized: the same examples on every run, so that CI is repeatable (a failure
 # found once is found again, and a run cannot fail by the luck of the draw).
 HYPOTHESIS = settings(
-    max_examples=120, deadline=None, database=None, print_blob=True, derandomize=True,
+    max_examples=120,
+    deadline=None,
+    database=None,
+    print_blob=True,
+    derandomize=True,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
-)  # fmt: skip
+)
 
 
 @pytest.fixture(scope="module")
@@ -67,9 +71,10 @@ def servers(model_paths):
 
 @pytest.fixture(scope="module")
 def clients(servers):
-    with httpx.Client(base_url=servers["native"].url, timeout=30) as native, httpx.Client(
-        base_url=servers["pyfunc"].url, timeout=30
-    ) as pyfunc:
+    with (
+        httpx.Client(base_url=servers["native"].url, timeout=30) as native,
+        httpx.Client(base_url=servers["pyfunc"].url, timeout=30) as pyfunc,
+    ):
         yield {"native": native, "pyfunc": pyfunc}
 
 
@@ -141,6 +146,7 @@ def connect(server: ServerProcess) -> socket.socket:
 
 # -- the fixed corpus -----------------------------------------------------------
 
+
 def _split(data: bytes, columns: bytes = b'["f0", "f1", "f2"]') -> bytes:
     return b'{"dataframe_split": {"columns": %s, "data": %s}}' % (columns, data)
 
@@ -166,12 +172,20 @@ CORPUS: dict[str, tuple[bytes, str | None]] = {
     "deep object": (b'{"a":' * DEEP + b"1" + b"}" * DEEP, JSON_CT),
     "deep data": (_split(b"[" * 5000 + b"]" * 5000), JSON_CT),
     "deep inputs": (b'{"inputs": ' + b"[" * 5000 + b"1" + b"]" * 5000 + b"}", JSON_CT),
-    "deep params": (b'{"inputs": [[1,2,3]], "params": ' + b'{"a":' * 5000 + b"1" + b"}" * 5000 + b"}", JSON_CT),
+    "deep params": (
+        b'{"inputs": [[1,2,3]], "params": ' + b'{"a":' * 5000 + b"1" + b"}" * 5000 + b"}",
+        JSON_CT,
+    ),
     "deep csv quotes": (b'f0,f1,f2\n"' + b'""' * 50_000 + b'",1,2\n', CSV_CT),
     # Huge numbers, NaN and infinities.
     "huge int": (_split(b"[[1, 2, " + HUGE_INT + b"]]"), JSON_CT),
     "huge int in records": (b'{"dataframe_records": [{"f0": 1, "f1": 2, "f2": ' + HUGE_INT + b"}]}", JSON_CT),
-    "huge int in index": (b'{"dataframe_split": {"columns": ["f0","f1","f2"], "data": [[1,2,3]], "index": [' + HUGE_INT + b"]}}", JSON_CT),
+    "huge int in index": (
+        b'{"dataframe_split": {"columns": ["f0","f1","f2"], "data": [[1,2,3]], "index": ['
+        + HUGE_INT
+        + b"]}}",
+        JSON_CT,
+    ),
     "huge int in inputs": (b'{"inputs": [[1, 2, ' + HUGE_INT + b"]]}", JSON_CT),
     "int past int64": (_split(b"[[1, 2, 99999999999999999999999999999]]"), JSON_CT),
     "int past int64, negative": (_split(b"[[1, 2, -9223372036854775809]]"), JSON_CT),
@@ -275,13 +289,17 @@ def test_a_body_declared_too_large_is_refused_at_once_and_the_connection_closed(
 # -- generated input -----------------------------------------------------------
 
 SCALARS = (
-    st.none() | st.booleans() | st.integers(min_value=-(10**40), max_value=10**40)
-    | st.floats(allow_nan=True, allow_infinity=True) | st.text(max_size=20)
-)  # fmt: skip
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(10**40), max_value=10**40)
+    | st.floats(allow_nan=True, allow_infinity=True)
+    | st.text(max_size=20)
+)
 JSON_VALUES = st.recursive(
-    SCALARS, lambda inner: st.lists(inner, max_size=5) | st.dictionaries(st.text(max_size=10), inner, max_size=5),
+    SCALARS,
+    lambda inner: st.lists(inner, max_size=5) | st.dictionaries(st.text(max_size=10), inner, max_size=5),
     max_leaves=25,
-)  # fmt: skip
+)
 FORMAT_KEYS = st.sampled_from(["dataframe_split", "dataframe_records", "instances", "inputs", "params", "x"])
 COLUMN_NAMES = st.sampled_from(["f0", "f1", "f2", "color", "size"]) | st.text(max_size=8)
 
@@ -293,7 +311,7 @@ def frames(draw) -> dict:
     rows = draw(st.lists(st.lists(SCALARS, min_size=len(columns), max_size=len(columns)), max_size=4))
     if draw(st.booleans()):
         return {"dataframe_split": {"columns": columns, "data": rows}}
-    return {"dataframe_records": [dict(zip(columns, row)) for row in rows]}
+    return {"dataframe_records": [dict(zip(columns, row, strict=False)) for row in rows]}
 
 
 @HYPOTHESIS
@@ -326,10 +344,12 @@ _HEADER_BYTES = st.binary(max_size=60).filter(lambda b: not (set(b) & {10, 13}))
 
 @HYPOTHESIS
 @given(
-    content_type=st.sampled_from([JSON_CT, CSV_CT, PARQUET_CT, "application/json; charset=utf-8"])
-    .map(str.encode) | _HEADER_BYTES,
+    content_type=st.sampled_from([JSON_CT, CSV_CT, PARQUET_CT, "application/json; charset=utf-8"]).map(
+        str.encode
+    )
+    | _HEADER_BYTES,
     suffix=st.sampled_from([b"", b";", b"; charset=", b"; charset=UTF-8", b";;=;"]) | _HEADER_BYTES,
-)  # fmt: skip
+)
 def test_any_content_type(servers, content_type, suffix):
     request = request_bytes(close=True).replace(JSON_CT.encode(), content_type + suffix, 1)
     for server in servers.values():
@@ -353,9 +373,12 @@ def test_schemathesis_against_the_shipped_openapi_document(servers):
     spec = os.path.join(os.path.dirname(serving_init), "openapi.json")
     schema = schemathesis.openapi.from_path(spec)
     validate = [
-        not_a_server_error, checks.status_code_conformance, checks.content_type_conformance,
-        checks.response_schema_conformance, checks.response_headers_conformance,
-    ]  # fmt: skip
+        not_a_server_error,
+        checks.status_code_conformance,
+        checks.content_type_conformance,
+        checks.response_schema_conformance,
+        checks.response_headers_conformance,
+    ]
     sent = [0]
 
     def explore(operation, mode, url: str, examples: int) -> None:
@@ -378,6 +401,7 @@ def test_schemathesis_against_the_shipped_openapi_document(servers):
 
 
 # -- the connection itself ----------------------------------------------------------
+
 
 def rows(*values: float) -> dict:
     return {"dataframe_split": {"columns": COLUMNS, "data": [[v, 1.5, 2] for v in values]}}
@@ -476,8 +500,17 @@ def test_thousands_of_headers_are_served_and_more_than_64kb_refused(servers):
         b"GET /ping HTTP/9.9\r\n\r\n",
         b"GET /%2e%2e/%2e%2e/etc/passwd HTTP/1.1\r\nHost: x\r\n\r\n",
     ],
-    ids=["garbage", "negative length", "two lengths", "huge length", "bad chunk",
-         "chunked and length", "invalid utf-8 path", "unknown version", "path traversal"],  # fmt: skip
+    ids=[
+        "garbage",
+        "negative length",
+        "two lengths",
+        "huge length",
+        "bad chunk",
+        "chunked and length",
+        "invalid utf-8 path",
+        "unknown version",
+        "path traversal",
+    ],
 )
 def test_malformed_http_gets_a_4xx(servers, raw):
     with connect(servers["native"]) as sock:
@@ -499,8 +532,15 @@ def test_a_head_that_never_completes_is_cut_off():
             await send({"type": "http.response.start", "status": 200, "headers": []})
             await send({"type": "http.response.body", "body": b"ok"})
 
-    config = uvicorn.Config(app, host="127.0.0.1", port=0, http=BoundedHttpToolsProtocol,
-                            lifespan="off", timeout_keep_alive=1, log_level="error")  # fmt: skip
+    config = uvicorn.Config(
+        app,
+        host="127.0.0.1",
+        port=0,
+        http=BoundedHttpToolsProtocol,
+        lifespan="off",
+        timeout_keep_alive=1,
+        log_level="error",
+    )
     server = uvicorn.Server(config)
     thread = threading.Thread(target=lambda: asyncio.run(server.serve()), daemon=True)
     thread.start()
@@ -539,6 +579,7 @@ def test_a_head_that_never_completes_is_cut_off():
 
 # -- afterwards: same process, no 5xx, memory back within its bound ---------------------
 
+
 def test_the_servers_are_unharmed_and_their_memory_bounded(servers, clients):
     for name, server in servers.items():
         process = psutil.Process(server.pid)
@@ -550,10 +591,15 @@ def test_the_servers_are_unharmed_and_their_memory_bounded(servers, clients):
         assert after - baseline <= RSS_BOUND_MB, (name, baseline, after)
         assert server.process.poll() is None, f"the {name} server died:\n{server.output}"
         text = httpx.get(f"{server.url}/metrics", timeout=5).text
-        errors = [line for line in text.splitlines()
-                  if line.startswith("mlscale_requests_total") and 'status="5' in line]  # fmt: skip
+        errors = [
+            line
+            for line in text.splitlines()
+            if line.startswith("mlscale_requests_total") and 'status="5' in line
+        ]
         assert errors == [], errors
         assert "Traceback" not in server.output, server.output[-3000:]
         tried = server.metric("mlscale_requests_total", endpoint="invocations")
-        print(f"{name}: {tried:.0f} scoring requests answered, none 5xx; RSS {baseline:.0f} MB "
-              f"after one corpus round, {after:.0f} MB after four more")  # fmt: skip
+        print(
+            f"{name}: {tried:.0f} scoring requests answered, none 5xx; RSS {baseline:.0f} MB "
+            f"after one corpus round, {after:.0f} MB after four more"
+        )

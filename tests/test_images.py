@@ -24,13 +24,25 @@ from tests.containers import container, engine_or_skip, post_json, published_por
 ROOT = Path(__file__).resolve().parents[1]
 WINE_ROW = {
     "dataframe_split": {
-        "columns": ["fixed acidity", "volatile acidity", "citric acid", "residual sugar",
-                    "chlorides", "free sulfur dioxide", "total sulfur dioxide", "density",
-                    "pH", "sulphates", "alcohol"],
-        "data": [[7, 0.27, 0.36, 20.7, 0.045, 45, 170, 1.001, 3, 0.45, 8.8],
-                 [6.3, 0.3, 0.34, 1.6, 0.049, 14, 132, 0.994, 3.3, 0.49, 9.5]],
+        "columns": [
+            "fixed acidity",
+            "volatile acidity",
+            "citric acid",
+            "residual sugar",
+            "chlorides",
+            "free sulfur dioxide",
+            "total sulfur dioxide",
+            "density",
+            "pH",
+            "sulphates",
+            "alcohol",
+        ],
+        "data": [
+            [7, 0.27, 0.36, 20.7, 0.045, 45, 170, 1.001, 3, 0.45, 8.8],
+            [6.3, 0.3, 0.34, 1.6, 0.049, 14, 132, 0.994, 3.3, 0.49, 9.5],
+        ],
     }
-}  # fmt: skip
+}
 
 
 # -- tags and engine choice: no engine needed --------------------------------
@@ -83,7 +95,7 @@ def test_engine_choice_errors_say_what_to_do(monkeypatch, tmp_path):
     with pytest.raises(ContainerError, match="docker or podman"):
         find_engine({ENGINE_VARIABLE: "containerd"})
     monkeypatch.setenv("PATH", str(tmp_path))  # no engine on PATH at all
-    with pytest.raises(ContainerError, match="no container engine found.*apt-get install podman"):
+    with pytest.raises(ContainerError, match=r"no container engine found.*apt-get install podman"):
         find_engine({})
     with pytest.raises(ContainerError, match="`podman` is not installed"):
         find_engine({ENGINE_VARIABLE: "podman"})
@@ -98,8 +110,7 @@ def images():
     from mlscale.containers.images import build_images
 
     engine = engine_or_skip()
-    built = build_images(engine, root=ROOT, names=["server", "locust", "tracking"],
-                         say=lambda line: None)  # fmt: skip
+    built = build_images(engine, root=ROOT, names=["server", "locust", "tracking"], say=lambda line: None)
     return engine, {image.name: image.tag for image in built}
 
 
@@ -107,8 +118,15 @@ def images():
 # before the tests, which then only reuse them.
 _BUILD_TIMEOUT = pytest.mark.timeout(1500)
 
-_HARDENED = ("--read-only", "--tmpfs", "/tmp:rw,size=256m", "--cap-drop", "ALL",
-             "--security-opt", "no-new-privileges")  # fmt: skip
+_HARDENED = (
+    "--read-only",
+    "--tmpfs",
+    "/tmp:rw,size=256m",
+    "--cap-drop",
+    "ALL",
+    "--security-opt",
+    "no-new-privileges",
+)
 
 
 def _runs_as_10001_read_only(engine, name):
@@ -142,9 +160,19 @@ def test_server_image_serves_a_registered_model_as_in_process(images, wine_regis
     # artifacts' absolute locations; the container's user reads it through a
     # group it is given, as a pod's fsGroup would.
     _readable_by_group(Path(root))
-    options = [*_HARDENED, "--cpus", "1", "-p", "127.0.0.1::8080", "-v", f"{root}:{root}",
-               "--group-add", str(Path(root).stat().st_gid),
-               "-e", f"MLFLOW_TRACKING_URI={wine_registry['tracking_uri']}"]  # fmt: skip
+    options = [
+        *_HARDENED,
+        "--cpus",
+        "1",
+        "-p",
+        "127.0.0.1::8080",
+        "-v",
+        f"{root}:{root}",
+        "--group-add",
+        str(Path(root).stat().st_gid),
+        "-e",
+        f"MLFLOW_TRACKING_URI={wine_registry['tracking_uri']}",
+    ]
     with container(engine, tags["server"], "-m", wine_registry["model_uri"], options=options) as name:
         url = f"http://127.0.0.1:{published_port(engine, name, 8080)}"
         wait_http(url + "/ping", engine=engine, name=name)
@@ -163,8 +191,17 @@ def test_server_image_serves_a_registered_model_as_in_process(images, wine_regis
 def test_tracking_image_serves_mlflow_read_only(images):
     engine, tags = images
     options = [*_HARDENED, "-p", "127.0.0.1::5000"]
-    args = ["--host", "0.0.0.0", "--port", "5000", "--backend-store-uri",
-            "sqlite:////tmp/mlflow.db", "--serve-artifacts", "--artifacts-destination", "/tmp/artifacts"]  # fmt: skip
+    args = [
+        "--host",
+        "0.0.0.0",
+        "--port",
+        "5000",
+        "--backend-store-uri",
+        "sqlite:////tmp/mlflow.db",
+        "--serve-artifacts",
+        "--artifacts-destination",
+        "/tmp/artifacts",
+    ]
     with container(engine, tags["tracking"], *args, options=options) as name:
         url = f"http://127.0.0.1:{published_port(engine, name, 5000)}"
         wait_http(url + "/health", engine=engine, name=name, timeout_s=180)
@@ -200,11 +237,14 @@ def test_no_build_secret_in_any_layer(images):
     if bundle is None:
         pytest.skip("pip uses no CA bundle of its own on this machine: no secret was passed")
     secret = bundle.read_bytes()
-    image_bundle = engine.run("run", "--rm", "--entrypoint", "cat", tags["server"],
-                              "/etc/ssl/certs/ca-certificates.crt").stdout  # fmt: skip
+    image_bundle = engine.run(
+        "run", "--rm", "--entrypoint", "cat", tags["server"], "/etc/ssl/certs/ca-certificates.crt"
+    ).stdout
     # Certificates this machine adds (a TLS-intercepting proxy's, say); a
     # machine without any still checks for the whole file.
-    markers = [c.splitlines()[1].encode() for c in _certificates(secret.decode()) - _certificates(image_bundle)]
+    markers = [
+        c.splitlines()[1].encode() for c in _certificates(secret.decode()) - _certificates(image_bundle)
+    ]
     with tempfile.TemporaryDirectory() as folder:
         for tag in tags.values():
             archive = Path(folder) / "image.tar"

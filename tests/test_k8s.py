@@ -62,23 +62,43 @@ def renders(test):
     """For tests that render with kubectl and validate against the schemas."""
     return needs_kubectl(needs_schemas(test))
 
+
 # A plan in the shape `mlscale plan` writes (trimmed to what render reads and
 # a little more): 1,200 users with 1 s of think time, 3 pods of half a CPU.
 PLAN = {
     "sla": {"expr": "p95<1s", "percentile": "p95", "limit_ms": 1000.0},
     "load_model": {"kind": "users", "think_time_s": 1.0},
     "quick": True,
-    "measurements": [{"cpu": 0.5, "workers": 2, "max_users": 512, "max_load": 512,
-                      "max_rps": 3351.5, "p95_ms_at_max": 164.8, "stopped_by": "converged",
-                      "steps": []}],
-    "model": {"holdout_error": None, "law": "usl", "lambda": 2443.1, "sigma": 0.03,
-              "kappa": 0.001},
+    "measurements": [
+        {
+            "cpu": 0.5,
+            "workers": 2,
+            "max_users": 512,
+            "max_load": 512,
+            "max_rps": 3351.5,
+            "p95_ms_at_max": 164.8,
+            "stopped_by": "converged",
+            "steps": [],
+        }
+    ],
+    "model": {"holdout_error": None, "law": "usl", "lambda": 2443.1, "sigma": 0.03, "kappa": 0.001},
     "sizing": {
-        "target": 1200.0, "target_kind": "users", "target_users": 1200.0,
-        "capacity_per_pod": 512, "cpu_per_pod": 0.5, "workers_per_pod": 2, "pods": 3,
-        "cores": 1.5, "node_type": "e2-standard-4", "pods_per_node": 7, "nodes": 1,
-        "hpa_min_replicas": 2, "hpa_max_replicas": 5, "hpa_target_cpu_utilization": 70,
-        "monthly_cost": None, "sentence": "1200 concurrent users at p95<1s need 1.5 cores",
+        "target": 1200.0,
+        "target_kind": "users",
+        "target_users": 1200.0,
+        "capacity_per_pod": 512,
+        "cpu_per_pod": 0.5,
+        "workers_per_pod": 2,
+        "pods": 3,
+        "cores": 1.5,
+        "node_type": "e2-standard-4",
+        "pods_per_node": 7,
+        "nodes": 1,
+        "hpa_min_replicas": 2,
+        "hpa_max_replicas": 5,
+        "hpa_target_cpu_utilization": 70,
+        "monthly_cost": None,
+        "sentence": "1200 concurrent users at p95<1s need 1.5 cores",
         "hpa": {"min_replicas": 2, "max_replicas": 5, "target_cpu_utilization": 70},
     },
 }
@@ -93,8 +113,9 @@ def rps_plan(**sizing) -> dict:
 
 
 def kustomize(directory: Path) -> list[dict]:
-    done = subprocess.run(["kubectl", "kustomize", str(directory)], capture_output=True,
-                          text=True, timeout=60, check=True)  # fmt: skip
+    done = subprocess.run(
+        ["kubectl", "kustomize", str(directory)], capture_output=True, text=True, timeout=60, check=True
+    )
     return [doc for doc in yaml.safe_load_all(done.stdout) if doc]
 
 
@@ -129,25 +150,42 @@ def test_every_overlay_renders_and_validates(folder):
     assert all(f"warning: {name} in " in report.text() for name in expected)
 
 
-GKE_PLACEHOLDERS = {"YOUR_PROJECT", "YOUR_REGION", "YOUR_BUCKET", "YOUR_MODEL_CLIENTS_CIDR",
-                    "YOUR_TRACKING_CLIENTS_CIDR"}  # fmt: skip
+GKE_PLACEHOLDERS = {
+    "YOUR_PROJECT",
+    "YOUR_REGION",
+    "YOUR_BUCKET",
+    "YOUR_MODEL_CLIENTS_CIDR",
+    "YOUR_TRACKING_CLIENTS_CIDR",
+}
 
 
 @needs_kubectl
 def test_the_gke_overlay_exposes_only_named_ranges():
     objects = kustomize(DEPLOY / "overlays" / "gke")
-    balancers = {o["metadata"]["name"]: o["spec"] for o in objects
-                 if o["kind"] == "Service" and o["spec"].get("type") == "LoadBalancer"}  # fmt: skip
+    balancers = {
+        o["metadata"]["name"]: o["spec"]
+        for o in objects
+        if o["kind"] == "Service" and o["spec"].get("type") == "LoadBalancer"
+    }
     # The Locust UI has no login and /swarm takes any host: not on a load balancer.
     assert set(balancers) == {"mlscale-server", "mlflow-tracking"}
     assert find(objects, "Service", "locust-master")["spec"].get("type", "ClusterIP") == "ClusterIP"
     for name, spec in balancers.items():
         # The client's address reaches the pod, so the NetworkPolicy can name the same range.
         assert spec["externalTrafficPolicy"] == "Local", name
-        assert spec["loadBalancerSourceRanges"] == [f"YOUR_{'MODEL' if name == 'mlscale-server' else 'TRACKING'}_CLIENTS_CIDR"]
-    blocks = {o["metadata"]["name"]: [peer["ipBlock"] for rule in o["spec"].get("ingress", [])
-                                      for peer in rule["from"] if "ipBlock" in peer]
-              for o in objects if o["kind"] == "NetworkPolicy"}  # fmt: skip
+        assert spec["loadBalancerSourceRanges"] == [
+            f"YOUR_{'MODEL' if name == 'mlscale-server' else 'TRACKING'}_CLIENTS_CIDR"
+        ]
+    blocks = {
+        o["metadata"]["name"]: [
+            peer["ipBlock"]
+            for rule in o["spec"].get("ingress", [])
+            for peer in rule["from"]
+            if "ipBlock" in peer
+        ]
+        for o in objects
+        if o["kind"] == "NetworkPolicy"
+    }
     assert blocks["mlscale-server-from-load-balancer"] == [{"cidr": "YOUR_MODEL_CLIENTS_CIDR"}]
     assert blocks["mlflow-tracking-from-vpc"] == [{"cidr": "YOUR_TRACKING_CLIENTS_CIDR"}]
     assert not any(b for name, b in blocks.items() if "locust" in name)
@@ -156,7 +194,8 @@ def test_the_gke_overlay_exposes_only_named_ranges():
     tracking = container(objects, "Deployment", "mlflow-tracking")
     hosts = next(v["value"] for v in tracking["env"] if v["name"] == "MLFLOW_SERVER_ALLOWED_HOSTS").split(",")
     assert "172.*" not in hosts and [h for h in hosts if h.startswith("172.")] == [
-        f"172.{i}.*" for i in range(16, 32)]
+        f"172.{i}.*" for i in range(16, 32)
+    ]
 
 
 @renders
@@ -174,8 +213,13 @@ def test_validate_for_apply_fails_until_the_readme_fills_the_placeholders(tmp_pa
     step = re.search(r"\*\*4\. Fill in.*?```bash\n(.*?)```", readme, re.S).group(1)
     sed = step.split("mlscale k8s validate")[0]
     assert "--for-apply" in step
-    values = dict(PROJECT="my-project", REGION="europe-west1", BUCKET="my-project-artifacts",
-                  MODEL_CLIENTS="203.0.113.0/24", TRACKING_CLIENTS="10.10.0.0/20")  # fmt: skip
+    values = dict(
+        PROJECT="my-project",
+        REGION="europe-west1",
+        BUCKET="my-project-artifacts",
+        MODEL_CLIENTS="203.0.113.0/24",
+        TRACKING_CLIENTS="10.10.0.0/20",
+    )
     subprocess.run(["bash", "-euc", sed], cwd=tmp_path, env={**os.environ, **values}, check=True, timeout=30)
     assert not find_placeholders(kustomize(gke))
     result = runner.invoke(main, ["k8s", "validate", "--for-apply", "--kubernetes-version", "1.33", str(gke)])
@@ -188,12 +232,17 @@ def test_the_base_is_the_reference_system():
     objects = kustomize(DEPLOY / "base")
     kinds = {(o["kind"], o["metadata"]["name"]) for o in objects}
     assert {
-        ("Deployment", "mlflow-tracking"), ("Service", "mlflow-tracking"),
-        ("StatefulSet", "mlflow-postgres"), ("Deployment", "mlscale-server"),
-        ("Service", "mlscale-server"), ("HorizontalPodAutoscaler", "mlscale-server"),
-        ("PodDisruptionBudget", "mlscale-server"), ("Deployment", "locust-master"),
-        ("Service", "locust-master"), ("Deployment", "locust-worker"),
-    } <= kinds  # fmt: skip
+        ("Deployment", "mlflow-tracking"),
+        ("Service", "mlflow-tracking"),
+        ("StatefulSet", "mlflow-postgres"),
+        ("Deployment", "mlscale-server"),
+        ("Service", "mlscale-server"),
+        ("HorizontalPodAutoscaler", "mlscale-server"),
+        ("PodDisruptionBudget", "mlscale-server"),
+        ("Deployment", "locust-master"),
+        ("Service", "locust-master"),
+        ("Deployment", "locust-worker"),
+    } <= kinds
     assert all(o["metadata"].get("namespace") == "mlscale" for o in objects if o["kind"] != "Namespace")
 
     server = container(objects, "Deployment", "mlscale-server")
@@ -258,8 +307,11 @@ def test_no_credential_is_committed():
             for generator in doc.get("secretGenerator") or []:
                 assert "literals" not in generator, path
     for example in DEPLOY.rglob("*.env.example"):
-        values = dict(line.split("=", 1) for line in example.read_text().splitlines()
-                      if line and not line.startswith("#"))  # fmt: skip
+        values = dict(
+            line.split("=", 1)
+            for line in example.read_text().splitlines()
+            if line and not line.startswith("#")
+        )
         assert values.get("password") == "", example
     assert "*.env" in (DEPLOY / ".gitignore").read_text()
     for folder in ("base", "overlays/local", "overlays/gke"):
@@ -331,8 +383,12 @@ def test_a_rendered_overlay_has_the_plans_numbers_and_validates(tmp_path, overla
 @pytest.mark.parametrize("folder", ["rendered"])
 @renders
 def test_a_rendered_folder_renders_wherever_it_is_moved(tmp_path, folder):
-    out = render_plan(rps_plan(memory_per_pod_mib=1000), str(tmp_path / folder), overlay="gke",
-                      model_uri="models:/wine-quality@champion")  # fmt: skip
+    out = render_plan(
+        rps_plan(memory_per_pod_mib=1000),
+        str(tmp_path / folder),
+        overlay="gke",
+        model_uri="models:/wine-quality@champion",
+    )
     moved = shutil.move(out, tmp_path / "elsewhere" / "deep")
     objects = kustomize(Path(moved))
     server = container(objects, "Deployment", "mlscale-server")
@@ -379,25 +435,35 @@ def test_set_option_keeps_the_place_of_the_option():
 
 
 def test_quantities():
-    assert [cpu_millicores(q) for q in ("500m", "0.5", 1, "2", None, "x")] == [500, 500, 1000, 2000, None, None]
+    assert [cpu_millicores(q) for q in ("500m", "0.5", 1, "2", None, "x")] == [
+        500,
+        500,
+        1000,
+        2000,
+        None,
+        None,
+    ]
     assert [memory_mib(q) for q in ("512Mi", "1Gi", "1G", str(2**20), None)] == [512, 1024, 954, 1, None]
 
 
 # --- bad plans: one clear line each --------------------------------------------------
 
 
-@pytest.mark.parametrize("change, message", [
-    (lambda p: p.update(sizing=None), "no sizing: no pod size met the SLA"),
-    (lambda p: p.pop("sizing"), "no 'sizing' block"),
-    (lambda p: p["sizing"].pop("pods"), "has no 'pods'"),
-    (lambda p: p["sizing"].update(cpu_per_pod="half"), "cpu_per_pod must be a number"),
-    (lambda p: p["sizing"].update(workers_per_pod=True), "workers_per_pod must be a number"),
-    (lambda p: p["sizing"].update(pods=2.5), "pods must be a whole number"),
-    (lambda p: p["sizing"].update(pods=9), "outside its HPA bounds 2-5"),
-    (lambda p: p["sizing"]["hpa"].update(min_replicas=6), "minimum (6) is above its maximum"),
-    (lambda p: p["sizing"]["hpa"].update(target_cpu_utilization=150), "between 1 and 100"),
-    (lambda p: p["sizing"].update(target_kind="qps"), "expected 'users' or 'rps'"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (lambda p: p.update(sizing=None), "no sizing: no pod size met the SLA"),
+        (lambda p: p.pop("sizing"), "no 'sizing' block"),
+        (lambda p: p["sizing"].pop("pods"), "has no 'pods'"),
+        (lambda p: p["sizing"].update(cpu_per_pod="half"), "cpu_per_pod must be a number"),
+        (lambda p: p["sizing"].update(workers_per_pod=True), "workers_per_pod must be a number"),
+        (lambda p: p["sizing"].update(pods=2.5), "pods must be a whole number"),
+        (lambda p: p["sizing"].update(pods=9), "outside its HPA bounds 2-5"),
+        (lambda p: p["sizing"]["hpa"].update(min_replicas=6), "minimum (6) is above its maximum"),
+        (lambda p: p["sizing"]["hpa"].update(target_cpu_utilization=150), "between 1 and 100"),
+        (lambda p: p["sizing"].update(target_kind="qps"), "expected 'users' or 'rps'"),
+    ],
+)
 def test_a_bad_plan_is_a_clear_error(change, message):
     plan = copy.deepcopy(PLAN)
     change(plan)
@@ -417,19 +483,21 @@ def test_memory_defaults_when_the_plan_does_not_size_it():
         assert sizing_from_plan(plan).memory_mib == mib
 
 
-@pytest.mark.parametrize("content, message", [
-    (None, "No plan at"),
-    ("{not json", "is not valid JSON (line 1)"),
-    ("[1, 2]", "is not a plan"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        (None, "No plan at"),
+        ("{not json", "is not valid JSON (line 1)"),
+        ("[1, 2]", "is not a plan"),
+    ],
+)
 def test_render_reports_a_missing_or_invalid_plan_in_one_line(tmp_path, content, message):
     path = tmp_path / "plan.json"
     if content is not None:
         path.write_text(content)
     with pytest.raises(PlanError, match=re.escape(message)):
         read_plan(str(path))
-    result = CliRunner().invoke(main, ["k8s", "render", "--plan", str(path), "--out",
-                                       str(tmp_path / "out")])  # fmt: skip
+    result = CliRunner().invoke(main, ["k8s", "render", "--plan", str(path), "--out", str(tmp_path / "out")])
     assert result.exit_code == 1
     assert message in result.output and "Traceback" not in result.output
     assert len(result.output.strip().splitlines()) == 1
@@ -454,25 +522,82 @@ BROKEN = [
     ("schema", "Deployment", "mlscale-server", _replace(f"{_CONTAINER}/resource", {"cpu": 1})),
     ("schema", "HorizontalPodAutoscaler", "mlscale-server", _replace("/spec/maxReplicas", "12")),
     ("image-pinned", "Deployment", "mlflow-tracking", _replace(f"{_CONTAINER}/image", "mlflow:latest")),
-    ("resources", "Deployment", "locust-worker", [{"op": "remove", "path": f"{_CONTAINER}/resources/limits"}]),
+    (
+        "resources",
+        "Deployment",
+        "locust-worker",
+        [{"op": "remove", "path": f"{_CONTAINER}/resources/limits"}],
+    ),
     ("probes", "Deployment", "mlscale-server", [{"op": "remove", "path": f"{_CONTAINER}/readinessProbe"}]),
-    ("non-root", "StatefulSet", "mlflow-postgres", _replace("/spec/template/spec/securityContext/runAsNonRoot", False)),
-    ("secrets", "StatefulSet", "mlflow-postgres", _replace(f"{_CONTAINER}/env/1", {"name": "POSTGRES_PASSWORD", "value": "hunter2"})),
+    (
+        "non-root",
+        "StatefulSet",
+        "mlflow-postgres",
+        _replace("/spec/template/spec/securityContext/runAsNonRoot", False),
+    ),
+    (
+        "secrets",
+        "StatefulSet",
+        "mlflow-postgres",
+        _replace(f"{_CONTAINER}/env/1", {"name": "POSTGRES_PASSWORD", "value": "hunter2"}),
+    ),
     ("hpa", "HorizontalPodAutoscaler", "mlscale-server", _replace("/spec/maxReplicas", 0)),
     ("hpa", "HorizontalPodAutoscaler", "mlscale-server", [{"op": "remove", "path": "/spec/behavior"}]),
     ("locust", "Deployment", "locust-worker", _replace(f"{_CONTAINER}/args/1", "/tmp/other.py")),
-    ("service-selector", "Service", "mlflow-tracking", _replace("/spec/selector", {"app.kubernetes.io/name": "mlflow"})),
-    ("graceful-shutdown", "Deployment", "mlscale-server", _replace("/spec/template/spec/terminationGracePeriodSeconds", 10)),
-    ("variables", "Deployment", "mlflow-tracking", [{"op": "add", "path": f"{_CONTAINER}/env/0",
-                                                       "value": {"name": "X", "value": "$(HOME)"}}]),
+    (
+        "service-selector",
+        "Service",
+        "mlflow-tracking",
+        _replace("/spec/selector", {"app.kubernetes.io/name": "mlflow"}),
+    ),
+    (
+        "graceful-shutdown",
+        "Deployment",
+        "mlscale-server",
+        _replace("/spec/template/spec/terminationGracePeriodSeconds", 10),
+    ),
+    (
+        "variables",
+        "Deployment",
+        "mlflow-tracking",
+        [{"op": "add", "path": f"{_CONTAINER}/env/0", "value": {"name": "X", "value": "$(HOME)"}}],
+    ),
     ("exposure", "Service", "mlscale-server", [{"op": "add", "path": "/spec/type", "value": "LoadBalancer"}]),
-    ("exposure", "NetworkPolicy", "mlscale-server", [{"op": "add", "path": "/spec/ingress/0/from/-",
-                                                      "value": {"ipBlock": {"cidr": "10.0.0.0/8"}}}]),
-    ("secrets", "Namespace", "mlscale", [], [{"apiVersion": "v1", "kind": "Secret", "metadata": {
-        "name": "db"}, "data": {"password": "aHVudGVyMg=="}}]),
-    ("secrets", "Namespace", "mlscale", [], [{"apiVersion": "v1", "kind": "ConfigMap", "metadata": {
-        "name": "app"}, "data": {"app.ini": "[db]\npassword = hunter2\n"}}]),
-]  # fmt: skip
+    (
+        "exposure",
+        "NetworkPolicy",
+        "mlscale-server",
+        [{"op": "add", "path": "/spec/ingress/0/from/-", "value": {"ipBlock": {"cidr": "10.0.0.0/8"}}}],
+    ),
+    (
+        "secrets",
+        "Namespace",
+        "mlscale",
+        [],
+        [
+            {
+                "apiVersion": "v1",
+                "kind": "Secret",
+                "metadata": {"name": "db"},
+                "data": {"password": "aHVudGVyMg=="},
+            }
+        ],
+    ),
+    (
+        "secrets",
+        "Namespace",
+        "mlscale",
+        [],
+        [
+            {
+                "apiVersion": "v1",
+                "kind": "ConfigMap",
+                "metadata": {"name": "app"},
+                "data": {"app.ini": "[db]\npassword = hunter2\n"},
+            }
+        ],
+    ),
+]
 BROKEN = [b if len(b) == 5 else (*b, []) for b in BROKEN]  # no extra objects
 
 
@@ -485,8 +610,10 @@ def broken_overlay(tmp_path):
 
     def write(kind: str, name: str, ops: list[dict], extra: list[dict] = ()) -> Path:
         """``ops`` on the base's ``kind``/``name``; ``extra`` objects added beside it."""
-        kustomization = {"resources": ["../../base"], "patches": [
-            {"target": {"kind": kind, "name": name}, "patch": json.dumps(ops)}] if ops else []}
+        kustomization = {
+            "resources": ["../../base"],
+            "patches": [{"target": {"kind": kind, "name": name}, "patch": json.dumps(ops)}] if ops else [],
+        }
         if extra:
             (overlay / "extra.yaml").write_text(yaml.safe_dump_all(extra))
             kustomization["resources"].append("extra.yaml")
@@ -496,7 +623,9 @@ def broken_overlay(tmp_path):
     return write
 
 
-@pytest.mark.parametrize("check, kind, name, ops, extra", BROKEN, ids=[f"{b[0]}-{i}" for i, b in enumerate(BROKEN)])
+@pytest.mark.parametrize(
+    "check, kind, name, ops, extra", BROKEN, ids=[f"{b[0]}-{i}" for i, b in enumerate(BROKEN)]
+)
 @renders
 def test_validate_reports_a_broken_overlay(broken_overlay, check, kind, name, ops, extra):
     from mlscale.k8s.validate import validate_dir
@@ -536,8 +665,9 @@ def test_the_cli_renders_and_validates(tmp_path):
     (tmp_path / "plan.json").write_text(json.dumps(PLAN))
     out = tmp_path / "k8s"
     runner = CliRunner()
-    result = runner.invoke(main, ["k8s", "render", "--plan", str(tmp_path / "plan.json"),
-                                  "--out", str(out), "--overlay", "gke"])  # fmt: skip
+    result = runner.invoke(
+        main, ["k8s", "render", "--plan", str(tmp_path / "plan.json"), "--out", str(out), "--overlay", "gke"]
+    )
     assert result.exit_code == 0, result.output
     assert "3 model pods of 500m CPU" in result.output and "3 Locust worker(s)" in result.output
     result = runner.invoke(main, ["k8s", "validate", str(out), "--kubernetes-version", "1.33"])
@@ -554,8 +684,11 @@ def test_the_cli_renders_and_validates(tmp_path):
 
 def test_variable_references_must_be_defined_before_use():
     def deployment(env: list[dict], args: list[str]) -> dict:
-        return {"kind": "Deployment", "metadata": {"name": "d"}, "spec": {"template": {"spec": {
-            "containers": [{"name": "c", "env": env, "args": args}]}}}}  # fmt: skip
+        return {
+            "kind": "Deployment",
+            "metadata": {"name": "d"},
+            "spec": {"template": {"spec": {"containers": [{"name": "c", "env": env, "args": args}]}}},
+        }
 
     good = deployment([{"name": "A", "value": "a"}, {"name": "B", "value": "x$(A)"}], ["$(B)"])
     assert check_variable_references([good]) == []
@@ -578,7 +711,7 @@ def test_secrets_in_manifests_and_config_maps():
         obj("Secret", "db", stringData={"password": "hunter2"}),
         obj("ConfigMap", "c", data={"API_TOKEN": "abc"}),
         obj("ConfigMap", "c", data={"tls.key": "-----BEGIN"}),
-        obj("ConfigMap", "c", data={"app.yaml": "db:\n  admin_password: \"x\"\n"}),
+        obj("ConfigMap", "c", data={"app.yaml": 'db:\n  admin_password: "x"\n'}),
         obj("ConfigMap", "c", data={"url": "postgresql://u:pw@db/x"}),
     ]
     for case in flagged:
@@ -600,25 +733,47 @@ def test_exposure_of_load_balancers_and_ip_blocks():
         return {"kind": "Service", "metadata": {"name": "s"}, "spec": {"type": "LoadBalancer", **spec}}
 
     def policy(block: dict) -> dict:
-        return {"kind": "NetworkPolicy", "metadata": {"name": "p"},
-                "spec": {"ingress": [{"from": [{"ipBlock": block}]}]}}  # fmt: skip
+        return {
+            "kind": "NetworkPolicy",
+            "metadata": {"name": "p"},
+            "spec": {"ingress": [{"from": [{"ipBlock": block}]}]},
+        }
 
-    open_ = [balancer(), balancer(loadBalancerSourceRanges=["0.0.0.0/0"]),
-             policy({"cidr": "10.0.0.0/8"}), policy({"cidr": "172.0.0.0/8"}),
-             policy({"cidr": "0.0.0.0/0"})]  # fmt: skip
+    open_ = [
+        balancer(),
+        balancer(loadBalancerSourceRanges=["0.0.0.0/0"]),
+        policy({"cidr": "10.0.0.0/8"}),
+        policy({"cidr": "172.0.0.0/8"}),
+        policy({"cidr": "0.0.0.0/0"}),
+    ]
     assert [len(check_exposure([o])) for o in open_] == [1, 1, 1, 1, 1]
     assert "where the cluster's pods are" in check_exposure([open_[2]])[0].message
-    narrow = [balancer(loadBalancerSourceRanges=["203.0.113.0/24"]),
-              {"kind": "Service", "metadata": {"name": "c"}, "spec": {}},
-              policy({"cidr": "10.10.0.0/20"}), policy({"cidr": "YOUR_MODEL_CLIENTS_CIDR"}),
-              policy({"cidr": "0.0.0.0/0", "except": ["10.0.0.0/8"]})]  # fmt: skip
+    narrow = [
+        balancer(loadBalancerSourceRanges=["203.0.113.0/24"]),
+        {"kind": "Service", "metadata": {"name": "c"}, "spec": {}},
+        policy({"cidr": "10.10.0.0/20"}),
+        policy({"cidr": "YOUR_MODEL_CLIENTS_CIDR"}),
+        policy({"cidr": "0.0.0.0/0", "except": ["10.0.0.0/8"]}),
+    ]
     assert check_exposure(narrow) == []
 
 
 def test_placeholders_are_found_where_they_are():
-    objects = [{"kind": "Deployment", "metadata": {"name": "d"}, "spec": {"containers": [
-        {"image": "YOUR_REGION-docker.pkg.dev/YOUR_PROJECT/x:1", "env": [{"value": "YOUR_X and YOUR_X"}]}]}},
-        {"kind": "Service", "metadata": {"name": "YOURS_not"}, "spec": {"note": "your_project"}}]  # fmt: skip
+    objects = [
+        {
+            "kind": "Deployment",
+            "metadata": {"name": "d"},
+            "spec": {
+                "containers": [
+                    {
+                        "image": "YOUR_REGION-docker.pkg.dev/YOUR_PROJECT/x:1",
+                        "env": [{"value": "YOUR_X and YOUR_X"}],
+                    }
+                ]
+            },
+        },
+        {"kind": "Service", "metadata": {"name": "YOURS_not"}, "spec": {"note": "your_project"}},
+    ]
     assert find_placeholders(objects) == {
         "YOUR_PROJECT": ["Deployment/d spec.containers[0].image"],
         "YOUR_REGION": ["Deployment/d spec.containers[0].image"],
@@ -633,8 +788,11 @@ def dockerfile_instructions(path: Path) -> list[tuple[str, str]]:
     """(INSTRUCTION, arguments) with continuation lines joined and comments dropped."""
     text = re.sub(r"\\\n", " ", path.read_text())
     lines = [line.strip() for line in text.splitlines()]
-    return [(line.split(None, 1)[0].upper(), line.split(None, 1)[1] if " " in line else "")
-            for line in lines if line and not line.startswith("#")]  # fmt: skip
+    return [
+        (line.split(None, 1)[0].upper(), line.split(None, 1)[1] if " " in line else "")
+        for line in lines
+        if line and not line.startswith("#")
+    ]
 
 
 def _base(instructions, image: str) -> str:
@@ -653,11 +811,12 @@ def test_the_dockerfiles_are_pinned_slim_and_non_root(name):
         # A full version in the tag (python:3.11.7-slim-bookworm), or a digest; never latest.
         assert re.search(r":\d+\.\d+\.\d+[-\w.]*(@sha256:[0-9a-f]{64})?$", image), image
         assert "slim" in image
-    final_stage = instructions[max(i for i, (op, _) in enumerate(instructions) if op == "FROM"):]
+    final_stage = instructions[max(i for i, (op, _) in enumerate(instructions) if op == "FROM") :]
     users = [args for op, args in final_stage if op == "USER"]
     assert users and users[-1].split(":")[0] not in ("0", "root")
     assert [op for op, _ in final_stage].index("USER") > max(
-        i for i, (op, _) in enumerate(final_stage) if op in ("RUN", "COPY"))
+        i for i, (op, _) in enumerate(final_stage) if op in ("RUN", "COPY")
+    )
     for op, args in instructions:
         assert not (op == "ADD" and re.search(r"https?://", args)), "ADD of a URL"
         if op == "RUN" and "pip install" in args:
@@ -709,8 +868,10 @@ def test_the_manifests_locust_command_runs_a_distributed_test(tmp_path):
         # The image's path and the in-cluster names, swapped for this machine's.
         args = [locustfile_path() if a == LOCUSTFILE_IN_IMAGE else a for a in spec["args"]]
         args = [re.sub(r"^--master-host=.*", "--master-host=127.0.0.1", a) for a in args]
-        args = [re.sub(r"^--master-(bind-)?port=.*", lambda m: f"{m.group(0).split('=')[0]}={port}", a)
-                for a in args]  # fmt: skip
+        args = [
+            re.sub(r"^--master-(bind-)?port=.*", lambda m: f"{m.group(0).split('=')[0]}={port}", a)
+            for a in args
+        ]
         env = {v["name"]: v.get("value", "") for v in spec["env"]}
         env.update(TARGET_HOST=target, HOME=os.environ.get("HOME", "/tmp"))
         return [sys.executable, "-m", *spec["command"], *args], {**os.environ, **env}
@@ -719,14 +880,33 @@ def test_the_manifests_locust_command_runs_a_distributed_test(tmp_path):
     with fake_server("fast") as url:
         worker_cmd, worker_env = command("locust-worker", port, url)
         master_cmd, master_env = command("locust-master", port, url)
-        master_cmd += ["--master-bind-host=127.0.0.1", "--headless", "-u", "20", "-r", "20",
-                       "-t", "3s", "--expect-workers", "1", "--only-summary"]  # fmt: skip
-        worker = subprocess.Popen(worker_cmd, env=worker_env, stdout=subprocess.DEVNULL,
-                                  stderr=subprocess.DEVNULL)  # fmt: skip
+        master_cmd += [
+            "--master-bind-host=127.0.0.1",
+            "--headless",
+            "-u",
+            "20",
+            "-r",
+            "20",
+            "-t",
+            "3s",
+            "--expect-workers",
+            "1",
+            "--only-summary",
+        ]
+        worker = subprocess.Popen(
+            worker_cmd, env=worker_env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
         try:
             started = time.monotonic()
-            master = subprocess.run(master_cmd, check=False, env=master_env, capture_output=True, text=True,
-                                    timeout=60, cwd=tmp_path)  # fmt: skip
+            master = subprocess.run(
+                master_cmd,
+                check=False,
+                env=master_env,
+                capture_output=True,
+                text=True,
+                timeout=60,
+                cwd=tmp_path,
+            )
         finally:
             worker.terminate()
             worker.wait(15)
@@ -757,7 +937,9 @@ def _requirement_names(lines) -> set[str]:
 def test_the_server_image_lists_pyprojects_dependencies_but_the_load_test_ones():
     import tomllib
 
-    declared = _requirement_names(tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"])
+    declared = _requirement_names(
+        tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    )
     serving = _requirement_names((DOCKER / "server-requirements.txt").read_text().splitlines())
     assert serving <= declared, serving - declared
     # uv builds model environments (serve --env-manager uv); the image serves with local.
@@ -776,7 +958,9 @@ def test_the_server_serves_without_what_its_image_leaves_out(model_paths, tmp_pa
         "            raise ImportError(f'{name} is not in the server image')\n"
         "sys.meta_path.insert(0, _Absent())\n"
     )
-    env = {"PYTHONPATH": os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)}
+    env = {
+        "PYTHONPATH": os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    }
     with ServerProcess("-m", model_paths["xgboost"], env=env) as server:
         server.wait_ready()
         frame = small_frame(2)
@@ -786,6 +970,11 @@ def test_the_server_serves_without_what_its_image_leaves_out(model_paths, tmp_pa
         assert len(answer.json()["predictions"]) == 2
     # The blocker is in force in any Python started with this environment (as the
     # server and its model-resolving child are).
-    probe = subprocess.run([sys.executable, "-c", "import locust"], env={**os.environ, **env},
-                           capture_output=True, text=True, timeout=60)  # fmt: skip
+    probe = subprocess.run(
+        [sys.executable, "-c", "import locust"],
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert probe.returncode != 0 and "is not in the server image" in probe.stderr, probe.stderr

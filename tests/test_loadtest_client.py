@@ -16,7 +16,7 @@ from mlscale.loadtest.client import Connection, ConnectionPool, Target, build_re
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"  # keep-alive unless told otherwise
 
-    def do_POST(self) -> None:  # noqa: N802 (http.server's naming)
+    def do_POST(self) -> None:
         server = self.server
         mode = server.mode  # read once: the test may change it as soon as the answer is out
         body = self.rfile.read(int(self.headers["Content-Length"]))

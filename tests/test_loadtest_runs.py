@@ -29,10 +29,20 @@ def free_port() -> int:
 def fake_server(mode: str):
     port = free_port()
     process = subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", "tests.fake_servers:app", "--port", str(port),
-         "--log-level", "warning", "--no-access-log"],
-        cwd=ROOT, env={**os.environ, "FAKE_MODE": mode},
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "tests.fake_servers:app",
+            "--port",
+            str(port),
+            "--log-level",
+            "warning",
+            "--no-access-log",
+        ],
+        cwd=ROOT,
+        env={**os.environ, "FAKE_MODE": mode},
+    )
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 30
@@ -64,8 +74,9 @@ def test_percentiles_match_the_servers_truth_and_workers_merge(tmp_path, workers
     with fake_server("uniform") as url:
         # 20 users keep one generator process well below its limit on a slow core (at 40,
         # its own stalls showed in the p99), so the figures compared are the server's.
-        result = run(tmp_path, url, constant("users", 20, 8), think_time_s=0.0, workers=workers,
-                     spawn_rate=100)  # fmt: skip
+        result = run(
+            tmp_path, url, constant("users", 20, 8), think_time_s=0.0, workers=workers, spawn_rate=100
+        )
         truth = httpx.get(f"{url}/truth").json()
         served = httpx.get(f"{url}/count").json()["count"]
     summary = result.summary
@@ -83,7 +94,10 @@ def test_percentiles_match_the_servers_truth_and_workers_merge(tmp_path, workers
     # moves it; the server's truth cannot see either. The generator's own stalls
     # (percentiles walked in Python every second) once needed 60 ms here; the
     # benchmark holds it to 3 % on pinned cores, this bound to 15 ms so it cannot flake.
-    assert within(summary["latency_ms"]["p99"], truth["p99"], transport_ms=15.0), (summary["latency_ms"], truth)
+    assert within(summary["latency_ms"]["p99"], truth["p99"], transport_ms=15.0), (
+        summary["latency_ms"],
+        truth,
+    )
     for output in ("summary.json", "timeseries.csv", "report.html"):
         assert os.path.getsize(tmp_path / output) > 0
 
@@ -113,11 +127,28 @@ def test_server_errors_are_counted_by_kind(tmp_path):
 def test_an_unreachable_target_is_a_clear_message_not_a_traceback(tmp_path):
     closed_port = free_port()
     run_ = subprocess.run(
-        [sys.executable, "-m", "mlscale", "loadtest", "--host", f"http://127.0.0.1:{closed_port}",
-         "--users", "2", "--think-time", "0.1", "--duration", "3", "--sla", "p95<1s",
-         "--out", str(tmp_path)],
-        capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "mlscale",
+            "loadtest",
+            "--host",
+            f"http://127.0.0.1:{closed_port}",
+            "--users",
+            "2",
+            "--think-time",
+            "0.1",
+            "--duration",
+            "3",
+            "--sla",
+            "p95<1s",
+            "--out",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     output = run_.stdout + run_.stderr
     assert run_.returncode == 1, output
     assert "Traceback" not in output
@@ -131,8 +162,14 @@ def test_a_real_mlscale_server_with_generated_rows_and_its_metrics(tmp_path, mod
 
     with ServerProcess("-m", model_paths["sklearn_pipeline"]) as server:
         server.wait_ready()
-        result = run(tmp_path, server.url, constant("users", 4, 4), think_time_s=0.01,
-                     signature_of=model_paths["sklearn_pipeline"], mix="1:80,20:20")  # fmt: skip
+        result = run(
+            tmp_path,
+            server.url,
+            constant("users", 4, 4),
+            think_time_s=0.01,
+            signature_of=model_paths["sklearn_pipeline"],
+            mix="1:80,20:20",
+        )
         answered = server.metric("mlscale_requests_total", endpoint="invocations", status="200")
     summary = result.summary
     assert summary["failures"] == 0 and summary["requests"] > 0

@@ -137,16 +137,25 @@ def test_summary_and_time_series_from_known_windows():
     store.add(recorder.drain())
     shape = shapes.steps("users", "1:5,1:10")
     samples = [Sample(1000, 0.5, 100.0, 0.1, 0.1), Sample(1001, 0.9, 110.0, 0.2, 0.2)]
-    summary = summarize(store, start=1000.0, end=1002.0, shape=shape, samples=samples,
-                        sla=parse_sla("p95<100ms,errors<1%"), problems=[], config={})  # fmt: skip
+    summary = summarize(
+        store,
+        start=1000.0,
+        end=1002.0,
+        shape=shape,
+        samples=samples,
+        sla=parse_sla("p95<100ms,errors<1%"),
+        problems=[],
+        config={},
+    )
     assert (summary["requests"], summary["failures"], summary["rps"]) == (31, 1, 15.5)
     assert summary["latency_ms"]["p50"] == pytest.approx(50, rel=1e-3)
     assert summary["sla"]["met"] is False  # 1 error in 31 is above 1 %
     assert summary["valid"]
     rows = timeseries(store, start=1000.0, shape=shape, samples=samples)
     assert [(r["elapsed_s"], r["users"], r["rps"], r["failures_per_s"]) for r in rows] == [
-        (0, 5, 10, 0), (1, 10, 21, 1),
-    ]  # fmt: skip
+        (0, 5, 10, 0),
+        (1, 10, 21, 1),
+    ]
     assert rows[1]["server_cpu"] == 0.9
 
 
@@ -161,10 +170,20 @@ def test_a_generator_saturated_while_the_load_holds_invalidates_the_run():
     shape = shapes.constant("users", 2000, 10)
 
     def verdict(busy_seconds):
-        samples = [Sample(1000 + i, 0.5, 1.0, cpu, cpu)
-                   for i, cpu in enumerate(0.95 if i in busy_seconds else 0.5 for i in range(10))]  # fmt: skip
-        return summarize(store, start=1000.0, end=1010.0, shape=shape, samples=samples, sla=None,
-                         problems=[], config=config)  # fmt: skip
+        samples = [
+            Sample(1000 + i, 0.5, 1.0, cpu, cpu)
+            for i, cpu in enumerate(0.95 if i in busy_seconds else 0.5 for i in range(10))
+        ]
+        return summarize(
+            store,
+            start=1000.0,
+            end=1010.0,
+            shape=shape,
+            samples=samples,
+            sla=None,
+            problems=[],
+            config=config,
+        )
 
     # Busy while starting 2,000 users and their connections: any generator is.
     assert verdict({0, 1, 2, 3})["valid"]
@@ -179,7 +198,10 @@ def test_request_mix_and_body_formats():
     kinds = parse_mix("1:90,100:10")
     assert [(k.name, k.rows, k.weight) for k in kinds] == [("1 row", 1, 90), ("100 rows", 100, 10)]
     frame = pd.DataFrame({"a": [1.0, 2.0], "b": [3.0, 4.0]})
-    assert encode_body(frame, "split") == '{"dataframe_split": {"columns": ["a", "b"], "data": [[1.0, 3.0], [2.0, 4.0]]}}'
+    assert (
+        encode_body(frame, "split")
+        == '{"dataframe_split": {"columns": ["a", "b"], "data": [[1.0, 3.0], [2.0, 4.0]]}}'
+    )
     assert encode_body(frame, "legacy-split").startswith('{"columns": ["a", "b"]')
     assert encode_body(frame, "csv") == "a,b\n1.0,3.0\n2.0,4.0\n"
     with pytest.raises(ConfigurationError):

@@ -19,7 +19,9 @@ from mlscale.serving.process import ServeProcess
 def _body(rows: int) -> bytes:
     frame = feature_frame()
     frame = pd.concat([frame] * (rows // len(frame) + 1)).iloc[:rows]
-    return json.dumps({"dataframe_split": {"columns": list(frame.columns), "data": frame.values.tolist()}}).encode()
+    return json.dumps(
+        {"dataframe_split": {"columns": list(frame.columns), "data": frame.values.tolist()}}
+    ).encode()
 
 
 def test_the_threshold_is_fixed_unless_switched_off(monkeypatch, caplog):
@@ -36,7 +38,9 @@ def test_the_threshold_is_fixed_unless_switched_off(monkeypatch, caplog):
 @pytest.mark.slow
 def test_memory_stops_growing_after_the_first_peak(wine_registry):
     small, big = _body(100), _body(20_000)
-    server = ServeProcess(["-m", wine_registry["model_uri"]], env={"MLFLOW_TRACKING_URI": wine_registry["tracking_uri"]})
+    server = ServeProcess(
+        ["-m", wine_registry["model_uri"]], env={"MLFLOW_TRACKING_URI": wine_registry["tracking_uri"]}
+    )
     try:
         assert server.ready(120), server.output[-3000:]
         process = psutil.Process(server.pid)
@@ -50,8 +54,12 @@ def test_memory_stops_growing_after_the_first_peak(wine_registry):
 
         def peak() -> None:
             for _ in range(3):
-                threads = [threading.Thread(target=lambda: httpx.post(url, content=big, headers=headers, timeout=120))
-                           for _ in range(16)]  # fmt: skip
+                threads = [
+                    threading.Thread(
+                        target=lambda: httpx.post(url, content=big, headers=headers, timeout=120)
+                    )
+                    for _ in range(16)
+                ]
                 for thread in threads:
                     thread.start()
                 for thread in threads:

@@ -60,8 +60,9 @@ def test_a_bad_plan_flag_is_a_usage_error_before_measuring(tmp_path, two_cores_n
 @pytest.mark.parametrize("value", ["inf", "nan", "1e400", "-5", "0", "many"])
 @pytest.mark.parametrize("flag", ["--target-users", "--target-rps"])
 def test_a_target_must_be_a_finite_positive_number(tmp_path, two_cores_no_measuring, flag, value):
-    result = CliRunner().invoke(main, ["plan", "-m", "models:/x/1", flag, value,
-                                       "--out", str(tmp_path / "plan")])  # fmt: skip
+    result = CliRunner().invoke(
+        main, ["plan", "-m", "models:/x/1", flag, value, "--out", str(tmp_path / "plan")]
+    )
     assert result.exit_code == 2, result.output
     assert flag in result.output and "Traceback" not in result.output
     assert two_cores_no_measuring == []
@@ -69,8 +70,19 @@ def test_a_target_must_be_a_finite_positive_number(tmp_path, two_cores_no_measur
 
 @pytest.mark.parametrize("sizes", [["--cpus", "0.5,1"], ["--workers-per-pod", "1,2"]])
 def test_a_running_server_is_one_size(tmp_path, two_cores_no_measuring, sizes):
-    result = CliRunner().invoke(main, ["plan", "--url", "http://127.0.0.1:9", "--target-users", "10",
-                                       *sizes, "--out", str(tmp_path / "plan")])  # fmt: skip
+    result = CliRunner().invoke(
+        main,
+        [
+            "plan",
+            "--url",
+            "http://127.0.0.1:9",
+            "--target-users",
+            "10",
+            *sizes,
+            "--out",
+            str(tmp_path / "plan"),
+        ],
+    )
     assert result.exit_code == 2, result.output
     assert "--url measures the running server as it is, so it takes one size, not 2" in result.output
     assert two_cores_no_measuring == []
@@ -78,10 +90,26 @@ def test_a_running_server_is_one_size(tmp_path, two_cores_no_measuring, sizes):
 
 def test_good_flags_reach_the_measuring(tmp_path, two_cores_no_measuring, monkeypatch):
     """The tripwire itself: valid flags (fractional and whole sizes) get past the checks."""
-    monkeypatch.setattr(planner, "write_plan",
-                        lambda settings, measurements: {"sizing": None, "measurements": [], "model": {}})
-    result = CliRunner().invoke(main, ["plan", *GOOD, "--cpus", "250m,1", "--workers-per-pod", "1,2",
-                                       "--price-per-node-hour", "0.2", "--out", str(tmp_path / "p")])  # fmt: skip
+    monkeypatch.setattr(
+        planner,
+        "write_plan",
+        lambda settings, measurements: {"sizing": None, "measurements": [], "model": {}},
+    )
+    result = CliRunner().invoke(
+        main,
+        [
+            "plan",
+            *GOOD,
+            "--cpus",
+            "250m,1",
+            "--workers-per-pod",
+            "1,2",
+            "--price-per-node-hour",
+            "0.2",
+            "--out",
+            str(tmp_path / "p"),
+        ],
+    )
     assert result.exit_code == 0, result.output
     (call,) = two_cores_no_measuring
     assert [(p.cpu, p.workers) for p in call[0].pods] == [(0.25, 1), (0.25, 2), (1.0, 1), (1.0, 2)]

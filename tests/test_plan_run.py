@@ -8,8 +8,8 @@ import os
 
 import pytest
 
-from mlscale.capacity.pods import PodSpec
 from mlscale.capacity.planner import PlanSettings, run_plan
+from mlscale.capacity.pods import PodSpec
 from mlscale.loadtest.sla import parse_sla
 from tests.server_process import ServerProcess
 
@@ -20,11 +20,21 @@ def test_a_quick_plan_against_a_running_server(tmp_path, model_paths):
     with ServerProcess("-m", model_paths["xgboost"]) as server:
         server.wait_ready()
         settings = PlanSettings(
-            sla=parse_sla("p95<1s"), kind="users", target=40, out_dir=str(tmp_path),
-            pods=(PodSpec(1.0, 1),), url=server.url, think_time_s=0.02, step_s=2.0,
-            precision=0.5, start_load=4, ceiling=16, max_steps=5, quick=True,
+            sla=parse_sla("p95<1s"),
+            kind="users",
+            target=40,
+            out_dir=str(tmp_path),
+            pods=(PodSpec(1.0, 1),),
+            url=server.url,
+            think_time_s=0.02,
+            step_s=2.0,
+            precision=0.5,
+            start_load=4,
+            ceiling=16,
+            max_steps=5,
+            quick=True,
             signature_of=model_paths["xgboost"],
-        )  # fmt: skip
+        )
         lines: list[str] = []
         plan = run_plan(settings, say=lines.append)
     measured = plan["measurements"][0]

@@ -2,22 +2,24 @@
 
 from __future__ import annotations
 
+import functools
+import operator
+
 import numpy as np
 import orjson
 import pytest
 from mlflow.exceptions import MlflowException
 
 from mlscale.model import load_model
+from mlscale.model.checks import split_rows
 from mlscale.protocol.fast import decode_matrix
 from mlscale.protocol.pyfunc import JSON, Predictor, parse
-from mlscale.model.checks import split_rows
 from mlscale.serving.predict import batch_key, native_batch, pyfunc_batch
 from tests.models import color_frame, small_frame
 
 
 def split_body(frame) -> bytes:
-    return orjson.dumps({"dataframe_split": {"columns": list(frame.columns),
-                                             "data": frame.values.tolist()}})  # fmt: skip
+    return orjson.dumps({"dataframe_split": {"columns": list(frame.columns), "data": frame.values.tolist()}})
 
 
 def chunks(frame, sizes):
@@ -37,8 +39,7 @@ def test_native_batches_answer_as_if_alone(model_paths, name):
     assert model.native_batchable
     frame = small_frame(sum(SIZES), seed=3)
     matrices = [
-        decode_matrix(orjson.loads(split_body(part)), model.signature)
-        for part in chunks(frame, SIZES)
+        decode_matrix(orjson.loads(split_body(part)), model.signature) for part in chunks(frame, SIZES)
     ]
     run = native_batch(model.native)
     together = run(matrices)
@@ -46,7 +47,7 @@ def test_native_batches_answer_as_if_alone(model_paths, name):
     assert together == alone
     # ...and equal to what MLflow's pyfunc answers for the whole frame.
     expected = model.pyfunc.predict(frame).astype(np.float64).tolist()
-    assert sum((orjson.loads(a)["predictions"] for a in alone), []) == expected
+    assert functools.reduce(operator.iadd, (orjson.loads(a)["predictions"] for a in alone), []) == expected
 
 
 @pytest.mark.parametrize(
@@ -75,8 +76,7 @@ def test_pyfunc_batches_answer_as_if_alone(model_paths, name, frame):
 def merging_changes_answers(model) -> bool:
     """Whether merged native calls answer differently from single ones on this machine."""
     frame = small_frame(sum(SIZES), seed=3)
-    matrices = [decode_matrix(orjson.loads(split_body(p)), model.signature)
-                for p in chunks(frame, SIZES)]  # fmt: skip
+    matrices = [decode_matrix(orjson.loads(split_body(p)), model.signature) for p in chunks(frame, SIZES)]
     run = native_batch(model.native)
     return run(matrices) != [run([m])[0] for m in matrices]
 
@@ -103,8 +103,9 @@ def save_custom(path: str, predict) -> str:
             return predict(model_input)
 
     frame = small_frame(5)
-    mlflow.pyfunc.save_model(path, python_model=Custom(),
-                             signature=infer_signature(frame, frame["f0"].to_numpy()))  # fmt: skip
+    mlflow.pyfunc.save_model(
+        path, python_model=Custom(), signature=infer_signature(frame, frame["f0"].to_numpy())
+    )
     return path
 
 
@@ -160,10 +161,20 @@ def test_requests_with_params_or_an_index_are_never_merged(model_paths):
     frame = small_frame(2)
     plain = parse(split_body(frame), JSON, model.pyfunc, model.input_schema, accept_legacy_split=False)
     indexed = parse(
-        orjson.dumps({"dataframe_split": {"columns": list(frame.columns), "index": [5, 6],
-                                          "data": frame.values.tolist()}}),
-        JSON, model.pyfunc, model.input_schema, accept_legacy_split=False,
-    )  # fmt: skip
+        orjson.dumps(
+            {
+                "dataframe_split": {
+                    "columns": list(frame.columns),
+                    "index": [5, 6],
+                    "data": frame.values.tolist(),
+                }
+            }
+        ),
+        JSON,
+        model.pyfunc,
+        model.input_schema,
+        accept_legacy_split=False,
+    )
     assert batch_key(plain) == batch_key(plain)
     assert batch_key(indexed) != batch_key(indexed)
 

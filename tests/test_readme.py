@@ -36,9 +36,11 @@ REWRITES = [
     ("--duration 60", "--duration 3"),
     ("60:10,60:50,60:100", "2:10,2:50,2:100"),
     (r"\n0,10\n10,50\n20,100\n", r"\n0,10\n1,50\n2,100\n"),
-    ("--cpus 0.25,0.5,1 --rows-per-request 1000", "--cpus 0.25 --rows-per-request 1000 --quick "
-     "--start-load 32"),
-]  # fmt: skip
+    (
+        "--cpus 0.25,0.5,1 --rows-per-request 1000",
+        "--cpus 0.25 --rows-per-request 1000 --quick --start-load 32",
+    ),
+]
 # The examples' port, moved to a free one in case 5000 is taken here.
 PORT_FORMS = ("127.0.0.1:5000", "localhost:5000", "-p 5000")
 
@@ -59,8 +61,11 @@ def test_every_block_is_run_or_says_why_not():
 def unmarked_commands(text: str) -> list[str]:
     """Blocks fenced as anything but bash that hold a command and no reason it is
     not run: the test would neither run them nor ask why."""
-    return [m["body"] for m in _FENCE.finditer(text)
-            if m["lang"] != "bash" and m["why"] is None and _COMMAND.search(m["body"])]  # fmt: skip
+    return [
+        m["body"]
+        for m in _FENCE.finditer(text)
+        if m["lang"] != "bash" and m["why"] is None and _COMMAND.search(m["body"])
+    ]
 
 
 def test_every_command_is_in_a_bash_block_or_says_why_not():
@@ -103,6 +108,7 @@ def test_the_readme_commands_run(tmp_path):
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
     # Background servers the README starts are stopped when the script ends, however.
     prologue = "set -euo pipefail\ntrap 'kill $(jobs -p) 2>/dev/null; wait' EXIT\n"
-    run = subprocess.run(["bash", "-c", prologue + script], cwd=tmp_path, env=env,
-                         capture_output=True, text=True, timeout=600)  # fmt: skip
+    run = subprocess.run(
+        ["bash", "-c", prologue + script], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600
+    )
     assert run.returncode == 0, f"{run.stdout[-4000:]}\n--- stderr ---\n{run.stderr[-4000:]}"

@@ -26,6 +26,7 @@ TOKEN = "s3cret-token-for-tests"
 
 # -- where it listens -----------------------------------------------------------------
 
+
 def serve_settings(monkeypatch, *args: str, env: dict | None = None):
     """The ServeSettings `mlscale serve ARGS` would run with (nothing is started)."""
     import mlscale.serving.server
@@ -62,6 +63,7 @@ def test_the_token_comes_from_the_flag_or_the_environment_and_stays_out_of_repr(
 
 
 # -- the bearer token, in process ---------------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def guarded(model_paths):
@@ -113,6 +115,7 @@ def test_no_token_no_check(model_paths):
 
 # -- a real server: workers, environment, nothing read, unpickled or run ----------------------
 
+
 @pytest.fixture(scope="module")
 def server(model_paths):
     env = {"MLSCALE_AUTH_TOKEN": TOKEN}
@@ -123,16 +126,18 @@ def server(model_paths):
 
 @pytest.fixture(scope="module")
 def client(server):
-    with httpx.Client(base_url=server.url, timeout=10,
-                      headers={"Authorization": f"Bearer {TOKEN}"}) as authorized:  # fmt: skip
+    with httpx.Client(
+        base_url=server.url, timeout=10, headers={"Authorization": f"Bearer {TOKEN}"}
+    ) as authorized:
         yield authorized
 
 
 @pytest.mark.slow
 def test_a_real_server_listens_on_loopback_only(server):
     assert "Uvicorn running on http://127.0.0.1:" in server.output
-    listening = [c.laddr for c in psutil.Process(server.pid).net_connections("tcp")
-                 if c.status == psutil.CONN_LISTEN]  # fmt: skip
+    listening = [
+        c.laddr for c in psutil.Process(server.pid).net_connections("tcp") if c.status == psutil.CONN_LISTEN
+    ]
     assert listening and {address.ip for address in listening} == {"127.0.0.1"}
 
 
@@ -152,9 +157,15 @@ def test_the_load_tester_sends_the_token_and_keeps_it_out_of_its_results(server,
     from mlscale.loadtest.shapes import constant
 
     def run(token: str | None, name: str) -> dict:
-        settings = LoadTestSettings(host=server.url, shape=constant("users", 4, 2.0), out_dir=str(tmp_path / name),
-                                    think_time_s=0.05, signature_of=model_paths["xgboost"], report=False,
-                                    auth_token=token)  # fmt: skip
+        settings = LoadTestSettings(
+            host=server.url,
+            shape=constant("users", 4, 2.0),
+            out_dir=str(tmp_path / name),
+            think_time_s=0.05,
+            signature_of=model_paths["xgboost"],
+            report=False,
+            auth_token=token,
+        )
         return run_loadtest(settings).summary
 
     signed = run(TOKEN, "signed")
@@ -162,7 +173,9 @@ def test_the_load_tester_sends_the_token_and_keeps_it_out_of_its_results(server,
     anonymous = run(None, "anonymous")
     assert anonymous["requests"] > 20 and anonymous["failures"] == anonymous["requests"]
     assert any("401" in entry["error"] for entry in anonymous["errors"]), anonymous["errors"]
-    written = "".join(path.read_text(errors="replace") for path in (tmp_path / "signed").iterdir() if path.is_file())
+    written = "".join(
+        path.read_text(errors="replace") for path in (tmp_path / "signed").iterdir() if path.is_file()
+    )
     assert TOKEN not in written and '"auth_token": "(set)"' in written
 
 
@@ -195,9 +208,14 @@ def _parquet_with_a_pickled_extension_type(payload: bytes) -> bytes:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    field = pa.field("f0", pa.binary(), metadata={
-        b"ARROW:extension:name": b"arrow.py_extension_type", b"ARROW:extension:metadata": payload,
-    })  # fmt: skip
+    field = pa.field(
+        "f0",
+        pa.binary(),
+        metadata={
+            b"ARROW:extension:name": b"arrow.py_extension_type",
+            b"ARROW:extension:metadata": payload,
+        },
+    )
     table = pa.table({"f0": pa.array([b"x"], pa.binary())}, schema=pa.schema([field]))
     buffer = io.BytesIO()
     pq.write_table(table, buffer)
@@ -229,8 +247,14 @@ def test_no_request_reads_a_file_unpickles_or_runs_code(server, client, tmp_path
     secret.write_text(json.dumps({"dataframe_split": ONE_ROW["dataframe_split"], "x": "CANARY-7f3a"}))
     marker = str(tmp_path / "pwned")
     payload = pickle.dumps(_Mkdir(marker))
-    code = [f"__import__('os').mkdir({marker!r})", f"os.mkdir({marker!r})", "${jndi:ldap://127.0.0.1/x}",
-            f"@os.mkdir('{marker}')", f"`mkdir {marker}`", f"$(mkdir {marker})"]  # fmt: skip
+    code = [
+        f"__import__('os').mkdir({marker!r})",
+        f"os.mkdir({marker!r})",
+        "${jndi:ldap://127.0.0.1/x}",
+        f"@os.mkdir('{marker}')",
+        f"`mkdir {marker}`",
+        f"$(mkdir {marker})",
+    ]
 
     with fifo_canary(tmp_path) as (fifo, fifo_opened):
         paths = [str(secret), fifo, f"file://{secret}", f"file://{fifo}", "/etc/passwd"]
@@ -250,10 +274,18 @@ def test_no_request_reads_a_file_unpickles_or_runs_code(server, client, tmp_path
         documents.append({"inputs": {"b64": base64.b64encode(payload).decode()}})
         documents.append({"instances": [{"b64": base64.b64encode(payload).decode()}]})
         requests = [(json.dumps(d).encode(), "application/json") for d in documents]
-        for content_type in ("application/octet-stream", "application/python-pickle", "application/x-pickle",
-                             "application/x-python-serialize", "application/json", "text/csv",
-                             "application/vnd.apache.parquet", "application/json; format=pandas-split",
-                             "application/json; format=pandas-records", "text/csv; charset=utf-8"):  # fmt: skip
+        for content_type in (
+            "application/octet-stream",
+            "application/python-pickle",
+            "application/x-pickle",
+            "application/x-python-serialize",
+            "application/json",
+            "text/csv",
+            "application/vnd.apache.parquet",
+            "application/json; format=pandas-split",
+            "application/json; format=pandas-records",
+            "text/csv; charset=utf-8",
+        ):
             requests.append((payload, content_type))
         requests.append((_parquet_with_a_pickled_extension_type(payload), "application/vnd.apache.parquet"))
         requests += [(f"f0,f1,f2\n{p},1,2\n".encode(), "text/csv") for p in [*paths, *code]]
@@ -263,12 +295,16 @@ def test_no_request_reads_a_file_unpickles_or_runs_code(server, client, tmp_path
             assert response.status_code < 500, (body[:100], response.text[:300])
             assert "CANARY-7f3a" not in response.text and "root:" not in response.text
             assert not fifo_opened(), f"the server opened a file named in {body[:200]!r}"
-        for path in [f"/invocations/..{secret}", f"/..{secret}", "/%2e%2e/%2e%2e/etc/passwd",
-                     f"/invocations?path={secret}", f"/ping?file={fifo}"]:  # fmt: skip
+        for path in [
+            f"/invocations/..{secret}",
+            f"/..{secret}",
+            "/%2e%2e/%2e%2e/etc/passwd",
+            f"/invocations?path={secret}",
+            f"/ping?file={fifo}",
+        ]:
             response = client.get(path)
             assert response.status_code in (200, 404, 405), (path, response.status_code)
             assert "CANARY-7f3a" not in response.text and "root:" not in response.text
         assert not fifo_opened()
     assert not os.path.exists(marker), "a request made the server run code"
     print(f"{len(requests)} requests naming files, carrying pickles or code: none read, unpickled or ran")
-

@@ -54,11 +54,17 @@ def test_serves_a_registry_uri_like_pyfunc_predicts(wine_registry):
 def test_concurrent_requests_are_batched_and_answered_as_if_alone(model_paths):
     rng = np.random.default_rng(7)
     bodies = [
-        {"dataframe_split": {"columns": ["f0", "f1", "f2"],
-                             "data": [[*rng.normal(size=2).round(4), int(rng.integers(5))]
-                                      for _ in range(int(rng.integers(1, 4)))]}}
+        {
+            "dataframe_split": {
+                "columns": ["f0", "f1", "f2"],
+                "data": [
+                    [*rng.normal(size=2).round(4), int(rng.integers(5))]
+                    for _ in range(int(rng.integers(1, 4)))
+                ],
+            }
+        }
         for _ in range(64)
-    ]  # fmt: skip
+    ]
     # A bounded wait makes merging certain even with a slow Python client.
     with ServerProcess("-m", model_paths["xgboost"], "--max-batch-wait-ms", "20") as server:
         server.wait_ready()
@@ -78,10 +84,12 @@ def test_workers_share_the_port_and_metrics_add_up(model_paths):
         assert len(server.children()) == 2
         with concurrent.futures.ThreadPoolExecutor(8) as pool:
             # A new connection per request, so the kernel spreads them over the workers.
-            codes = list(pool.map(
-                lambda _: post(server.url, ONE_ROW, headers={"Connection": "close"}).status_code,
-                range(200),
-            ))  # fmt: skip
+            codes = list(
+                pool.map(
+                    lambda _: post(server.url, ONE_ROW, headers={"Connection": "close"}).status_code,
+                    range(200),
+                )
+            )
         assert codes == [200] * 200
         assert server.metric("mlscale_requests_total", endpoint="invocations", status="200") == 200
         assert server.metric("mlscale_in_flight_requests") == 0
@@ -105,8 +113,9 @@ def test_a_killed_worker_is_replaced_and_the_other_keeps_serving(model_paths):
             pytest.fail(f"the killed worker was not replaced:\n{server.output}")
         assert second in server.children()
         # The replacement is serving too: every request succeeds.
-        assert {post(server.url, ONE_ROW, headers={"Connection": "close"}).status_code
-                for _ in range(20)} == {200}  # fmt: skip
+        assert {
+            post(server.url, ONE_ROW, headers={"Connection": "close"}).status_code for _ in range(20)
+        } == {200}
 
 
 def test_sigterm_lets_in_flight_requests_finish_then_exits_0(slow_model):
@@ -203,8 +212,9 @@ def test_stop_ends_the_servers_whole_process_group(tmp_path):
     marker = str(tmp_path)
     # sh starts the sleep in the background, then becomes the server (which prints
     # its help and exits 0).
-    server = ServeProcess(["--help"], prefix=["sh", "-c", 'sleep 300 & exec "$@"', "sh"],
-                          env={"MLSCALE_TEST_MARK": marker})  # fmt: skip
+    server = ServeProcess(
+        ["--help"], prefix=["sh", "-c", 'sleep 300 & exec "$@"', "sh"], env={"MLSCALE_TEST_MARK": marker}
+    )
     deadline = time.monotonic() + 30
     while not any("sleep 300" in p for p in processes_mentioning(marker)):
         assert time.monotonic() < deadline, "the sleep never started"

@@ -86,8 +86,9 @@ def test_deleted_pods_release_their_node_after_termination():
     ],
 )
 def test_metrics_server_samples(started, has, start):
-    has_metric, window_start = sample_windows(scrape=60.0, resolution_s=30.0, fresh_min_s=10.0,
-                                              started=np.array([started]))  # fmt: skip
+    has_metric, window_start = sample_windows(
+        scrape=60.0, resolution_s=30.0, fresh_min_s=10.0, started=np.array([started])
+    )
     assert bool(has_metric[0]) is has
     if has:
         assert window_start[0] == start
@@ -100,25 +101,45 @@ def test_scrapes_and_usage():
     series = CpuSeries(100, 1.0)
     series.cumulative[1:] = np.arange(1, 101) * 0.5  # half a core from the start
     series.first_rate = 0.5
-    usage = series.pod_usage_cores(ready_since=np.array([-np.inf, 45.0, np.nan]),
-                                   window_start=np.array([30.0, 30.0, 30.0]), window_end=60.0)  # fmt: skip
+    usage = series.pod_usage_cores(
+        ready_since=np.array([-np.inf, 45.0, np.nan]),
+        window_start=np.array([30.0, 30.0, 30.0]),
+        window_end=60.0,
+    )
     assert usage.tolist() == [0.5, 0.25, 0.0]  # Ready half the window: half the rate
 
 
 @pytest.mark.parametrize(
     "unschedulable, fit, upcoming, nodes, maximum, expected",
-    [(4, 3, 0, 3, 5, 2), (4, 3, 1, 4, 5, 1), (3, 3, 1, 4, 5, 0), (10, 3, 0, 4, 5, 1), (0, 3, 0, 3, 5, 0),
-     (5, 0, 0, 3, 5, 0), (700, 15, 0, 10, 200, 47)],
-)  # fmt: skip
+    [
+        (4, 3, 0, 3, 5, 2),
+        (4, 3, 1, 4, 5, 1),
+        (3, 3, 1, 4, 5, 0),
+        (10, 3, 0, 4, 5, 1),
+        (0, 3, 0, 3, 5, 0),
+        (5, 0, 0, 3, 5, 0),
+        (700, 15, 0, 10, 200, 47),
+    ],
+)
 def test_scale_up_bin_packs_on_template_nodes(unschedulable, fit, upcoming, nodes, maximum, expected):
-    assert nodes_to_add(unschedulable=unschedulable, pods_fit=fit, upcoming=upcoming, nodes=nodes,
-                        max_nodes=maximum) == expected  # fmt: skip
+    assert (
+        nodes_to_add(
+            unschedulable=unschedulable, pods_fit=fit, upcoming=upcoming, nodes=nodes, max_nodes=maximum
+        )
+        == expected
+    )
 
 
 @pytest.mark.parametrize(
     "utilization, pods, free, blocked, expected",
     [
-        ([0.3, 0.9, 0.9, 0.1], [1, 3, 3, 0], [2, 0, 0, 3], [0, 0, 0, 0], [0, 0, 0, 1]),  # no room for node 0's pod
+        (
+            [0.3, 0.9, 0.9, 0.1],
+            [1, 3, 3, 0],
+            [2, 0, 0, 3],
+            [0, 0, 0, 0],
+            [0, 0, 0, 1],
+        ),  # no room for node 0's pod
         ([0.3, 0.9, 0.8, 0.1], [1, 3, 2, 0], [2, 0, 1, 3], [0, 0, 0, 0], [1, 0, 0, 1]),
         ([0.3, 0.3, 0.9], [1, 1, 3], [2, 2, 0], [0, 0, 0], [1, 0, 0]),  # the second needs the first's room
         ([0.1, 0.1], [0, 0], [3, 3], [1, 0], [0, 1]),  # kube-system pods block the first
@@ -126,15 +147,23 @@ def test_scale_up_bin_packs_on_template_nodes(unschedulable, fit, upcoming, node
     ],
 )
 def test_unneeded_nodes(utilization, pods, free, blocked, expected):
-    result = unneeded_nodes(utilization=utilization, pods=pods, free_slots=free,
-                            blocked=np.array(blocked, dtype=bool), threshold=0.5)  # fmt: skip
+    result = unneeded_nodes(
+        utilization=utilization,
+        pods=pods,
+        free_slots=free,
+        blocked=np.array(blocked, dtype=bool),
+        threshold=0.5,
+    )
     assert result.astype(int).tolist() == expected
 
 
 def _idle_pool(nodes: int, min_nodes: int):
     events = []
-    cluster = Cluster(NodePool(min_nodes=min_nodes, max_nodes=nodes), PodTemplate(),
-                      events=lambda t, kind, detail: events.append((t, kind)))  # fmt: skip
+    cluster = Cluster(
+        NodePool(min_nodes=min_nodes, max_nodes=nodes),
+        PodTemplate(),
+        events=lambda t, kind, detail: events.append((t, kind)),
+    )
     for _ in range(nodes):
         cluster.add_node(0.0, ready_now=True)
     return cluster, events

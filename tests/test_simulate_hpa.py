@@ -20,7 +20,7 @@ from mlscale.simulate.hpa import (
     normalize_behavior,
     normalize_legacy,
     reconcile,
-)  # fmt: skip
+)
 from mlscale.simulate.settings import Behavior, HpaSettings, ScalingPolicy, ScalingRules
 
 R, U, M = READY, UNREADY, MISSING
@@ -28,9 +28,14 @@ R, U, M = READY, UNREADY, MISSING
 
 def cpu(current, target, pods, tolerance=0.1):
     """pods: (class, usage in % of a 1000m request)."""
-    return cpu_replicas(current=current, target_percent=target, tolerance=tolerance,
-                        classes=[c for c, _ in pods], usage_m=[10.0 * u for _, u in pods],
-                        request_m=[1000.0] * len(pods)).replicas  # fmt: skip
+    return cpu_replicas(
+        current=current,
+        target_percent=target,
+        tolerance=tolerance,
+        classes=[c for c, _ in pods],
+        usage_m=[10.0 * u for _, u in pods],
+        request_m=[1000.0] * len(pods),
+    ).replicas
 
 
 @pytest.mark.parametrize(
@@ -61,16 +66,28 @@ def test_cpu_replicas(current, target, pods, expected, why):
 
 
 def test_no_ready_pod_with_a_metric_means_no_decision():
-    proposal = cpu_replicas(current=3, target_percent=80, tolerance=0.1, classes=[U, M, M],
-                            usage_m=[0, 0, 0], request_m=[1000] * 3)  # fmt: skip
+    proposal = cpu_replicas(
+        current=3,
+        target_percent=80,
+        tolerance=0.1,
+        classes=[U, M, M],
+        usage_m=[0, 0, 0],
+        request_m=[1000] * 3,
+    )
     assert proposal.replicas is None
 
 
 def test_utilisation_is_floored_as_the_controller_does():
     # 3 pods at 999m of 1000m: floor(99.9) = 99; r = 99/90 = 1.1, which in floating
     # point is just outside the band, as in the controller: ceil(1.1 * 3) = 4.
-    proposal = cpu_replicas(current=3, target_percent=90, tolerance=0.1, classes=[R] * 3,
-                            usage_m=[999.0] * 3, request_m=[1000] * 3)  # fmt: skip
+    proposal = cpu_replicas(
+        current=3,
+        target_percent=90,
+        tolerance=0.1,
+        classes=[R] * 3,
+        usage_m=[999.0] * 3,
+        request_m=[1000] * 3,
+    )
     assert (proposal.utilization, proposal.replicas) == (99, 4)
 
 
@@ -79,17 +96,31 @@ def test_utilisation_is_floored_as_the_controller_does():
     [(30, 10, 2, 3), (21, 10, 2, 2), (19, 10, 2, 2), (17, 10, 2, 2), (50, 4, 5, 13), (0.5, 1, 3, 1)],
 )
 def test_external_average_value(total, target, status, expected):
-    assert external_average_replicas(status_replicas=status, total=total, target_per_pod=target,
-                                     tolerance=0.1).replicas == expected  # fmt: skip
+    assert (
+        external_average_replicas(
+            status_replicas=status, total=total, target_per_pod=target, tolerance=0.1
+        ).replicas
+        == expected
+    )
 
 
 NOW = 1000.0
 
 
 def classes(**pod):
-    base = {"now": NOW, "deleting": [False], "running": [True], "ready": [True], "start_time": [0.0],
-            "ready_since": [10.0], "has_metric": [True], "metric_time": [990.0], "metric_window": [30.0],
-            "cpu_initialization_period": 300.0, "initial_readiness_delay": 30.0}
+    base = {
+        "now": NOW,
+        "deleting": [False],
+        "running": [True],
+        "ready": [True],
+        "start_time": [0.0],
+        "ready_since": [10.0],
+        "has_metric": [True],
+        "metric_time": [990.0],
+        "metric_window": [30.0],
+        "cpu_initialization_period": 300.0,
+        "initial_readiness_delay": 30.0,
+    }
     base.update({k: [v] for k, v in pod.items()})
     return int(group_pods(**base)[0])
 
@@ -115,8 +146,9 @@ def test_group_pods(pod, expected):
 
 
 def legacy(memory, now, current, desired, lo=1, hi=100, window=300.0):
-    return normalize_legacy(memory, now=now, current=current, desired=desired, min_replicas=lo,
-                            max_replicas=hi, window_s=window)  # fmt: skip
+    return normalize_legacy(
+        memory, now=now, current=current, desired=desired, min_replicas=lo, max_replicas=hi, window_s=window
+    )
 
 
 @pytest.mark.parametrize(
@@ -150,7 +182,10 @@ def test_legacy_scale_down_has_no_rate_limit():
 def test_reconcile_records_the_current_count_first():
     memory = HpaMemory()
     settings = HpaSettings(target=80, min_replicas=1, max_replicas=10)
-    low = lambda: Proposal(1, 10, "")
+
+    def low():
+        return Proposal(1, 10, "")
+
     assert reconcile(memory, settings, now=0.0, current=6, propose=low).replicas == 6
     assert reconcile(memory, settings, now=300.0, current=6, propose=low).replicas == 6
     assert reconcile(memory, settings, now=315.0, current=6, propose=low).replicas == 1
@@ -167,8 +202,16 @@ def test_reconcile_outside_min_max_reads_no_metric():
 
 
 def behave(memory, now, current, desired, behavior, lo=1, hi=100):
-    result = normalize_behavior(memory, now=now, current=current, desired=desired, min_replicas=lo,
-                                max_replicas=hi, behavior=behavior, default_down_window_s=300.0)  # fmt: skip
+    result = normalize_behavior(
+        memory,
+        now=now,
+        current=current,
+        desired=desired,
+        min_replicas=lo,
+        max_replicas=hi,
+        behavior=behavior,
+        default_down_window_s=300.0,
+    )
     from mlscale.simulate.hpa import record_scale_event
 
     record_scale_event(memory, behavior, now, current, result)
@@ -236,8 +279,14 @@ def test_behavior_stabilization_windows():
 
 
 def test_behavior_from_a_manifest_fills_the_defaults():
-    behavior = Behavior.from_k8s({"scaleDown": {"stabilizationWindowSeconds": 60,
-                                                "policies": [{"type": "Pods", "value": 2, "periodSeconds": 30}]}})
+    behavior = Behavior.from_k8s(
+        {
+            "scaleDown": {
+                "stabilizationWindowSeconds": 60,
+                "policies": [{"type": "Pods", "value": 2, "periodSeconds": 30}],
+            }
+        }
+    )
     assert behavior.scale_up == Behavior().scale_up
     assert behavior.scale_down.stabilization_window_s == 60
     assert behavior.scale_down.select_policy == "Max"
@@ -246,7 +295,10 @@ def test_behavior_from_a_manifest_fills_the_defaults():
 
 def test_the_two_paths_differ_from_one_replica():
     settings = HpaSettings(target=50, min_replicas=1, max_replicas=20)
-    hot = lambda: Proposal(10, 200, "")
+
+    def hot():
+        return Proposal(10, 200, "")
+
     legacy_result = reconcile(HpaMemory(), settings, now=0.0, current=1, propose=hot).replicas
     behaved = HpaSettings(target=50, min_replicas=1, max_replicas=20, behavior=Behavior())
     behavior_result = reconcile(HpaMemory(), behaved, now=0.0, current=1, propose=hot).replicas

@@ -30,14 +30,18 @@ from tests.pages import CHROMIUM, check_page, has_chart_data, open_in_browser
 def day_at_scale(hours: float = 6.0):
     """A smaller benchmarks/simulate_bench.py: up to 600 pods, a daily cycle."""
     model = PodModel(servers=4, service_rate=20.0)
-    settings = SimSettings(pool=NodePool(machine_type="e2-standard-16", min_nodes=5, max_nodes=60),
-                           hpa=HpaSettings(target=80, min_replicas=20, max_replicas=600))  # fmt: skip
+    settings = SimSettings(
+        pool=NodePool(machine_type="e2-standard-16", min_nodes=5, max_nodes=60),
+        hpa=HpaSettings(target=80, min_replicas=20, max_replicas=600),
+    )
     return settings, daily_shape(30_000, hours=hours, peak_hour=hours / 2), model
 
 
 def chart_traces(page: str, element: str = "timeline") -> dict[str, dict]:
     """The figure a page draws, by trace name, typed arrays decoded."""
-    found = re.search(rf'<script type="application/json" data-plotly-figure="{element}">(.*?)</script>', page, re.S)
+    found = re.search(
+        rf'<script type="application/json" data-plotly-figure="{element}">(.*?)</script>', page, re.S
+    )
     traces = {}
     for trace in json.loads(found[1])["data"]:
         for axis in ("x", "y"):
@@ -71,8 +75,12 @@ def test_a_long_run_s_page_is_light_its_data_file_complete_and_its_chart_keeps_t
     load = np.array([float(r["load"]) for r in rows])
     assert np.allclose(load, run.columns["load"], rtol=1e-5)
     traces = chart_traces(page)
-    for column, name in (("load", "load (requests/s)"), ("pods_ready", "ready"), ("p95_ms", "p95 (ms)"),
-                         ("cpu_utilization", "pod CPU (% of request)")):  # fmt: skip
+    for column, name in (
+        ("load", "load (requests/s)"),
+        ("pods_ready", "ready"),
+        ("p95_ms", "p95 (ms)"),
+        ("cpu_utilization", "pod CPU (% of request)"),
+    ):
         trace, series = traces[name], run.columns[column]
         assert len(trace["y"]) < ticks / 4, column  # downsampled
         # The peak is drawn at its value (as the page stores it) and at its time.
@@ -146,8 +154,9 @@ def test_the_settled_deployment_shortcut_changes_no_number(case, monkeypatch):
         if case == "tuned":
             from mlscale.simulate.compare import TUNED_BEHAVIOR
 
-            settings = dataclasses.replace(settings, hpa=dataclasses.replace(
-                settings.hpa, target=60, behavior=TUNED_BEHAVIOR))  # fmt: skip
+            settings = dataclasses.replace(
+                settings, hpa=dataclasses.replace(settings.hpa, target=60, behavior=TUNED_BEHAVIOR)
+            )
     fast, shortcuts, general = runs_both_ways(settings, shape, model, monkeypatch)
     assert shortcuts > 0
     assert fast.events == general.events

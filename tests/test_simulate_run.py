@@ -53,8 +53,12 @@ def test_cluster_autoscaler_is_back_to_three_nodes_about_15_minutes_after_the_lo
     assert 12 * 60 <= removed[-1] - fall <= 18 * 60
     assert summary["scale_down_s"] == removed[-1] - fall
     # The HPA drops straight to 1 replica about 5 minutes after the load fell.
-    drop = [e for e in summary["events"] if e["kind"] == "hpa_scale" and e["detail"].endswith("metric 4)")
-            or (e["kind"] == "hpa_scale" and "-> 1 replicas" in e["detail"])]  # fmt: skip
+    drop = [
+        e
+        for e in summary["events"]
+        if (e["kind"] == "hpa_scale" and e["detail"].endswith("metric 4)"))
+        or (e["kind"] == "hpa_scale" and "-> 1 replicas" in e["detail"])
+    ]
     assert drop and 300 <= drop[0]["time_s"] - fall <= 360
     assert run.columns["nodes"][-1] == 3
 
@@ -73,7 +77,10 @@ def test_hpa_alone_fills_the_cluster_and_pods_stay_pending(reference_runs):
 def test_manual_phases_cost_more_as_pods_are_added(reference_runs):
     run, summary = reference_runs["reference-manual"]
     assert [e["detail"] for e in summary["events"] if e["kind"] == "manual_scale"] == [
-        "1 -> 4 replicas", "4 -> 8 replicas", "8 -> 14 replicas"]  # fmt: skip
+        "1 -> 4 replicas",
+        "4 -> 8 replicas",
+        "8 -> 14 replicas",
+    ]
     p95 = run.columns["p95_ms"]
     # One pod cannot carry a quarter of the peak; fourteen pods carry all of it.
     assert p95[300] > 1000 and p95[-1] < 1000
@@ -82,8 +89,15 @@ def test_manual_phases_cost_more_as_pods_are_added(reference_runs):
 
 def test_run_preset_writes_the_files(tmp_path):
     summary = run_preset("reference-cluster-autoscaler", str(tmp_path))
-    for key in ("sla_violation_s", "node_hours", "cost", "max_pods_pending", "events", "scale_up_delay_s",
-                "scale_down_s"):
+    for key in (
+        "sla_violation_s",
+        "node_hours",
+        "cost",
+        "max_pods_pending",
+        "events",
+        "scale_up_delay_s",
+        "scale_down_s",
+    ):
         assert key in summary
     assert all({"time_s", "kind", "detail"} <= set(e) for e in summary["events"])
     with open(tmp_path / "timeseries.csv") as handle:
@@ -99,9 +113,10 @@ def test_a_preset_with_a_plan_keeps_the_experiment_s_shape():
     plan = {
         "sla": {"expr": "p95<1s", "percentile": "p95", "limit_ms": 1000.0},
         "load_model": {"kind": "users", "think_time_s": 1.0},
-        "measurements": [], "model": {"latency": {"servers": 1, "service_rate_per_s": 40.0, "delay_ms": 2.0}},
+        "measurements": [],
+        "model": {"latency": {"servers": 1, "service_rate_per_s": 40.0, "delay_ms": 2.0}},
         "sizing": {"cpu_per_pod": 0.5, "workers_per_pod": 1, "memory_per_pod_mib": 256},
-    }  # fmt: skip
+    }
     experiment = build_preset("reference-cluster-autoscaler", plan)
     assert experiment.settings.pod.cpu_request_m == 500
     assert experiment.settings.hpa.max_replicas == 29  # 1.5 x the 19 half-CPU pods three nodes hold
@@ -129,8 +144,11 @@ def test_a_fixed_deployment_does_not_scale():
 
 
 def test_the_in_flight_policy_scales_on_requests_in_flight():
-    settings = SimSettings(hpa=HpaSettings(metric="inflight", target=2.0, min_replicas=1, max_replicas=20),
-                           pool=NodePool(min_nodes=3, max_nodes=8), initial_replicas=1)  # fmt: skip
+    settings = SimSettings(
+        hpa=HpaSettings(metric="inflight", target=2.0, min_replicas=1, max_replicas=20),
+        pool=NodePool(min_nodes=3, max_nodes=8),
+        initial_replicas=1,
+    )
     run = simulate(settings, steps("users", "900:60"), reference_pod())
     ready = run.columns["pods_ready"]
     assert ready[-1] > 3
@@ -138,16 +156,29 @@ def test_the_in_flight_policy_scales_on_requests_in_flight():
 
 
 def test_overrides_reach_the_settings():
-    settings = apply_overrides(SimSettings(), ["hpa.tolerance=0.2", "pool.provision_s=90", "metrics.resolution_s=15",
-                                               "autoscaler.scale_down_unneeded_s=300", "pool.system_cpu_m=900,0"])
-    assert (settings.hpa.tolerance, settings.pool.provision_s, settings.metrics.resolution_s) == (0.2, 90.0, 15.0)
+    settings = apply_overrides(
+        SimSettings(),
+        [
+            "hpa.tolerance=0.2",
+            "pool.provision_s=90",
+            "metrics.resolution_s=15",
+            "autoscaler.scale_down_unneeded_s=300",
+            "pool.system_cpu_m=900,0",
+        ],
+    )
+    assert (settings.hpa.tolerance, settings.pool.provision_s, settings.metrics.resolution_s) == (
+        0.2,
+        90.0,
+        15.0,
+    )
     assert settings.autoscaler.scale_down_unneeded_s == 300.0 and settings.pool.system_cpu_m == (900, 0)
 
 
 def test_a_shorter_unneeded_time_brings_the_nodes_back_sooner(reference_runs):
     experiment = build_preset("reference-cluster-autoscaler")
-    faster = dataclasses.replace(experiment, settings=apply_overrides(
-        experiment.settings, ["autoscaler.scale_down_unneeded_s=300"]))  # fmt: skip
+    faster = dataclasses.replace(
+        experiment, settings=apply_overrides(experiment.settings, ["autoscaler.scale_down_unneeded_s=300"])
+    )
     _, summary = run_experiment(faster)
     base = reference_runs["reference-cluster-autoscaler"][1]["scale_down_s"]
     assert summary["scale_down_s"] == base - 300
@@ -156,8 +187,10 @@ def test_a_shorter_unneeded_time_brings_the_nodes_back_sooner(reference_runs):
 def test_a_day_at_scale_runs_fast():
     """A smaller version of benchmarks/simulate_bench.py: 6 hours, up to 600 pods."""
     model = PodModel(servers=4, service_rate=20.0)
-    settings = SimSettings(pool=NodePool(machine_type="e2-standard-16", min_nodes=5, max_nodes=60),
-                           hpa=HpaSettings(target=80, min_replicas=20, max_replicas=600))  # fmt: skip
+    settings = SimSettings(
+        pool=NodePool(machine_type="e2-standard-16", min_nodes=5, max_nodes=60),
+        hpa=HpaSettings(target=80, min_replicas=20, max_replicas=600),
+    )
     shape = daily_shape(30_000, hours=6.0, peak_hour=3.0)
     started = time.perf_counter()
     run = simulate(settings, shape, model)
@@ -175,8 +208,20 @@ def cli(*args):
 def test_cli_help_explains_every_option():
     result = cli("--help")
     assert result.exit_code == 0
-    for option in ("--preset", "--profile", "--plan", "--max-pods", "--max-nodes", "--compare", "--behavior",
-                   "--metrics-resolution", "--node-provision-time", "--set", "--list-settings", "--out"):
+    for option in (
+        "--preset",
+        "--profile",
+        "--plan",
+        "--max-pods",
+        "--max-nodes",
+        "--compare",
+        "--behavior",
+        "--metrics-resolution",
+        "--node-provision-time",
+        "--set",
+        "--list-settings",
+        "--out",
+    ):
         assert option in result.output
 
 
@@ -215,8 +260,18 @@ def test_cli_runs_a_profile_with_limits(tmp_path):
     profile = tmp_path / "p.csv"
     profile.write_text("time_s,users\n0,10\n300,90\n1200,5\n")
     out = tmp_path / "out"
-    result = cli("--profile", str(profile), "--duration", "2400", "--max-pods", "6", "--max-nodes", "4",
-                 "--out", str(out))  # fmt: skip
+    result = cli(
+        "--profile",
+        str(profile),
+        "--duration",
+        "2400",
+        "--max-pods",
+        "6",
+        "--max-nodes",
+        "4",
+        "--out",
+        str(out),
+    )
     assert result.exit_code == 0, result.output
     summary = json.loads((out / "summary.json").read_text())
     assert summary["max_pods_ready"] <= 6 and summary["max_nodes"] <= 4
@@ -226,8 +281,19 @@ def test_cli_runs_a_profile_with_limits(tmp_path):
 
 def test_cli_compare_names_the_cheapest_policy_that_meets_the_sla(tmp_path):
     out = tmp_path / "cmp"
-    result = cli("--preset", "reference-cluster-autoscaler", "--max-nodes", "8", "--max-pods", "20",
-                 "--compare", "--allowed-violation", "20", "--out", str(out))  # fmt: skip
+    result = cli(
+        "--preset",
+        "reference-cluster-autoscaler",
+        "--max-nodes",
+        "8",
+        "--max-pods",
+        "20",
+        "--compare",
+        "--allowed-violation",
+        "20",
+        "--out",
+        str(out),
+    )
     assert result.exit_code == 0, result.output
     comparison = json.loads((out / "compare.json").read_text())
     names = [row["name"] for row in comparison["policies"]]

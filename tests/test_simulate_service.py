@@ -9,6 +9,7 @@ import pytest
 
 from mlscale.capacity.models import mmc_response_quantile
 from mlscale.errors import ConfigurationError
+from mlscale.simulate.presets import build_preset
 from mlscale.simulate.service import (
     RHO_MAX,
     ClosedTable,
@@ -23,8 +24,7 @@ from mlscale.simulate.service import (
     pod_latency,
     reference_pod,
     saturation_throughput,
-)  # fmt: skip
-from mlscale.simulate.presets import build_preset
+)
 
 
 def test_one_user_sees_an_idle_server():
@@ -88,8 +88,16 @@ def synthetic_plan(true: PodModel, think: float = 0.1, loads=(4, 8, 16, 32, 64, 
     steps = []
     for users in loads:
         state = closed_loop(true, users, think, (0.95,))
-        steps.append({"load": users, "rps": state.throughput, "latency_ms": state.quantiles_ms[0],
-                      "mean_ms": state.mean_ms, "valid": True, "meets": state.quantiles_ms[0] < 100})  # fmt: skip
+        steps.append(
+            {
+                "load": users,
+                "rps": state.throughput,
+                "latency_ms": state.quantiles_ms[0],
+                "mean_ms": state.mean_ms,
+                "valid": True,
+                "meets": state.quantiles_ms[0] < 100,
+            }
+        )
     return {
         "sla": {"expr": "p95<100ms", "percentile": "p95", "limit_ms": 100.0},
         "load_model": {"kind": "users", "think_time_s": think},
@@ -123,7 +131,7 @@ def test_between_steps_the_calibrated_pod_predicts_what_it_did_not_see():
 def test_calibration_passes_through_each_step_and_interpolates_between():
     plan = synthetic_plan(PodModel(servers=2, service_rate=300.0))
     steps = plan["measurements"][0]["steps"]
-    for step, factor in zip(steps, (1.5, 1.5, 2.0, 2.0, 3.0, 3.0, 1.2, 1.2, 1.2)):
+    for step, factor in zip(steps, (1.5, 1.5, 2.0, 2.0, 3.0, 3.0, 1.2, 1.2, 1.2), strict=False):
         step["latency_ms"] *= factor  # a server whose tail is heavier than the queue's
     model = pod_from_plan(plan)
     assert max(abs(r["error"]) for r in check_against_plan(plan, model)) < 1e-9
@@ -156,10 +164,17 @@ def test_a_noisy_plan_still_drives_the_presets():
     # Measured on a busy CI machine: throughput fell past the knee, and the p95 at the
     # lightest step is already a third of the SLA. The fit once left a pod that
     # missed the SLA with no load at all.
-    measured = [(32, 32.0, 386.6, 60.0), (64, 63.0, 768.5, 190.0), (128, 54.0, 2639.9, 1370.0),
-                (96, 56.0, 1457.2, 710.0), (80, 72.0, 960.0, 300.0)]  # fmt: skip
-    steps = [{"load": load, "rps": rps, "latency_ms": p95, "mean_ms": mean, "valid": True, "meets": p95 < 1000}
-             for load, rps, p95, mean in measured]  # fmt: skip
+    measured = [
+        (32, 32.0, 386.6, 60.0),
+        (64, 63.0, 768.5, 190.0),
+        (128, 54.0, 2639.9, 1370.0),
+        (96, 56.0, 1457.2, 710.0),
+        (80, 72.0, 960.0, 300.0),
+    ]
+    steps = [
+        {"load": load, "rps": rps, "latency_ms": p95, "mean_ms": mean, "valid": True, "meets": p95 < 1000}
+        for load, rps, p95, mean in measured
+    ]
     plan = {
         "sla": {"expr": "p95<1s", "percentile": "p95", "limit_ms": 1000.0},
         "load_model": {"kind": "users", "think_time_s": 1.0},
@@ -195,7 +210,10 @@ def test_a_plan_measured_with_another_think_time_is_read_with_it():
         ({"sizing": None}, "no sizing"),
         ({"sizing": {"cpu_per_pod": "x"}}, "not numbers"),
         ({"sizing": {"cpu_per_pod": 1.0}, "measurements": []}, "no measurement"),
-        ({"sizing": {"cpu_per_pod": 1.0}, "measurements": [{"cpu": 1.0, "steps": [{"rps": 0}]}]}, "no valid step"),
+        (
+            {"sizing": {"cpu_per_pod": 1.0}, "measurements": [{"cpu": 1.0, "steps": [{"rps": 0}]}]},
+            "no valid step",
+        ),
     ],
 )
 def test_bad_plans_say_what_is_wrong(plan, message):

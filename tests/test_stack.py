@@ -26,11 +26,11 @@ from pathlib import Path
 import pytest
 import yaml
 
+from mlscale.containers.expand import SecretPart, expand_parts, fill
+from mlscale.containers.probes import Probe, parse_probe_spec, probe_command, probe_spec
 from mlscale.containers.stack import generated_value, secret_content
 from mlscale.containers.stack_loadtest import locust_pods, pods_behind
 from mlscale.containers.stats import busiest_share, cores_used, go_duration_s, parse_stats, size_bytes
-from mlscale.containers.expand import SecretPart, expand_parts, fill
-from mlscale.containers.probes import Probe, parse_probe_spec, probe_command, probe_spec
 from mlscale.containers.translate import (
     CONFIGMAPS_LABEL,
     PROBE_ANNOTATION,
@@ -45,16 +45,22 @@ from mlscale.containers.translate import (
 from mlscale.errors import ConfigurationError
 
 ROOT = Path(__file__).resolve().parents[1]
-needs_kubectl = pytest.mark.skipif(shutil.which("kubectl") is None,
-                                   reason="kubectl (which bundles kustomize) is not installed: the "
-                                   "stack renders the overlay with `kubectl kustomize`")  # fmt: skip
-IMAGES = {"mlscale/server": "localhost/mlscale/server:0.1.0",
-          "mlscale/tracking": "localhost/mlscale/tracking:0.1.0",
-          "mlscale/locust": "localhost/mlscale/locust:0.1.0",
-          "postgres": "localhost/mlscale/postgres:0.1.0"}  # fmt: skip
-PUBLISH = (Publish("mlscale-server", "http", 18080, "model-server"),
-           Publish("mlflow-tracking", "http", 15000, "tracking-ui"),
-           Publish("locust-master", "web", 18089, "locust-ui"))  # fmt: skip
+needs_kubectl = pytest.mark.skipif(
+    shutil.which("kubectl") is None,
+    reason="kubectl (which bundles kustomize) is not installed: the "
+    "stack renders the overlay with `kubectl kustomize`",
+)
+IMAGES = {
+    "mlscale/server": "localhost/mlscale/server:0.1.0",
+    "mlscale/tracking": "localhost/mlscale/tracking:0.1.0",
+    "mlscale/locust": "localhost/mlscale/locust:0.1.0",
+    "postgres": "localhost/mlscale/postgres:0.1.0",
+}
+PUBLISH = (
+    Publish("mlscale-server", "http", 18080, "model-server"),
+    Publish("mlflow-tracking", "http", 15000, "tracking-ui"),
+    Publish("locust-master", "web", 18089, "locust-ui"),
+)
 
 
 # --- the translation of the local overlay ----------------------------------------------
@@ -82,8 +88,13 @@ def _containers(pod):
 def test_each_workload_becomes_pods_named_for_the_stack(local_plan):
     _, plan = local_plan
     assert sorted(p.name for p in plan.pods) == [
-        "st-locust-master", "st-locust-worker-0", "st-locust-worker-1",
-        "st-mlflow-postgres-0", "st-mlflow-tracking", "st-mlscale-server"]  # fmt: skip
+        "st-locust-master",
+        "st-locust-worker-0",
+        "st-locust-worker-1",
+        "st-mlflow-postgres-0",
+        "st-mlflow-tracking",
+        "st-mlscale-server",
+    ]
     workloads = {p.name: p.workload for p in plan.pods}
     assert workloads["st-mlflow-postgres-0"] == "StatefulSet/mlflow-postgres"
     assert workloads["st-locust-worker-1"] == "Deployment/locust-worker"
@@ -112,8 +123,13 @@ def test_what_podman_cannot_apply_is_reported_not_dropped_in_silence(local_plan)
 def test_pods_start_after_the_services_they_connect_to(local_plan):
     _, plan = local_plan
     tiers = [[p.name for p in tier] for tier in plan.tiers()]
-    assert tiers == [["st-mlflow-postgres-0"], ["st-mlflow-tracking"], ["st-mlscale-server"],
-                     ["st-locust-master"], ["st-locust-worker-0", "st-locust-worker-1"]]  # fmt: skip
+    assert tiers == [
+        ["st-mlflow-postgres-0"],
+        ["st-mlflow-tracking"],
+        ["st-mlscale-server"],
+        ["st-locust-master"],
+        ["st-locust-worker-0", "st-locust-worker-1"],
+    ]
     labels = {p.name: _pod_doc(p)["metadata"]["labels"][TIER_LABEL] for p in plan.pods}
     assert labels["st-mlflow-postgres-0"] == "0" and labels["st-locust-worker-1"] == "4"
 
@@ -129,8 +145,11 @@ def test_only_the_three_ui_ports_are_published_and_only_on_loopback(local_plan):
                 # without a host port, and every host port is on 127.0.0.1.
                 assert port["hostIP"] == "127.0.0.1" and port["hostPort"], (pod.name, port)
                 published[pod.name] = (port["hostPort"], port["containerPort"])
-    assert published == {"st-mlscale-server": (18080, 8080), "st-mlflow-tracking": (15000, 5000),
-                         "st-locust-master": (18089, 8089)}  # fmt: skip
+    assert published == {
+        "st-mlscale-server": (18080, 8080),
+        "st-mlflow-tracking": (15000, 5000),
+        "st-locust-master": (18089, 8089),
+    }
     assert plan.pod("st-mlscale-server").published[0].url == "http://127.0.0.1:18080"
 
 
@@ -138,7 +157,9 @@ def test_only_the_three_ui_ports_are_published_and_only_on_loopback(local_plan):
 def test_the_manifests_container_settings_are_kept(local_plan):
     objects, plan = local_plan
     server = _containers(plan.pod("st-mlscale-server"))[0]
-    source = next(o for o in objects if o["kind"] == "Deployment" and o["metadata"]["name"] == "mlscale-server")
+    source = next(
+        o for o in objects if o["kind"] == "Deployment" and o["metadata"]["name"] == "mlscale-server"
+    )
     original = source["spec"]["template"]["spec"]["containers"][0]
     for key in ("command", "args", "resources", "securityContext", "volumeMounts"):
         assert server[key] == original[key], key
@@ -167,18 +188,26 @@ def test_volumes_claims_are_kept_and_empty_dirs_are_each_pods_own(local_plan):
     scratch = sorted(name for name, persistent in volumes.items() if not persistent)
     assert "st-mlscale-server-tmp" in scratch and "st-locust-worker-1-tmp" in scratch
     assert "st-mlflow-postgres-0-run" in scratch
-    claims = {v["name"]: v["persistentVolumeClaim"]["claimName"]
-              for v in _pod_doc(plan.pod("st-mlflow-postgres-0"))["spec"]["volumes"]}  # fmt: skip
-    assert claims == {"data": "st-data-mlflow-postgres-0", "run": "st-mlflow-postgres-0-run",
-                      "tmp": "st-mlflow-postgres-0-tmp"}  # fmt: skip
+    claims = {
+        v["name"]: v["persistentVolumeClaim"]["claimName"]
+        for v in _pod_doc(plan.pod("st-mlflow-postgres-0"))["spec"]["volumes"]
+    }
+    assert claims == {
+        "data": "st-data-mlflow-postgres-0",
+        "run": "st-mlflow-postgres-0-run",
+        "tmp": "st-mlflow-postgres-0-tmp",
+    }
 
 
 @needs_kubectl
 def test_secret_variables_stay_in_the_secret_even_once_expanded(local_plan):
     _, plan = local_plan
     (secret,) = plan.secrets
-    assert (secret.name, secret.source, secret.keys) == ("st-mlflow-postgres", "mlflow-postgres",
-                                                         ("password", "username"))  # fmt: skip
+    assert (secret.name, secret.source, secret.keys) == (
+        "st-mlflow-postgres",
+        "mlflow-postgres",
+        ("password", "username"),
+    )
     tracking = _containers(plan.pod("st-mlflow-tracking"))[0]
     env = {v["name"]: v for v in tracking["env"]}
     # The URL Kubernetes would expand from $(POSTGRES_USER) and $(POSTGRES_PASSWORD)
@@ -188,8 +217,10 @@ def test_secret_variables_stay_in_the_secret_even_once_expanded(local_plan):
     content = secret_content(secret, {"username": "mlflow", "password": "s3cret"})
     decoded = {k: base64.b64decode(v).decode() for k, v in content.items()}
     assert decoded[ref["key"]] == "postgresql+psycopg2://mlflow:s3cret@mlflow-postgres:5432/mlflow"
-    assert env["POSTGRES_PASSWORD"]["valueFrom"]["secretKeyRef"] == {"name": "st-mlflow-postgres",
-                                                                   "key": "password"}  # fmt: skip
+    assert env["POSTGRES_PASSWORD"]["valueFrom"]["secretKeyRef"] == {
+        "name": "st-mlflow-postgres",
+        "key": "password",
+    }
     # Literal references are expanded here (podman does not); none is left anywhere.
     assert "--artifacts-destination=/mlartifacts" in tracking["args"]
     text = yaml.safe_dump_all([d for pod in plan.pods for d in pod.documents])
@@ -198,7 +229,7 @@ def test_secret_variables_stay_in_the_secret_even_once_expanded(local_plan):
 
 @needs_kubectl
 def test_the_locust_pods_carry_the_load_test_configuration(local_plan):
-    objects, plan = local_plan
+    _objects, plan = local_plan
     locust = locust_pods(plan)
     assert locust.master.name == "st-locust-master" and len(locust.workers) == 2
     assert locust.target == "http://mlscale-server:8080"
@@ -236,8 +267,9 @@ def test_a_folder_rendered_from_a_plan_runs_as_sized(tmp_path):
     out = render_plan(PLAN, str(tmp_path / "rendered"), overlay="local")
     plan = translate(render(Path(out)), StackSettings("st", IMAGES, PUBLISH))
     servers = [p for p in plan.pods if p.workload == "Deployment/mlscale-server"]
-    assert [(p.name, p.aliases) for p in servers] == [(f"st-mlscale-server-{i}", ("mlscale-server",))
-                                                     for i in range(3)]  # fmt: skip
+    assert [(p.name, p.aliases) for p in servers] == [
+        (f"st-mlscale-server-{i}", ("mlscale-server",)) for i in range(3)
+    ]
     assert [len(p.published) for p in servers] == [1, 0, 0]
     assert _containers(servers[0])[0]["resources"]["limits"]["cpu"] == "500m"
     assert len(locust_pods(plan).workers) == 5
@@ -250,8 +282,12 @@ def test_the_committed_load_test_configuration_is_the_reference_scenarios():
     from mlscale.loadtest import shapes
     from mlscale.loadtest.runner import LoadTestSettings, locust_config
 
-    settings = LoadTestSettings(host="http://mlscale-server:8080", out_dir="unused", workers=2,
-                                shape=shapes.constant(shapes.USERS, 120, 600))  # fmt: skip
+    settings = LoadTestSettings(
+        host="http://mlscale-server:8080",
+        out_dir="unused",
+        workers=2,
+        shape=shapes.constant(shapes.USERS, 120, 600),
+    )
     committed = json.loads((ROOT / "deploy/components/loadtest-config/locust_config.json").read_text())
     assert committed == json.loads(json.dumps(locust_config(settings, out=RESULTS_DIR, summarize=True)))
 
@@ -261,9 +297,17 @@ def test_the_master_summarizes_from_the_settings_its_configuration_was_written_f
     from mlscale.loadtest.runner import LoadTestSettings, locust_config, settings_from_config
     from mlscale.loadtest.sla import parse_sla
 
-    settings = LoadTestSettings(host="http://s:8080", out_dir="/o", workers=3, think="random",
-                                shape=shapes.steps(shapes.RPS, "10:5,10:20"), arrival="constant",
-                                think_time_s=0.5, max_in_flight=50, sla=parse_sla("p95<200ms"))  # fmt: skip
+    settings = LoadTestSettings(
+        host="http://s:8080",
+        out_dir="/o",
+        workers=3,
+        think="random",
+        shape=shapes.steps(shapes.RPS, "10:5,10:20"),
+        arrival="constant",
+        think_time_s=0.5,
+        max_in_flight=50,
+        sla=parse_sla("p95<200ms"),
+    )
     config = json.loads(json.dumps(locust_config(settings, out="/o", summarize=True)))
     assert settings_from_config(config, host="http://s:8080", out_dir="/o") == settings
     assert "summarize" not in locust_config(settings, out="/o")  # `mlscale loadtest` summarizes itself
@@ -278,8 +322,9 @@ def test_the_overlay_with_the_load_test_component_validates(tmp_path):
     shutil.copytree(ROOT / "deploy", tmp_path / "deploy", ignore=shutil.ignore_patterns("*.env"))
     overlay = tmp_path / "deploy" / "overlays" / "with-loadtest"
     overlay.mkdir()
-    (overlay / "kustomization.yaml").write_text(yaml.safe_dump({
-        "resources": ["../local"], "components": ["../../components/loadtest-config"]}))
+    (overlay / "kustomization.yaml").write_text(
+        yaml.safe_dump({"resources": ["../local"], "components": ["../../components/loadtest-config"]})
+    )
     try:
         report = validate_dir(overlay)
     except ConfigurationError as exc:  # no schemas package
@@ -291,20 +336,33 @@ def test_the_overlay_with_the_load_test_component_validates(tmp_path):
 # --- the translation's rules, on small objects ------------------------------------------
 
 
-def _deployment(name, *, env=(), args=(), ports=(), replicas=1, image="mlscale/server:0.1.0",
-                labels=None, volumes=()):  # fmt: skip
+def _deployment(
+    name, *, env=(), args=(), ports=(), replicas=1, image="mlscale/server:0.1.0", labels=None, volumes=()
+):
     labels = labels or {"app": name}
-    container = {"name": "main", "image": image, "env": list(env), "args": list(args),
-                 "ports": list(ports)}  # fmt: skip
-    return {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": name},
-            "spec": {"replicas": replicas, "selector": {"matchLabels": labels},
-                     "template": {"metadata": {"labels": labels},
-                                  "spec": {"containers": [container], "volumes": list(volumes)}}}}  # fmt: skip
+    container = {"name": "main", "image": image, "env": list(env), "args": list(args), "ports": list(ports)}
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": name},
+        "spec": {
+            "replicas": replicas,
+            "selector": {"matchLabels": labels},
+            "template": {
+                "metadata": {"labels": labels},
+                "spec": {"containers": [container], "volumes": list(volumes)},
+            },
+        },
+    }
 
 
 def _service(name, selector, port, target):
-    return {"apiVersion": "v1", "kind": "Service", "metadata": {"name": name},
-            "spec": {"selector": selector, "ports": [{"name": "p", "port": port, "targetPort": target}]}}
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": name},
+        "spec": {"selector": selector, "ports": [{"name": "p", "port": port, "targetPort": target}]},
+    }
 
 
 SETTINGS = StackSettings("t", {"mlscale/server": "localhost/mlscale/server:0.1.0"})
@@ -313,22 +371,35 @@ SETTINGS = StackSettings("t", {"mlscale/server": "localhost/mlscale/server:0.1.0
 def test_kubernetes_expansion_of_variables():
     values = {"A": "a", "EMPTY": ""}
     secret = {"PW": ("db", "password")}
-    literal = lambda text: "".join(p.literal for p in expand_parts(text, values, secret))  # noqa: E731
+
+    def literal(text):
+        return "".join(p.literal for p in expand_parts(text, values, secret))
+
     assert literal("x-$(A)-$(EMPTY)-y") == "x-a--y"
     assert literal("$$(A) costs $$5") == "$(A) costs $5"  # $$ escapes
     assert literal("$(NOPE) and $(A") == "$(NOPE) and $(A"  # unknown or unclosed: as written
     parts = expand_parts("u:$(PW)@h/$(A)", values, secret)
     assert parts == [SecretPart("u:"), SecretPart(key="PW"), SecretPart("@h/a")]
-    assert fill((SecretPart("u:"), SecretPart(key="password"), SecretPart("@h")), {"password": "x"}) == "u:x@h"
+    assert (
+        fill((SecretPart("u:"), SecretPart(key="password"), SecretPart("@h")), {"password": "x"}) == "u:x@h"
+    )
 
 
 def test_variables_expand_in_env_and_args_as_kubernetes_would():
-    env = [{"name": "A", "value": "one"}, {"name": "B", "value": "$(A)-two"}, {"name": "C", "value": "$(D)"},
-           {"name": "D", "value": "late"}]  # fmt: skip
+    env = [
+        {"name": "A", "value": "one"},
+        {"name": "B", "value": "$(A)-two"},
+        {"name": "C", "value": "$(D)"},
+        {"name": "D", "value": "late"},
+    ]
     plan = translate([_deployment("x", env=env, args=["--a=$(A)", "--d=$(D)"])], SETTINGS)
     container = _containers(plan.pods[0])[0]
     assert {v["name"]: v["value"] for v in container["env"]} == {
-        "A": "one", "B": "one-two", "C": "$(D)", "D": "late"}  # an env value sees earlier ones only
+        "A": "one",
+        "B": "one-two",
+        "C": "$(D)",
+        "D": "late",
+    }  # an env value sees earlier ones only
     assert container["args"] == ["--a=one", "--d=late"]  # args see them all
 
 
@@ -349,7 +420,7 @@ def test_what_cannot_run_under_a_container_engine_is_refused_by_name():
     written = {"kind": "Secret", "metadata": {"name": "mlflow-postgres"}, "data": {}}
     with pytest.raises(ConfigurationError, match="makes its own secrets"):
         translate([written], SETTINGS)
-    with pytest.raises(ConfigurationError, match="image nginx:1.27 is none of the project's"):
+    with pytest.raises(ConfigurationError, match=r"image nginx:1\.27 is none of the project's"):
         translate([_deployment("x", image="nginx:1.27")], SETTINGS)
     field_ref = {"name": "NODE", "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}}
     with pytest.raises(ConfigurationError, match="env NODE comes from fieldRef"):
@@ -371,11 +442,18 @@ def test_a_service_must_reach_the_port_it_names():
 
 
 def test_replicas_behind_a_service_share_its_name():
-    objects = [_deployment("web", replicas=3, ports=[{"name": "http", "containerPort": 8080}]),
-               _service("web", {"app": "web"}, 8080, "http")]  # fmt: skip
-    plan = translate(objects, StackSettings("t", SETTINGS.images, (Publish("web", "p", 9000, "model-server"),)))
-    assert [(p.name, p.aliases) for p in plan.pods] == [("t-web-0", ("web",)), ("t-web-1", ("web",)),
-                                                       ("t-web-2", ("web",))]  # fmt: skip
+    objects = [
+        _deployment("web", replicas=3, ports=[{"name": "http", "containerPort": 8080}]),
+        _service("web", {"app": "web"}, 8080, "http"),
+    ]
+    plan = translate(
+        objects, StackSettings("t", SETTINGS.images, (Publish("web", "p", 9000, "model-server"),))
+    )
+    assert [(p.name, p.aliases) for p in plan.pods] == [
+        ("t-web-0", ("web",)),
+        ("t-web-1", ("web",)),
+        ("t-web-2", ("web",)),
+    ]
     # One host port: the first replica has it.
     assert [len(p.published) for p in plan.pods] == [1, 0, 0]
 
@@ -383,24 +461,38 @@ def test_replicas_behind_a_service_share_its_name():
 def test_start_order_follows_the_names_pods_connect_to():
     objects = [
         _deployment("client", env=[{"name": "URL", "value": "http://api:80/x"}]),
-        _deployment("api", env=[{"name": "DB", "value": "db:5432"}, {"name": "SELF", "value": "api"}],
-                    ports=[{"name": "p", "containerPort": 80}]),
+        _deployment(
+            "api",
+            env=[{"name": "DB", "value": "db:5432"}, {"name": "SELF", "value": "api"}],
+            ports=[{"name": "p", "containerPort": 80}],
+        ),
         _deployment("db", ports=[{"name": "p", "containerPort": 5432}]),
         _deployment("apiary"),  # a name that merely starts like a Service's is not one
-        _service("api", {"app": "api"}, 80, "p"), _service("db", {"app": "db"}, 5432, "p"),
-    ]  # fmt: skip
+        _service("api", {"app": "api"}, 80, "p"),
+        _service("db", {"app": "db"}, 5432, "p"),
+    ]
     plan = translate(objects, SETTINGS)
-    assert [[p.name for p in tier] for tier in plan.tiers()] == [["t-db", "t-apiary"], ["t-api"], ["t-client"]]
+    assert [[p.name for p in tier] for tier in plan.tiers()] == [
+        ["t-db", "t-apiary"],
+        ["t-api"],
+        ["t-client"],
+    ]
     assert plan.pod("t-api").needs == ("db",)
-    cyclic = [_deployment("a", env=[{"name": "X", "value": "b"}]), _deployment("b", env=[{"name": "X", "value": "a"}]),
-              _service("a", {"app": "a"}, 1, 1), _service("b", {"app": "b"}, 1, 1)]  # fmt: skip
+    cyclic = [
+        _deployment("a", env=[{"name": "X", "value": "b"}]),
+        _deployment("b", env=[{"name": "X", "value": "a"}]),
+        _service("a", {"app": "a"}, 1, 1),
+        _service("b", {"app": "b"}, 1, 1),
+    ]
     assert len(start_tiers(translate(cyclic, SETTINGS).pods)) == 1  # a cycle starts together
 
 
 def test_probes_as_commands_in_the_container_and_in_a_few_characters():
     http = Probe("http", port=8080, path="/ping", timeout_s=2)
     assert probe_command(http)[:2] == ["python3", "-c"] and probe_command(http)[3:] == [
-        "http://127.0.0.1:8080/ping", "2"]
+        "http://127.0.0.1:8080/ping",
+        "2",
+    ]
     assert probe_command(Probe("exec", command=("pg_isready", "-q"))) == ["pg_isready", "-q"]
     assert probe_command(Probe("tcp", port=5557, timeout_s=1))[3:] == ["5557", "1"]
     for probe in (http, Probe("tcp", port=5557), Probe("exec", command=("pg_isready", "-h", "127.0.0.1"))):
@@ -408,14 +500,25 @@ def test_probes_as_commands_in_the_container_and_in_a_few_characters():
         assert len(spec) <= 63  # podman's limit on an annotation's value
         back = parse_probe_spec(spec)
         assert (back.kind, back.port, back.path if probe.kind == "http" else "/", back.command) == (
-            probe.kind, probe.port, probe.path, probe.command)
+            probe.kind,
+            probe.port,
+            probe.path,
+            probe.command,
+        )
     assert parse_probe_spec("nonsense") is None and parse_probe_spec("http:x") is None
 
 
 def test_images_and_secrets():
-    assert [image_repository(i) for i in ("mlscale/server:0.1.0", "postgres:16.4-bookworm", "localhost:5000/a/b:1",
-                                          "x/y@sha256:" + "0" * 64, "plain")] == [
-        "mlscale/server", "postgres", "localhost:5000/a/b", "x/y", "plain"]  # fmt: skip
+    assert [
+        image_repository(i)
+        for i in (
+            "mlscale/server:0.1.0",
+            "postgres:16.4-bookworm",
+            "localhost:5000/a/b:1",
+            "x/y@sha256:" + "0" * 64,
+            "plain",
+        )
+    ] == ["mlscale/server", "postgres", "localhost:5000/a/b", "x/y", "plain"]
     assert generated_value("username") == "mlflow"
     password = generated_value("password")
     assert len(password) == 48 and password.isalnum() and password != generated_value("password")
@@ -428,15 +531,23 @@ def test_podman_stats_read():
     with pytest.raises(ValueError):
         go_duration_s("4 s")
     assert size_bytes("330.8MB") == 330.8e6 and size_bytes("1.5GiB") == 1.5 * 2**30 and size_bytes("0B") == 0
-    text = json.dumps([
-        {"name": "s", "cpu_time": "2s", "mem_usage": "100MB / 512MB"},
-        {"name": "w", "cpu_time": "1.5s", "mem_usage": "50MB / 384MB"},
-        {"name": "broken", "cpu_time": "?", "mem_usage": "?"},
-    ])  # fmt: skip
+    text = json.dumps(
+        [
+            {"name": "s", "cpu_time": "2s", "mem_usage": "100MB / 512MB"},
+            {"name": "w", "cpu_time": "1.5s", "mem_usage": "50MB / 384MB"},
+            {"name": "broken", "cpu_time": "?", "mem_usage": "?"},
+        ]
+    )
     before = parse_stats(text)
     assert [(r.name, r.cpu_s, r.memory_bytes) for r in before] == [("s", 2.0, 100e6), ("w", 1.5, 50e6)]
-    after = parse_stats(json.dumps([{"name": "s", "cpu_time": "2.5s", "mem_usage": "1MB"},
-                                    {"name": "w", "cpu_time": "0.2s", "mem_usage": "1MB"}]))  # fmt: skip
+    after = parse_stats(
+        json.dumps(
+            [
+                {"name": "s", "cpu_time": "2.5s", "mem_usage": "1MB"},
+                {"name": "w", "cpu_time": "0.2s", "mem_usage": "1MB"},
+            ]
+        )
+    )
     # s used half a second of CPU in 1 s; w restarted (its time went back): counted from zero.
     assert cores_used(before, after, 1.0, ["s", "w"]) == {"s": 0.5, "w": pytest.approx(0.2)}
     per_second = [(100, {"w1": 0.45, "w2": 0.2}), (101, {"w1": 0.3, "w2": 0.49}), (200, {"w1": 5.0})]
@@ -447,16 +558,36 @@ def test_podman_stats_read():
 # --- the stack for real ----------------------------------------------------------------
 
 _MODEL_URI = "models:/wine-quality/1"
-_ROW = {"dataframe_split": {"columns": [
-    "fixed acidity", "volatile acidity", "citric acid", "residual sugar", "chlorides",
-    "free sulfur dioxide", "total sulfur dioxide", "density", "pH", "sulphates", "alcohol"],
-    "data": [[7, 0.27, 0.36, 20.7, 0.045, 45, 170, 1.001, 3, 0.45, 8.8]]}}  # fmt: skip
+_ROW = {
+    "dataframe_split": {
+        "columns": [
+            "fixed acidity",
+            "volatile acidity",
+            "citric acid",
+            "residual sugar",
+            "chlorides",
+            "free sulfur dioxide",
+            "total sulfur dioxide",
+            "density",
+            "pH",
+            "sulphates",
+            "alcohol",
+        ],
+        "data": [[7, 0.27, 0.36, 20.7, 0.045, 45, 170, 1.001, 3, 0.45, 8.8]],
+    }
+}
 
 
 def _mlscale(*args: str, timeout: float, cwd: Path | None = None) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
-    done = subprocess.run([sys.executable, "-m", "mlscale", *args], capture_output=True, text=True,
-                          timeout=timeout, cwd=cwd, env=env)  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, "-m", "mlscale", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=cwd,
+        env=env,
+    )
     return done
 
 
@@ -482,23 +613,37 @@ def _answers(url: str) -> bool:
 
 def _everything(engine) -> set[str]:
     """Every container, pod, network, volume and secret on the machine."""
-    lines = lambda *args: engine.run(*args).stdout.split()  # noqa: E731
-    return ({f"container {c}" for c in lines("ps", "-a", "--format", "{{.Names}}")}
-            | {f"pod {p}" for p in lines("pod", "ps", "--format", "{{.Name}}")}
-            | {f"network {n}" for n in lines("network", "ls", "--format", "{{.Name}}")}
-            | {f"volume {v}" for v in lines("volume", "ls", "--format", "{{.Name}}")}
-            | {f"secret {s}" for s in lines("secret", "ls", "--format", "{{.Name}}")})  # fmt: skip
+
+    def lines(*args):
+        return engine.run(*args).stdout.split()
+
+    return (
+        {f"container {c}" for c in lines("ps", "-a", "--format", "{{.Names}}")}
+        | {f"pod {p}" for p in lines("pod", "ps", "--format", "{{.Name}}")}
+        | {f"network {n}" for n in lines("network", "ls", "--format", "{{.Name}}")}
+        | {f"volume {v}" for v in lines("volume", "ls", "--format", "{{.Name}}")}
+        | {f"secret {s}" for s in lines("secret", "ls", "--format", "{{.Name}}")}
+    )
 
 
 def _leftovers(engine, name: str) -> list[str]:
     """Anything of stack ``name`` still on the machine."""
     found = []
-    lines = lambda *args: engine.run(*args).stdout.split()  # noqa: E731
-    found += [f"container {c}" for c in lines("ps", "-a", "--format", "{{.Names}}") if c.startswith(f"{name}-")]
+
+    def lines(*args):
+        return engine.run(*args).stdout.split()
+
+    found += [
+        f"container {c}" for c in lines("ps", "-a", "--format", "{{.Names}}") if c.startswith(f"{name}-")
+    ]
     found += [f"pod {p}" for p in lines("pod", "ps", "--format", "{{.Name}}") if p.startswith(f"{name}-")]
     found += [f"network {n}" for n in lines("network", "ls", "--format", "{{.Name}}") if n == name]
-    found += [f"volume {v}" for v in lines("volume", "ls", "--format", "{{.Name}}") if v.startswith(f"{name}-")]
-    found += [f"secret {s}" for s in lines("secret", "ls", "--format", "{{.Name}}") if s.startswith(f"{name}-")]
+    found += [
+        f"volume {v}" for v in lines("volume", "ls", "--format", "{{.Name}}") if v.startswith(f"{name}-")
+    ]
+    found += [
+        f"secret {s}" for s in lines("secret", "ls", "--format", "{{.Name}}") if s.startswith(f"{name}-")
+    ]
     return found
 
 
@@ -532,7 +677,9 @@ def test_the_stack_end_to_end(tmp_path):
         assert all(ready.values()) and len(ready) == 5, ready
 
         # Published on loopback only, nothing else published; non-root, read-only root.
-        ports = json.loads(engine.run("ps", "--filter", f"label={STACK_LABEL}={name}", "--format", "json").stdout)
+        ports = json.loads(
+            engine.run("ps", "--filter", f"label={STACK_LABEL}={name}", "--format", "json").stdout
+        )
         bindings = [(b["host_ip"], b["container_port"]) for c in ports for b in c.get("Ports") or []]
         assert bindings and {ip for ip, _ in bindings} == {"127.0.0.1"}
         assert {port for _, port in bindings} == {8080, 5000, 8089}
@@ -545,8 +692,19 @@ def test_the_stack_end_to_end(tmp_path):
         assert "Read-only file system" in refused.stderr
 
         # No load test against a server without its model: a clear error first.
-        done = _mlscale("stack", "loadtest", "--name", name, "--users", "1", "--duration", "1",
-                        "--out", str(tmp_path / "early"), timeout=300)  # fmt: skip
+        done = _mlscale(
+            "stack",
+            "loadtest",
+            "--name",
+            name,
+            "--users",
+            "1",
+            "--duration",
+            "1",
+            "--out",
+            str(tmp_path / "early"),
+            timeout=300,
+        )
         assert done.returncode == 1 and "is not ready: register its model first" in done.stderr
         assert "Traceback" not in done.stderr
 
@@ -557,8 +715,11 @@ def test_the_stack_end_to_end(tmp_path):
         registered = time.monotonic()
         _poll(lambda: _answers(f"{server}/ping"), timeout_s=300, what="the model server's /ping")
         figures["server ready after training"] = time.monotonic() - registered
-        request = urllib.request.Request(f"{server}/invocations", data=json.dumps(_ROW).encode(),
-                                         headers={"Content-Type": "application/json"})  # fmt: skip
+        request = urllib.request.Request(
+            f"{server}/invocations",
+            data=json.dumps(_ROW).encode(),
+            headers={"Content-Type": "application/json"},
+        )
         with urllib.request.urlopen(request, timeout=30) as answer:
             prediction = json.loads(answer.read())["predictions"][0]
         assert 3 < prediction < 9
@@ -567,8 +728,19 @@ def test_the_stack_end_to_end(tmp_path):
         # the server container's CPU and memory.
         out = tmp_path / "loadtest"
         started = time.monotonic()
-        done = _mlscale("stack", "loadtest", "--name", name, "--users", "20", "--duration", "20",
-                        "--out", str(out), timeout=600)  # fmt: skip
+        done = _mlscale(
+            "stack",
+            "loadtest",
+            "--name",
+            name,
+            "--users",
+            "20",
+            "--duration",
+            "20",
+            "--out",
+            str(out),
+            timeout=600,
+        )
         figures["loadtest"] = time.monotonic() - started
         assert done.returncode == 0, done.stdout + done.stderr[-4000:]
         summary = json.loads((out / "summary.json").read_text())
@@ -585,26 +757,44 @@ def test_the_stack_end_to_end(tmp_path):
         report = (out / "report.html").read_text()
         assert "CPU" in report and "memory" in report.lower()
         figures["loadtest rps, p50, p95, p99 (ms)"] = (
-            round(summary["rps"], 1), summary["latency_ms"]["p50"], summary["latency_ms"]["p95"],
-            summary["latency_ms"]["p99"])  # fmt: skip
+            round(summary["rps"], 1),
+            summary["latency_ms"]["p50"],
+            summary["latency_ms"]["p95"],
+            summary["latency_ms"]["p99"],
+        )
         # The master wrote mlscale's summary and report itself too, as it does in a cluster.
         master = f"{name}-locust-master-locust"
-        _poll(lambda: engine.run("exec", master, "test", "-s", "/tmp/mlscale-loadtest/report.html",
-                                 check=False).returncode == 0, timeout_s=60, what="the master's report")  # fmt: skip
+        _poll(
+            lambda: (
+                engine.run(
+                    "exec", master, "test", "-s", "/tmp/mlscale-loadtest/report.html", check=False
+                ).returncode
+                == 0
+            ),
+            timeout_s=60,
+            what="the master's report",
+        )
         in_master = json.loads(engine.run("exec", master, "cat", "/tmp/mlscale-loadtest/summary.json").stdout)
         assert in_master["requests"] == summary["requests"]
         assert in_master["latency_ms"] == summary["latency_ms"]  # the same merged histograms
         figures["server cpu max, rss (MiB)"] = (
-            round(max(float(r["server_cpu"]) for r in measured), 3), round(float(measured[-1]["server_rss_mb"])))
+            round(max(float(r["server_cpu"]) for r in measured), 3),
+            round(float(measured[-1]["server_rss_mb"])),
+        )
 
         # Restart Postgres and the tracking server: the model is still registered.
         # Their pods, stopped then started: podman 4.3 stops a kube pod's infra
         # container with its last container (a lone container cannot restart in
         # place), and its `pod restart` races the restart policy (Postgres was
         # restarted by it mid-stop, then killed).
-        restarted = {f"{name}-mlflow-postgres-0": f"{name}-mlflow-postgres-0-postgres",
-                     f"{name}-mlflow-tracking": f"{name}-mlflow-tracking-tracking"}  # fmt: skip
-        started_at = lambda c: engine.run("inspect", "--format", "{{.State.StartedAt}}", c).stdout  # noqa: E731
+        restarted = {
+            f"{name}-mlflow-postgres-0": f"{name}-mlflow-postgres-0-postgres",
+            f"{name}-mlflow-tracking": f"{name}-mlflow-tracking-tracking",
+        }
+
+        def started_at(c):
+            return engine.run("inspect", "--format", "{{.State.StartedAt}}", c).stdout
+
         first_start = {c: started_at(c) for c in restarted.values()}
         # Stopped client first, started database first, as `up` orders them: a
         # tracking server that starts before its database answers exits, and
@@ -616,11 +806,21 @@ def test_the_stack_end_to_end(tmp_path):
         try:
             # Crash recovery after a stop that outlived its grace period can take a while
             # on a busy 2-core machine; the timeout is what it needs there, not a target.
-            _poll(lambda: engine.run("exec", restarted[postgres], "pg_isready", "-q", check=False).returncode == 0,
-                  timeout_s=240, what="Postgres after its restart")  # fmt: skip
+            _poll(
+                lambda: (
+                    engine.run("exec", restarted[postgres], "pg_isready", "-q", check=False).returncode == 0
+                ),
+                timeout_s=240,
+                what="Postgres after its restart",
+            )
         except BaseException:
-            state = engine.run("inspect", "--format", "{{.State.Status}} {{.State.ExitCode}}",
-                               restarted[postgres], check=False)  # fmt: skip
+            state = engine.run(
+                "inspect",
+                "--format",
+                "{{.State.Status}} {{.State.ExitCode}}",
+                restarted[postgres],
+                check=False,
+            )
             logs = engine.run("logs", "--tail", "40", restarted[postgres], check=False)
             print(f"Postgres container: {state.stdout.strip()}\n" + logs.stdout + logs.stderr)
             raise
@@ -638,8 +838,10 @@ def test_the_stack_end_to_end(tmp_path):
         done = _mlscale("stack", "down", "--name", name, "--keep-data", timeout=600)
         assert done.returncode == 0, done.stderr
         assert sorted(_leftovers(engine, name)) == [  # the data and its password; no scratch volume
-            f"secret {name}-mlflow-postgres", f"volume {name}-data-mlflow-postgres-0",
-            f"volume {name}-mlflow-artifacts"]  # fmt: skip
+            f"secret {name}-mlflow-postgres",
+            f"volume {name}-data-mlflow-postgres-0",
+            f"volume {name}-mlflow-artifacts",
+        ]
         started = time.monotonic()
         done = _mlscale("stack", "up", "--name", name, "--no-build", timeout=900)
         assert done.returncode == 0, done.stdout + done.stderr[-4000:]
@@ -687,8 +889,17 @@ def test_a_container_that_keeps_failing_stops_up_with_its_log(tmp_path):
     tracking.write_text(tracking.read_text().replace("--port=5000", "--port=five-thousand"))
     name = f"sf{uuid.uuid4().hex[:8]}"
     try:
-        done = _mlscale("stack", "up", "--name", name, "--from", str(tmp_path / "deploy" / "overlays" / "local"),
-                        "--timeout", "300", timeout=2400)  # fmt: skip
+        done = _mlscale(
+            "stack",
+            "up",
+            "--name",
+            name,
+            "--from",
+            str(tmp_path / "deploy" / "overlays" / "local"),
+            "--timeout",
+            "300",
+            timeout=2400,
+        )
         assert done.returncode == 1, done.stdout + done.stderr[-3000:]
         assert f"{name}-mlflow-postgres-0: ready" in done.stderr
         assert f"{name}-mlflow-tracking-tracking restarted" in done.stderr

@@ -27,7 +27,8 @@ ADMIN = ("admin", "admin-secret-0123456789")
 READER = ("model-server", "reader-secret-0123456789")
 
 pytestmark = pytest.mark.skipif(
-    __import__("importlib").util.find_spec("flask_wtf") is None, reason="mlflow[auth] (Flask-WTF) is not installed"
+    __import__("importlib").util.find_spec("flask_wtf") is None,
+    reason="mlflow[auth] (Flask-WTF) is not installed",
 )
 
 
@@ -69,11 +70,31 @@ def tracking(tmp_path_factory):
     with open(work / "basic_auth.ini", "w") as handle:
         config.write(handle)
     port = _free_port()
-    env = _env(MLFLOW_AUTH_CONFIG_PATH=str(work / "basic_auth.ini"), MLFLOW_AUTH_ADMIN_USERNAME=ADMIN[0],
-               MLFLOW_AUTH_ADMIN_PASSWORD=ADMIN[1], MLFLOW_FLASK_SERVER_SECRET_KEY="test-key")  # fmt: skip
-    command = [sys.executable, "-m", "mlflow", "server", "--app-name", "basic-auth", "--host", "127.0.0.1",
-               "--port", str(port), "--backend-store-uri", f"sqlite:///{work}/mlflow.db", "--serve-artifacts",
-               "--artifacts-destination", str(work / "artifacts"), "--workers", "1"]  # fmt: skip
+    env = _env(
+        MLFLOW_AUTH_CONFIG_PATH=str(work / "basic_auth.ini"),
+        MLFLOW_AUTH_ADMIN_USERNAME=ADMIN[0],
+        MLFLOW_AUTH_ADMIN_PASSWORD=ADMIN[1],
+        MLFLOW_FLASK_SERVER_SECRET_KEY="test-key",
+    )
+    command = [
+        sys.executable,
+        "-m",
+        "mlflow",
+        "server",
+        "--app-name",
+        "basic-auth",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--backend-store-uri",
+        f"sqlite:///{work}/mlflow.db",
+        "--serve-artifacts",
+        "--artifacts-destination",
+        str(work / "artifacts"),
+        "--workers",
+        "1",
+    ]
     log = open(work / "server.log", "w")
     server = subprocess.Popen(command, cwd=work, env=env, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
@@ -88,10 +109,20 @@ def tracking(tmp_path_factory):
 
 
 def _create_reader(url: str) -> subprocess.CompletedProcess:
-    env = _env(MLFLOW_TRACKING_URI=url, MLFLOW_TRACKING_USERNAME=ADMIN[0], MLFLOW_TRACKING_PASSWORD=ADMIN[1],
-               READER_USERNAME=READER[0], READER_PASSWORD=READER[1])  # fmt: skip
-    return subprocess.run([sys.executable, str(COMPONENT / "create_reader.py")], env=env,
-                          capture_output=True, text=True, timeout=120)  # fmt: skip
+    env = _env(
+        MLFLOW_TRACKING_URI=url,
+        MLFLOW_TRACKING_USERNAME=ADMIN[0],
+        MLFLOW_TRACKING_PASSWORD=ADMIN[1],
+        READER_USERNAME=READER[0],
+        READER_PASSWORD=READER[1],
+    )
+    return subprocess.run(
+        [sys.executable, str(COMPONENT / "create_reader.py")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 def test_anonymous_requests_are_refused_and_the_health_probe_is_not(tracking):
@@ -115,23 +146,50 @@ def test_the_job_makes_the_reader_once_and_sets_its_password_again(tracking):
 
 def test_the_model_server_signs_in_with_the_reader_account(tracking, tmp_path):
     assert _create_reader(tracking).returncode == 0
-    train = subprocess.run([sys.executable, "-m", "mlscale", "train", "--tracking-uri", tracking], cwd=tmp_path,
-                           env=_env(MLFLOW_TRACKING_USERNAME=ADMIN[0], MLFLOW_TRACKING_PASSWORD=ADMIN[1]),
-                           capture_output=True, text=True, timeout=600)  # fmt: skip
+    train = subprocess.run(
+        [sys.executable, "-m", "mlscale", "train", "--tracking-uri", tracking],
+        cwd=tmp_path,
+        env=_env(MLFLOW_TRACKING_USERNAME=ADMIN[0], MLFLOW_TRACKING_PASSWORD=ADMIN[1]),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert train.returncode == 0, train.stderr[-3000:]
     uri = train.stdout.strip().splitlines()[-1]
     port = _free_port()
     serve = [sys.executable, "-m", "mlscale", "serve", "-m", uri, "-p", str(port)]
-    reader_env = _env(MLFLOW_TRACKING_URI=tracking, MLFLOW_TRACKING_USERNAME=READER[0],
-                      MLFLOW_TRACKING_PASSWORD=READER[1])  # fmt: skip
-    server = subprocess.Popen(serve, cwd=tmp_path, env=reader_env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    reader_env = _env(
+        MLFLOW_TRACKING_URI=tracking, MLFLOW_TRACKING_USERNAME=READER[0], MLFLOW_TRACKING_PASSWORD=READER[1]
+    )
+    server = subprocess.Popen(
+        serve, cwd=tmp_path, env=reader_env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
     try:
-        _poll(lambda: _answers(f"http://127.0.0.1:{port}/ping") or server.poll() is not None, 120, "mlscale serve")
+        _poll(
+            lambda: _answers(f"http://127.0.0.1:{port}/ping") or server.poll() is not None,
+            120,
+            "mlscale serve",
+        )
         assert server.poll() is None
-        columns = ["fixed acidity", "volatile acidity", "citric acid", "residual sugar", "chlorides",
-                   "free sulfur dioxide", "total sulfur dioxide", "density", "pH", "sulphates", "alcohol"]  # fmt: skip
-        row = {"dataframe_split": {"columns": columns, "data": [[7, 0.27, 0.36, 20.7, 0.045, 45, 170, 1.001, 3,
-                                                                 0.45, 8.8]]}}  # fmt: skip
+        columns = [
+            "fixed acidity",
+            "volatile acidity",
+            "citric acid",
+            "residual sugar",
+            "chlorides",
+            "free sulfur dioxide",
+            "total sulfur dioxide",
+            "density",
+            "pH",
+            "sulphates",
+            "alcohol",
+        ]
+        row = {
+            "dataframe_split": {
+                "columns": columns,
+                "data": [[7, 0.27, 0.36, 20.7, 0.045, 45, 170, 1.001, 3, 0.45, 8.8]],
+            }
+        }
         answer = httpx.post(f"http://127.0.0.1:{port}/invocations", json=row, timeout=10)
         assert answer.status_code == 200, answer.text
         assert 3 < answer.json()["predictions"][0] < 9
@@ -139,17 +197,30 @@ def test_the_model_server_signs_in_with_the_reader_account(tracking, tmp_path):
         server.terminate()
         server.wait(30)
     # Without the account the same command fails with a message, not a traceback.
-    anonymous = subprocess.run(serve, cwd=tmp_path, env=_env(MLFLOW_TRACKING_URI=tracking),
-                               capture_output=True, text=True, timeout=120)  # fmt: skip
+    anonymous = subprocess.run(
+        serve,
+        cwd=tmp_path,
+        env=_env(MLFLOW_TRACKING_URI=tracking),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert anonymous.returncode != 0
     assert "Traceback" not in anonymous.stderr
     assert "401" in anonymous.stderr or "credentials" in anonymous.stderr.lower()
 
 
-@pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl (which bundles kustomize) is not installed")
+@pytest.mark.skipif(
+    shutil.which("kubectl") is None, reason="kubectl (which bundles kustomize) is not installed"
+)
 def test_the_gke_overlay_runs_the_component_with_one_image_version():
-    rendered = subprocess.run(["kubectl", "kustomize", str(ROOT / "deploy" / "overlays" / "gke")],
-                              capture_output=True, text=True, timeout=120, check=True).stdout  # fmt: skip
+    rendered = subprocess.run(
+        ["kubectl", "kustomize", str(ROOT / "deploy" / "overlays" / "gke")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    ).stdout
     objects = {(o["kind"], o["metadata"]["name"]): o for o in __import__("yaml").safe_load_all(rendered) if o}
     tracking = objects[("Deployment", "mlflow-tracking")]["spec"]["template"]["spec"]["containers"][0]
     assert "--app-name=basic-auth" in tracking["args"]
@@ -159,8 +230,15 @@ def test_the_gke_overlay_runs_the_component_with_one_image_version():
     server = objects[("Deployment", "mlscale-server")]["spec"]["template"]["spec"]["containers"][0]
     assert {e["name"] for e in server["env"]} >= {"MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"}
     job = objects[("Job", "mlflow-create-reader")]["spec"]["template"]
-    assert job["metadata"]["labels"]["mlscale.io/tracking-client"] == "true"  # allowed through the NetworkPolicy
-    images = {c["image"] for o in objects.values() if o["kind"] in ("Deployment", "Job", "StatefulSet")
-              for c in o["spec"]["template"]["spec"]["containers"] if "/mlscale/" in c["image"]}  # fmt: skip
+    assert (
+        job["metadata"]["labels"]["mlscale.io/tracking-client"] == "true"
+    )  # allowed through the NetworkPolicy
+    images = {
+        c["image"]
+        for o in objects.values()
+        if o["kind"] in ("Deployment", "Job", "StatefulSet")
+        for c in o["spec"]["template"]["spec"]["containers"]
+        if "/mlscale/" in c["image"]
+    }
     assert len(images) == 3 and all(":" in image.rsplit("/", 1)[1] for image in images), images  # all tagged
     assert len({image.rsplit(":", 1)[1] for image in images}) == 1, images  # one version everywhere

@@ -101,8 +101,12 @@ class QuotaThroughput:
         return self.usl.throughput(cores)
 
     def to_dict(self) -> dict:
-        return {**self.usl.to_dict(), "law": "usl+cfs-quota", "throttle_lost_ms": self.lost_ms,
-                "cfs_period_ms": self.period_ms}  # fmt: skip
+        return {
+            **self.usl.to_dict(),
+            "law": "usl+cfs-quota",
+            "throttle_lost_ms": self.lost_ms,
+            "cfs_period_ms": self.period_ms,
+        }
 
     @classmethod
     def from_dict(cls, model: dict) -> QuotaThroughput:
@@ -125,8 +129,7 @@ def fit_throughput(
     whole = [(c, x) for c, x in pairs if c >= 1]
     fractional = [(c, x) for c, x in pairs if c < 1]
     if whole:
-        usl = fit_usl([c for c, _ in whole], [x for _, x in whole],
-                      coherency=max(c for c, _ in whole) > 1)  # fmt: skip
+        usl = fit_usl([c for c, _ in whole], [x for _, x in whole], coherency=max(c for c, _ in whole) > 1)
         lost = [c - x / usl.lam for c, x in fractional] if usl.lam > 0 else []
         share = max(sum(lost) / len(lost), 0.0) if lost else 0.0
     elif len({c for c, _ in fractional}) >= 2:
@@ -142,8 +145,9 @@ def fit_throughput(
     return QuotaThroughput(usl, share * period_ms, period_ms)
 
 
-def holdout_error(cores: Sequence[float], throughput: Sequence[float], held_out: int,
-                  *, period_ms: float = CFS_PERIOD_MS) -> float:  # fmt: skip
+def holdout_error(
+    cores: Sequence[float], throughput: Sequence[float], held_out: int, *, period_ms: float = CFS_PERIOD_MS
+) -> float:
     """Relative error predicting point ``held_out`` from a fit on the others."""
     keep = [i for i in range(len(cores)) if i != held_out]
     fit = fit_throughput([cores[i] for i in keep], [throughput[i] for i in keep], period_ms=period_ms)
@@ -179,10 +183,14 @@ class TailModel:
 
     def to_dict(self) -> dict:
         return {
-            "kind": self.kind, "quantile": self.quantile, "limit_ms": self.limit_ms,
-            "think_time_s": self.think_time_s, "delay_ms": self.delay_ms,
-            "tail_ratio": self.tail_ratio, "mean_at_limit_ms": self.mean_at_limit_ms(),
-        }  # fmt: skip
+            "kind": self.kind,
+            "quantile": self.quantile,
+            "limit_ms": self.limit_ms,
+            "think_time_s": self.think_time_s,
+            "delay_ms": self.delay_ms,
+            "tail_ratio": self.tail_ratio,
+            "mean_at_limit_ms": self.mean_at_limit_ms(),
+        }
 
 
 @dataclass(frozen=True)
@@ -205,8 +213,7 @@ class CapacityModel:
         return self.tail.load_at(self.max_rps(cpu), servers=workers)
 
     def to_dict(self) -> dict:
-        return {**self.throughput.to_dict(), "tail": self.tail.to_dict(),
-                "largest_cpu": self.largest_cpu}  # fmt: skip
+        return {**self.throughput.to_dict(), "tail": self.tail.to_dict(), "largest_cpu": self.largest_cpu}
 
 
 @dataclass(frozen=True)
@@ -223,9 +230,14 @@ class SizeMeasurement:
 
 
 def fit_capacity(
-    sizes: Sequence[SizeMeasurement], *, kind: str, quantile: float, limit_ms: float,
-    think_time_s: float, period_ms: float = CFS_PERIOD_MS,
-) -> CapacityModel:  # fmt: skip
+    sizes: Sequence[SizeMeasurement],
+    *,
+    kind: str,
+    quantile: float,
+    limit_ms: float,
+    think_time_s: float,
+    period_ms: float = CFS_PERIOD_MS,
+) -> CapacityModel:
     """Throughput against CPU through the sizes (USL and quota); the tail from their
     lightest and capacity steps."""
     delay = min(s.lightest_ms for s in sizes)
@@ -236,16 +248,20 @@ def fit_capacity(
     ]
     # Without a usable pair, an exponential response time's ratio (p95: ln 20 = 3.0).
     ratio = sum(ratios) / len(ratios) if ratios else -math.log(1 - quantile)
-    tail = TailModel(kind=kind, quantile=quantile, limit_ms=limit_ms, think_time_s=think_time_s,
-                     delay_ms=delay, tail_ratio=ratio)  # fmt: skip
+    tail = TailModel(
+        kind=kind,
+        quantile=quantile,
+        limit_ms=limit_ms,
+        think_time_s=think_time_s,
+        delay_ms=delay,
+        tail_ratio=ratio,
+    )
     largest = max(s.cpu for s in sizes)
     throughput = fit_throughput([s.cpu for s in sizes], [s.max_rps for s in sizes], period_ms=period_ms)
     return CapacityModel(throughput, tail, largest_cpu=largest)
 
 
-def holdout_check(
-    sizes: Sequence[SizeMeasurement], held_out: int, **fit_options
-) -> tuple[float, float]:
+def holdout_check(sizes: Sequence[SizeMeasurement], held_out: int, **fit_options) -> tuple[float, float]:
     """(predicted load, relative error) at size ``held_out`` from a model fitted on the
     others alone: their throughputs and their latencies."""
     kept = [s for i, s in enumerate(sizes) if i != held_out]

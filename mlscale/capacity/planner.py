@@ -55,9 +55,14 @@ class PlanSettings:
 
 
 def _measure_fn(
-    settings: PlanSettings, url: str, cores: tuple[int, ...] | None, log: list, say, size_label: str,
+    settings: PlanSettings,
+    url: str,
+    cores: tuple[int, ...] | None,
+    log: list,
+    say,
+    size_label: str,
     pod_cpu: float | None,
-):  # fmt: skip
+):
     """One step of the search: a load test at one load, re-run longer when its throughput
     is not steady or it holds too few requests for the SLA's percentile.
 
@@ -70,16 +75,26 @@ def _measure_fn(
 
     def run(load: float, duration_s: float):
         out = os.path.join(settings.out_dir, "steps", size_label, f"{len(log):02d}")
-        return run_loadtest(LoadTestSettings(
-            host=url, shape=constant(settings.kind, load, duration_s), out_dir=out,
-            think_time_s=settings.think_time_s, think="random", spawn_rate=max(load, 10.0),
-            sla=sla, cpu_affinity=cores, report=False, data=settings.data,
-            # One Locust worker per generator core (Locust's own master and workers):
-            # one process drives one core at most.
-            workers=len(cores) if cores and len(cores) > 1 else 0,
-            signature_of=settings.signature_of, rows_per_request=settings.rows_per_request,
-            mix=settings.mix,
-        ))  # fmt: skip
+        return run_loadtest(
+            LoadTestSettings(
+                host=url,
+                shape=constant(settings.kind, load, duration_s),
+                out_dir=out,
+                think_time_s=settings.think_time_s,
+                think="random",
+                spawn_rate=max(load, 10.0),
+                sla=sla,
+                cpu_affinity=cores,
+                report=False,
+                data=settings.data,
+                # One Locust worker per generator core (Locust's own master and workers):
+                # one process drives one core at most.
+                workers=len(cores) if cores and len(cores) > 1 else 0,
+                signature_of=settings.signature_of,
+                rows_per_request=settings.rows_per_request,
+                mix=settings.mix,
+            )
+        )
 
     def measure(load: float) -> Step:
         # A light load cannot hold enough requests in a short step: its step is longer
@@ -89,7 +104,9 @@ def _measure_fn(
         else:
             most_rate = load / settings.think_time_s if settings.think_time_s > 0 else None
         earlier = [(s["load"], s["rps"]) for s in log]
-        duration_s = step_duration(settings.step_s, needed, expected_rate(load, earlier, most_rate), longest_s)
+        duration_s = step_duration(
+            settings.step_s, needed, expected_rate(load, earlier, most_rate), longest_s
+        )
         result = run(load, duration_s)
         steady = _steady_rates(result.rows)
         unsteady = not stable(steady) and not settings.quick
@@ -98,33 +115,57 @@ def _measure_fn(
         if few:
             again_s = max(again_s, step_duration(duration_s, needed, result.summary["rps"], longest_s))
         if again_s > duration_s:
-            why = ("throughput not steady yet" if unsteady else
-                   f"{result.summary['requests']} requests, fewer than the {needed} a {percentile} needs")  # fmt: skip
+            why = (
+                "throughput not steady yet"
+                if unsteady
+                else f"{result.summary['requests']} requests, fewer than the {needed} a {percentile} needs"
+            )
             say(f"  {load:g} {settings.kind}: {why}; measuring again for {again_s:.0f} s")
             result = run(load, again_s)
             steady = _steady_rates(result.rows)
         summary = result.summary
-        step = Step(load, summary["latency_ms"][percentile], summary["error_rate"],
-                    meets=summary["sla"]["met"], valid=summary["valid"])  # fmt: skip
+        step = Step(
+            load,
+            summary["latency_ms"][percentile],
+            summary["error_rate"],
+            meets=summary["sla"]["met"],
+            valid=summary["valid"],
+        )
         cpu_cores, rss_peak = _server_use(result.rows)
-        log.append({"load": load, "rps": summary["rps"], "latency_ms": step.latency_ms,
-                    "mean_ms": summary["latency_ms"].get("mean"), "p50_ms": summary["latency_ms"].get("p50"),
-                    "error_rate": step.error_rate, "meets": step.meets, "valid": step.valid,
-                    "stable": stable(steady), "requests": summary["requests"],
-                    "min_requests": needed, "enough_requests": summary["requests"] >= needed,
-                    "duration_s": summary["duration_s"], "server_cpu": cpu_cores,
-                    "server_cpu_share": cpu_cores / pod_cpu if pod_cpu and cpu_cores is not None else None,
-                    "server_rss_mb_peak": rss_peak})  # fmt: skip
+        log.append(
+            {
+                "load": load,
+                "rps": summary["rps"],
+                "latency_ms": step.latency_ms,
+                "mean_ms": summary["latency_ms"].get("mean"),
+                "p50_ms": summary["latency_ms"].get("p50"),
+                "error_rate": step.error_rate,
+                "meets": step.meets,
+                "valid": step.valid,
+                "stable": stable(steady),
+                "requests": summary["requests"],
+                "min_requests": needed,
+                "enough_requests": summary["requests"] >= needed,
+                "duration_s": summary["duration_s"],
+                "server_cpu": cpu_cores,
+                "server_cpu_share": cpu_cores / pod_cpu if pod_cpu and cpu_cores is not None else None,
+                "server_rss_mb_peak": rss_peak,
+            }
+        )
         value = "–" if step.latency_ms is None else f"{step.latency_ms:.1f} ms"
         left = (settings.max_steps - len(log)) * (settings.step_s + 4)
         verdict = "meets" if step.meets else "misses"
-        say(f"  {load:g} {settings.kind}: {percentile} {value}, {summary['rps']:.0f} req/s, "
-            f"{verdict} the SLA  [step {len(log)}, at most ~{left:.0f} s left for this size]")  # fmt: skip
+        say(
+            f"  {load:g} {settings.kind}: {percentile} {value}, {summary['rps']:.0f} req/s, "
+            f"{verdict} the SLA  [step {len(log)}, at most ~{left:.0f} s left for this size]"
+        )
         if not step.valid:
             say(f"  not a valid measurement: {'; '.join(summary['problems'])}")
         if summary["requests"] < needed:
-            say(f"  only {summary['requests']} requests even in {summary['duration_s']:.0f} s: this "
-                f"{percentile} is rough (a {percentile} needs {needed}); flagged in plan.json")  # fmt: skip
+            say(
+                f"  only {summary['requests']} requests even in {summary['duration_s']:.0f} s: this "
+                f"{percentile} is rough (a {percentile} needs {needed}); flagged in plan.json"
+            )
         return step
 
     return measure
@@ -189,7 +230,9 @@ def check_plan(settings: PlanSettings, *, available_cores: int, quota: bool) -> 
     the first step: a size this machine cannot run, or a node type no pod fits, must not
     cost the measurements of the other sizes. ConfigurationError naming the flag."""
     if (settings.model_uri is None) == (settings.url is None):
-        raise ConfigurationError("Give a model URI (-m: plan starts its servers) or --url (a running server), not both.")
+        raise ConfigurationError(
+            "Give a model URI (-m: plan starts its servers) or --url (a running server), not both."
+        )
     if settings.url and len(settings.pods) > 1:
         raise ConfigurationError(
             f"--url measures the running server as it is, so it takes one size, not {len(settings.pods)}: "
@@ -218,12 +261,20 @@ def check_sizing(settings: PlanSettings, pods) -> None:
     if price is not None and not (math.isfinite(price) and price > 0):
         raise ConfigurationError(f"--price-per-node-hour must be a positive number, not {price!r}.")
     if settings.daemonset_cpu_m < 0:
-        raise ConfigurationError(f"--daemonset-cpu must be 0 or more millicores, not {settings.daemonset_cpu_m}.")
+        raise ConfigurationError(
+            f"--daemonset-cpu must be 0 or more millicores, not {settings.daemonset_cpu_m}."
+        )
     if settings.node_type not in NODE_TYPES:
-        raise ConfigurationError(f"--node-type {settings.node_type!r} is unknown; known: {', '.join(NODE_TYPES)}.")
+        raise ConfigurationError(
+            f"--node-type {settings.node_type!r} is unknown; known: {', '.join(NODE_TYPES)}."
+        )
     for spec in pods:
-        check_node(settings.node_type, cpu_per_pod=spec.cpu, memory_per_pod_mib=pod_memory_mib(None, spec.workers)[0],
-                   daemonset_cpu_m=settings.daemonset_cpu_m)  # fmt: skip
+        check_node(
+            settings.node_type,
+            cpu_per_pod=spec.cpu,
+            memory_per_pod_mib=pod_memory_mib(None, spec.workers)[0],
+            daemonset_cpu_m=settings.daemonset_cpu_m,
+        )
 
 
 def run_plan(settings: PlanSettings, say: Callable[[str], None] = print) -> dict:
@@ -240,11 +291,17 @@ def run_plan(settings: PlanSettings, say: Callable[[str], None] = print) -> dict
         if measurements:
             reason = "interrupted" if isinstance(exc, KeyboardInterrupt) else str(exc).splitlines()[0]
             try:
-                write_plan(settings, measurements, stopped=f"the plan stopped after "
-                           f"{len(measurements)} of {len(settings.pods)} sizes: {reason}")  # fmt: skip
-                say(f"What was measured is in {settings.out_dir}/plan.json (no sizing): re-size "
-                    "from it with --from-plan.")
-            except Exception:  # noqa: BLE001 - the original error is the one to report
+                write_plan(
+                    settings,
+                    measurements,
+                    stopped=f"the plan stopped after "
+                    f"{len(measurements)} of {len(settings.pods)} sizes: {reason}",
+                )
+                say(
+                    f"What was measured is in {settings.out_dir}/plan.json (no sizing): re-size "
+                    "from it with --from-plan."
+                )
+            except Exception:
                 pass
         raise
     return write_plan(settings, measurements)
@@ -280,28 +337,39 @@ def _measure_sizes(settings: PlanSettings, say: Callable[[str], None], measureme
         with pod as running:
             url = running.url if settings.model_uri else settings.url
             result = find_max_load(
-                _measure_fn(settings, url, generator_cores, log, say,
-                            f"cpu{spec.cpu:g}-w{spec.workers}",
-                            spec.cpu if settings.model_uri else None),
-                start=settings.start_load, ceiling=settings.ceiling,
-                precision=settings.precision, max_steps=settings.max_steps,
+                _measure_fn(
+                    settings,
+                    url,
+                    generator_cores,
+                    log,
+                    say,
+                    f"cpu{spec.cpu:g}-w{spec.workers}",
+                    spec.cpu if settings.model_uri else None,
+                ),
+                start=settings.start_load,
+                ceiling=settings.ceiling,
+                precision=settings.precision,
+                max_steps=settings.max_steps,
                 far_below=_far_below(_limit_ms(settings.sla)),
-            )  # fmt: skip
+            )
         best = next((s for s in log if s["load"] == result.max_load and s["meets"]), None)
         peaks = [s["server_rss_mb_peak"] for s in log if s.get("server_rss_mb_peak") is not None]
         thin = [s["load"] for s in log if not s["enough_requests"]]
-        measurements.append({
-            "cpu": spec.cpu, "workers": spec.workers,
-            "max_users": result.max_load if settings.kind == "users" else None,
-            "max_load": result.max_load,
-            "max_rps": best["rps"] if best else 0.0,
-            "p95_ms_at_max": best["latency_ms"] if best else None,
-            "mean_ms_at_max": best["mean_ms"] if best else None,
-            "stopped_by": result.stopped_by,
-            "peak_rss_mb": max(peaks) if peaks else None,
-            "few_requests_at": thin,
-            "steps": log,
-        })  # fmt: skip
+        measurements.append(
+            {
+                "cpu": spec.cpu,
+                "workers": spec.workers,
+                "max_users": result.max_load if settings.kind == "users" else None,
+                "max_load": result.max_load,
+                "max_rps": best["rps"] if best else 0.0,
+                "p95_ms_at_max": best["latency_ms"] if best else None,
+                "mean_ms_at_max": best["mean_ms"] if best else None,
+                "stopped_by": result.stopped_by,
+                "peak_rss_mb": max(peaks) if peaks else None,
+                "few_requests_at": thin,
+                "steps": log,
+            }
+        )
         note = {
             "converged": "",
             "ceiling": " (at least: the search's ceiling)",
@@ -354,14 +422,22 @@ def _fit(settings: PlanSettings, measurements: list[dict]) -> dict:
         return model
     sizes = [
         SizeMeasurement(
-            cpu=m["cpu"], workers=m["workers"], max_load=m["at_limit"]["load"],
-            max_rps=m["at_limit"]["rps"], percentile_ms=limit, mean_ms=m["at_limit"]["mean_ms"],
+            cpu=m["cpu"],
+            workers=m["workers"],
+            max_load=m["at_limit"]["load"],
+            max_rps=m["at_limit"]["rps"],
+            percentile_ms=limit,
+            mean_ms=m["at_limit"]["mean_ms"],
             lightest_ms=min(s["latency_ms"] for s in m["steps"] if s["latency_ms"] is not None),
         )
         for m in sorted(converged, key=lambda m: m["cpu"])
-    ]  # fmt: skip
-    options = dict(kind=settings.kind, quantile=_QUANTILES.get(percentile, 0.95), limit_ms=limit,
-                   think_time_s=settings.think_time_s)  # fmt: skip
+    ]
+    options = dict(
+        kind=settings.kind,
+        quantile=_QUANTILES.get(percentile, 0.95),
+        limit_ms=limit,
+        think_time_s=settings.think_time_s,
+    )
     fitted = fit_capacity(sizes, **options)
     model.update(fitted.to_dict())
     model["fitted_cpus"] = [s.cpu for s in sizes]
@@ -375,12 +451,14 @@ def _fit(settings: PlanSettings, measurements: list[dict]) -> dict:
         middle = len(sizes) // 2
         predicted, error = holdout_check(sizes, middle, **options)
         model.update(
-            holdout_cpu=sizes[middle].cpu, holdout_predicted_load=predicted,
-            holdout_measured_load=sizes[middle].max_load, holdout_error=error,
+            holdout_cpu=sizes[middle].cpu,
+            holdout_predicted_load=predicted,
+            holdout_measured_load=sizes[middle].max_load,
+            holdout_error=error,
             holdout_throughput_error=holdout_error(
                 [s.cpu for s in sizes], [s.max_rps for s in sizes], middle
             ),
-        )  # fmt: skip
+        )
     else:
         model.update(_step_holdout(max(converged, key=lambda m: m["cpu"]), limit))
     return model
@@ -401,10 +479,13 @@ def _step_holdout(measurement: dict, limit_ms: float) -> dict:
         return {"note": "the capacity cannot be read without its nearest step"}
     measured = measurement["at_limit"]["load"]
     return {
-        "holdout": "step", "holdout_cpu": measurement["cpu"], "holdout_step_load": best["load"],
-        "holdout_predicted_load": without["load"], "holdout_measured_load": measured,
+        "holdout": "step",
+        "holdout_cpu": measurement["cpu"],
+        "holdout_step_load": best["load"],
+        "holdout_predicted_load": without["load"],
+        "holdout_measured_load": measured,
         "holdout_error": abs(without["load"] - measured) / measured,
-    }  # fmt: skip
+    }
 
 
 def _assemble(settings: PlanSettings, measurements: list[dict]) -> dict:
@@ -418,17 +499,25 @@ def _assemble(settings: PlanSettings, measurements: list[dict]) -> dict:
     else:
         # The pod's CPU share at each load it was measured at (plans before it was
         # recorded, and --url, have none: the HPA target falls back to 80 %).
-        cpu_by_load = [(s["load"], s["server_cpu_share"]) for s in best["steps"]
-                       if s.get("valid", True) and s.get("server_cpu_share") is not None]  # fmt: skip
+        cpu_by_load = [
+            (s["load"], s["server_cpu_share"])
+            for s in best["steps"]
+            if s.get("valid", True) and s.get("server_cpu_share") is not None
+        ]
         try:
             sizing = size(
-                target=settings.target, target_kind=settings.kind, capacity_per_pod=best["max_load"],
-                cpu_per_pod=best["cpu"], workers_per_pod=best["workers"],
-                sla_text=settings.sla.describe(), node_type=settings.node_type,
-                peak_rss_mb=best.get("peak_rss_mb"), cpu_by_load=cpu_by_load,
+                target=settings.target,
+                target_kind=settings.kind,
+                capacity_per_pod=best["max_load"],
+                cpu_per_pod=best["cpu"],
+                workers_per_pod=best["workers"],
+                sla_text=settings.sla.describe(),
+                node_type=settings.node_type,
+                peak_rss_mb=best.get("peak_rss_mb"),
+                cpu_by_load=cpu_by_load,
                 daemonset_cpu_m=settings.daemonset_cpu_m,
                 price_per_node_hour=settings.price_per_node_hour,
-            ).to_dict()  # fmt: skip
+            ).to_dict()
         except ConfigurationError as exc:
             # The measurements are worth keeping: plan.json says why there is no sizing.
             sizing_error = str(exc)
@@ -438,8 +527,12 @@ def _assemble(settings: PlanSettings, measurements: list[dict]) -> dict:
             "percentile": settings.sla.percentile,
             "limit_ms": next((b.limit for b in settings.sla.bounds if b.metric != "error_rate"), None),
         },
-        "load_model": {"kind": settings.kind, "think_time_s": settings.think_time_s,
-                       "rows_per_request": settings.rows_per_request, "mix": settings.mix},
+        "load_model": {
+            "kind": settings.kind,
+            "think_time_s": settings.think_time_s,
+            "rows_per_request": settings.rows_per_request,
+            "mix": settings.mix,
+        },
         "quick": settings.quick,
         "measurements": measurements,
         "model": model,

@@ -8,6 +8,7 @@ message, and whole cores still work.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 from dataclasses import dataclass
@@ -40,19 +41,30 @@ def parse_pod_specs(cpus: str, workers: str = "1") -> list[PodSpec]:
 
     Errors name the flag: they reach the terminal as usage errors."""
     try:
-        cpu_values = [float(c[:-1]) / 1000 if c.endswith("m") else float(c)
-                      for c in (x.strip() for x in cpus.split(",")) if c]  # fmt: skip
+        cpu_values = [
+            float(c[:-1]) / 1000 if c.endswith("m") else float(c)
+            for c in (x.strip() for x in cpus.split(","))
+            if c
+        ]
     except ValueError:
-        raise ConfigurationError(f"--cpus {cpus!r} is not a list of CPUs: write --cpus 0.5,1 or 250m,500m.") from None
+        raise ConfigurationError(
+            f"--cpus {cpus!r} is not a list of CPUs: write --cpus 0.5,1 or 250m,500m."
+        ) from None
     try:
         worker_values = [int(w) for w in workers.split(",") if w.strip()]
     except ValueError:
-        raise ConfigurationError(f"--workers-per-pod {workers!r} is not a list of whole numbers: write --workers-per-pod 1,2.") from None
+        raise ConfigurationError(
+            f"--workers-per-pod {workers!r} is not a list of whole numbers: write --workers-per-pod 1,2."
+        ) from None
     # float() reads "nan", "inf" and "1e400" (inf): none of them is a pod size.
     if not cpu_values or not all(math.isfinite(c) and c > 0 for c in cpu_values):
-        raise ConfigurationError(f"--cpus {cpus!r}: every CPU per pod must be a positive number, such as 0.5 or 1.")
+        raise ConfigurationError(
+            f"--cpus {cpus!r}: every CPU per pod must be a positive number, such as 0.5 or 1."
+        )
     if not worker_values or any(w < 1 for w in worker_values):
-        raise ConfigurationError(f"--workers-per-pod {workers!r}: give at least one worker count of 1 or more, such as 1,2.")
+        raise ConfigurationError(
+            f"--workers-per-pod {workers!r}: give at least one worker count of 1 or more, such as 1,2."
+        )
     return [PodSpec(c, w) for c in cpu_values for w in worker_values]
 
 
@@ -96,8 +108,9 @@ class Pod:
         fractional = spec.cpu != int(spec.cpu)
         self.server = ServeProcess(
             ["-m", model_uri, "-w", str(spec.workers), "--max-queue", "100000"],
-            prefix=["taskset", "-c", ",".join(map(str, self.cores))], env=env,
-        )  # fmt: skip
+            prefix=["taskset", "-c", ",".join(map(str, self.cores))],
+            env=env,
+        )
         self._cgroup: str | None = None
         try:
             self._cgroup = self._limit(spec.cpu) if fractional else None
@@ -126,10 +139,8 @@ class Pod:
     def stop(self) -> None:
         self.server.stop()
         if self._cgroup:
-            try:
+            with contextlib.suppress(OSError):
                 os.rmdir(self._cgroup)
-            except OSError:
-                pass
 
     def __enter__(self) -> Pod:
         try:

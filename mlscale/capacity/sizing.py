@@ -15,11 +15,18 @@ from mlscale.errors import ConfigurationError
 
 # vCPUs and memory (GiB) of common GKE machine types.
 NODE_TYPES: dict[str, tuple[int, float]] = {
-    "e2-standard-2": (2, 8), "e2-standard-4": (4, 16), "e2-standard-8": (8, 32),
-    "e2-standard-16": (16, 64), "e2-standard-32": (32, 128),
-    "n2-standard-2": (2, 8), "n2-standard-4": (4, 16), "n2-standard-8": (8, 32),
-    "n2-standard-16": (16, 64), "c3-standard-4": (4, 16), "c3-standard-8": (8, 32),
-}  # fmt: skip
+    "e2-standard-2": (2, 8),
+    "e2-standard-4": (4, 16),
+    "e2-standard-8": (8, 32),
+    "e2-standard-16": (16, 64),
+    "e2-standard-32": (32, 128),
+    "n2-standard-2": (2, 8),
+    "n2-standard-4": (4, 16),
+    "n2-standard-8": (8, 32),
+    "n2-standard-16": (16, 64),
+    "c3-standard-4": (4, 16),
+    "c3-standard-8": (8, 32),
+}
 
 # GKE reserves CPU by core: 6 % of the first, 1 % of the second, 0.5 % each of the
 # third and fourth, 0.25 % of every core above four.
@@ -105,8 +112,14 @@ def hpa_cpu_target(points: list[tuple[float, float]], load: float) -> tuple[int,
     return target, f"the pod's measured CPU at load {load:.4g} (80 % of its capacity): {measured} %{bound}"
 
 
-def check_node(node_type: str, *, cpu_per_pod: float, memory_per_pod_mib: float,
-               daemonset_cpu_m: int, daemonset_memory_mib: int = 200) -> int:  # fmt: skip
+def check_node(
+    node_type: str,
+    *,
+    cpu_per_pod: float,
+    memory_per_pod_mib: float,
+    daemonset_cpu_m: int,
+    daemonset_memory_mib: int = 200,
+) -> int:
     """Pods of this size one node holds after its reservation and the DaemonSets;
     ConfigurationError naming the flag when the node type is unknown or none fits."""
     if node_type not in NODE_TYPES:
@@ -187,8 +200,13 @@ def size(
         memory_per_pod_mib, memory_reason = pod_memory_mib(peak_rss_mb, workers_per_pod)
     else:
         memory_reason = "given"
-    pods_per_node = check_node(node_type, cpu_per_pod=cpu_per_pod, memory_per_pod_mib=memory_per_pod_mib,
-                               daemonset_cpu_m=daemonset_cpu_m, daemonset_memory_mib=daemonset_memory_mib)  # fmt: skip
+    pods_per_node = check_node(
+        node_type,
+        cpu_per_pod=cpu_per_pod,
+        memory_per_pod_mib=memory_per_pod_mib,
+        daemonset_cpu_m=daemonset_cpu_m,
+        daemonset_memory_mib=daemonset_memory_mib,
+    )
     pods = max(1, math.ceil(target / (capacity_per_pod * headroom)))
     nodes = math.ceil(pods / pods_per_node)
     cores = pods * cpu_per_pod
@@ -206,11 +224,22 @@ def size(
         f"{cpu_per_pod:g} CPU on {nodes} {node_type} {'node' if nodes == 1 else 'nodes'}"
     )
     return Sizing(
-        target=target, target_kind=target_kind, capacity_per_pod=capacity_per_pod,
-        cpu_per_pod=cpu_per_pod, workers_per_pod=workers_per_pod,
-        memory_per_pod_mib=memory_per_pod_mib, pods=pods, cores=cores,
-        node_type=node_type, pods_per_node=pods_per_node, nodes=nodes,
-        hpa_min_replicas=hpa_min, hpa_max_replicas=hpa_max,
-        hpa_target_cpu_utilization=hpa_target, hpa_target_reason=hpa_reason,
-        memory_reason=memory_reason, monthly_cost=cost, sentence=sentence,
-    )  # fmt: skip
+        target=target,
+        target_kind=target_kind,
+        capacity_per_pod=capacity_per_pod,
+        cpu_per_pod=cpu_per_pod,
+        workers_per_pod=workers_per_pod,
+        memory_per_pod_mib=memory_per_pod_mib,
+        pods=pods,
+        cores=cores,
+        node_type=node_type,
+        pods_per_node=pods_per_node,
+        nodes=nodes,
+        hpa_min_replicas=hpa_min,
+        hpa_max_replicas=hpa_max,
+        hpa_target_cpu_utilization=hpa_target,
+        hpa_target_reason=hpa_reason,
+        memory_reason=memory_reason,
+        monthly_cost=cost,
+        sentence=sentence,
+    )

@@ -18,28 +18,64 @@ DEFAULT_ENV_MANAGER = "uv"
 
 
 @click.command("build-image", context_settings={"max_content_width": 100})
-@click.option("-m", "--model-uri", required=True, metavar="URI",
-              help="The model: models:/name/version, models:/name@alias, runs:/id/path, "
-              "a local folder, or an object-store URI.")  # fmt: skip
-@click.option("-t", "--tag", "-n", "--name", "tag", default=None, metavar="TAG",
-              help="The image's tag, e.g. wine-quality:1 (-n/--name as in `mlflow models "
-              "build-docker`). Needed unless --output-dir is given.")  # fmt: skip
-@click.option("--base-image", default=None, metavar="REF",
-              help=f"The Python base (default {DEFAULT_BASE}). Where the default cannot be "
-              f"found or pulled, a stand-in built from Debian's archive takes its place; "
-              f"'{DEBIAN_BASE}' asks for the stand-in. Its Python minor version must be the "
-              "model's.")  # fmt: skip
-@click.option("--env-manager", type=click.Choice(ENV_MANAGERS), default=None,
-              help=f"How the image installs the requirements: {DEFAULT_ENV_MANAGER} (the default; "
-              "the fastest) or pip in a venv (local, virtualenv).")  # fmt: skip
-@click.option("--output-dir", default=None, type=click.Path(file_okay=False), metavar="DIR",
-              help="Only write the build context (Dockerfile, model, requirements, mlscale) "
-              "to DIR, to build elsewhere; no container engine needed.")  # fmt: skip
-@click.option("--tracking-uri", envvar="MLFLOW_TRACKING_URI", default=None, metavar="URI",
-              help="Registry used to resolve models:/ and runs:/ URIs; only at build time. "
-              "Env: MLFLOW_TRACKING_URI.")  # fmt: skip
-def build_image(model_uri: str, tag: str | None, base_image: str | None, env_manager: str | None,
-                output_dir: str | None, tracking_uri: str | None) -> None:  # fmt: skip
+@click.option(
+    "-m",
+    "--model-uri",
+    required=True,
+    metavar="URI",
+    help="The model: models:/name/version, models:/name@alias, runs:/id/path, "
+    "a local folder, or an object-store URI.",
+)
+@click.option(
+    "-t",
+    "--tag",
+    "-n",
+    "--name",
+    "tag",
+    default=None,
+    metavar="TAG",
+    help="The image's tag, e.g. wine-quality:1 (-n/--name as in `mlflow models "
+    "build-docker`). Needed unless --output-dir is given.",
+)
+@click.option(
+    "--base-image",
+    default=None,
+    metavar="REF",
+    help=f"The Python base (default {DEFAULT_BASE}). Where the default cannot be "
+    f"found or pulled, a stand-in built from Debian's archive takes its place; "
+    f"'{DEBIAN_BASE}' asks for the stand-in. Its Python minor version must be the "
+    "model's.",
+)
+@click.option(
+    "--env-manager",
+    type=click.Choice(ENV_MANAGERS),
+    default=None,
+    help=f"How the image installs the requirements: {DEFAULT_ENV_MANAGER} (the default; "
+    "the fastest) or pip in a venv (local, virtualenv).",
+)
+@click.option(
+    "--output-dir",
+    default=None,
+    type=click.Path(file_okay=False),
+    metavar="DIR",
+    help="Only write the build context (Dockerfile, model, requirements, mlscale) "
+    "to DIR, to build elsewhere; no container engine needed.",
+)
+@click.option(
+    "--tracking-uri",
+    envvar="MLFLOW_TRACKING_URI",
+    default=None,
+    metavar="URI",
+    help="Registry used to resolve models:/ and runs:/ URIs; only at build time. Env: MLFLOW_TRACKING_URI.",
+)
+def build_image(
+    model_uri: str,
+    tag: str | None,
+    base_image: str | None,
+    env_manager: str | None,
+    output_dir: str | None,
+    tracking_uri: str | None,
+) -> None:
     """Bake a model into an image that serves it: `mlflow models build-docker` for mlscale.
 
     The model's artifacts go into the image (/opt/model) and its own requirements
@@ -60,26 +96,35 @@ def build_image(model_uri: str, tag: str | None, base_image: str | None, env_man
     """
     from mlscale.containers import bake
 
-    say = lambda line: click.echo(line, err=True)  # noqa: E731
+    def say(line):
+        return click.echo(line, err=True)
+
     if output_dir is not None:
         if base_image == DEBIAN_BASE:
             raise click.UsageError(
                 f"--base-image {DEBIAN_BASE} builds a base image on this machine, which "
                 "--output-dir does not: name the base the Dockerfile should start from"
             )
-        _write_context(model_uri, Path(output_dir), base_image or DEFAULT_BASE, env_manager,
-                       tracking_uri, tag, say)  # fmt: skip
+        _write_context(
+            model_uri, Path(output_dir), base_image or DEFAULT_BASE, env_manager, tracking_uri, tag, say
+        )
         return
     if not tag:
         raise click.UsageError("give the image a tag with -t/--tag (or use --output-dir)")
     from mlscale.containers.engine import find_engine
 
     engine = find_engine()  # first: no download before "no engine"
-    image = bake.bake(engine, model_uri, tag, base_image=base_image, env_manager=env_manager,
-                      tracking_uri=tracking_uri, say=say)  # fmt: skip
+    image = bake.bake(
+        engine,
+        model_uri,
+        tag,
+        base_image=base_image,
+        env_manager=env_manager,
+        tracking_uri=tracking_uri,
+        say=say,
+    )
     took = "reused" if image.build_seconds is None else f"built in {image.build_seconds:.0f} s"
-    say(f"{image.tag}: {image.size_bytes / 1e6:.0f} MB, {took}, on {image.base} "
-        f"(also {image.content_tag})")  # fmt: skip
+    say(f"{image.tag}: {image.size_bytes / 1e6:.0f} MB, {took}, on {image.base} (also {image.content_tag})")
     say(f"run it: {engine.name} run --rm -p 8080:8080 {image.tag}")
     click.echo(image.tag)
 
@@ -88,8 +133,9 @@ def _write_context(model_uri, folder, base, env_manager, tracking_uri, tag, say)
     from mlscale.containers import bake
 
     fresh = not folder.exists()
-    context = bake.prepare_context(model_uri, folder, base=base, env_manager=env_manager,
-                                   tracking_uri=tracking_uri)  # fmt: skip
+    context = bake.prepare_context(
+        model_uri, folder, base=base, env_manager=env_manager, tracking_uri=tracking_uri
+    )
     try:
         bake.check_output_base(context, base)
     except MlscaleError:

@@ -15,10 +15,14 @@ def images() -> None:
 
 @images.command("build")
 @click.argument("names", nargs=-1, metavar="[NAME]...")
-@click.option("--base-image", default=None, metavar="REF",
-              help=f"Base for the Python images (default {DEFAULT_BASE}, or where that cannot "
-              f"be pulled, a stand-in built from Debian's archive; '{DEBIAN_BASE}' asks for "
-              "the stand-in).")  # fmt: skip
+@click.option(
+    "--base-image",
+    default=None,
+    metavar="REF",
+    help=f"Base for the Python images (default {DEFAULT_BASE}, or where that cannot "
+    f"be pulled, a stand-in built from Debian's archive; '{DEBIAN_BASE}' asks for "
+    "the stand-in).",
+)
 def build(names: tuple[str, ...], base_image: str | None) -> None:
     """Build the images (all, or the NAMEs among: server, locust, tracking, postgres).
 
@@ -34,13 +38,17 @@ def build(names: tuple[str, ...], base_image: str | None) -> None:
     from mlscale.containers.images import build_images, find_repository
 
     engine = find_engine()
-    built = build_images(engine, root=find_repository(), names=names or None,
-                         base_image=base_image, say=lambda line: click.echo(line, err=True))  # fmt: skip
+    built = build_images(
+        engine,
+        root=find_repository(),
+        names=names or None,
+        base_image=base_image,
+        say=lambda line: click.echo(line, err=True),
+    )
     click.echo(f"{'image':<28} {'size':>8}  {'build':>8}  content tag")
     for image in built:
         seconds = "reused" if image.build_seconds is None else f"{image.build_seconds:.0f} s"
-        click.echo(f"{image.tag:<28} {image.size_bytes / 1e6:>5.0f} MB  {seconds:>8}  "
-                   f"{image.content_tag}")  # fmt: skip
+        click.echo(f"{image.tag:<28} {image.size_bytes / 1e6:>5.0f} MB  {seconds:>8}  {image.content_tag}")
 
 
-__all__ = ["images", "IMAGES"]
+__all__ = ["IMAGES", "images"]

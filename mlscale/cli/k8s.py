@@ -19,15 +19,34 @@ def k8s() -> None:
 
 
 @k8s.command()
-@click.option("--plan", "plan_path", required=True, metavar="PATH",
-              help="plan.json from `mlscale plan`, or the folder it was written to.")
-@click.option("--out", "out_dir", required=True, metavar="DIR",
-              help="Folder to write the overlay to: new, empty, or an earlier render.")
-@click.option("--overlay", type=click.Choice(_OVERLAY_CHOICES), default="base", show_default=True,
-              help="Build on the bare base, on deploy/overlays/local (kind, minikube) or on "
-              "deploy/overlays/gke (load balancers, artifacts in GCS).")  # fmt: skip
-@click.option("--model-uri", default=None, metavar="URI",
-              help="The model to serve (default: the base's models:/wine-quality/1).")
+@click.option(
+    "--plan",
+    "plan_path",
+    required=True,
+    metavar="PATH",
+    help="plan.json from `mlscale plan`, or the folder it was written to.",
+)
+@click.option(
+    "--out",
+    "out_dir",
+    required=True,
+    metavar="DIR",
+    help="Folder to write the overlay to: new, empty, or an earlier render.",
+)
+@click.option(
+    "--overlay",
+    type=click.Choice(_OVERLAY_CHOICES),
+    default="base",
+    show_default=True,
+    help="Build on the bare base, on deploy/overlays/local (kind, minikube) or on "
+    "deploy/overlays/gke (load balancers, artifacts in GCS).",
+)
+@click.option(
+    "--model-uri",
+    default=None,
+    metavar="URI",
+    help="The model to serve (default: the base's models:/wine-quality/1).",
+)
 def render(plan_path: str, out_dir: str, overlay: str, model_uri: str | None) -> None:
     """Write a kustomize overlay sized from a plan, ready for `kubectl apply -k DIR`.
 
@@ -44,8 +63,7 @@ def render(plan_path: str, out_dir: str, overlay: str, model_uri: str | None) ->
 
     plan = read_plan(plan_path)
     sizing = sizing_for_overlay(plan, None if overlay == "base" else overlay)
-    written = render_plan(plan, out_dir, overlay=None if overlay == "base" else overlay,
-                          model_uri=model_uri)  # fmt: skip
+    written = render_plan(plan, out_dir, overlay=None if overlay == "base" else overlay, model_uri=model_uri)
     click.echo(
         f"Wrote {written}: {sizing.pods} model pods of {sizing.cpu_millicores}m CPU and "
         f"{sizing.memory_mib}Mi, {sizing.workers_per_pod} worker process(es) each; HPA "
@@ -58,12 +76,20 @@ def render(plan_path: str, out_dir: str, overlay: str, model_uri: str | None) ->
 
 @k8s.command()
 @click.argument("directory", metavar="DIR")
-@click.option("--kubernetes-version", "versions", multiple=True, metavar="X.Y",
-              help="Validate against this release's schemas (repeatable). Default: 1.30, the "
-              "oldest the manifests support, and the newest kubernetes-validate ships.")  # fmt: skip
-@click.option("--for-apply", is_flag=True,
-              help="About to `kubectl apply`: placeholders left to fill (YOUR_PROJECT, "
-              "YOUR_MODEL_CLIENTS_CIDR...) are errors, not warnings.")  # fmt: skip
+@click.option(
+    "--kubernetes-version",
+    "versions",
+    multiple=True,
+    metavar="X.Y",
+    help="Validate against this release's schemas (repeatable). Default: 1.30, the "
+    "oldest the manifests support, and the newest kubernetes-validate ships.",
+)
+@click.option(
+    "--for-apply",
+    is_flag=True,
+    help="About to `kubectl apply`: placeholders left to fill (YOUR_PROJECT, "
+    "YOUR_MODEL_CLIENTS_CIDR...) are errors, not warnings.",
+)
 def validate(directory: str, versions: tuple[str, ...], for_apply: bool) -> None:
     """Check a kustomize folder: it renders, every object fits the schemas, policies hold.
 

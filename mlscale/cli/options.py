@@ -8,12 +8,21 @@ import click
 
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?i?b?)?\s*$", re.IGNORECASE)
 _UNITS = {
-    "": 1, "b": 1,
-    "k": 10**3, "kb": 10**3, "kib": 2**10,
-    "m": 10**6, "mb": 10**6, "mib": 2**20,
-    "g": 10**9, "gb": 10**9, "gib": 2**30,
-    "t": 10**12, "tb": 10**12, "tib": 2**40,
-}  # fmt: skip
+    "": 1,
+    "b": 1,
+    "k": 10**3,
+    "kb": 10**3,
+    "kib": 2**10,
+    "m": 10**6,
+    "mb": 10**6,
+    "mib": 2**20,
+    "g": 10**9,
+    "gb": 10**9,
+    "gib": 2**30,
+    "t": 10**12,
+    "tb": 10**12,
+    "tib": 2**40,
+}
 
 
 class ByteSize(click.ParamType):
@@ -36,30 +45,77 @@ class ByteSize(click.ParamType):
 
 # The load a test applies: shared by `mlscale loadtest` and `mlscale stack loadtest`.
 _LOAD_SHAPE = (
-    click.option("--users", type=click.FloatRange(min=0), default=None,
-                 help="Closed loop: concurrent users (each sends, waits for the answer, thinks)."),
-    click.option("--rate", type=click.FloatRange(min=0, min_open=True), default=None,
-                 help="Open loop: requests per second, sent on schedule whatever the answers; "
-                 "latency counts from each request's scheduled time."),  # fmt: skip
-    click.option("--duration", type=click.FloatRange(min=0, min_open=True), default=None,
-                 help="Seconds to run a constant load (default 30), or a ramp."),
-    click.option("--ramp-to", type=click.FloatRange(min=0), default=None,
-                 help="Ramp linearly from --users/--rate to this value over --duration."),
-    click.option("--steps", default=None, metavar="S:V,…",
-                 help="Phases of SECONDS:VALUE, e.g. 60:10,60:20,60:40 (users, or rps with --rate-steps)."),
+    click.option(
+        "--users",
+        type=click.FloatRange(min=0),
+        default=None,
+        help="Closed loop: concurrent users (each sends, waits for the answer, thinks).",
+    ),
+    click.option(
+        "--rate",
+        type=click.FloatRange(min=0, min_open=True),
+        default=None,
+        help="Open loop: requests per second, sent on schedule whatever the answers; "
+        "latency counts from each request's scheduled time.",
+    ),
+    click.option(
+        "--duration",
+        type=click.FloatRange(min=0, min_open=True),
+        default=None,
+        help="Seconds to run a constant load (default 30), or a ramp.",
+    ),
+    click.option(
+        "--ramp-to",
+        type=click.FloatRange(min=0),
+        default=None,
+        help="Ramp linearly from --users/--rate to this value over --duration.",
+    ),
+    click.option(
+        "--steps",
+        default=None,
+        metavar="S:V,…",
+        help="Phases of SECONDS:VALUE, e.g. 60:10,60:20,60:40 (users, or rps with --rate-steps).",
+    ),
     click.option("--rate-steps", is_flag=True, help="The --steps values are requests/s (open loop)."),
-    click.option("--spike", default=None, metavar="BASE:PEAK:AT:WIDTH",
-                 help="BASE load throughout, PEAK from AT s for WIDTH s (users, or rps with --rate)."),
-    click.option("--shape", "shape_file", type=click.Path(exists=True, dir_okay=False), default=None,
-                 help="A profile CSV: time_s and users or rps; each row holds until the next."),
-    click.option("--spawn-rate", type=click.FloatRange(min=0, min_open=True), default=10.0,
-                 show_default=True, help="Users started per second when the user count rises."),
-    click.option("--think-time", type=click.FloatRange(min=0), default=1.0, show_default=True,
-                 help="Seconds a user waits between requests (the reference: 1)."),
-    click.option("--random-think", is_flag=True,
-                 help="Think times uniform on [0, 2T] (same mean), so users do not march in step."),
-    click.option("--arrival", type=click.Choice(["poisson", "constant"]), default="poisson",
-                 show_default=True, help="Open loop: gaps between requests."),
+    click.option(
+        "--spike",
+        default=None,
+        metavar="BASE:PEAK:AT:WIDTH",
+        help="BASE load throughout, PEAK from AT s for WIDTH s (users, or rps with --rate).",
+    ),
+    click.option(
+        "--shape",
+        "shape_file",
+        type=click.Path(exists=True, dir_okay=False),
+        default=None,
+        help="A profile CSV: time_s and users or rps; each row holds until the next.",
+    ),
+    click.option(
+        "--spawn-rate",
+        type=click.FloatRange(min=0, min_open=True),
+        default=10.0,
+        show_default=True,
+        help="Users started per second when the user count rises.",
+    ),
+    click.option(
+        "--think-time",
+        type=click.FloatRange(min=0),
+        default=1.0,
+        show_default=True,
+        help="Seconds a user waits between requests (the reference: 1).",
+    ),
+    click.option(
+        "--random-think",
+        is_flag=True,
+        help="Think times uniform on [0, 2T] (same mean), so users do not march in step.",
+    ),
+    click.option(
+        "--arrival",
+        type=click.Choice(["poisson", "constant"]),
+        default="poisson",
+        show_default=True,
+        help="Open loop: gaps between requests.",
+    ),
 )
 
 

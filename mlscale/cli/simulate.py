@@ -10,8 +10,10 @@ import click
 
 from mlscale.errors import ConfigurationError
 
-_PRESET_HELP = ("Replay an experiment of the reference scenario: reference-manual, reference-hpa or "
-                "reference-cluster-autoscaler (with --plan: your pod in the same experiment).")  # fmt: skip
+_PRESET_HELP = (
+    "Replay an experiment of the reference scenario: reference-manual, reference-hpa or "
+    "reference-cluster-autoscaler (with --plan: your pod in the same experiment)."
+)
 
 
 def _read_plan(path: str) -> dict:
@@ -21,7 +23,9 @@ def _read_plan(path: str) -> dict:
     except OSError as exc:
         raise ConfigurationError(f"Cannot read the plan {path}: {exc.strerror}.") from None
     except ValueError as exc:
-        raise ConfigurationError(f"The plan {path} is not JSON ({exc}); give the plan.json of `mlscale plan`.") from None
+        raise ConfigurationError(
+            f"The plan {path} is not JSON ({exc}); give the plan.json of `mlscale plan`."
+        ) from None
     if not isinstance(plan, dict):
         raise ConfigurationError(f"The plan {path} is not a plan.json of `mlscale plan`.")
     return plan
@@ -54,8 +58,9 @@ def _read_behavior(text: str):
 def _manual_steps(spec: str) -> tuple[tuple[float, int], ...]:
     from mlscale.loadtest.shapes import colon_pairs
 
-    explain = (lambda part: f"Cannot read {part!r} in --manual: write START_S:REPLICAS, comma-separated, "
-               "e.g. 0:1,600:4,1200:8.")  # fmt: skip
+    def explain(part):
+        return f"Cannot read {part!r} in --manual: write START_S:REPLICAS, comma-separated, e.g. 0:1,600:4,1200:8."
+
     steps = tuple((start, replicas) for start, replicas, _ in colon_pairs(spec, (float, int), explain))
     if not steps or any(r < 0 or s < 0 for s, r in steps):
         raise ConfigurationError("--manual needs START_S:REPLICAS steps with no negative value.")
@@ -69,7 +74,9 @@ def _sla(expr: str):
     parsed = parse_sla(expr)
     bound = next((b for b in parsed.bounds if b.metric != "error_rate"), None)
     if bound is None:
-        raise ConfigurationError("The simulator judges latency: give a percentile bound, e.g. --sla 'p95<1s'.")
+        raise ConfigurationError(
+            "The simulator judges latency: give a percentile bound, e.g. --sla 'p95<1s'."
+        )
     quantile_of(bound.metric)  # the simulator's percentiles: p50 ... p999
     return Sla(percentile=bound.metric, limit_ms=bound.limit)
 
@@ -101,16 +108,22 @@ def _base(options: dict, plan: dict | None):
         name = f"daily profile peaking at {options['daily']:g} {options['daily_kind']}"
     if plan is not None:
         if options["pod_cpu"] is not None:
-            raise ConfigurationError("--pod-cpu: the plan fixes the pod's CPU (it was measured at that size).")
+            raise ConfigurationError(
+                "--pod-cpu: the plan fixes the pod's CPU (it was measured at that size)."
+            )
         model = pod_from_plan(plan)
         think = plan_think_time(plan) if plan_kind(plan) == USERS else 1.0
         plan_sla = plan.get("sla") or {}
-        sla = Sla(percentile=plan_sla.get("percentile") or "p95", limit_ms=float(plan_sla.get("limit_ms") or 1000))
+        sla = Sla(
+            percentile=plan_sla.get("percentile") or "p95", limit_ms=float(plan_sla.get("limit_ms") or 1000)
+        )
     else:
         cores = (options["pod_cpu"] or 1000) / 1000
         model = reference_pod(cores=cores)
         think, sla = 1.0, Sla()
-    pod = PodTemplate(cpu_request_m=max(1, round(model.cpu_cores * 1000)), memory_request_mib=round(model.memory_mib))
+    pod = PodTemplate(
+        cpu_request_m=max(1, round(model.cpu_cores * 1000)), memory_request_mib=round(model.memory_mib)
+    )
     return SimSettings(think_time_s=think, pod=pod, sla=sla), shape, model, name
 
 
@@ -123,20 +136,33 @@ def _apply_options(settings, options: dict):
 
     replace = dataclasses.replace
     pool, pod, metrics = settings.pool, settings.pod, settings.metrics
-    pool_changes = {field: options[key] for key, field in (
-        ("node_type", "machine_type"), ("min_nodes", "min_nodes"), ("max_nodes", "max_nodes"),
-        ("nodes", "initial_nodes"), ("daemonset_cpu", "daemonset_cpu_m"),
-        ("price_per_node_hour", "price_per_hour"), ("node_provision_time", "provision_s"),
-    ) if given(key)}  # fmt: skip
+    pool_changes = {
+        field: options[key]
+        for key, field in (
+            ("node_type", "machine_type"),
+            ("min_nodes", "min_nodes"),
+            ("max_nodes", "max_nodes"),
+            ("nodes", "initial_nodes"),
+            ("daemonset_cpu", "daemonset_cpu_m"),
+            ("price_per_node_hour", "price_per_hour"),
+            ("node_provision_time", "provision_s"),
+        )
+        if given(key)
+    }
     if given("min_nodes") and not given("max_nodes"):
         pool_changes["max_nodes"] = max(options["min_nodes"], pool.max_nodes)
     if given("max_nodes") and not given("min_nodes"):
         pool_changes["min_nodes"] = min(options["max_nodes"], pool.min_nodes)
     pool = replace(pool, **pool_changes)
-    pod_changes = {field: options[key] for key, field in (
-        ("pod_memory", "memory_request_mib"), ("pod_start_time", "app_startup_s"),
-        ("image_pull_time", "image_pull_cold_s"),
-    ) if given(key)}  # fmt: skip
+    pod_changes = {
+        field: options[key]
+        for key, field in (
+            ("pod_memory", "memory_request_mib"),
+            ("pod_start_time", "app_startup_s"),
+            ("image_pull_time", "image_pull_cold_s"),
+        )
+        if given(key)
+    }
     pod = replace(pod, **pod_changes)
     if given("metrics_resolution"):
         metrics = replace(metrics, resolution_s=options["metrics_resolution"])
@@ -151,9 +177,14 @@ def _apply_options(settings, options: dict):
         settings = replace(settings, initial_replicas=options["replicas"])
     policy = options.get("policy")
     hpa = settings.hpa or HpaSettings()
-    hpa_changes = {field: options[key] for key, field in (
-        ("min_pods", "min_replicas"), ("max_pods", "max_replicas"),
-    ) if given(key)}  # fmt: skip
+    hpa_changes = {
+        field: options[key]
+        for key, field in (
+            ("min_pods", "min_replicas"),
+            ("max_pods", "max_replicas"),
+        )
+        if given(key)
+    }
     if given("cpu_percent"):
         hpa_changes.update(metric=CPU, target=options["cpu_percent"])
         policy = policy or "cpu"
@@ -192,72 +223,187 @@ def _minutes(seconds) -> str:
 
 @click.command(context_settings={"max_content_width": 100})
 @click.option("--preset", default=None, metavar="NAME", help=_PRESET_HELP)
-@click.option("--profile", "profile_file", default=None, metavar="FILE",
-              help="A load profile CSV, as `mlscale loadtest --shape` reads: time_s and users "
-              "(closed loop) or rps (open loop); each row holds until the next.")  # fmt: skip
-@click.option("--duration", type=click.FloatRange(min=0, min_open=True), default=None,
-              help="Seconds in all, for a profile whose last row should hold longer (or has one row).")
-@click.option("--daily", type=click.FloatRange(min=0, min_open=True), default=None, metavar="PEAK",
-              help="A synthetic 24 h profile: a cosine from a tenth of PEAK at 04:00 to PEAK at 16:00.")
-@click.option("--daily-kind", type=click.Choice(["rps", "users"]), default="rps", show_default=True,
-              help="What --daily counts: requests/s (open loop) or users (closed loop).")
-@click.option("--plan", "plan_file", default=None, metavar="PLAN_JSON",
-              help="A plan.json of `mlscale plan`: pods serve with its measured capacity and latency "
-              "(default: a pod calibrated on the reference, ~10 users per core at p95 < 1 s).")  # fmt: skip
-@click.option("--think-time", type=click.FloatRange(min=0), default=None,
-              help="Closed loop: seconds a user waits between requests (default: the plan's, or 1).")
-@click.option("--policy", type=click.Choice(["cpu", "inflight", "manual", "none"]), default=None,
-              help="cpu: an HPA on CPU utilisation (default); inflight: an HPA on in-flight requests "
-              "per pod (as KEDA does); manual: replica counts by time (--manual); none: fixed replicas.")
-@click.option("--cpu-percent", type=click.FloatRange(min=0, min_open=True), default=None,
-              help="HPA target CPU utilisation, percent of requests (kubectl autoscale --cpu-percent) [80].")
-@click.option("--inflight-target", type=click.FloatRange(min=0, min_open=True), default=None,
-              help="HPA target of in-flight requests per pod (External AverageValue).")
+@click.option(
+    "--profile",
+    "profile_file",
+    default=None,
+    metavar="FILE",
+    help="A load profile CSV, as `mlscale loadtest --shape` reads: time_s and users "
+    "(closed loop) or rps (open loop); each row holds until the next.",
+)
+@click.option(
+    "--duration",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    help="Seconds in all, for a profile whose last row should hold longer (or has one row).",
+)
+@click.option(
+    "--daily",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    metavar="PEAK",
+    help="A synthetic 24 h profile: a cosine from a tenth of PEAK at 04:00 to PEAK at 16:00.",
+)
+@click.option(
+    "--daily-kind",
+    type=click.Choice(["rps", "users"]),
+    default="rps",
+    show_default=True,
+    help="What --daily counts: requests/s (open loop) or users (closed loop).",
+)
+@click.option(
+    "--plan",
+    "plan_file",
+    default=None,
+    metavar="PLAN_JSON",
+    help="A plan.json of `mlscale plan`: pods serve with its measured capacity and latency "
+    "(default: a pod calibrated on the reference, ~10 users per core at p95 < 1 s).",
+)
+@click.option(
+    "--think-time",
+    type=click.FloatRange(min=0),
+    default=None,
+    help="Closed loop: seconds a user waits between requests (default: the plan's, or 1).",
+)
+@click.option(
+    "--policy",
+    type=click.Choice(["cpu", "inflight", "manual", "none"]),
+    default=None,
+    help="cpu: an HPA on CPU utilisation (default); inflight: an HPA on in-flight requests "
+    "per pod (as KEDA does); manual: replica counts by time (--manual); none: fixed replicas.",
+)
+@click.option(
+    "--cpu-percent",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    help="HPA target CPU utilisation, percent of requests (kubectl autoscale --cpu-percent) [80].",
+)
+@click.option(
+    "--inflight-target",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    help="HPA target of in-flight requests per pod (External AverageValue).",
+)
 @click.option("--min-pods", type=click.IntRange(min=1), default=None, help="HPA minReplicas [1].")
 @click.option("--max-pods", type=click.IntRange(min=1), default=None, help="HPA maxReplicas [10].")
-@click.option("--behavior", default=None, metavar="JSON|@FILE|default",
-              help="HPA spec.behavior as JSON or YAML (inline, or @file), or 'default' for Kubernetes' "
-              "defaults. Without it, the HPA is the one `kubectl autoscale` creates (no behavior).")
-@click.option("--manual", default=None, metavar="S:N,...",
-              help="Manual replicas by time, e.g. 0:1,600:4,1200:8 (implies --policy manual).")
-@click.option("--replicas", type=click.IntRange(min=1), default=None,
-              help="Replicas at the start (default: what the HPA settles at for the first load), "
-              "or the fixed count with --policy none.")  # fmt: skip
+@click.option(
+    "--behavior",
+    default=None,
+    metavar="JSON|@FILE|default",
+    help="HPA spec.behavior as JSON or YAML (inline, or @file), or 'default' for Kubernetes' "
+    "defaults. Without it, the HPA is the one `kubectl autoscale` creates (no behavior).",
+)
+@click.option(
+    "--manual",
+    default=None,
+    metavar="S:N,...",
+    help="Manual replicas by time, e.g. 0:1,600:4,1200:8 (implies --policy manual).",
+)
+@click.option(
+    "--replicas",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Replicas at the start (default: what the HPA settles at for the first load), "
+    "or the fixed count with --policy none.",
+)
 @click.option("--node-type", default=None, help="GKE machine type of the pool [e2-standard-4].")
 @click.option("--min-nodes", type=click.IntRange(min=0), default=None, help="Pool minimum [3].")
-@click.option("--max-nodes", type=click.IntRange(min=1), default=None,
-              help="Pool maximum [3]; above --min-nodes, the cluster autoscaler runs.")
-@click.option("--nodes", type=click.IntRange(min=0), default=None,
-              help="Nodes at the start (default: the minimum, or enough for the starting pods).")
-@click.option("--daemonset-cpu", type=click.IntRange(min=0), default=None,
-              help="Millicores the DaemonSets request on every node [100: GKE's kube-proxy].")
-@click.option("--pod-cpu", type=click.IntRange(min=1), default=None,
-              help="Without --plan: the pod's CPU request in millicores [1000] (= limit).")
-@click.option("--pod-memory", type=click.IntRange(min=0), default=None, help="The pod's memory request, MiB [512].")
-@click.option("--price-per-node-hour", type=click.FloatRange(min=0), default=None,
-              help="USD per node-hour (default: the us-central1 list price of the node type).")
-@click.option("--metrics-resolution", type=click.FloatRange(min=1), default=None,
-              help="metrics-server --metric-resolution, seconds [30; GKE does not publish it].")
-@click.option("--node-provision-time", type=click.FloatRange(min=0), default=None,
-              help="Seconds from the autoscaler's request to a Ready node [60; unpublished].")
-@click.option("--pod-start-time", type=click.FloatRange(min=0), default=None,
-              help="Seconds from container start to serving (loading the model) [10; unpublished].")
-@click.option("--image-pull-time", type=click.FloatRange(min=0), default=None,
-              help="Seconds to pull the image on a node without it [30; unpublished].")
+@click.option(
+    "--max-nodes",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Pool maximum [3]; above --min-nodes, the cluster autoscaler runs.",
+)
+@click.option(
+    "--nodes",
+    type=click.IntRange(min=0),
+    default=None,
+    help="Nodes at the start (default: the minimum, or enough for the starting pods).",
+)
+@click.option(
+    "--daemonset-cpu",
+    type=click.IntRange(min=0),
+    default=None,
+    help="Millicores the DaemonSets request on every node [100: GKE's kube-proxy].",
+)
+@click.option(
+    "--pod-cpu",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Without --plan: the pod's CPU request in millicores [1000] (= limit).",
+)
+@click.option(
+    "--pod-memory", type=click.IntRange(min=0), default=None, help="The pod's memory request, MiB [512]."
+)
+@click.option(
+    "--price-per-node-hour",
+    type=click.FloatRange(min=0),
+    default=None,
+    help="USD per node-hour (default: the us-central1 list price of the node type).",
+)
+@click.option(
+    "--metrics-resolution",
+    type=click.FloatRange(min=1),
+    default=None,
+    help="metrics-server --metric-resolution, seconds [30; GKE does not publish it].",
+)
+@click.option(
+    "--node-provision-time",
+    type=click.FloatRange(min=0),
+    default=None,
+    help="Seconds from the autoscaler's request to a Ready node [60; unpublished].",
+)
+@click.option(
+    "--pod-start-time",
+    type=click.FloatRange(min=0),
+    default=None,
+    help="Seconds from container start to serving (loading the model) [10; unpublished].",
+)
+@click.option(
+    "--image-pull-time",
+    type=click.FloatRange(min=0),
+    default=None,
+    help="Seconds to pull the image on a node without it [30; unpublished].",
+)
 @click.option("--sla", default=None, help="e.g. 'p95<1s' (default: the plan's, or p95<1s).")
-@click.option("--tick", type=click.FloatRange(min=0, min_open=True, max=15), default=None,
-              help="Simulated seconds per step [1].")
-@click.option("--set", "overrides", multiple=True, metavar="SECTION.NAME=VALUE",
-              help="Any other setting, e.g. --set hpa.tolerance=0.2 --set autoscaler.scale_down_unneeded_s=300; "
-              "--list-settings lists them with their defaults and sources.")  # fmt: skip
-@click.option("--list-settings", is_flag=True, help="List every setting, its default and its source, and exit.")
-@click.option("--compare", is_flag=True,
-              help="Run several policies on the load (CPU 80 %, CPU 60 %, an in-flight target, CPU 70 % "
-              "with a tuned behavior) and name the cheapest that meets the SLA.")  # fmt: skip
-@click.option("--allowed-violation", type=click.FloatRange(0, 100), default=1.0, show_default=True,
-              help="With --compare: percent of the time a policy may miss the SLA and still meet it.")
-@click.option("--out", "out_dir", default="simulate-output", show_default=True, type=click.Path(file_okay=False),
-              help="Folder for timeseries.csv, summary.json and report.html.")
+@click.option(
+    "--tick",
+    type=click.FloatRange(min=0, min_open=True, max=15),
+    default=None,
+    help="Simulated seconds per step [1].",
+)
+@click.option(
+    "--set",
+    "overrides",
+    multiple=True,
+    metavar="SECTION.NAME=VALUE",
+    help="Any other setting, e.g. --set hpa.tolerance=0.2 --set autoscaler.scale_down_unneeded_s=300; "
+    "--list-settings lists them with their defaults and sources.",
+)
+@click.option(
+    "--list-settings", is_flag=True, help="List every setting, its default and its source, and exit."
+)
+@click.option(
+    "--compare",
+    is_flag=True,
+    help="Run several policies on the load (CPU 80 %, CPU 60 %, an in-flight target, CPU 70 % "
+    "with a tuned behavior) and name the cheapest that meets the SLA.",
+)
+@click.option(
+    "--allowed-violation",
+    type=click.FloatRange(0, 100),
+    default=1.0,
+    show_default=True,
+    help="With --compare: percent of the time a policy may miss the SLA and still meet it.",
+)
+@click.option(
+    "--out",
+    "out_dir",
+    default="simulate-output",
+    show_default=True,
+    type=click.Path(file_okay=False),
+    help="Folder for timeseries.csv, summary.json and report.html.",
+)
 def simulate(**options) -> None:
     """Replay a load profile against a simulated Deployment, HPA and cluster autoscaler.
 
@@ -284,12 +430,20 @@ def simulate(**options) -> None:
     started = time.perf_counter()
     if options["compare"]:
         candidates = default_candidates(settings.hpa or HpaSettings(), model, shape.kind, settings)
-        result = compare(settings, shape, model, candidates, out_dir=out_dir,
-                         allowed_violation=options["allowed_violation"] / 100)  # fmt: skip
+        result = compare(
+            settings,
+            shape,
+            model,
+            candidates,
+            out_dir=out_dir,
+            allowed_violation=options["allowed_violation"] / 100,
+        )
         for row in result["policies"]:
-            click.echo(f"  {row['name']:<14} {'meets' if row['meets_sla'] else 'misses'} the SLA "
-                       f"({row['sla_violation_s']:.0f} s over), {row['cost']:.2f} USD, "
-                       f"{row['node_hours']:.1f} node-hours")  # fmt: skip
+            click.echo(
+                f"  {row['name']:<14} {'meets' if row['meets_sla'] else 'misses'} the SLA "
+                f"({row['sla_violation_s']:.0f} s over), {row['cost']:.2f} USD, "
+                f"{row['node_hours']:.1f} node-hours"
+            )
         click.echo(result["verdict"])
         if result["best"]:
             best = next(r for r in result["policies"] if r["name"] == result["best"])
@@ -305,14 +459,20 @@ def simulate(**options) -> None:
     elapsed = time.perf_counter() - started
     write_outputs(out_dir, run, summary)
     written = time.perf_counter() - started - elapsed
-    click.echo(f"{name}: {_minutes(summary['duration_s'])} simulated in {elapsed:.1f} s, "
-               f"files written in {written:.1f} s")  # fmt: skip
+    click.echo(
+        f"{name}: {_minutes(summary['duration_s'])} simulated in {elapsed:.1f} s, "
+        f"files written in {written:.1f} s"
+    )
     click.echo(f"Pod: {model.source}")
-    click.echo(f"SLA {summary['sla']['expr']} missed for {summary['sla_violation_s']:.0f} s "
-               f"({100 * (1 - summary['sla_met_share']):.1f} %); {summary['node_hours']:.2f} node-hours, "
-               f"{summary['cost']:.2f} USD; at most {summary['max_pods_pending']} pod(s) Pending")  # fmt: skip
+    click.echo(
+        f"SLA {summary['sla']['expr']} missed for {summary['sla_violation_s']:.0f} s "
+        f"({100 * (1 - summary['sla_met_share']):.1f} %); {summary['node_hours']:.2f} node-hours, "
+        f"{summary['cost']:.2f} USD; at most {summary['max_pods_pending']} pod(s) Pending"
+    )
     if summary["scale_up_delay_s"] is not None:
         click.echo(f"First node Ready {summary['scale_up_delay_s']:.0f} s after pods went Pending")
     if summary["scale_down_s"] is not None:
-        click.echo(f"Back to {settings.pool.min_nodes} nodes {_minutes(summary['scale_down_s'])} after the load fell")
+        click.echo(
+            f"Back to {settings.pool.min_nodes} nodes {_minutes(summary['scale_down_s'])} after the load fell"
+        )
     click.echo(f"Results: {out_dir}/timeseries.csv, {out_dir}/summary.json, {out_dir}/report.html")

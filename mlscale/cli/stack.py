@@ -9,8 +9,13 @@ import click
 
 from mlscale.cli.options import load_shape_options
 
-_NAME = click.option("--name", default="mlscale", show_default=True, metavar="NAME",
-                     help="The stack: the prefix of its pods, volumes and secrets, and its network.")  # fmt: skip
+_NAME = click.option(
+    "--name",
+    default="mlscale",
+    show_default=True,
+    metavar="NAME",
+    help="The stack: the prefix of its pods, volumes and secrets, and its network.",
+)
 
 
 def _say(line: str) -> None:
@@ -31,22 +36,55 @@ def stack() -> None:
 
 @stack.command()
 @_NAME
-@click.option("--from", "source", default=None, type=click.Path(exists=True, file_okay=False),
-              help="A kustomize folder to run instead of deploy/overlays/local, such as one "
-              "`mlscale k8s render --overlay local` wrote.")  # fmt: skip
-@click.option("--server-port", type=click.IntRange(0, 65535), default=0,
-              help="Host port of the model server on 127.0.0.1 (default: a free one).")
-@click.option("--tracking-port", type=click.IntRange(0, 65535), default=0,
-              help="Host port of the tracking server and its UI (default: a free one).")
-@click.option("--locust-port", type=click.IntRange(0, 65535), default=0,
-              help="Host port of the Locust web UI (default: a free one).")
-@click.option("--build/--no-build", default=True, show_default=True,
-              help="Build the images that are missing or out of date first (as `mlscale images "
-              "build`); --no-build runs the mlscale/*:VERSION images as they are.")  # fmt: skip
-@click.option("--timeout", type=click.FloatRange(min=1), default=900, show_default=True,
-              help="Seconds for the pods to pass their probes (image builds not counted).")
-def up(name: str, source: str | None, server_port: int, tracking_port: int, locust_port: int,
-       build: bool, timeout: float) -> None:  # fmt: skip
+@click.option(
+    "--from",
+    "source",
+    default=None,
+    type=click.Path(exists=True, file_okay=False),
+    help="A kustomize folder to run instead of deploy/overlays/local, such as one "
+    "`mlscale k8s render --overlay local` wrote.",
+)
+@click.option(
+    "--server-port",
+    type=click.IntRange(0, 65535),
+    default=0,
+    help="Host port of the model server on 127.0.0.1 (default: a free one).",
+)
+@click.option(
+    "--tracking-port",
+    type=click.IntRange(0, 65535),
+    default=0,
+    help="Host port of the tracking server and its UI (default: a free one).",
+)
+@click.option(
+    "--locust-port",
+    type=click.IntRange(0, 65535),
+    default=0,
+    help="Host port of the Locust web UI (default: a free one).",
+)
+@click.option(
+    "--build/--no-build",
+    default=True,
+    show_default=True,
+    help="Build the images that are missing or out of date first (as `mlscale images "
+    "build`); --no-build runs the mlscale/*:VERSION images as they are.",
+)
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=1),
+    default=900,
+    show_default=True,
+    help="Seconds for the pods to pass their probes (image builds not counted).",
+)
+def up(
+    name: str,
+    source: str | None,
+    server_port: int,
+    tracking_port: int,
+    locust_port: int,
+    build: bool,
+    timeout: float,
+) -> None:
     """Bring the stack up and wait until its pods pass their probes.
 
     The Postgres password is generated now into a podman secret (never a file). A
@@ -61,10 +99,12 @@ def up(name: str, source: str | None, server_port: int, tracking_port: int, locu
 
     started = time.monotonic()
     settings = UpSettings(
-        name=name, source=Path(source) if source else None, build=build, timeout_s=timeout,
-        ports=(("model-server", server_port), ("tracking-ui", tracking_port),
-               ("locust-ui", locust_port)),
-    )  # fmt: skip
+        name=name,
+        source=Path(source) if source else None,
+        build=build,
+        timeout_s=timeout,
+        ports=(("model-server", server_port), ("tracking-ui", tracking_port), ("locust-ui", locust_port)),
+    )
     state = bring_up(find_engine(), settings, say=_say)
     click.echo(f"Stack {name} up in {time.monotonic() - started:.0f} s.")
     _print_state(state)
@@ -89,9 +129,12 @@ def status(name: str) -> None:
 
 @stack.command()
 @_NAME
-@click.option("--keep-data", is_flag=True,
-              help="Keep the Postgres and artifact volumes (and the secret their database was "
-              "made with), so that the next `up` finds the runs and models again.")  # fmt: skip
+@click.option(
+    "--keep-data",
+    is_flag=True,
+    help="Keep the Postgres and artifact volumes (and the secret their database was "
+    "made with), so that the next `up` finds the runs and models again.",
+)
 def down(name: str, keep_data: bool) -> None:
     """Stop and remove everything the stack made: pods, network, volumes, secrets."""
     from mlscale.containers.engine import find_engine
@@ -103,26 +146,53 @@ def down(name: str, keep_data: bool) -> None:
         click.echo(f"Stack {name} was not up: nothing to remove.")
         return
     kept = " (data volumes kept)" if keep_data else ""
-    click.echo(f"Stack {name} down in {time.monotonic() - started:.0f} s: removed "
-               f"{len(removed)} objects{kept}.")  # fmt: skip
+    click.echo(
+        f"Stack {name} down in {time.monotonic() - started:.0f} s: removed {len(removed)} objects{kept}."
+    )
 
 
 @stack.command()
 @_NAME
 @load_shape_options
-@click.option("--data", type=click.Path(exists=True, dir_okay=False), default=None,
-              help="CSV or parquet of request rows (default: the wine data, target dropped).")
+@click.option(
+    "--data",
+    type=click.Path(exists=True, dir_okay=False),
+    default=None,
+    help="CSV or parquet of request rows (default: the wine data, target dropped).",
+)
 @click.option("--rows-per-request", type=click.IntRange(min=1), default=1, show_default=True)
-@click.option("--mix", default=None, metavar="ROWS:WEIGHT,…",
-              help="A weighted mix of request sizes, e.g. 1:90,100:10.")
-@click.option("--format", "body_format", type=click.Choice(["split", "records", "csv", "legacy-split"]),
-              default="split", show_default=True, help="Request body format.")
-@click.option("--max-in-flight", type=click.IntRange(min=1), default=1000, show_default=True,
-              help="Open loop: requests outstanding per worker before new ones are dropped.")
-@click.option("--sla", default=None, metavar="EXPR",
-              help="e.g. 'p95<1000ms' or 'p99<=0.5s,errors<1%'; exit status 1 when missed.")
-@click.option("--out", "out_dir", default="stack-loadtest-output", show_default=True,
-              type=click.Path(file_okay=False), help="Folder on this machine for the results and report.")
+@click.option(
+    "--mix", default=None, metavar="ROWS:WEIGHT,…", help="A weighted mix of request sizes, e.g. 1:90,100:10."
+)
+@click.option(
+    "--format",
+    "body_format",
+    type=click.Choice(["split", "records", "csv", "legacy-split"]),
+    default="split",
+    show_default=True,
+    help="Request body format.",
+)
+@click.option(
+    "--max-in-flight",
+    type=click.IntRange(min=1),
+    default=1000,
+    show_default=True,
+    help="Open loop: requests outstanding per worker before new ones are dropped.",
+)
+@click.option(
+    "--sla",
+    default=None,
+    metavar="EXPR",
+    help="e.g. 'p95<1000ms' or 'p99<=0.5s,errors<1%'; exit status 1 when missed.",
+)
+@click.option(
+    "--out",
+    "out_dir",
+    default="stack-loadtest-output",
+    show_default=True,
+    type=click.Path(file_okay=False),
+    help="Folder on this machine for the results and report.",
+)
 def loadtest(name: str, **options) -> None:
     """Run a load test from the stack's Locust master and workers against its model server.
 
@@ -138,13 +208,24 @@ def loadtest(name: str, **options) -> None:
 
     engine = find_engine()
     _plan, locust = target(engine, name, say=lambda line: None)
-    settings = settings_from_options({
-        **options, "host": locust.target, "path": "/invocations", "workers": len(locust.workers),
-        "signature_of": None, "server_pid": None, "web_ui": False, "auth_token": None,
-    })  # fmt: skip
-    click.echo(f"Load test of {locust.target} from stack {name}'s Locust pods "
-               f"({len(locust.workers)} workers): {settings.shape.duration_s:.0f} s, results in "
-               f"{settings.out_dir}/", err=True)  # fmt: skip
+    settings = settings_from_options(
+        {
+            **options,
+            "host": locust.target,
+            "path": "/invocations",
+            "workers": len(locust.workers),
+            "signature_of": None,
+            "server_pid": None,
+            "web_ui": False,
+            "auth_token": None,
+        }
+    )
+    click.echo(
+        f"Load test of {locust.target} from stack {name}'s Locust pods "
+        f"({len(locust.workers)} workers): {settings.shape.duration_s:.0f} s, results in "
+        f"{settings.out_dir}/",
+        err=True,
+    )
     live: list[LiveLine] = []  # made at the first progress line: the run's own clock
 
     def progress(line: dict) -> None:

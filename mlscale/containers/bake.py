@@ -65,8 +65,18 @@ MARKER = "# Written by `mlscale build-image`"
 #: What `mlscale serve` imports, by distribution (docker/server-requirements.txt
 #: without the flavours, which the model brings, and without pyarrow). The
 #: version ranges come from mlscale's own metadata, so they follow pyproject.
-SERVING_DISTRIBUTIONS = ("mlflow", "click", "numpy", "pandas", "orjson", "prometheus-client",
-                         "uvicorn", "httptools", "uvloop", "psutil")  # fmt: skip
+SERVING_DISTRIBUTIONS = (
+    "mlflow",
+    "click",
+    "numpy",
+    "pandas",
+    "orjson",
+    "prometheus-client",
+    "uvicorn",
+    "httptools",
+    "uvloop",
+    "psutil",
+)
 #: Pinned to the versions mlscale runs with here (those its tests ran with) unless
 #: the model names them: leaves of the server that model libraries do not constrain.
 PINNED_FROM_HERE = ("orjson", "prometheus-client", "uvicorn", "httptools", "uvloop")
@@ -104,8 +114,10 @@ def serving_requirements() -> dict[str, Requirement]:
     """mlscale's serving requirements by canonical name, with the ranges of its
     package metadata (pyproject's dependencies)."""
     try:
-        declared = {canonicalize_name(Requirement(line).name): Requirement(line)
-                    for line in metadata.requires("mlscale") or ()}  # fmt: skip
+        declared = {
+            canonicalize_name(Requirement(line).name): Requirement(line)
+            for line in metadata.requires("mlscale") or ()
+        }
     except metadata.PackageNotFoundError:
         declared = {}  # run from a source tree that was never installed
     return {name: declared.get(name) or Requirement(name) for name in SERVING_DISTRIBUTIONS}
@@ -160,9 +172,11 @@ def rewrite_requirements(
             pinned = _pinned(requirement.specifier)
             if pinned is not None and not mlflow_range.contains(pinned, prereleases=True):
                 specifier = f"=={here['mlflow']}" if "mlflow" in here else str(mlflow_range)
-                notes.append(f"{line} is outside the range mlscale serves with ({mlflow_range}): "
-                             f"installing mlflow-skinny{specifier}, which loads models saved "
-                             "by older versions")  # fmt: skip
+                notes.append(
+                    f"{line} is outside the range mlscale serves with ({mlflow_range}): "
+                    f"installing mlflow-skinny{specifier}, which loads models saved "
+                    "by older versions"
+                )
                 requirement.specifier = SpecifierSet(specifier)
             requirement.name = "mlflow-skinny"
             if name == "mlflow":
@@ -213,8 +227,9 @@ def _admits(specifier: SpecifierSet, first: Version) -> bool:
     return lower_bounds_only or specifier.contains(first)
 
 
-def read_requirement_lines(model_dir: Path, name: str = "requirements.txt",
-                           _seen: frozenset = frozenset()) -> list[str]:  # fmt: skip
+def read_requirement_lines(
+    model_dir: Path, name: str = "requirements.txt", _seen: frozenset = frozenset()
+) -> list[str]:
     """The model's pip requirement lines: requirements.txt, else the dependencies of
     python_env.yaml, else the pip section of conda.yaml; ``-r FILE`` is inlined."""
     import yaml
@@ -301,17 +316,23 @@ def python_of_tag(ref: str) -> str | None:
 # -- the Dockerfile -------------------------------------------------------------
 
 
-_CA = ("RUN --mount=type=secret,id=ca,target=/run/secrets/ca \\\n"
-       "    if [ -s /run/secrets/ca ]; then \\\n"
-       "        export PIP_CERT=/run/secrets/ca SSL_CERT_FILE=/run/secrets/ca; fi \\\n")  # fmt: skip
+_CA = (
+    "RUN --mount=type=secret,id=ca,target=/run/secrets/ca \\\n"
+    "    if [ -s /run/secrets/ca ]; then \\\n"
+    "        export PIP_CERT=/run/secrets/ca SSL_CERT_FILE=/run/secrets/ca; fi \\\n"
+)
 #: The install step of the Dockerfile, by installer (benchmarks/container_bench.py times it).
 INSTALL_STEPS = {
-    "pip": ("    && /opt/tools/bin/pip --python /opt/venv/bin/python install --no-compile \\\n"
-            "       -r model.txt -r serving.txt\n"),
-    "uv": (f"    && /opt/tools/bin/pip install --no-compile uv=={UV_VERSION} \\\n"
-           "    && /opt/tools/bin/uv pip install --python /opt/venv/bin/python \\\n"
-           "       -r model.txt -r serving.txt\n"),
-}  # fmt: skip
+    "pip": (
+        "    && /opt/tools/bin/pip --python /opt/venv/bin/python install --no-compile \\\n"
+        "       -r model.txt -r serving.txt\n"
+    ),
+    "uv": (
+        f"    && /opt/tools/bin/pip install --no-compile uv=={UV_VERSION} \\\n"
+        "    && /opt/tools/bin/uv pip install --python /opt/venv/bin/python \\\n"
+        "       -r model.txt -r serving.txt\n"
+    ),
+}
 
 
 def dockerfile(*, base: str, installer: str, model_uri: str) -> str:
@@ -423,8 +444,12 @@ def install_failure(log: str) -> str | None:
             # uv's message ("error: ..." then "  cause: ...", or on a terminal "× ..."
             # then "╰─▶ ..."), wrapped onto indented lines; a few lines at most.
             parts = [text]
-            while (index < len(lines) and lines[index].startswith("  ") and lines[index].strip()
-                   and len(parts) < 8):  # fmt: skip
+            while (
+                index < len(lines)
+                and lines[index].startswith("  ")
+                and lines[index].strip()
+                and len(parts) < 8
+            ):
                 parts.append(lines[index].strip().lstrip("╰─▶│ "))
                 index += 1
             quoted.append(" ".join(parts))
@@ -433,6 +458,7 @@ def install_failure(log: str) -> str | None:
 
 def _short_versions(text: str) -> str:
     """pip lists every version it saw; the first and last few say as much."""
+
     def shorten(match: re.Match) -> str:
         versions = [v.strip() for v in match.group(1).split(",")]
         if len(versions) <= 8:
@@ -509,11 +535,13 @@ def prepare_context(
     (folder / "requirements" / "model.txt").write_text("\n".join(requirements.model) + "\n")
     (folder / "requirements" / "serving.txt").write_text(
         "# mlscale's own serving requirements (its package metadata).\n"
-        + "\n".join(requirements.serving) + "\n"
-    )  # fmt: skip
+        + "\n".join(requirements.serving)
+        + "\n"
+    )
     package = Path(mlscale.__file__).resolve().parent
-    shutil.copytree(package, folder / "mlscale",
-                    ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "*.db"))  # fmt: skip
+    shutil.copytree(
+        package, folder / "mlscale", ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "*.db")
+    )
     installer = installer_for(env_manager)
     (folder / "Dockerfile").write_text(dockerfile(base=base, installer=installer, model_uri=model_uri))
     _readable(folder)
@@ -523,7 +551,8 @@ def prepare_context(
 def _claim(folder: Path) -> None:
     if folder.exists() and any(folder.iterdir()):
         written_here = (folder / "Dockerfile").is_file() and (
-            (folder / "Dockerfile").read_text().startswith(MARKER))
+            (folder / "Dockerfile").read_text().startswith(MARKER)
+        )
         if not written_here:
             raise ConfigurationError(
                 f"{folder} is not empty: give a new or empty folder (or one that "
@@ -565,12 +594,22 @@ def content_tag(tag: str, digest: str) -> str:
 def base_python(engine: Engine, base: str) -> str:
     """The Python version in the base image (its python3)."""
     done = engine.run(
-        "run", "--rm", "--network", "none", "--entrypoint", "python3", base, "-c",
-        "import sys; print('%d.%d.%d' % sys.version_info[:3])", check=False, timeout=120,
-    )  # fmt: skip
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        "--entrypoint",
+        "python3",
+        base,
+        "-c",
+        "import sys; print('%d.%d.%d' % sys.version_info[:3])",
+        check=False,
+        timeout=120,
+    )
     if done.returncode != 0:
-        raise ContainerError(f"the base image {base} has no working python3 "
-                             f"({last_lines(done.stderr, 2)}); give one that does")  # fmt: skip
+        raise ContainerError(
+            f"the base image {base} has no working python3 ({last_lines(done.stderr, 2)}); give one that does"
+        )
     return done.stdout.strip()
 
 
@@ -601,9 +640,13 @@ def build(
     started = time.monotonic()
     try:
         engine.build(
-            context.folder, dockerfile=context.folder / "Dockerfile", tags=[tag, target],
-            build_args={"BASE_IMAGE": base}, secrets={"ca": secret} if secret else None, log=log,
-        )  # fmt: skip
+            context.folder,
+            dockerfile=context.folder / "Dockerfile",
+            tags=[tag, target],
+            build_args={"BASE_IMAGE": base},
+            secrets={"ca": secret} if secret else None,
+            log=log,
+        )
     except ContainerError as exc:
         text = log.read_text() if log.is_file() else ""
         loading = re.search(rf"^{BYTECODE_MARK} ERROR: (.*)$", text, re.M)
@@ -637,8 +680,9 @@ def bake(
 ) -> BakedImage:
     """Download, write the context to a temporary folder, build; the whole command."""
     with tempfile.TemporaryDirectory(prefix="mlscale-build-image-") as folder:
-        context = prepare_context(model_uri, Path(folder) / "context", env_manager=env_manager,
-                                  tracking_uri=tracking_uri)  # fmt: skip
+        context = prepare_context(
+            model_uri, Path(folder) / "context", env_manager=env_manager, tracking_uri=tracking_uri
+        )
         for note in context.requirements.notes:
             say(note)
         base = resolve_base(engine, base_image or DEFAULT_BASE, say=say)

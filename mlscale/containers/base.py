@@ -51,10 +51,12 @@ def debian_base(engine: Engine, *, say: Callable[[str], None]) -> str:
     with resources.as_file(script) as path:
         try:
             done = subprocess.run(
-                ["bash", str(path)], capture_output=True, text=True,
+                ["bash", str(path)],
+                capture_output=True,
+                text=True,
                 env={**os.environ, ENGINE_VARIABLE: engine.name},
                 timeout=_DEBIAN_BUILD_TIMEOUT_S,
-            )  # fmt: skip
+            )
         except subprocess.TimeoutExpired as exc:
             raise ContainerError(
                 f"building the Debian base did not finish in {_DEBIAN_BUILD_TIMEOUT_S} s"
@@ -66,4 +68,3 @@ def debian_base(engine: Engine, *, say: Callable[[str], None]) -> str:
         message = " ".join(done.stderr.strip().splitlines()[-3:]) or f"exit {done.returncode}"
         raise ContainerError(f"could not build the Debian base image: {message}")
     return done.stdout.strip().splitlines()[-1]
-

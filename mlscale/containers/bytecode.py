@@ -38,7 +38,8 @@ def main(argv: list[str]) -> int:
     if not sys.pycache_prefix:
         print(f"{MARK} ERROR: PYTHONPYCACHEPREFIX is not set: nowhere to put the bytecode")
         return 1
-    import mlscale.cli.main  # noqa: F401  (what `python -m mlscale serve` imports first)
+    # What `python -m mlscale serve` imports first, so that its bytecode is written too.
+    import mlscale.cli.main  # noqa: F401
     from mlscale.errors import ModelLoadError
     from mlscale.serving.server import _uvicorn_config, build_app
     from mlscale.serving.settings import ServeSettings

@@ -49,9 +49,13 @@ class Engine:
         into ``ContainerError`` with the engine's own last lines."""
         try:
             result = subprocess.run(
-                self.command(*args), capture_output=True, text=True, timeout=timeout,
-                input=input, env={**os.environ, **(env or {})},
-            )  # fmt: skip
+                self.command(*args),
+                capture_output=True,
+                text=True,
+                timeout=timeout,
+                input=input,
+                env={**os.environ, **(env or {})},
+            )
         except subprocess.TimeoutExpired as exc:
             raise ContainerError(
                 f"`{self.name} {' '.join(args[:3])} ...` did not finish in {timeout:.0f} s"
@@ -108,15 +112,16 @@ class Engine:
         env = {"DOCKER_BUILDKIT": "1"} if self.name == "docker" else {}
         with open(log, "w") if log else open(os.devnull, "w") as sink:
             process = subprocess.run(
-                self.command(*args), stdout=sink if log else subprocess.PIPE,
-                stderr=subprocess.STDOUT, text=True, env={**os.environ, **env},
-            )  # fmt: skip
+                self.command(*args),
+                stdout=sink if log else subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+                env={**os.environ, **env},
+            )
         if process.returncode != 0:
             output = Path(log).read_text() if log else process.stdout
             where = f" (whole log: {log})" if log else ""
-            raise ContainerError(
-                f"building {tags[0]} failed{where}:\n" + last_lines(output, 15)
-            )
+            raise ContainerError(f"building {tags[0]} failed{where}:\n" + last_lines(output, 15))
 
 
 def last_lines(text: str, count: int = 5) -> str:
@@ -137,8 +142,9 @@ def find_engine(environ: Mapping[str, str] | None = None) -> Engine:
             )
         path = shutil.which(wanted)
         if path is None:
-            raise ContainerError(f"{ENGINE_VARIABLE}={wanted} but `{wanted}` is not installed. "
-                                 + INSTALL_HINT)  # fmt: skip
+            raise ContainerError(
+                f"{ENGINE_VARIABLE}={wanted} but `{wanted}` is not installed. " + INSTALL_HINT
+            )
         return Engine(wanted, path)
     docker = shutil.which("docker")
     # The docker client is often installed without a daemon to talk to: only

@@ -23,15 +23,16 @@ class SecretPart:
     key: str | None = None  # a key of the same secret, in place of the literal
 
 
-def expand_parts(text: str, values: Mapping[str, str],
-                 secret_vars: Mapping[str, tuple[str, str]]) -> list[SecretPart]:  # fmt: skip
+def expand_parts(
+    text: str, values: Mapping[str, str], secret_vars: Mapping[str, tuple[str, str]]
+) -> list[SecretPart]:
     """Kubernetes' ``$(VAR)`` expansion of ``text``: a literal variable's value, a
     secret variable as a part naming it (``SecretPart.key`` is the variable), ``$$``
     as ``$``; an unknown variable stays as written, as Kubernetes leaves it."""
     parts: list[SecretPart] = []
     position = 0
     for match in _REFERENCE.finditer(text):
-        literal = text[position:match.start()]
+        literal = text[position : match.start()]
         variable = match.group(1)
         if match.group(0) == "$$":
             literal += "$"

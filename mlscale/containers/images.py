@@ -55,10 +55,12 @@ _PACKAGE = ("pyproject.toml", "constraints.txt", "README.md", "LICENSE", "mlscal
 IMAGES: tuple[ImageSpec, ...] = (
     ImageSpec("server", "docker/server.Dockerfile", (*_PACKAGE, "docker/server-requirements.txt")),
     ImageSpec("locust", "docker/locust.Dockerfile", _PACKAGE),
-    ImageSpec("tracking", "docker/tracking.Dockerfile",
-              ("constraints.txt", "docker/tracking-requirements.txt")),  # fmt: skip
-    ImageSpec("postgres", "docker/postgres.Dockerfile", ("docker/postgres",),
-              official="postgres:16.4-bookworm"),  # fmt: skip
+    ImageSpec(
+        "tracking", "docker/tracking.Dockerfile", ("constraints.txt", "docker/tracking-requirements.txt")
+    ),
+    ImageSpec(
+        "postgres", "docker/postgres.Dockerfile", ("docker/postgres",), official="postgres:16.4-bookworm"
+    ),
 )
 
 
@@ -93,10 +95,10 @@ def _files(root: Path, inputs: Iterable[str]) -> list[Path]:
         path = root / entry
         if path.is_dir():
             found += sorted(
-                p for p in path.rglob("*")
-                if p.is_file() and not (_SKIPPED_PARTS & set(p.parts))
-                and p.suffix not in _SKIPPED_SUFFIXES
-            )  # fmt: skip
+                p
+                for p in path.rglob("*")
+                if p.is_file() and not (_SKIPPED_PARTS & set(p.parts)) and p.suffix not in _SKIPPED_SUFFIXES
+            )
         elif path.is_file():
             found.append(path)
     return found
@@ -122,9 +124,7 @@ def select(names: Sequence[str] | None) -> tuple[ImageSpec, ...]:
     known = {spec.name: spec for spec in IMAGES}
     unknown = [name for name in names if name not in known]
     if unknown:
-        raise ContainerError(
-            f"unknown image {', '.join(unknown)}: choose from {', '.join(known)}"
-        )
+        raise ContainerError(f"unknown image {', '.join(unknown)}: choose from {', '.join(known)}")
     return tuple(spec for spec in IMAGES if spec.name in names)
 
 
@@ -141,8 +141,9 @@ def build_images(
     specs = select(names)
     missing = [spec.dockerfile for spec in specs if not (root / spec.dockerfile).is_file()]
     if missing:
-        raise ContainerError(f"{', '.join(missing)} not found in {root}: is this a whole "
-                             "checkout of mlscale?")  # fmt: skip
+        raise ContainerError(
+            f"{', '.join(missing)} not found in {root}: is this a whole checkout of mlscale?"
+        )
     base = resolve_base(engine, base_image or DEFAULT_BASE, say=say)
     base_id = engine.image_id(base)
     secret = ca_bundle()
@@ -167,9 +168,13 @@ def build_images(
         say(f"{spec.name}: building {tag} from {spec.dockerfile} on {base} (log: {log}; a few minutes)")
         started = time.monotonic()
         engine.build(
-            root, dockerfile=root / spec.dockerfile, tags=[tag, content_tag],
-            build_args=build_args, secrets={"ca": secret or _empty_secret(log_dir)}, log=log,
-        )  # fmt: skip
+            root,
+            dockerfile=root / spec.dockerfile,
+            tags=[tag, content_tag],
+            build_args=build_args,
+            secrets={"ca": secret or _empty_secret(log_dir)},
+            log=log,
+        )
         seconds = time.monotonic() - started
         size = engine.image_size(tag)
         say(f"{spec.name}: built in {seconds:.0f} s, {size / 1e6:.0f} MB")

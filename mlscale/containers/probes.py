@@ -27,10 +27,7 @@ class Probe:
     allowed_s: float = 120.0
 
 
-_HTTP_PROBE = (
-    "import sys, urllib.request\n"
-    "urllib.request.urlopen(sys.argv[1], timeout=float(sys.argv[2]))\n"
-)
+_HTTP_PROBE = "import sys, urllib.request\nurllib.request.urlopen(sys.argv[1], timeout=float(sys.argv[2]))\n"
 _TCP_PROBE = (
     "import socket, sys\n"
     "socket.create_connection(('127.0.0.1', int(sys.argv[1])), timeout=float(sys.argv[2])).close()\n"
@@ -69,6 +66,11 @@ def probe_command(probe: Probe) -> list[str]:
     if probe.kind == "exec":
         return list(probe.command)
     if probe.kind == "http":
-        return ["python3", "-c", _HTTP_PROBE, f"http://127.0.0.1:{probe.port}{probe.path}",
-                str(probe.timeout_s)]  # fmt: skip
+        return [
+            "python3",
+            "-c",
+            _HTTP_PROBE,
+            f"http://127.0.0.1:{probe.port}{probe.path}",
+            str(probe.timeout_s),
+        ]
     return ["python3", "-c", _TCP_PROBE, str(probe.port), str(probe.timeout_s)]

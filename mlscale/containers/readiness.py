@@ -30,8 +30,13 @@ _LOG_LINES = 15
 def passes(engine: Engine, container: ContainerPlan) -> bool:
     if container.probe is None:
         return True
-    done = engine.run("exec", container.engine_name, *probe_command(container.probe), check=False,
-                      timeout=container.probe.timeout_s + 20)  # fmt: skip
+    done = engine.run(
+        "exec",
+        container.engine_name,
+        *probe_command(container.probe),
+        check=False,
+        timeout=container.probe.timeout_s + 20,
+    )
     return done.returncode == 0
 
 
@@ -50,7 +55,7 @@ def awaited_model(container: ContainerPlan) -> str | None:
 def model_registered(tracking_url: str, model_uri: str) -> bool:
     """Whether ``models:/NAME/VERSION`` (or ``@ALIAS``, or a stage) exists in the
     registry at ``tracking_url``, asked through its REST API."""
-    rest = model_uri[len("models:/"):]
+    rest = model_uri[len("models:/") :]
     if "@" in rest:
         name, alias = rest.split("@", 1)
         path = "registered-models/alias?" + urllib.parse.urlencode({"name": name, "alias": alias})
@@ -69,8 +74,15 @@ def model_registered(tracking_url: str, model_uri: str) -> bool:
         return True  # not answering: say nothing about the model, wait as usual
 
 
-def wait_ready(engine: Engine, plan: StackPlan, pods: list[PodPlan], *, started: float,
-               deadline: float, say: Callable[[str], None]) -> None:  # fmt: skip
+def wait_ready(
+    engine: Engine,
+    plan: StackPlan,
+    pods: list[PodPlan],
+    *,
+    started: float,
+    deadline: float,
+    say: Callable[[str], None],
+) -> None:
     """Poll the pods' containers until each passes its probe. A container that
     keeps exiting, or takes longer than its probe allows, fails the wait with its
     last log lines; a model server whose model is not registered yet is left to
@@ -85,23 +97,34 @@ def wait_ready(engine: Engine, plan: StackPlan, pods: list[PodPlan], *, started:
             elapsed = time.monotonic() - started
             model = awaited_model(container)
             if model and tracking and not model_registered(tracking, model):
-                say(f"[{elapsed:5.1f} s] {pod.name}: waiting for {model}, not registered yet; it "
-                    "restarts until it is (register it, see below)")
+                say(
+                    f"[{elapsed:5.1f} s] {pod.name}: waiting for {model}, not registered yet; it "
+                    "restarts until it is (register it, see below)"
+                )
                 del waiting[name]
             elif status == "running" and passes(engine, container):
-                say(f"[{elapsed:5.1f} s] {pod.name}: ready" + (
-                    f" ({container.name})" if len(pod.containers) > 1 else ""))
+                say(
+                    f"[{elapsed:5.1f} s] {pod.name}: ready"
+                    + (f" ({container.name})" if len(pod.containers) > 1 else "")
+                )
                 del waiting[name]
             elif restarts >= _MAX_RESTARTS or status in ("missing", "dead"):
-                raise ContainerError(_failure(engine, name, f"restarted {restarts} times without "
-                                              f"passing its probe ({status})"))  # fmt: skip
+                raise ContainerError(
+                    _failure(engine, name, f"restarted {restarts} times without passing its probe ({status})")
+                )
             elif container.probe and time.monotonic() - since[name] > container.probe.allowed_s:
-                raise ContainerError(_failure(engine, name, f"did not pass its probe in "
-                                              f"{container.probe.allowed_s:.0f} s"))  # fmt: skip
+                raise ContainerError(
+                    _failure(engine, name, f"did not pass its probe in {container.probe.allowed_s:.0f} s")
+                )
         if waiting and time.monotonic() > deadline:
             names = ", ".join(waiting)
-            raise ContainerError(_failure(engine, next(iter(waiting)), f"not ready when the stack's "
-                                          f"time ran out (waiting for {names})"))  # fmt: skip
+            raise ContainerError(
+                _failure(
+                    engine,
+                    next(iter(waiting)),
+                    f"not ready when the stack's time ran out (waiting for {names})",
+                )
+            )
         if waiting:
             time.sleep(0.5)
 
@@ -116,8 +139,15 @@ def container_states(engine: Engine, names: list[str]) -> dict[str, tuple[str, i
     """name -> (state, restarts), for the containers that exist."""
     if not names:
         return {}
-    done = engine.run("inspect", "--type", "container", "--format",
-                      "{{.Name}} {{.State.Status}} {{.RestartCount}}", *names, check=False)  # fmt: skip
+    done = engine.run(
+        "inspect",
+        "--type",
+        "container",
+        "--format",
+        "{{.Name}} {{.State.Status}} {{.RestartCount}}",
+        *names,
+        check=False,
+    )
     found = {}
     for line in done.stdout.splitlines():
         parts = line.split()
@@ -128,12 +158,19 @@ def container_states(engine: Engine, names: list[str]) -> dict[str, tuple[str, i
 
 def probe_now(engine: Engine, pod: str, container: str) -> bool:
     """The container's probe (kept in its pod's annotations by ``up``), run now."""
-    done = engine.run("inspect", "--type", "container", "--format",
-                      "{{.State.Status}} {{json .Config.Annotations}}", container, check=False)  # fmt: skip
+    done = engine.run(
+        "inspect",
+        "--type",
+        "container",
+        "--format",
+        "{{.State.Status}} {{json .Config.Annotations}}",
+        container,
+        check=False,
+    )
     status, _, annotations = done.stdout.strip().partition(" ")
     if status != "running":
         return False
-    own_name = container[len(pod) + 1:]
+    own_name = container[len(pod) + 1 :]
     spec = (json.loads(annotations or "null") or {}).get(PROBE_ANNOTATION + own_name)
     probe = parse_probe_spec(spec) if spec else None
     if probe is None:

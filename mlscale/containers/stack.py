@@ -30,9 +30,9 @@ from mlscale.containers.engine import Engine
 from mlscale.containers.expand import fill
 from mlscale.containers.readiness import container_states, probe_now, wait_ready
 from mlscale.containers.translate import (
-    PUBLISHED_LABEL,
     CONFIGMAPS_LABEL,
     GRACE_LABEL,
+    PUBLISHED_LABEL,
     STACK_LABEL,
     TIER_LABEL,
     WORKLOAD_LABEL,
@@ -123,8 +123,14 @@ def render(source: Path, run_config: dict | None = None) -> list[dict[str, Any]]
     source = source.resolve()
     # The tree: the nearest folder holding a kustomize base (deploy/ for its
     # overlays, a rendered folder for itself), else the source alone.
-    root = next((folder for folder in (source, *source.parents)
-                 if (folder / "base" / "kustomization.yaml").is_file()), source)  # fmt: skip
+    root = next(
+        (
+            folder
+            for folder in (source, *source.parents)
+            if (folder / "base" / "kustomization.yaml").is_file()
+        ),
+        source,
+    )
     component = root / LOADTEST_COMPONENT
     if not (component / "kustomization.yaml").is_file():
         component = deploy_root() / LOADTEST_COMPONENT  # a tree from before the component
@@ -134,19 +140,25 @@ def render(source: Path, run_config: dict | None = None) -> list[dict[str, Any]]
         shutil.copytree(component, run / "loadtest-config")
         if run_config is not None:
             (run / "loadtest-config" / LOADTEST_CONFIG_FILE).write_text(json.dumps(run_config, indent=1))
-        (run / "kustomization.yaml").write_text(yaml.safe_dump({
-            "apiVersion": "kustomize.config.k8s.io/v1beta1", "kind": "Kustomization",
-            "resources": [str(Path("..", "tree", source.relative_to(root)))],
-            "components": ["loadtest-config"],
-        }))  # fmt: skip
+        (run / "kustomization.yaml").write_text(
+            yaml.safe_dump(
+                {
+                    "apiVersion": "kustomize.config.k8s.io/v1beta1",
+                    "kind": "Kustomization",
+                    "resources": [str(Path("..", "tree", source.relative_to(root)))],
+                    "components": ["loadtest-config"],
+                }
+            )
+        )
         try:
             return kustomize(run)
         except RenderError as exc:
             raise ConfigurationError(f"cannot render {source} for the stack: {exc}") from exc
 
 
-def image_map(engine: Engine, objects: list[dict], *, build: bool, say: Say,
-              running: dict[str, str] | None = None) -> dict[str, str]:  # fmt: skip
+def image_map(
+    engine: Engine, objects: list[dict], *, build: bool, say: Say, running: dict[str, str] | None = None
+) -> dict[str, str]:
     """Each image the manifests name -> the local image of this checkout: built (or
     found up to date) when ``build``, by its content tag, which no other build can
     move (``mlscale/NAME:VERSION`` is retagged by every build on the machine); else
@@ -162,8 +174,9 @@ def image_map(engine: Engine, objects: list[dict], *, build: bool, say: Say,
             by_repository[image_repository(spec.official)] = spec
     unknown = sorted(wanted - set(by_repository))
     if unknown:
-        raise ConfigurationError(f"the manifests name images the project does not build: "
-                                 f"{', '.join(unknown)}")  # fmt: skip
+        raise ConfigurationError(
+            f"the manifests name images the project does not build: {', '.join(unknown)}"
+        )
     names = sorted({by_repository[r].name for r in wanted})
     if running is not None:
         built = {name: running.get(f"mlscale/{name}") for name in names}
@@ -172,17 +185,22 @@ def image_map(engine: Engine, objects: list[dict], *, build: bool, say: Say,
             raise ContainerError(f"the stack runs no {', '.join(missing)} image to replay")
         return {r: built[by_repository[r].name] for r in wanted}
     if build:
-        built = {b.name: b.content_tag for b in build_images(engine, root=find_repository(),
-                                                              names=names, say=say)}  # fmt: skip
+        built = {
+            b.name: b.content_tag for b in build_images(engine, root=find_repository(), names=names, say=say)
+        }
     else:
         built = {name: f"mlscale/{name}:{__version__}" for name in names}
         missing = [tag for tag in built.values() if not engine.image_exists(tag)]
         if missing:
-            raise ContainerError(f"not built: {', '.join(missing)}; run `mlscale images build` "
-                                 "or leave out --no-build")  # fmt: skip
+            raise ContainerError(
+                f"not built: {', '.join(missing)}; run `mlscale images build` or leave out --no-build"
+            )
     prefix = "localhost/" if engine.name == "podman" else ""
-    return {r: (prefix if built[by_repository[r].name].startswith("mlscale/") else "")
-            + built[by_repository[r].name] for r in wanted}  # fmt: skip
+    return {
+        r: (prefix if built[by_repository[r].name].startswith("mlscale/") else "")
+        + built[by_repository[r].name]
+        for r in wanted
+    }
 
 
 def running_images(engine: Engine, name: str) -> dict[str, str]:
@@ -208,17 +226,26 @@ def _containers(objects: list[dict]) -> list[dict]:
     return found
 
 
-def plan_stack(engine: Engine, settings: UpSettings, *, say: Say,
-               run_config: dict | None = None, host_ports: dict[str, int] | None = None,
-               running: dict[str, str] | None = None) -> StackPlan:  # fmt: skip
+def plan_stack(
+    engine: Engine,
+    settings: UpSettings,
+    *,
+    say: Say,
+    run_config: dict | None = None,
+    host_ports: dict[str, int] | None = None,
+    running: dict[str, str] | None = None,
+) -> StackPlan:
     """Render and translate the stack (the pods' images built or found first;
     ``running``: those of the running stack, see ``image_map``)."""
     source = settings.source or default_source()
     objects = render(source, run_config)
     images = image_map(engine, objects, build=settings.build, say=say, running=running)
     ports = host_ports or {what: port or free_port() for what, port in settings.ports}
-    publish = tuple(Publish(service, port_name, ports[what], what)
-                    for service, port_name, what in PUBLISHED if what in ports)  # fmt: skip
+    publish = tuple(
+        Publish(service, port_name, ports[what], what)
+        for service, port_name, what in PUBLISHED
+        if what in ports
+    )
     return translate(objects, StackSettings(settings.name, images, publish))
 
 
@@ -245,15 +272,24 @@ def up(engine: Engine, settings: UpSettings, *, say: Say) -> StackState:
     require_podman(engine)
     started = time.monotonic()
     if _exists(engine, settings.name):
-        raise ContainerError(f"stack {settings.name} is already up (`mlscale stack status`); "
-                             f"`mlscale stack down` first, or give another --name")  # fmt: skip
+        raise ContainerError(
+            f"stack {settings.name} is already up (`mlscale stack status`); "
+            f"`mlscale stack down` first, or give another --name"
+        )
     source = (settings.source or default_source()).resolve()
     say(f"stack {settings.name}: rendering {source} (kubectl kustomize)")
     plan = plan_stack(engine, settings, say=say)
     for line in group_not_applied(plan.not_applied):
         say(f"  not applied: {line}")
-    engine.run("network", "create", "--label", f"{STACK_LABEL}={settings.name}",
-               "--label", f"{SOURCE_LABEL}={source}", plan.network)  # fmt: skip
+    engine.run(
+        "network",
+        "create",
+        "--label",
+        f"{STACK_LABEL}={settings.name}",
+        "--label",
+        f"{SOURCE_LABEL}={source}",
+        plan.network,
+    )
     # The pods' time starts now: image builds, which take minutes, are not theirs.
     deadline = time.monotonic() + settings.timeout_s
     try:
@@ -264,8 +300,10 @@ def up(engine: Engine, settings: UpSettings, *, say: Say) -> StackState:
                 play(engine, plan, pod)
             wait_ready(engine, plan, tier, started=started, deadline=deadline, say=say)
     except BaseException:
-        say(f"stack {settings.name} did not come up; what it made is left for inspection "
-            f"(podman logs CONTAINER); `mlscale stack down --name {settings.name}` removes it")
+        say(
+            f"stack {settings.name} did not come up; what it made is left for inspection "
+            f"(podman logs CONTAINER); `mlscale stack down --name {settings.name}` removes it"
+        )
         raise
     return state(engine, settings.name)
 
@@ -332,8 +370,15 @@ def _make_secrets(engine: Engine, plan: StackPlan, *, data_kept: bool, say: Say)
         else:
             say(f"  secret {secret.name}: kept with the data")
         content = secret_content(secret, values)
-        engine.run("secret", "create", "--label", f"{STACK_LABEL}={plan.name}", secret.name, "-",
-                   input=json.dumps(content))  # fmt: skip
+        engine.run(
+            "secret",
+            "create",
+            "--label",
+            f"{STACK_LABEL}={plan.name}",
+            secret.name,
+            "-",
+            input=json.dumps(content),
+        )
 
 
 def generated_value(key: str) -> str:
@@ -355,8 +400,20 @@ def _read_secret(engine: Engine, plan: StackPlan, name: str) -> dict[str, str] |
     """A kept secret's values, read back through a throwaway container (podman 4.3
     does not show a secret's data)."""
     image = plan.pods[0].documents[-1]["spec"]["containers"][0]["image"]
-    done = engine.run("run", "--rm", "--network", "none", "--secret", name, "--entrypoint", "cat",
-                      image, f"/run/secrets/{name}", check=False, timeout=60)  # fmt: skip
+    done = engine.run(
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        "--secret",
+        name,
+        "--entrypoint",
+        "cat",
+        image,
+        f"/run/secrets/{name}",
+        check=False,
+        timeout=60,
+    )
     try:
         data = json.loads(done.stdout)
         return {key: base64.b64decode(value).decode() for key, value in data.items()}
@@ -381,16 +438,16 @@ def stack_pods(engine: Engine, name: str) -> list[dict]:
 
 
 def _stack_networks(engine: Engine, name: str) -> list[str]:
-    return _names(engine, "network", "ls", "--filter", f"label={STACK_LABEL}={name}",
-                  "--format", "{{.Name}}")  # fmt: skip
+    return _names(engine, "network", "ls", "--filter", f"label={STACK_LABEL}={name}", "--format", "{{.Name}}")
 
 
 def _stack_volumes(engine: Engine, name: str, *, scratch_only: bool = False) -> list[str]:
     # One label filter only: podman 4 ORs several.
     done = engine.run("volume", "ls", "--filter", f"label={STACK_LABEL}={name}", "--format", "json")
     volumes = json.loads(done.stdout or "[]") or []
-    return [v["Name"] for v in volumes
-            if not scratch_only or (v.get("Labels") or {}).get(SCRATCH_LABEL) == "true"]  # fmt: skip
+    return [
+        v["Name"] for v in volumes if not scratch_only or (v.get("Labels") or {}).get(SCRATCH_LABEL) == "true"
+    ]
 
 
 def _stack_secrets(engine: Engine, name: str) -> list[str]:
@@ -398,8 +455,9 @@ def _stack_secrets(engine: Engine, name: str) -> list[str]:
     for secret in _names(engine, "secret", "ls", "--format", "{{.Name}}"):
         if not secret.startswith(f"{name}-"):
             continue
-        labels = engine.run("secret", "inspect", "--format", "{{json .Spec.Labels}}", secret,
-                            check=False).stdout  # fmt: skip
+        labels = engine.run(
+            "secret", "inspect", "--format", "{{json .Spec.Labels}}", secret, check=False
+        ).stdout
         if json.loads(labels or "null") and json.loads(labels).get(STACK_LABEL) == name:
             mine.append(secret)
     return mine
@@ -426,11 +484,24 @@ def state(engine: Engine, name: str, *, probe: bool = True) -> StackState:
         if probe and pod.get("Status") == "Running":
             ready = all(probe_now(engine, pod["Name"], c) for c in containers)
         restarts = sum(r for _, r in states.values())
-        pods.append(PodState(pod["Name"], labels.get(WORKLOAD_LABEL, "").replace(".", "/", 1),
-                             pod.get("Status", "?"), ready, restarts, published))  # fmt: skip
+        pods.append(
+            PodState(
+                pod["Name"],
+                labels.get(WORKLOAD_LABEL, "").replace(".", "/", 1),
+                pod.get("Status", "?"),
+                ready,
+                restarts,
+                published,
+            )
+        )
     source = stack_source(engine, name)
-    return StackState(name, str(source or "?"), tuple(pods), tuple(_stack_volumes(engine, name)),
-                      tuple(_stack_secrets(engine, name)))  # fmt: skip
+    return StackState(
+        name,
+        str(source or "?"),
+        tuple(pods),
+        tuple(_stack_volumes(engine, name)),
+        tuple(_stack_secrets(engine, name)),
+    )
 
 
 def _published(engine: Engine, pod: str, what: str | None) -> tuple[tuple[str, int], ...]:
@@ -446,7 +517,9 @@ def remove_configmap_volumes(engine: Engine, pods: list[dict]) -> list[str]:
     """The volumes podman made for the ConfigMaps ``pods`` mounted (named after
     them, unlabelled), unless another pod still uses one (no --force)."""
     removed = []
-    names = {cm for pod in pods for cm in ((pod.get("Labels") or {}).get(CONFIGMAPS_LABEL) or "").split(".") if cm}
+    names = {
+        cm for pod in pods for cm in ((pod.get("Labels") or {}).get(CONFIGMAPS_LABEL) or "").split(".") if cm
+    }
     for volume in sorted(names):
         if engine.run("volume", "rm", volume, check=False, timeout=60).returncode == 0:
             removed.append(f"volume {volume}")

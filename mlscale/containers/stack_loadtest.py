@@ -14,6 +14,7 @@ on this machine.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import time
@@ -65,8 +66,10 @@ def locust_pods(plan: StackPlan) -> LocustPods:
         elif any(c and c[0].rsplit("/", 1)[-1] == "locust" and "--worker" in c for c in commands):
             workers.append(pod)
     if len(masters) != 1 or not workers:
-        raise ConfigurationError(f"the stack has {len(masters)} Locust master(s) and {len(workers)} "
-                                 "worker(s); a load test needs one master and a worker")  # fmt: skip
+        raise ConfigurationError(
+            f"the stack has {len(masters)} Locust master(s) and {len(workers)} "
+            "worker(s); a load test needs one master and a worker"
+        )
     target = _env(masters[0], "TARGET_HOST")
     if not target:
         raise ConfigurationError(f"{masters[0].workload} sets no TARGET_HOST: nothing to load")
@@ -96,13 +99,24 @@ def target(engine: Engine, name: str, *, say: stack.Say) -> tuple[StackPlan, Loc
         raise ContainerError(f"stack {name} is not up: `mlscale stack up` first")
     source = stack.stack_source(engine, name)
     ports = {what: port for pod in current.pods for what, port in pod.published}
-    plan = stack.plan_stack(engine, stack.UpSettings(name=name, source=source, build=False),
-                            say=say, host_ports=ports, running=stack.running_images(engine, name))  # fmt: skip
+    plan = stack.plan_stack(
+        engine,
+        stack.UpSettings(name=name, source=source, build=False),
+        say=say,
+        host_ports=ports,
+        running=stack.running_images(engine, name),
+    )
     return plan, locust_pods(plan)
 
 
-def run(engine: Engine, name: str, settings: LoadTestSettings, *, say: stack.Say,
-        on_progress: Callable[[dict], None] | None = None) -> LoadTestResult:  # fmt: skip
+def run(
+    engine: Engine,
+    name: str,
+    settings: LoadTestSettings,
+    *,
+    say: stack.Say,
+    on_progress: Callable[[dict], None] | None = None,
+) -> LoadTestResult:
     """Run ``settings`` from the stack's Locust pods; the results go to
     ``settings.out_dir`` on this machine."""
     stack.require_podman(engine)
@@ -127,31 +141,43 @@ def run(engine: Engine, name: str, settings: LoadTestSettings, *, say: stack.Say
         )
     ports = {what: port for pod in current.pods for what, port in pod.published}
     source = stack.stack_source(engine, name)
-    plan = stack.plan_stack(engine, stack.UpSettings(name=name, source=source, build=False),
-                            say=say, run_config=config, host_ports=ports,
-                            running=stack.running_images(engine, name))  # fmt: skip
+    plan = stack.plan_stack(
+        engine,
+        stack.UpSettings(name=name, source=source, build=False),
+        say=say,
+        run_config=config,
+        host_ports=ports,
+        running=stack.running_images(engine, name),
+    )
     locust = locust_pods(plan)
     if len(locust.workers) != settings.workers:
-        raise ConfigurationError(f"the settings count {settings.workers} workers; the stack "
-                                 f"runs {len(locust.workers)}")  # fmt: skip
+        raise ConfigurationError(
+            f"the settings count {settings.workers} workers; the stack runs {len(locust.workers)}"
+        )
     started = time.monotonic()
-    say(f"Locust pods: playing {locust.master.name} and {len(locust.workers)} workers on the "
-        "run's configuration (ConfigMap locust-loadtest)")
-    replaced = [pod for pod in stack.stack_pods(engine, name)
-                if pod["Name"] in {p.name for p in (locust.master, *locust.workers)}]  # fmt: skip
+    say(
+        f"Locust pods: playing {locust.master.name} and {len(locust.workers)} workers on the "
+        "run's configuration (ConfigMap locust-loadtest)"
+    )
+    replaced = [
+        pod
+        for pod in stack.stack_pods(engine, name)
+        if pod["Name"] in {p.name for p in (locust.master, *locust.workers)}
+    ]
     for pod in (locust.master, *locust.workers):
         stack.play(engine, plan, pod, replace=True)
     stack.remove_configmap_volumes(engine, replaced)  # the previous run's, now unused
-    wait_ready(engine, plan, [locust.master, *locust.workers], started=started,
-                     deadline=started + 300, say=say)  # fmt: skip
+    wait_ready(
+        engine, plan, [locust.master, *locust.workers], started=started, deadline=started + 300, say=say
+    )
     _wait_workers(locust_url, len(locust.workers))
 
     servers = [c.engine_name for pod in pods_behind(plan, locust.target) for c in pod.containers]
     generators = [c.engine_name for pod in (locust.master, *locust.workers) for c in pod.containers]
-    limits = {c.engine_name: c.cpu_limit for pod in (locust.master, *locust.workers)
-              for c in pod.containers}  # fmt: skip
-    monitor = EngineMonitor(engine, servers, generators,
-                            metrics_url=f"{server_url}/metrics" if server_url else None).start()  # fmt: skip
+    limits = {c.engine_name: c.cpu_limit for pod in (locust.master, *locust.workers) for c in pod.containers}
+    monitor = EngineMonitor(
+        engine, servers, generators, metrics_url=f"{server_url}/metrics" if server_url else None
+    ).start()
     master = locust.master.containers[0].engine_name
     try:
         _swarm(locust_url)
@@ -173,8 +199,9 @@ def run(engine: Engine, name: str, settings: LoadTestSettings, *, say: stack.Say
 
     raw = json.loads(results.stdout)
     problems = []
-    busiest = busiest_share(monitor.generator_cores, limits, start=raw["start"] or 0,
-                            end=raw["end"] or time.time())  # fmt: skip
+    busiest = busiest_share(
+        monitor.generator_cores, limits, start=raw["start"] or 0, end=raw["end"] or time.time()
+    )
     if busiest is not None and busiest[1] > _GENERATOR_LIMIT:
         limit = limits.get(busiest[0])
         problems.append(
@@ -182,12 +209,13 @@ def run(engine: Engine, name: str, settings: LoadTestSettings, *, say: stack.Say
             f"limit ({limit or 1:g} core): it was the bottleneck, not the server. Run fewer "
             "users, or more workers (replicas of the locust-worker Deployment)"
         )
-    notes = [f"server CPU and memory: {engine.name} stats of {', '.join(servers)} (the "
-             "container's cgroup: CPU time per second, memory in use less page cache)",
-             f"run from stack {name}'s Locust pods: {locust.master.name} and "
-             f"{', '.join(p.name for p in locust.workers)}"]  # fmt: skip
-    return collect(settings, out, samples, killed=killed, log_path=log_path, problems=problems,
-                   notes=notes)  # fmt: skip
+    notes = [
+        f"server CPU and memory: {engine.name} stats of {', '.join(servers)} (the "
+        "container's cgroup: CPU time per second, memory in use less page cache)",
+        f"run from stack {name}'s Locust pods: {locust.master.name} and "
+        f"{', '.join(p.name for p in locust.workers)}",
+    ]
+    return collect(settings, out, samples, killed=killed, log_path=log_path, problems=problems, notes=notes)
 
 
 def _answers(url: str) -> bool:
@@ -215,8 +243,9 @@ def _wait_workers(locust_url: str, count: int) -> None:
         if seen == count:
             return
         time.sleep(0.5)
-    raise ContainerError(f"only {seen} of {count} Locust workers connected to the master in "
-                         f"{_WORKERS_WAIT_S:.0f} s")  # fmt: skip
+    raise ContainerError(
+        f"only {seen} of {count} Locust workers connected to the master in {_WORKERS_WAIT_S:.0f} s"
+    )
 
 
 def _swarm(locust_url: str) -> None:
@@ -244,19 +273,19 @@ def _follow(locust_url: str, limit_s: float, on_progress: Callable[[dict], None]
             running = True
             if on_progress is not None:
                 percentiles = stats.get("current_response_time_percentiles") or {}
-                on_progress({
-                    "users": stats.get("user_count", 0),
-                    "requests": round(stats.get("current_rps") or 0),
-                    "failures": round(stats.get("current_fail_per_sec") or 0),
-                    "p95_ms": percentiles.get("response_time_percentile_0.95"),
-                })  # fmt: skip
+                on_progress(
+                    {
+                        "users": stats.get("user_count", 0),
+                        "requests": round(stats.get("current_rps") or 0),
+                        "failures": round(stats.get("current_fail_per_sec") or 0),
+                        "p95_ms": percentiles.get("response_time_percentile_0.95"),
+                    }
+                )
         elif running and state in ("stopped", "ready"):
             return False
         time.sleep(1.0 - (time.time() % 1.0))
-    try:
+    with contextlib.suppress(urllib.error.URLError, OSError):
         urllib.request.urlopen(f"{locust_url}/stop", timeout=10).close()
-    except (urllib.error.URLError, OSError):
-        pass
     return True
 
 
@@ -267,5 +296,7 @@ def _wait_for_results(engine: Engine, master: str, *, deadline: float) -> None:
             return
         time.sleep(0.5)
     logs = engine.run("logs", "--tail", "15", master, check=False)
-    raise ContainerError(f"the Locust master wrote no results in {RESULTS_DIR}; its last log "
-                         f"lines:\n{(logs.stdout + logs.stderr)[-2000:]}")  # fmt: skip
+    raise ContainerError(
+        f"the Locust master wrote no results in {RESULTS_DIR}; its last log "
+        f"lines:\n{(logs.stdout + logs.stderr)[-2000:]}"
+    )

@@ -23,8 +23,18 @@ from mlscale.loadtest.results import Sample
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)(h|ms|m|s|µs|us|ns)")
 _SECONDS = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 1e-3, "µs": 1e-6, "us": 1e-6, "ns": 1e-9}
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kKMGT]?i?B)\s*$")
-_BYTES = {"B": 1, "kB": 1e3, "KB": 1e3, "MB": 1e6, "GB": 1e9, "TB": 1e12,
-          "KiB": 2**10, "MiB": 2**20, "GiB": 2**30, "TiB": 2**40}  # fmt: skip
+_BYTES = {
+    "B": 1,
+    "kB": 1e3,
+    "KB": 1e3,
+    "MB": 1e6,
+    "GB": 1e9,
+    "TB": 1e12,
+    "KiB": 2**10,
+    "MiB": 2**20,
+    "GiB": 2**30,
+    "TiB": 2**40,
+}
 
 
 def go_duration_s(text: str) -> float:
@@ -57,15 +67,21 @@ def parse_stats(text: str) -> list[Reading]:
     readings = []
     for entry in json.loads(text or "[]") or []:
         try:
-            readings.append(Reading(entry["name"], go_duration_s(entry["cpu_time"]),
-                                    size_bytes(entry["mem_usage"].split("/")[0])))  # fmt: skip
+            readings.append(
+                Reading(
+                    entry["name"],
+                    go_duration_s(entry["cpu_time"]),
+                    size_bytes(entry["mem_usage"].split("/")[0]),
+                )
+            )
         except (KeyError, ValueError):
             continue
     return readings
 
 
-def cores_used(before: Sequence[Reading], after: Sequence[Reading], seconds: float,
-               names: Sequence[str]) -> dict[str, float]:  # fmt: skip
+def cores_used(
+    before: Sequence[Reading], after: Sequence[Reading], seconds: float, names: Sequence[str]
+) -> dict[str, float]:
     """Cores each of ``names`` used between two readings ``seconds`` apart (a
     restarted container, whose CPU time went back, counts from zero)."""
     first = {r.name: r.cpu_s for r in before}
@@ -80,8 +96,13 @@ def cores_used(before: Sequence[Reading], after: Sequence[Reading], seconds: flo
 class EngineMonitor:
     """Samples the server and load generator containers each second, in a thread."""
 
-    def __init__(self, engine: Engine, servers: Sequence[str], generators: Sequence[str],
-                 metrics_url: str | None = None) -> None:  # fmt: skip
+    def __init__(
+        self,
+        engine: Engine,
+        servers: Sequence[str],
+        generators: Sequence[str],
+        metrics_url: str | None = None,
+    ) -> None:
         self.engine = engine
         self.servers, self.generators = list(servers), list(generators)
         self.samples: list[Sample] = []
@@ -92,8 +113,16 @@ class EngineMonitor:
         self._thread = threading.Thread(target=self._run, name="mlscale-engine-stats", daemon=True)
 
     def read(self) -> list[Reading]:
-        done = self.engine.run("stats", "--no-stream", "--format", "json",
-                               *self.servers, *self.generators, check=False, timeout=20)  # fmt: skip
+        done = self.engine.run(
+            "stats",
+            "--no-stream",
+            "--format",
+            "json",
+            *self.servers,
+            *self.generators,
+            check=False,
+            timeout=20,
+        )
         try:
             return parse_stats(done.stdout) if done.returncode == 0 else []
         except ValueError:
@@ -123,21 +152,27 @@ class EngineMonitor:
             memory = [r.memory_bytes for r in readings if r.name in self.servers]
             second = int(time.time()) - 1
             self.generator_cores.append((second, generators))
-            self.samples.append(Sample(
-                second=second,
-                server_cpu=sum(servers.values()) if servers else None,
-                server_rss_mb=sum(memory) / 2**20 if memory else None,
-                generator_cpu=sum(generators.values()) if generators else None,
-                # Checked against each container's own CPU limit instead (the
-                # local overlay's workers have half a core): see busiest_share.
-                generator_cpu_max=None,
-                **self._metrics.read(),
-            ))  # fmt: skip
+            self.samples.append(
+                Sample(
+                    second=second,
+                    server_cpu=sum(servers.values()) if servers else None,
+                    server_rss_mb=sum(memory) / 2**20 if memory else None,
+                    generator_cpu=sum(generators.values()) if generators else None,
+                    # Checked against each container's own CPU limit instead (the
+                    # local overlay's workers have half a core): see busiest_share.
+                    generator_cpu_max=None,
+                    **self._metrics.read(),
+                )
+            )
 
 
-def busiest_share(per_second: Sequence[tuple[int, dict[str, float]]],
-                  limits: dict[str, float | None], *, start: float,
-                  end: float) -> tuple[str, float] | None:  # fmt: skip
+def busiest_share(
+    per_second: Sequence[tuple[int, dict[str, float]]],
+    limits: dict[str, float | None],
+    *,
+    start: float,
+    end: float,
+) -> tuple[str, float] | None:
     """The generator container that came closest to its CPU limit between ``start``
     and ``end`` (seconds since the epoch), and how close: its busiest second as a
     share of its limit (of one core where it has none)."""

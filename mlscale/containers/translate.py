@@ -65,7 +65,7 @@ _NOT_APPLIED = {
     "NetworkPolicy": "one network, and podman enforces no policies: every pod reaches every port",
     "Namespace": "the stack's own network and names stand for it",
     "ServiceAccount": "no API server: no account to run as",
-}  # fmt: skip
+}
 _UNSUPPORTED = ("Job", "CronJob", "DaemonSet", "ReplicaSet", "ReplicationController", "Pod")
 
 
@@ -196,9 +196,12 @@ def translate(objects: list[Obj], settings: StackSettings) -> StackPlan:
 
 
 def _workload_pods(
-    workload: Obj, services: list[Obj], configmaps: dict[str, Obj],
-    settings: StackSettings, secrets: dict[str, _SecretUse],
-) -> list[PodPlan]:  # fmt: skip
+    workload: Obj,
+    services: list[Obj],
+    configmaps: dict[str, Obj],
+    settings: StackSettings,
+    secrets: dict[str, _SecretUse],
+) -> list[PodPlan]:
     kind, name = workload["kind"], _name(workload)
     spec = workload.get("spec") or {}
     template = spec.get("template") or {}
@@ -214,16 +217,26 @@ def _workload_pods(
 
 
 def _pod(
-    workload: Obj, pod_name: str, index: int, aliases: tuple[str, ...], services: list[Obj],
-    configmaps: dict[str, Obj], settings: StackSettings, secrets: dict[str, _SecretUse],
-) -> PodPlan:  # fmt: skip
+    workload: Obj,
+    pod_name: str,
+    index: int,
+    aliases: tuple[str, ...],
+    services: list[Obj],
+    configmaps: dict[str, Obj],
+    settings: StackSettings,
+    secrets: dict[str, _SecretUse],
+) -> PodPlan:
     kind, name = workload["kind"], _name(workload)
     template = copy.deepcopy(workload["spec"].get("template") or {})
     spec = template.get("spec") or {}
     where = f"{kind}/{name}"
     grace = int(spec.get("terminationGracePeriodSeconds", 30))
-    labels = {**((template.get("metadata") or {}).get("labels") or {}), STACK_LABEL: settings.name,
-              WORKLOAD_LABEL: f"{kind}.{name}", GRACE_LABEL: str(grace)}  # fmt: skip
+    labels = {
+        **((template.get("metadata") or {}).get("labels") or {}),
+        STACK_LABEL: settings.name,
+        WORKLOAD_LABEL: f"{kind}.{name}",
+        GRACE_LABEL: str(grace),
+    }
     volumes, claimed = _volumes(spec, workload, pod_name, index, settings.name)
     containers, plans, mentions = [], [], []
     for container in spec.get("containers") or []:
@@ -234,8 +247,15 @@ def _pod(
     if spec.get("initContainers"):
         raise ConfigurationError(f"{where} has init containers, which the stack does not run")
     own = set(aliases)
-    needs = tuple(sorted({_name(s) for s in services
-                          if _name(s) not in own and any(_mentions(w, _name(s)) for w in mentions)}))  # fmt: skip
+    needs = tuple(
+        sorted(
+            {
+                _name(s)
+                for s in services
+                if _name(s) not in own and any(_mentions(w, _name(s)) for w in mentions)
+            }
+        )
+    )
     pod_spec = {
         "restartPolicy": "Always",
         "containers": containers,
@@ -245,11 +265,13 @@ def _pod(
         pod_spec["securityContext"] = spec["securityContext"]
     # Each container's probe goes with the pod, so that `status` can run it
     # without rendering the manifests again.
-    annotations = {PROBE_ANNOTATION + p.name: probe_spec(p.probe)
-                   for p in plans if p.probe is not None}  # fmt: skip
-    pod = {"apiVersion": "v1", "kind": "Pod",
-           "metadata": {"name": pod_name, "labels": labels, "annotations": annotations},
-           "spec": pod_spec}  # fmt: skip
+    annotations = {PROBE_ANNOTATION + p.name: probe_spec(p.probe) for p in plans if p.probe is not None}
+    pod = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": pod_name, "labels": labels, "annotations": annotations},
+        "spec": pod_spec,
+    }
     documents = [pod]
     for volume in spec.get("volumes") or []:
         if "configMap" in volume:
@@ -261,14 +283,21 @@ def _pod(
     if mounted:
         labels[CONFIGMAPS_LABEL] = ".".join(mounted)
     return PodPlan(
-        name=pod_name, workload=where, aliases=aliases, containers=tuple(plans), published=(),
-        needs=needs, stop_timeout_s=grace,
-        volumes=tuple(claimed), documents=tuple(documents),
-    )  # fmt: skip
+        name=pod_name,
+        workload=where,
+        aliases=aliases,
+        containers=tuple(plans),
+        published=(),
+        needs=needs,
+        stop_timeout_s=grace,
+        volumes=tuple(claimed),
+        documents=tuple(documents),
+    )
 
 
-def _volumes(spec: Obj, workload: Obj, pod_name: str, index: int,
-             stack: str) -> tuple[list[Obj], list[VolumePlan]]:  # fmt: skip
+def _volumes(
+    spec: Obj, workload: Obj, pod_name: str, index: int, stack: str
+) -> tuple[list[Obj], list[VolumePlan]]:
     """The pod's volumes, each a claim on a named volume; and those volumes."""
     volumes, plans = [], []
     for volume in spec.get("volumes") or []:
@@ -285,24 +314,30 @@ def _volumes(spec: Obj, workload: Obj, pod_name: str, index: int,
             continue
         else:
             kinds = ", ".join(k for k in volume if k != "name")
-            raise ConfigurationError(f"volume {name} of {_name(workload)} is a {kinds}: the stack "
-                                     "runs emptyDir, persistentVolumeClaim and configMap volumes")  # fmt: skip
+            raise ConfigurationError(
+                f"volume {name} of {_name(workload)} is a {kinds}: the stack "
+                "runs emptyDir, persistentVolumeClaim and configMap volumes"
+            )
         volumes.append({"name": name, "persistentVolumeClaim": {"claimName": engine_name}})
     # A StatefulSet's claims: one volume per replica and template, named as
     # Kubernetes names the claims (TEMPLATE-STATEFULSET-N).
     for claim in (workload.get("spec") or {}).get("volumeClaimTemplates") or []:
         template = _name(claim)
         engine_name = f"{stack}-{template}-{_name(workload)}-{index}"
-        plans.append(VolumePlan(engine_name, True,
-                                f"volumeClaimTemplate {template} of StatefulSet/{_name(workload)}"))  # fmt: skip
+        plans.append(
+            VolumePlan(engine_name, True, f"volumeClaimTemplate {template} of StatefulSet/{_name(workload)}")
+        )
         volumes.append({"name": template, "persistentVolumeClaim": {"claimName": engine_name}})
     return volumes, plans
 
 
 def _container(
-    container: Obj, pod_name: str, where: str, settings: StackSettings,
+    container: Obj,
+    pod_name: str,
+    where: str,
+    settings: StackSettings,
     secrets: dict[str, _SecretUse],
-) -> tuple[Obj, ContainerPlan, list[str]]:  # fmt: skip
+) -> tuple[Obj, ContainerPlan, list[str]]:
     c = copy.deepcopy(container)
     name = c["name"]
     env, values, secret_vars, words = [], {}, {}, []
@@ -317,9 +352,11 @@ def _container(
                 use = secrets[secret_name]
                 use.derived[key] = tuple(
                     SecretPart(p.literal) if p.key is None else SecretPart(key=secret_vars[p.key][1])
-                    for p in parts)  # fmt: skip
-                env.append({"name": var_name, "valueFrom": {"secretKeyRef": {
-                    "name": use.engine_name, "key": key}}})  # fmt: skip
+                    for p in parts
+                )
+                env.append(
+                    {"name": var_name, "valueFrom": {"secretKeyRef": {"name": use.engine_name, "key": key}}}
+                )
                 secret_vars[var_name] = (secret_name, key)
             else:
                 value = "".join(p.literal for p in parts)
@@ -330,12 +367,18 @@ def _container(
             use = secrets.setdefault(ref["name"], _SecretUse(ref["name"], f"{settings.name}-{ref['name']}"))
             use.keys.add(ref["key"])
             secret_vars[var_name] = (ref["name"], ref["key"])
-            env.append({"name": var_name, "valueFrom": {"secretKeyRef": {
-                "name": use.engine_name, "key": ref["key"]}}})  # fmt: skip
+            env.append(
+                {
+                    "name": var_name,
+                    "valueFrom": {"secretKeyRef": {"name": use.engine_name, "key": ref["key"]}},
+                }
+            )
         else:
             source = ", ".join(var.get("valueFrom") or {}) or "nothing"
-            raise ConfigurationError(f"{where}: env {var_name} comes from {source}, which the "
-                                     "stack cannot give under a container engine")  # fmt: skip
+            raise ConfigurationError(
+                f"{where}: env {var_name} comes from {source}, which the "
+                "stack cannot give under a container engine"
+            )
     command = []
     for key in ("command", "args"):
         if key in c:
@@ -343,8 +386,10 @@ def _container(
             for arg in c[key]:
                 parts = expand_parts(str(arg), values, secret_vars)
                 if any(p.key is not None for p in parts):
-                    raise ConfigurationError(f"{where}: {key} use a secret variable ($(...)), "
-                                             "which would show the secret in the process list")  # fmt: skip
+                    raise ConfigurationError(
+                        f"{where}: {key} use a secret variable ($(...)), "
+                        "which would show the secret in the process list"
+                    )
                 expanded.append("".join(p.literal for p in parts))
             c[key] = expanded
             command += expanded
@@ -355,8 +400,10 @@ def _container(
         c.pop(dropped, None)
     repository = image_repository(str(c.get("image", "")))
     if repository not in settings.images:
-        raise ConfigurationError(f"{where}: image {c.get('image')} is none of the project's "
-                                 f"({', '.join(settings.images)}): the stack runs local images only")  # fmt: skip
+        raise ConfigurationError(
+            f"{where}: image {c.get('image')} is none of the project's "
+            f"({', '.join(settings.images)}): the stack runs local images only"
+        )
     c["image"] = settings.images[repository]
     c["imagePullPolicy"] = "Never"
     limits = (c.get("resources") or {}).get("limits") or {}
@@ -368,9 +415,13 @@ def _probe(probe: Obj | None, container: Obj, where: str) -> Probe | None:
     if not probe:
         return None
     period = float(probe.get("periodSeconds", 10))
-    timing = dict(period_s=period, timeout_s=float(probe.get("timeoutSeconds", 1)),
-                  allowed_s=float(probe.get("initialDelaySeconds", 0))
-                  + period * int(probe.get("failureThreshold", 3)) + 60)  # fmt: skip
+    timing = dict(
+        period_s=period,
+        timeout_s=float(probe.get("timeoutSeconds", 1)),
+        allowed_s=float(probe.get("initialDelaySeconds", 0))
+        + period * int(probe.get("failureThreshold", 3))
+        + 60,
+    )
     if "exec" in probe:
         return Probe("exec", command=tuple(probe["exec"]["command"]), **timing)
     for kind, key in (("http", "httpGet"), ("tcp", "tcpSocket")):
@@ -422,8 +473,9 @@ def _target_port(pod: PodPlan, target: int | str) -> int | None:
     return None
 
 
-def _publish(pods: list[PodPlan], services: list[Obj],
-             wanted: tuple[Publish, ...]) -> dict[str, tuple[Published, ...]]:  # fmt: skip
+def _publish(
+    pods: list[PodPlan], services: list[Obj], wanted: tuple[Publish, ...]
+) -> dict[str, tuple[Published, ...]]:
     """Add hostIP 127.0.0.1 and the host port to the first pod of each Service to open."""
     published: dict[str, list[Published]] = {}
     by_name = {_name(s): s for s in services}
@@ -432,8 +484,9 @@ def _publish(pods: list[PodPlan], services: list[Obj],
         pod = next((p for p in pods if publish.service in p.aliases), None)
         if service is None or pod is None:
             continue  # an overlay without it: nothing to open
-        port = next((p for p in service["spec"].get("ports") or []
-                     if p.get("name") == publish.port_name), None)  # fmt: skip
+        port = next(
+            (p for p in service["spec"].get("ports") or [] if p.get("name") == publish.port_name), None
+        )
         if port is None:
             raise ConfigurationError(f"Service/{publish.service} has no port named {publish.port_name}")
         number = _target_port(pod, port.get("targetPort", port["port"])) or port["port"]
@@ -470,8 +523,11 @@ def start_tiers(pods: tuple[PodPlan, ...] | list[PodPlan]) -> list[list[PodPlan]
     remaining = list(pods)
     tiers: list[list[PodPlan]] = []
     while remaining:
-        ready = [p for p in remaining
-                 if all(all(q.name in placed for q in pods if need in q.aliases) for need in p.needs)]  # fmt: skip
+        ready = [
+            p
+            for p in remaining
+            if all(all(q.name in placed for q in pods if need in q.aliases) for need in p.needs)
+        ]
         if not ready:  # a cycle: start the rest together
             ready = remaining
         tiers.append(ready)
@@ -484,12 +540,15 @@ def start_tiers(pods: tuple[PodPlan, ...] | list[PodPlan]) -> list[list[PodPlan]
 # --- secrets -------------------------------------------------------------------------
 
 
-def _one_secret(parts: list[SecretPart], secret_vars: Mapping[str, tuple[str, str]],
-                where: str, variable: str) -> str:  # fmt: skip
+def _one_secret(
+    parts: list[SecretPart], secret_vars: Mapping[str, tuple[str, str]], where: str, variable: str
+) -> str:
     names = {secret_vars[p.key][0] for p in parts if p.key is not None}
     if len(names) > 1:
-        raise ConfigurationError(f"{where}: env {variable} combines secrets {', '.join(sorted(names))}; "
-                                 "the stack expands values from one secret only")  # fmt: skip
+        raise ConfigurationError(
+            f"{where}: env {variable} combines secrets {', '.join(sorted(names))}; "
+            "the stack expands values from one secret only"
+        )
     return names.pop()
 
 
@@ -502,8 +561,9 @@ class _SecretUse:
         self.derived: dict[str, tuple[SecretPart, ...]] = {}
 
     def plan(self) -> SecretPlan:
-        return SecretPlan(self.engine_name, self.source, tuple(sorted(self.keys)),
-                          tuple(sorted(self.derived.items())))  # fmt: skip
+        return SecretPlan(
+            self.engine_name, self.source, tuple(sorted(self.keys)), tuple(sorted(self.derived.items()))
+        )
 
 
 # --- small helpers ------------------------------------------------------------------
@@ -515,7 +575,6 @@ def image_repository(image: str) -> str:
     head, _, last = image.rpartition("/")
     last = last.split(":", 1)[0]
     return f"{head}/{last}" if head else last
-
 
 
 def _name(obj: Obj) -> str:

@@ -36,8 +36,11 @@ def find_placeholders(objects: list[Obj]) -> dict[str, list[str]]:
 
 def placeholder_problems(found: dict[str, list[str]]) -> list[Problem]:
     """One problem per placeholder and place, for ``--for-apply``."""
-    return [Problem(CHECK, where, f"{name} is not filled in (deploy/README.md, step 4)")
-            for name, places in found.items() for where in places]  # fmt: skip
+    return [
+        Problem(CHECK, where, f"{name} is not filled in (deploy/README.md, step 4)")
+        for name, places in found.items()
+        for where in places
+    ]
 
 
 def _strings(node: Any, path: str):

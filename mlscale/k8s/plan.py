@@ -67,8 +67,9 @@ class DeploySizing:
 
     def with_locust_worker_cpu(self, cores: float) -> DeploySizing:
         """The same sizing for Locust workers of ``cores`` CPU: more of them when smaller."""
-        return replace(self, locust_worker_cpu=cores,
-                       locust_workers=locust_workers_for(self.target_rps, cores))  # fmt: skip
+        return replace(
+            self, locust_worker_cpu=cores, locust_workers=locust_workers_for(self.target_rps, cores)
+        )
 
 
 def read_plan(path: str) -> dict[str, Any]:
@@ -114,20 +115,18 @@ def sizing_from_plan(plan: dict[str, Any]) -> DeploySizing:
     workers = _integer("workers_per_pod", field("workers_per_pod", default=1), low=1)
     # `sizing.memory_per_pod_mib` is the key `mlscale plan` writes (Sizing.to_dict).
     measured = sizing.get("memory_per_pod_mib")
-    memory = memory_for_workers(workers) if measured is None else _number(
-        "memory_per_pod_mib", measured, low=16)  # fmt: skip
-    hpa_min = _integer(
-        "hpa_min_replicas", field("hpa_min_replicas", hpa_name="min_replicas"), low=1
+    memory = (
+        memory_for_workers(workers) if measured is None else _number("memory_per_pod_mib", measured, low=16)
     )
-    hpa_max = _integer(
-        "hpa_max_replicas", field("hpa_max_replicas", hpa_name="max_replicas"), low=1
-    )
+    hpa_min = _integer("hpa_min_replicas", field("hpa_min_replicas", hpa_name="min_replicas"), low=1)
+    hpa_max = _integer("hpa_max_replicas", field("hpa_max_replicas", hpa_name="max_replicas"), low=1)
     # Above 100 % of the request can never be reached: the limit equals the request.
     utilization = _integer(
         "hpa_target_cpu_utilization",
         field("hpa_target_cpu_utilization", hpa_name="target_cpu_utilization"),
-        low=1, high=100,
-    )  # fmt: skip
+        low=1,
+        high=100,
+    )
     if hpa_min > hpa_max:
         raise PlanError(f"The plan's HPA minimum ({hpa_min}) is above its maximum ({hpa_max}).")
     if not hpa_min <= pods <= hpa_max:
@@ -143,13 +142,20 @@ def sizing_from_plan(plan: dict[str, Any]) -> DeploySizing:
     think_time_s = _think_time(plan)
     target_rps = target if kind == "rps" else _users_to_rps(target, think_time_s, plan, pods)
     return DeploySizing(
-        pods=pods, cpu_per_pod=cpu, memory_per_pod_mib=memory, workers_per_pod=workers,
-        hpa_min_replicas=hpa_min, hpa_max_replicas=hpa_max,
-        hpa_target_cpu_utilization=utilization, target=target, target_kind=kind,
-        target_rps=target_rps, locust_workers=locust_workers_for(target_rps),
+        pods=pods,
+        cpu_per_pod=cpu,
+        memory_per_pod_mib=memory,
+        workers_per_pod=workers,
+        hpa_min_replicas=hpa_min,
+        hpa_max_replicas=hpa_max,
+        hpa_target_cpu_utilization=utilization,
+        target=target,
+        target_kind=kind,
+        target_rps=target_rps,
+        locust_workers=locust_workers_for(target_rps),
         locust_worker_cpu=1.0,
         sentence=str(sizing.get("sentence") or ""),
-    )  # fmt: skip
+    )
 
 
 def locust_workers_for(target_rps: float, worker_cpu: float = 1.0) -> int:

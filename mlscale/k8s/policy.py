@@ -39,8 +39,9 @@ _POD_PATHS: dict[str, tuple[str, ...]] = {
     "Pod": ("spec",),
 }
 # Environment variable names that hold credentials: their value must come from a Secret.
-_SECRET_NAME = re.compile(r"PASSWORD|PASSWD|SECRET|TOKEN|ACCESS_KEY|PRIVATE_KEY|CREDENTIAL|API_KEY",
-                          re.IGNORECASE)  # fmt: skip
+_SECRET_NAME = re.compile(
+    r"PASSWORD|PASSWD|SECRET|TOKEN|ACCESS_KEY|PRIVATE_KEY|CREDENTIAL|API_KEY", re.IGNORECASE
+)
 # scheme://user:password@host with a literal password (not a $(VAR) reference).
 _URL_PASSWORD = re.compile(r"://[^:/@\s]+:(?!\$\()[^@\s]+@")
 # ConfigMap keys and config-file settings that name a credential ("key" alone
@@ -102,8 +103,11 @@ def _namespace(obj: Obj) -> str:
 
 
 def check_no_replication_controllers(objects: list[Obj]) -> list[Problem]:
-    return [Problem("workload-kind", name_of(o), "ReplicationController is deprecated: use a "
-                    "Deployment") for o in objects if o.get("kind") == "ReplicationController"]  # fmt: skip
+    return [
+        Problem("workload-kind", name_of(o), "ReplicationController is deprecated: use a Deployment")
+        for o in objects
+        if o.get("kind") == "ReplicationController"
+    ]
 
 
 def check_resources(objects: list[Obj]) -> list[Problem]:
@@ -165,8 +169,13 @@ def check_images(objects: list[Obj]) -> list[Problem]:
             if not image:
                 problems.append(Problem("image-pinned", where, "no image"))
             elif tag is None or tag == "latest":
-                problems.append(Problem("image-pinned", where, f"image {image!r} is not pinned to a "
-                                        "version (a tag other than latest, or a digest)"))  # fmt: skip
+                problems.append(
+                    Problem(
+                        "image-pinned",
+                        where,
+                        f"image {image!r} is not pinned to a version (a tag other than latest, or a digest)",
+                    )
+                )
     return problems
 
 
@@ -180,15 +189,27 @@ def check_secrets_not_plain(objects: list[Obj]) -> list[Problem]:
                 if value in (None, ""):
                     continue
                 if _SECRET_NAME.search(name):
-                    problems.append(Problem("secrets", where, f"{name} has a literal value: take it "
-                                            "from a Secret (valueFrom.secretKeyRef)"))  # fmt: skip
+                    problems.append(
+                        Problem(
+                            "secrets",
+                            where,
+                            f"{name} has a literal value: take it from a Secret (valueFrom.secretKeyRef)",
+                        )
+                    )
                 elif _URL_PASSWORD.search(str(value)):
-                    problems.append(Problem("secrets", where, f"{name} holds a URL with a literal "
-                                            "password: build it from $(VARS) set from a Secret"))  # fmt: skip
+                    problems.append(
+                        Problem(
+                            "secrets",
+                            where,
+                            f"{name} holds a URL with a literal "
+                            "password: build it from $(VARS) set from a Secret",
+                        )
+                    )
             for arg in [*(container.get("command") or []), *(container.get("args") or [])]:
                 if _URL_PASSWORD.search(str(arg)):
-                    problems.append(Problem("secrets", where, "an argument holds a URL with a "
-                                            "literal password"))  # fmt: skip
+                    problems.append(
+                        Problem("secrets", where, "an argument holds a URL with a literal password")
+                    )
         if obj.get("kind") == "Secret":
             problems += _secret_in_manifest(obj)
         elif obj.get("kind") == "ConfigMap":
@@ -210,9 +231,15 @@ def _secret_in_manifest(secret: Obj) -> list[Problem]:
     if not filled or _GENERATED_NAME.search(name):
         return []
     what = "in plain text" if filled[0] == "stringData" else "only base64-encoded, which anyone reads"
-    return [Problem("secrets", name_of(secret), f"{filled[0]} in a manifest: the values are {what}; "
-                    "create the Secret with `kubectl create secret` or a secretGenerator "
-                    "reading an untracked file")]  # fmt: skip
+    return [
+        Problem(
+            "secrets",
+            name_of(secret),
+            f"{filled[0]} in a manifest: the values are {what}; "
+            "create the Secret with `kubectl create secret` or a secretGenerator "
+            "reading an untracked file",
+        )
+    ]
 
 
 def _credentials_in_config_map(config_map: Obj) -> list[Problem]:
@@ -225,19 +252,30 @@ def _credentials_in_config_map(config_map: Obj) -> list[Problem]:
             if not text.strip():
                 continue
             if _CREDENTIAL_KEY.search(str(key)):
-                problems.append(Problem("secrets", name_of(config_map), f"{section} key {key!r} "
-                                        "looks like a credential and has a value: put it in a "
-                                        "Secret"))  # fmt: skip
+                problems.append(
+                    Problem(
+                        "secrets",
+                        name_of(config_map),
+                        f"{section} key {key!r} looks like a credential and has a value: put it in a Secret",
+                    )
+                )
             elif _URL_PASSWORD.search(text):
-                problems.append(Problem("secrets", name_of(config_map), f"{key!r} holds a URL "
-                                        "with a literal password"))  # fmt: skip
+                problems.append(
+                    Problem("secrets", name_of(config_map), f"{key!r} holds a URL with a literal password")
+                )
             elif section == "data" and str(key).endswith(_CONFIG_FILE_SUFFIXES):
                 for line in text.splitlines():
                     setting = _CONFIG_SETTING.match(line)
                     if setting and _CREDENTIAL_KEY.search(setting.group(1)):
-                        problems.append(Problem("secrets", name_of(config_map), f"{key!r} sets "
-                                                f"{setting.group(1)} to a literal value: take it "
-                                                "from a Secret (an environment variable)"))  # fmt: skip
+                        problems.append(
+                            Problem(
+                                "secrets",
+                                name_of(config_map),
+                                f"{key!r} sets "
+                                f"{setting.group(1)} to a literal value: take it "
+                                "from a Secret (an environment variable)",
+                            )
+                        )
     return problems
 
 
@@ -256,14 +294,22 @@ def check_variable_references(objects: list[Obj]) -> list[Problem]:
                 for ref in _VAR_REFERENCE.findall(str(variable.get("value") or "")):
                     if ref not in defined:
                         later = "is defined after it" if ref in env else "is not defined"
-                        problems.append(Problem("variables", where, f"{variable.get('name')} uses "
-                                                f"$({ref}), which {later}: it stays unexpanded"))  # fmt: skip
+                        problems.append(
+                            Problem(
+                                "variables",
+                                where,
+                                f"{variable.get('name')} uses $({ref}), which {later}: it stays unexpanded",
+                            )
+                        )
                 defined.append(str(variable.get("name")))
             for arg in [*(container.get("command") or []), *(container.get("args") or [])]:
                 for ref in _VAR_REFERENCE.findall(str(arg)):
                     if ref not in env:
-                        problems.append(Problem("variables", where, f"argument {arg!r} uses "
-                                                f"$({ref}), which is not in env"))  # fmt: skip
+                        problems.append(
+                            Problem(
+                                "variables", where, f"argument {arg!r} uses $({ref}), which is not in env"
+                            )
+                        )
     return problems
 
 
@@ -278,16 +324,17 @@ def check_services_select_pods(objects: list[Obj]) -> list[Problem]:
         selector = (service.get("spec") or {}).get("selector")
         if not selector:
             continue  # selector-less Services point at manual Endpoints
-        if not any(ns == _namespace(service) and selector.items() <= labels.items()
-                   for ns, labels in templates):  # fmt: skip
-            problems.append(Problem("service-selector", name_of(service),
-                                    f"selector {selector} matches no pod template"))  # fmt: skip
+        if not any(
+            ns == _namespace(service) and selector.items() <= labels.items() for ns, labels in templates
+        ):
+            problems.append(
+                Problem("service-selector", name_of(service), f"selector {selector} matches no pod template")
+            )
     return problems
 
 
 # The private IPv4 ranges (RFC 1918), where clusters put their pods and Services.
-_PRIVATE_RANGES = tuple(ipaddress.ip_network(n) for n in ("10.0.0.0/8", "172.16.0.0/12",
-                                                         "192.168.0.0/16"))  # fmt: skip
+_PRIVATE_RANGES = tuple(ipaddress.ip_network(n) for n in ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16"))
 _EVERYONE = ("0.0.0.0/0", "::/0")
 
 
@@ -306,11 +353,17 @@ def check_exposure(objects: list[Obj]) -> list[Problem]:
             continue
         ranges = [str(r) for r in spec.get("loadBalancerSourceRanges") or []]
         if not ranges:
-            problems.append(Problem("exposure", name_of(service), "a LoadBalancer without "
-                                    "loadBalancerSourceRanges is open to every address"))  # fmt: skip
+            problems.append(
+                Problem(
+                    "exposure",
+                    name_of(service),
+                    "a LoadBalancer without loadBalancerSourceRanges is open to every address",
+                )
+            )
         elif set(ranges) & set(_EVERYONE):
-            problems.append(Problem("exposure", name_of(service), "loadBalancerSourceRanges "
-                                    "admits every address"))  # fmt: skip
+            problems.append(
+                Problem("exposure", name_of(service), "loadBalancerSourceRanges admits every address")
+            )
     for policy in (o for o in objects if o.get("kind") == "NetworkPolicy"):
         for rule in (policy.get("spec") or {}).get("ingress") or []:
             for peer in rule.get("from") or []:
@@ -319,29 +372,42 @@ def check_exposure(objects: list[Obj]) -> list[Problem]:
                     network = ipaddress.ip_network(str(block.get("cidr")), strict=False)
                 except ValueError:
                     continue  # a placeholder, or for the API server to reject
-                held = [str(p) for p in _PRIVATE_RANGES
-                        if p.version == network.version and network.supernet_of(p)]  # fmt: skip
+                held = [
+                    str(p) for p in _PRIVATE_RANGES if p.version == network.version and network.supernet_of(p)
+                ]
                 if held and not block.get("except"):
-                    problems.append(Problem("exposure", name_of(policy), f"ipBlock {network} holds "
-                                            f"all of {held[0]}, where the cluster's pods are: "
-                                            "they would match it whatever their labels; name "
-                                            "a narrower range or add `except`"))  # fmt: skip
+                    problems.append(
+                        Problem(
+                            "exposure",
+                            name_of(policy),
+                            f"ipBlock {network} holds "
+                            f"all of {held[0]}, where the cluster's pods are: "
+                            "they would match it whatever their labels; name "
+                            "a narrower range or add `except`",
+                        )
+                    )
     return problems
 
 
 def check_autoscaling(objects: list[Obj]) -> list[Problem]:
     """Each HPA: autoscaling/v2, explicit scale-down behaviour, a real target within its bounds."""
     problems = []
-    workloads = {(o.get("kind"), _namespace(o), o["metadata"]["name"]): o
-                 for o in objects if pod_spec(o) is not None}  # fmt: skip
+    workloads = {
+        (o.get("kind"), _namespace(o), o["metadata"]["name"]): o for o in objects if pod_spec(o) is not None
+    }
     budgets = [o for o in objects if o.get("kind") == "PodDisruptionBudget"]
     for hpa in (o for o in objects if o.get("kind") == "HorizontalPodAutoscaler"):
         where, spec = name_of(hpa), hpa.get("spec") or {}
         if hpa.get("apiVersion") != "autoscaling/v2":
             problems.append(Problem("hpa", where, f"{hpa.get('apiVersion')}: use autoscaling/v2"))
         if not (spec.get("behavior") or {}).get("scaleDown"):
-            problems.append(Problem("hpa", where, "no behavior.scaleDown: write the scale-down "
-                                    "policy out rather than rely on defaults"))  # fmt: skip
+            problems.append(
+                Problem(
+                    "hpa",
+                    where,
+                    "no behavior.scaleDown: write the scale-down policy out rather than rely on defaults",
+                )
+            )
         low, high = spec.get("minReplicas", 1), spec.get("maxReplicas", 0)
         if not all(isinstance(bound, int) for bound in (low, high)):
             continue  # the schema check reports it
@@ -350,23 +416,39 @@ def check_autoscaling(objects: list[Obj]) -> list[Problem]:
         ref = spec.get("scaleTargetRef") or {}
         target = workloads.get((ref.get("kind"), _namespace(hpa), ref.get("name")))
         if target is None:
-            problems.append(Problem("hpa", where, f"its target {ref.get('kind')}/{ref.get('name')} "
-                                    "is not among the objects"))  # fmt: skip
+            problems.append(
+                Problem(
+                    "hpa", where, f"its target {ref.get('kind')}/{ref.get('name')} is not among the objects"
+                )
+            )
             continue
         replicas = (target.get("spec") or {}).get("replicas", 1)
         if not low <= replicas <= high:
-            problems.append(Problem("hpa", where, f"{name_of(target)} has {replicas} replicas, "
-                                    f"outside the HPA's {low}-{high}"))  # fmt: skip
+            problems.append(
+                Problem(
+                    "hpa", where, f"{name_of(target)} has {replicas} replicas, outside the HPA's {low}-{high}"
+                )
+            )
         for _spec, container, container_where in containers(target):
             if "cpu" not in ((container.get("resources") or {}).get("requests") or {}):
-                problems.append(Problem("hpa", container_where, "no CPU request: the HPA's CPU "
-                                        "utilisation is relative to it"))  # fmt: skip
+                problems.append(
+                    Problem(
+                        "hpa", container_where, "no CPU request: the HPA's CPU utilisation is relative to it"
+                    )
+                )
         labels = _pod_labels(target)
-        if not any(_namespace(b) == _namespace(target) and
-                   ((b.get("spec") or {}).get("selector") or {}).get("matchLabels", {}).items()
-                   <= labels.items() for b in budgets):  # fmt: skip
-            problems.append(Problem("disruption-budget", name_of(target), "autoscaled but no "
-                                    "PodDisruptionBudget selects its pods"))  # fmt: skip
+        if not any(
+            _namespace(b) == _namespace(target)
+            and ((b.get("spec") or {}).get("selector") or {}).get("matchLabels", {}).items() <= labels.items()
+            for b in budgets
+        ):
+            problems.append(
+                Problem(
+                    "disruption-budget",
+                    name_of(target),
+                    "autoscaled but no PodDisruptionBudget selects its pods",
+                )
+            )
     return problems
 
 
@@ -404,16 +486,26 @@ def check_model_server(objects: list[Obj]) -> list[Problem]:
             pause = float(pre_stop.get("seconds", 0))
             drain = float(_option(words, "--drain-delay") or 0)
             if pause == 0 and drain == 0:
-                problems.append(Problem("graceful-shutdown", where, "no preStop sleep and no "
-                                        "--drain-delay: requests routed during endpoint removal "
-                                        "fail"))  # fmt: skip
+                problems.append(
+                    Problem(
+                        "graceful-shutdown",
+                        where,
+                        "no preStop sleep and no --drain-delay: requests routed during endpoint removal fail",
+                    )
+                )
             grace = float(spec.get("terminationGracePeriodSeconds", 30))
             graceful = float(_option(words, "--graceful-timeout") or 30)
             if grace < pause + drain + graceful:
-                problems.append(Problem("graceful-shutdown", where, f"terminationGracePeriodSeconds "
-                                        f"{grace:g} < preStop {pause:g} + drain {drain:g} + "
-                                        f"graceful timeout {graceful:g}: in-flight requests are "
-                                        "killed"))  # fmt: skip
+                problems.append(
+                    Problem(
+                        "graceful-shutdown",
+                        where,
+                        f"terminationGracePeriodSeconds "
+                        f"{grace:g} < preStop {pause:g} + drain {drain:g} + "
+                        f"graceful timeout {graceful:g}: in-flight requests are "
+                        "killed",
+                    )
+                )
     return problems
 
 
@@ -427,8 +519,13 @@ def check_locust(objects: list[Obj]) -> list[Problem]:
                 continue
             locustfile = _option(words, "-f", "--locustfile")
             if locustfile != LOCUSTFILE_IN_IMAGE:
-                problems.append(Problem("locust", where, f"runs {locustfile!r}, not mlscale's "
-                                        f"locustfile {LOCUSTFILE_IN_IMAGE}"))  # fmt: skip
+                problems.append(
+                    Problem(
+                        "locust",
+                        where,
+                        f"runs {locustfile!r}, not mlscale's locustfile {LOCUSTFILE_IN_IMAGE}",
+                    )
+                )
             if not {"--master", "--worker"} & set(words):
                 problems.append(Problem("locust", where, "neither --master nor --worker"))
             env = {v.get("name") for v in container.get("env") or []}
@@ -462,8 +559,13 @@ def check_all(objects: list[Obj]) -> list[Problem]:
             problems += policy(objects)
         except (TypeError, KeyError, AttributeError, ValueError, IndexError) as exc:
             name = policy.__name__.removeprefix("check_")
-            problems.append(Problem("policy-error", name, f"could not check malformed objects "
-                                    f"({exc!r}); see the schema problems"))  # fmt: skip
+            problems.append(
+                Problem(
+                    "policy-error",
+                    name,
+                    f"could not check malformed objects ({exc!r}); see the schema problems",
+                )
+            )
     return problems
 
 
@@ -482,8 +584,11 @@ def check_against_plan(objects: list[Obj], sizing: DeploySizing) -> list[Problem
     server = by_name.get(("Deployment", SERVER))
     hpa = by_name.get(("HorizontalPodAutoscaler", SERVER))
     locust = by_name.get(("Deployment", LOCUST_WORKER))
-    for found, label in ((server, f"Deployment/{SERVER}"), (hpa, f"HorizontalPodAutoscaler/{SERVER}"),
-                         (locust, f"Deployment/{LOCUST_WORKER}")):  # fmt: skip
+    for found, label in (
+        (server, f"Deployment/{SERVER}"),
+        (hpa, f"HorizontalPodAutoscaler/{SERVER}"),
+        (locust, f"Deployment/{LOCUST_WORKER}"),
+    ):
         if found is None:
             problems.append(Problem("plan", label, "missing from the rendered objects"))
     if server is not None:
@@ -502,19 +607,27 @@ def check_against_plan(objects: list[Obj], sizing: DeploySizing) -> list[Problem
         spec = hpa.get("spec") or {}
         expect(name_of(hpa), "minReplicas", spec.get("minReplicas"), sizing.hpa_min_replicas)
         expect(name_of(hpa), "maxReplicas", spec.get("maxReplicas"), sizing.hpa_max_replicas)
-        targets = [m["resource"]["target"].get("averageUtilization") for m in spec.get("metrics") or []
-                   if m.get("type") == "Resource" and m["resource"].get("name") == "cpu"]  # fmt: skip
+        targets = [
+            m["resource"]["target"].get("averageUtilization")
+            for m in spec.get("metrics") or []
+            if m.get("type") == "Resource" and m["resource"].get("name") == "cpu"
+        ]
         expect(name_of(hpa), "CPU target", targets, [sizing.hpa_target_cpu_utilization])
     if locust is not None:
         # The count depends on the CPU each worker has, as rendered: a worker of
         # half a CPU sends half the requests.
-        workers = [c for c in (pod_spec(locust) or {}).get("containers") or []
-                   if c.get("name") == LOCUST_CONTAINER]  # fmt: skip
+        workers = [
+            c for c in (pod_spec(locust) or {}).get("containers") or [] if c.get("name") == LOCUST_CONTAINER
+        ]
         requests = ((workers[0].get("resources") or {}).get("requests") or {}) if workers else {}
         millicores = cpu_millicores(requests.get("cpu")) or 1000
         wanted = locust_workers_for(sizing.target_rps, millicores / 1000)
-        expect(name_of(locust), f"replicas (workers of {millicores}m CPU)",
-               locust["spec"].get("replicas"), wanted)  # fmt: skip
+        expect(
+            name_of(locust),
+            f"replicas (workers of {millicores}m CPU)",
+            locust["spec"].get("replicas"),
+            wanted,
+        )
     return problems
 
 
@@ -527,8 +640,15 @@ def cpu_millicores(quantity: object) -> int | None:
         return None
 
 
-_MEMORY_UNITS = {"Ki": 1 / 1024, "Mi": 1, "Gi": 1024, "Ti": 1024**2,
-                 "k": 1000 / 1024**2, "M": 1000**2 / 1024**2, "G": 1000**3 / 1024**2}  # fmt: skip
+_MEMORY_UNITS = {
+    "Ki": 1 / 1024,
+    "Mi": 1,
+    "Gi": 1024,
+    "Ti": 1024**2,
+    "k": 1000 / 1024**2,
+    "M": 1000**2 / 1024**2,
+    "G": 1000**3 / 1024**2,
+}
 
 
 def memory_mib(quantity: object) -> int | None:

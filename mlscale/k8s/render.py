@@ -33,8 +33,16 @@ from mlscale.k8s.policy import cpu_millicores
 MARKER = "# Written by `mlscale k8s render`"
 PLAN_FILE = "plan.json"
 # What render owns in an output folder, and replaces on every run.
-_OWNED = ("kustomization.yaml", PLAN_FILE, "server.yaml", "hpa.yaml", "locust.yaml",
-          "base", "overlays", "components")  # fmt: skip
+_OWNED = (
+    "kustomization.yaml",
+    PLAN_FILE,
+    "server.yaml",
+    "hpa.yaml",
+    "locust.yaml",
+    "base",
+    "overlays",
+    "components",
+)
 
 
 def render_plan(
@@ -107,8 +115,11 @@ def locust_worker_cpu(folders: list[Path]) -> float:
 
 
 def _worker_cpu_in(doc: Any) -> float | None:
-    if not (isinstance(doc, dict) and doc.get("kind") == "Deployment"
-            and (doc.get("metadata") or {}).get("name") == LOCUST_WORKER):  # fmt: skip
+    if not (
+        isinstance(doc, dict)
+        and doc.get("kind") == "Deployment"
+        and (doc.get("metadata") or {}).get("name") == LOCUST_WORKER
+    ):
         return None
     spec = ((doc.get("spec") or {}).get("template") or {}).get("spec") or {}
     for container in spec.get("containers") or []:
@@ -134,41 +145,68 @@ def overlay_files(
         args = set_option(args, ("-m", "--model-uri"), model_uri)
     cpu, memory = f"{sizing.cpu_millicores}m", f"{sizing.memory_mib}Mi"
     server = {
-        "apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": SERVER},
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": SERVER},
         "spec": {
             "replicas": sizing.pods,
-            "template": {"spec": {"containers": [{
-                "name": SERVER_CONTAINER,
-                "args": args,
-                "resources": {"requests": {"cpu": cpu, "memory": memory},
-                              "limits": {"cpu": cpu, "memory": memory}},
-            }]}},
+            "template": {
+                "spec": {
+                    "containers": [
+                        {
+                            "name": SERVER_CONTAINER,
+                            "args": args,
+                            "resources": {
+                                "requests": {"cpu": cpu, "memory": memory},
+                                "limits": {"cpu": cpu, "memory": memory},
+                            },
+                        }
+                    ]
+                }
+            },
         },
-    }  # fmt: skip
+    }
     hpa = {
-        "apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscaler",
+        "apiVersion": "autoscaling/v2",
+        "kind": "HorizontalPodAutoscaler",
         "metadata": {"name": SERVER},
         "spec": {
             "minReplicas": sizing.hpa_min_replicas,
             "maxReplicas": sizing.hpa_max_replicas,
             # A list without a merge key: the patch replaces it whole.
-            "metrics": [{"type": "Resource", "resource": {"name": "cpu", "target": {
-                "type": "Utilization",
-                "averageUtilization": sizing.hpa_target_cpu_utilization,
-            }}}],
+            "metrics": [
+                {
+                    "type": "Resource",
+                    "resource": {
+                        "name": "cpu",
+                        "target": {
+                            "type": "Utilization",
+                            "averageUtilization": sizing.hpa_target_cpu_utilization,
+                        },
+                    },
+                }
+            ],
         },
-    }  # fmt: skip
+    }
     worker_cpu = f"{round(sizing.locust_worker_cpu * 1000)}m"
     locust = {
-        "apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": LOCUST_WORKER},
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": LOCUST_WORKER},
         "spec": {
             "replicas": sizing.locust_workers,
-            "template": {"spec": {"containers": [{
-                "name": LOCUST_CONTAINER,
-                "resources": {"requests": {"cpu": worker_cpu}, "limits": {"cpu": worker_cpu}},
-            }]}},
+            "template": {
+                "spec": {
+                    "containers": [
+                        {
+                            "name": LOCUST_CONTAINER,
+                            "resources": {"requests": {"cpu": worker_cpu}, "limits": {"cpu": worker_cpu}},
+                        }
+                    ]
+                }
+            },
         },
-    }  # fmt: skip
+    }
     kustomization = {
         "apiVersion": "kustomize.config.k8s.io/v1beta1",
         "kind": "Kustomization",
@@ -177,29 +215,41 @@ def overlay_files(
     }
     target = f"{sizing.target:g} {'concurrent users' if sizing.target_kind == 'users' else 'requests/s'}"
     return {
-        "kustomization.yaml": _document(kustomization, [
-            MARKER[2:] + f" from {PLAN_FILE}; render again rather than edit.",
-            sizing.sentence or f"Sized for {target}.",
-            "Apply: kubectl apply -k .   Check: mlscale k8s validate .",
-        ]),
-        "server.yaml": _document(server, [
-            f"The model server at the target load ({target}): {sizing.pods} pods",
-            f"of {cpu} CPU and {memory}, {sizing.workers_per_pod} worker process(es) each.",
-            "CPU request = limit: the HPA's utilisation is relative to the request,",
-            "and a pod never uses CPU the scheduler did not reserve.",
-        ]),
-        "hpa.yaml": _document(hpa, [
-            f"From the plan: {sizing.hpa_min_replicas} to {sizing.hpa_max_replicas} pods, adding",
-            f"pods above {sizing.hpa_target_cpu_utilization} % of the CPU request. The scale-up",
-            "and scale-down behaviour stays the base's.",
-        ]),
-        "locust.yaml": _document(locust, [
-            f"{sizing.locust_workers} Locust worker(s) of {worker_cpu} CPU for {sizing.target_rps:g} requests/s:",
-            f"one worker of one CPU per {RPS_PER_LOCUST_WORKER:g} requests/s, fewer for a smaller one,",
-            "rounded up (users: one request per think time).",
-            "The CPU is the overlay's, written here because the count depends on it.",
-            "Add workers if Locust warns that a worker's CPU is above 90 %.",
-        ]),
+        "kustomization.yaml": _document(
+            kustomization,
+            [
+                MARKER[2:] + f" from {PLAN_FILE}; render again rather than edit.",
+                sizing.sentence or f"Sized for {target}.",
+                "Apply: kubectl apply -k .   Check: mlscale k8s validate .",
+            ],
+        ),
+        "server.yaml": _document(
+            server,
+            [
+                f"The model server at the target load ({target}): {sizing.pods} pods",
+                f"of {cpu} CPU and {memory}, {sizing.workers_per_pod} worker process(es) each.",
+                "CPU request = limit: the HPA's utilisation is relative to the request,",
+                "and a pod never uses CPU the scheduler did not reserve.",
+            ],
+        ),
+        "hpa.yaml": _document(
+            hpa,
+            [
+                f"From the plan: {sizing.hpa_min_replicas} to {sizing.hpa_max_replicas} pods, adding",
+                f"pods above {sizing.hpa_target_cpu_utilization} % of the CPU request. The scale-up",
+                "and scale-down behaviour stays the base's.",
+            ],
+        ),
+        "locust.yaml": _document(
+            locust,
+            [
+                f"{sizing.locust_workers} Locust worker(s) of {worker_cpu} CPU for {sizing.target_rps:g} requests/s:",
+                f"one worker of one CPU per {RPS_PER_LOCUST_WORKER:g} requests/s, fewer for a smaller one,",
+                "rounded up (users: one request per think time).",
+                "The CPU is the overlay's, written here because the count depends on it.",
+                "Add workers if Locust warns that a worker's CPU is above 90 %.",
+            ],
+        ),
     }
 
 
@@ -207,10 +257,12 @@ def base_server_args(server_yaml: Path) -> list[str]:
     """The model server container's args in the base, which the sizing patch amends."""
     try:
         documents = list(yaml.safe_load_all(server_yaml.read_text(encoding="utf-8")))
-        deployment = next(d for d in documents if d and d.get("kind") == "Deployment"
-                          and d["metadata"]["name"] == SERVER)  # fmt: skip
-        container = next(c for c in deployment["spec"]["template"]["spec"]["containers"]
-                         if c["name"] == SERVER_CONTAINER)  # fmt: skip
+        deployment = next(
+            d for d in documents if d and d.get("kind") == "Deployment" and d["metadata"]["name"] == SERVER
+        )
+        container = next(
+            c for c in deployment["spec"]["template"]["spec"]["containers"] if c["name"] == SERVER_CONTAINER
+        )
         return [str(arg) for arg in container["args"]]
     except (OSError, yaml.YAMLError, StopIteration, KeyError, TypeError) as exc:
         raise ConfigurationError(
@@ -269,4 +321,3 @@ def _remove(path: Path) -> None:
         shutil.rmtree(path)
     elif path.exists() or path.is_symlink():
         os.remove(path)
-

@@ -59,8 +59,10 @@ class ValidationReport:
         names = ", ".join(self.placeholders)
         if self.for_apply:
             return [f"  placeholders: {len(self.placeholders)} not filled in ({names})"]
-        heading = ("  placeholders to fill before applying (deploy/README.md, step 4; "
-                   f"--for-apply makes them errors): {names}")
+        heading = (
+            "  placeholders to fill before applying (deploy/README.md, step 4; "
+            f"--for-apply makes them errors): {names}"
+        )
         lines = [heading]
         for name, places in self.placeholders.items():
             more = f" and {len(places) - 2} more" if len(places) > 2 else ""
@@ -73,16 +75,17 @@ class ValidationReport:
         if self.objects:
             versions = " and ".join(self.kubernetes_versions)
             schema = [p for p in self.problems if p.check == "schema"]
-            lines.append(f"  schemas (Kubernetes {versions}, unknown fields are errors): "
-                         f"{'ok' if not schema else f'{len(schema)} problems'}")  # fmt: skip
-            policy = [p for p in self.problems
-                      if p.check not in ("schema", "render", "plan", "placeholder")]  # fmt: skip
-            lines.append(f"  policies ({len(POLICIES)} checks): "
-                         f"{'ok' if not policy else f'{len(policy)} problems'}")  # fmt: skip
+            lines.append(
+                f"  schemas (Kubernetes {versions}, unknown fields are errors): "
+                f"{'ok' if not schema else f'{len(schema)} problems'}"
+            )
+            policy = [p for p in self.problems if p.check not in ("schema", "render", "plan", "placeholder")]
+            lines.append(
+                f"  policies ({len(POLICIES)} checks): {'ok' if not policy else f'{len(policy)} problems'}"
+            )
             if self.against_plan:
                 plan = [p for p in self.problems if p.check == "plan"]
-                lines.append(f"  sizing against {PLAN_FILE}: "
-                             f"{'ok' if not plan else f'{len(plan)} problems'}")  # fmt: skip
+                lines.append(f"  sizing against {PLAN_FILE}: {'ok' if not plan else f'{len(plan)} problems'}")
             lines += self._placeholder_lines()
         lines += [f"  - {problem}" for problem in self.problems]
         count = len(self.problems)
@@ -90,18 +93,24 @@ class ValidationReport:
         return "\n".join(lines)
 
 
-def validate_dir(directory: str | os.PathLike[str], *,
-                 kubernetes_versions: tuple[str, ...] | None = None,
-                 for_apply: bool = False) -> ValidationReport:  # fmt: skip
+def validate_dir(
+    directory: str | os.PathLike[str],
+    *,
+    kubernetes_versions: tuple[str, ...] | None = None,
+    for_apply: bool = False,
+) -> ValidationReport:
     """Render ``directory`` with kubectl kustomize and check everything rendered.
 
     ``for_apply``: placeholders such as YOUR_PROJECT are problems, not warnings.
     """
     path = Path(directory)
-    if not any((path / name).is_file() for name in ("kustomization.yaml", "kustomization.yml",
-                                                    "Kustomization")):  # fmt: skip
-        raise ConfigurationError(f"{path} has no kustomization.yaml: give a kustomize folder, "
-                                 "e.g. deploy/overlays/local or one `mlscale k8s render` wrote.")  # fmt: skip
+    if not any(
+        (path / name).is_file() for name in ("kustomization.yaml", "kustomization.yml", "Kustomization")
+    ):
+        raise ConfigurationError(
+            f"{path} has no kustomization.yaml: give a kustomize folder, "
+            "e.g. deploy/overlays/local or one `mlscale k8s render` wrote."
+        )
     versions = kubernetes_versions or default_versions()
     report = ValidationReport(str(directory), kubernetes_versions=versions, for_apply=for_apply)
     try:
@@ -138,8 +147,13 @@ def kustomize(directory: Path) -> list[dict[str, Any]]:
             "`mlscale k8s validate` renders with `kubectl kustomize`."
         )
     try:
-        done = subprocess.run([kubectl, "kustomize", str(directory)], capture_output=True,
-                              text=True, timeout=_KUSTOMIZE_TIMEOUT_S, check=False)  # fmt: skip
+        done = subprocess.run(
+            [kubectl, "kustomize", str(directory)],
+            capture_output=True,
+            text=True,
+            timeout=_KUSTOMIZE_TIMEOUT_S,
+            check=False,
+        )
     except subprocess.TimeoutExpired:
         raise RenderError(f"kubectl kustomize did not finish in {_KUSTOMIZE_TIMEOUT_S} s") from None
     if done.returncode != 0:
@@ -168,18 +182,24 @@ def schema_problems(objects: list[dict[str, Any]], versions: tuple[str, ...]) ->
                 kv.validate(obj, version, strict=True)
             except kv.ValidationError as exc:
                 at = ".".join(str(part) for part in exc.path) or "(top)"
-                problems.append(Problem("schema", name_of(obj), f"Kubernetes {version}: {at}: "
-                                        f"{exc.message}"))  # fmt: skip
+                problems.append(Problem("schema", name_of(obj), f"Kubernetes {version}: {at}: {exc.message}"))
             except kv.SchemaNotFoundError:
-                problems.append(Problem("schema", name_of(obj), f"Kubernetes {version} has no "
-                                        f"{obj.get('apiVersion')} {obj.get('kind')}"))  # fmt: skip
+                problems.append(
+                    Problem(
+                        "schema",
+                        name_of(obj),
+                        f"Kubernetes {version} has no {obj.get('apiVersion')} {obj.get('kind')}",
+                    )
+                )
             except Exception as exc:  # its VersionNotSupportedError is not exported
                 message = getattr(exc, "message", None) or repr(exc)
                 if type(exc).__name__ == "VersionNotSupportedError":
-                    raise ConfigurationError(f"No schemas for Kubernetes {version} in "
-                                             f"kubernetes-validate: {message}") from exc  # fmt: skip
-                problems.append(Problem("schema", name_of(obj), f"Kubernetes {version}: cannot "
-                                        f"be validated: {message}"))  # fmt: skip
+                    raise ConfigurationError(
+                        f"No schemas for Kubernetes {version} in kubernetes-validate: {message}"
+                    ) from exc
+                problems.append(
+                    Problem("schema", name_of(obj), f"Kubernetes {version}: cannot be validated: {message}")
+                )
     return problems
 
 

@@ -37,8 +37,10 @@ def parse_mix(spec: str | None, rows_per_request: int = 1) -> list[RequestKind]:
     if not spec:
         return [RequestKind(_kind_name(rows_per_request), rows_per_request, 1.0)]
     kinds = []
-    explain = (lambda part: f"Cannot read {part!r} in --mix: write ROWS:WEIGHT pairs, "
-               "for example 1:90,100:10.")  # fmt: skip
+
+    def explain(part):
+        return f"Cannot read {part!r} in --mix: write ROWS:WEIGHT pairs, for example 1:90,100:10."
+
     for rows, weight, part in colon_pairs(spec, (int, float), explain):
         if rows < 1 or weight <= 0:
             raise ConfigurationError(f"In --mix {part!r}: rows must be >= 1 and weight > 0.")
@@ -58,10 +60,7 @@ def load_frame(path: str | None = None, target: str | None = "quality") -> pd.Da
 
     path = path or data_path()
     try:
-        if path.endswith((".parquet", ".pq")):
-            frame = pd.read_parquet(path)
-        else:
-            frame = pd.read_csv(path)
+        frame = pd.read_parquet(path) if path.endswith((".parquet", ".pq")) else pd.read_csv(path)
     except (OSError, ValueError) as exc:
         raise ConfigurationError(f"Cannot read the request data {path}: {exc}") from exc
     if target and target in frame.columns:

@@ -77,12 +77,17 @@ class LiveLine:
     def __call__(self, progress: dict) -> None:
         elapsed = time.monotonic() - self.started
         total = self.settings.shape.duration_s
-        load = (f"{progress['users']} users" if self.settings.mode == "closed"
-                else f"target {self.settings.shape.value_at(elapsed) or 0:.0f} rps")  # fmt: skip
+        load = (
+            f"{progress['users']} users"
+            if self.settings.mode == "closed"
+            else f"target {self.settings.shape.value_at(elapsed) or 0:.0f} rps"
+        )
         p95 = progress.get("p95_ms")
-        line = (f"{elapsed:5.0f}/{total:.0f} s  {load}  {progress['requests']} req/s  "
-                f"p95 {'–' if p95 is None else f'{p95:.1f} ms'}  "
-                f"errors {progress['failures']}/s")  # fmt: skip
+        line = (
+            f"{elapsed:5.0f}/{total:.0f} s  {load}  {progress['requests']} req/s  "
+            f"p95 {'–' if p95 is None else f'{p95:.1f} ms'}  "
+            f"errors {progress['failures']}/s"
+        )
         if self.tty:
             click.echo("\r" + line.ljust(78), nl=False, err=True)
         else:
@@ -98,8 +103,9 @@ def run_from_options(options: dict) -> int:
     mode = "open loop" if settings.mode == "open" else "closed loop"
     click.echo(
         f"Load test of {settings.host}{settings.path}: {mode}, "
-        f"{settings.shape.duration_s:.0f} s, results in {settings.out_dir}/", err=True,
-    )  # fmt: skip
+        f"{settings.shape.duration_s:.0f} s, results in {settings.out_dir}/",
+        err=True,
+    )
     live = LiveLine(settings)
     try:
         result = run_loadtest(settings, on_progress=live)
@@ -112,7 +118,10 @@ def report_result(result) -> int:
     """The run's verdict on the terminal; the exit status (1: the SLA was missed)."""
     summary = result.summary
     latency = summary["latency_ms"]
-    fmt = lambda v: "–" if v is None else f"{v:.1f} ms"  # noqa: E731
+
+    def fmt(v):
+        return "–" if v is None else f"{v:.1f} ms"
+
     click.echo(
         f"{summary['requests']} requests, {summary['failures']} failed, "
         f"{summary['rps']:.1f} req/s; p50 {fmt(latency['p50'])}, p95 {fmt(latency['p95'])}, "

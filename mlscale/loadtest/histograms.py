@@ -57,7 +57,9 @@ def values_at_percentiles(histogram: HdrHistogram, percentiles: list[float]) -> 
         index = int(np.searchsorted(running, target, side="left"))
         value = histogram.get_value_from_index(min(index, len(running) - 1))
         values.append(
-            histogram.get_highest_equivalent_value(value) if q else histogram.get_lowest_equivalent_value(value)
+            histogram.get_highest_equivalent_value(value)
+            if q
+            else histogram.get_lowest_equivalent_value(value)
         )
     return values
 
@@ -84,7 +86,7 @@ def latency_ms(histogram: HdrHistogram) -> dict[str, float | None]:
     which the capacity model uses; the percentiles are what SLAs are written on.
     """
     if histogram.get_total_count() == 0:
-        return {**{name: None for name in PERCENTILES}, "max": None, "mean": None}
+        return {**dict.fromkeys(PERCENTILES), "max": None, "mean": None}
     at = values_at_percentiles(histogram, list(PERCENTILES.values()))
     values = {name: value / 1000 for name, value in zip(PERCENTILES, at, strict=True)}
     values["max"] = histogram.get_max_value() / 1000

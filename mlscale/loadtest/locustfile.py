@@ -36,7 +36,6 @@ from mlscale.loadtest.histograms import Recorder, Store, new_histogram, values_a
 from mlscale.loadtest.shapes import Shape
 
 
-
 def _load_config() -> dict:
     path = os.environ.get(CONFIG_ENV)
     if path:
@@ -52,8 +51,15 @@ def _load_config() -> dict:
         return config
     # No configuration: the reference scenario's user, one wine row per request,
     # one second between requests, for as long as Locust is told to run.
-    return {"mode": "closed", "think_time_s": 1.0, "think": "constant", "path": "/invocations",
-            "pool": _reference_pool(), "shape": None, "out": None}  # fmt: skip
+    return {
+        "mode": "closed",
+        "think_time_s": 1.0,
+        "think": "constant",
+        "path": "/invocations",
+        "pool": _reference_pool(),
+        "shape": None,
+        "out": None,
+    }
 
 
 def _reference_pool() -> dict:
@@ -141,10 +147,14 @@ def _send(user: User, connection: Connection | ConnectionPool, intended: float |
     # Locust's own statistics too, for its web UI's tables and charts (they cost the
     # generator almost nothing: measured within noise at 64 and at 10,000 users).
     user.environment.events.request.fire(
-        request_type="POST", name=kind, response_time=(done - (intended or started)) * 1000,
-        response_length=len(answer.body) if answer else 0, context={}, response=None,
+        request_type="POST",
+        name=kind,
+        response_time=(done - (intended or started)) * 1000,
+        response_length=len(answer.body) if answer else 0,
+        context={},
+        response=None,
         exception=None if ok else (error or _describe(status, error)),
-    )  # fmt: skip
+    )
 
 
 class ScoringUser(User):

@@ -82,8 +82,10 @@ def summarize(
     # for a second or two, as any Locust run does; what makes it the bottleneck is
     # being that busy while the load is held.
     warm = start + warmup_s(shape, config)
-    busiest = max((s.generator_cpu_max for s in samples
-                   if s.generator_cpu_max is not None and s.second >= warm), default=None)  # fmt: skip
+    busiest = max(
+        (s.generator_cpu_max for s in samples if s.generator_cpu_max is not None and s.second >= warm),
+        default=None,
+    )
     if busiest is not None and busiest > GENERATOR_CPU_LIMIT:
         problems.append(
             f"a load generator process used {busiest * 100:.0f} % of a core: it was the "

@@ -8,6 +8,7 @@ success, failure and Ctrl-C, and the whole run is bounded in time.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -116,12 +117,18 @@ def _locust(*args: str, cores: tuple[int, ...] | None = None) -> list[str]:
 
 def request_pool(settings: LoadTestSettings) -> BodyPool:
     """The request bodies for ``settings``: rows of its data (or its model's signature)."""
-    frame = frame_from_signature(settings.signature_of) if settings.signature_of else load_frame(settings.data)
+    frame = (
+        frame_from_signature(settings.signature_of) if settings.signature_of else load_frame(settings.data)
+    )
     return build_pool(frame, parse_mix(settings.mix, settings.rows_per_request), settings.body_format)
 
 
 def locust_config(
-    settings: LoadTestSettings, *, out: str, bodies: str | None = None, pool: BodyPool | None = None,
+    settings: LoadTestSettings,
+    *,
+    out: str,
+    bodies: str | None = None,
+    pool: BodyPool | None = None,
     summarize: bool = False,
 ) -> dict:
     """The locustfile's configuration (what ``MLSCALE_LOADTEST_CONFIG`` names) for ``settings``.
@@ -161,13 +168,18 @@ def settings_from_config(config: dict, *, host: str, out_dir: str) -> LoadTestSe
     """The settings a locustfile configuration was written from, as far as the
     summary needs them (the shape, the user's behaviour, the workers, the SLA)."""
     return LoadTestSettings(
-        host=host, shape=Shape.from_dict(config["shape"]), out_dir=out_dir,
-        path=config.get("path", "/invocations"), spawn_rate=config.get("spawn_rate", 10.0),
-        think_time_s=config.get("think_time_s", 1.0), think=config.get("think", "constant"),
-        arrival=config.get("arrival", "poisson"), workers=config.get("workers", 0),
+        host=host,
+        shape=Shape.from_dict(config["shape"]),
+        out_dir=out_dir,
+        path=config.get("path", "/invocations"),
+        spawn_rate=config.get("spawn_rate", 10.0),
+        think_time_s=config.get("think_time_s", 1.0),
+        think=config.get("think", "constant"),
+        arrival=config.get("arrival", "poisson"),
+        workers=config.get("workers", 0),
         max_in_flight=config.get("max_in_flight", 1000),
         sla=parse_sla(config["sla"]) if config.get("sla") else None,
-    )  # fmt: skip
+    )
 
 
 def run_loadtest(
@@ -188,9 +200,17 @@ def run_loadtest(
     if settings.auth_token:
         env["MLSCALE_AUTH_TOKEN"] = settings.auth_token
     common = ["--host", settings.host, "--only-summary", "--loglevel", "WARNING"]
-    common += ["--headless"] if not settings.web_ui else [
-        "--autostart", "--autoquit", "5", "--web-host", "127.0.0.1",
-    ]  # fmt: skip
+    common += (
+        ["--headless"]
+        if not settings.web_ui
+        else [
+            "--autostart",
+            "--autoquit",
+            "5",
+            "--web-host",
+            "127.0.0.1",
+        ]
+    )
     log_path = os.path.join(out, "locust.log")
     processes: list[subprocess.Popen] = []
     log = open(log_path, "w")
@@ -198,28 +218,58 @@ def run_loadtest(
         if settings.workers == 0:
             master = subprocess.Popen(
                 _locust(*common, *settings.extra_locust_args, cores=settings.cpu_affinity),
-                env=env, stdout=subprocess.PIPE,
-                stderr=log, text=True, start_new_session=True,
-            )  # fmt: skip
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=log,
+                text=True,
+                start_new_session=True,
+            )
             processes.append(master)
         else:
             port = _free_port()
             master = subprocess.Popen(
                 # A worker that never connects (it died starting) ends the run in
                 # _WORKERS_WAIT_S with Locust's message, instead of at the deadline.
-                _locust(*common, "--master", "--expect-workers", str(settings.workers),
-                        "--expect-workers-max-wait", str(_WORKERS_WAIT_S),
-                        "--master-bind-host", "127.0.0.1", "--master-bind-port", str(port),
-                        *settings.extra_locust_args, cores=settings.cpu_affinity),
-                env=env, stdout=subprocess.PIPE, stderr=log, text=True, start_new_session=True,
-            )  # fmt: skip
+                _locust(
+                    *common,
+                    "--master",
+                    "--expect-workers",
+                    str(settings.workers),
+                    "--expect-workers-max-wait",
+                    str(_WORKERS_WAIT_S),
+                    "--master-bind-host",
+                    "127.0.0.1",
+                    "--master-bind-port",
+                    str(port),
+                    *settings.extra_locust_args,
+                    cores=settings.cpu_affinity,
+                ),
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=log,
+                text=True,
+                start_new_session=True,
+            )
             processes.append(master)
             for _ in range(settings.workers):
-                processes.append(subprocess.Popen(
-                    _locust("--worker", "--master-host", "127.0.0.1", "--master-port", str(port),
-                            "--loglevel", "WARNING", cores=settings.cpu_affinity),
-                    env=env, stdout=subprocess.DEVNULL, stderr=log, start_new_session=True,
-                ))  # fmt: skip
+                processes.append(
+                    subprocess.Popen(
+                        _locust(
+                            "--worker",
+                            "--master-host",
+                            "127.0.0.1",
+                            "--master-port",
+                            str(port),
+                            "--loglevel",
+                            "WARNING",
+                            cores=settings.cpu_affinity,
+                        ),
+                        env=env,
+                        stdout=subprocess.DEVNULL,
+                        stderr=log,
+                        start_new_session=True,
+                    )
+                )
         server_pid = settings.server_pid or find_server_pid(settings.host)
         monitor = ResourceMonitor(
             server_pid, [p.pid for p in processes], metrics_url=f"{settings.host}/metrics"
@@ -234,19 +284,27 @@ def run_loadtest(
         _stop_all(processes)
         log.close()
 
-    note = None if server_pid is not None else (
-        "server resources not measured (give --server-pid for a remote target)")
-    return collect(settings, out, samples, killed=killed, returncode=master.returncode,
-                   log_path=log_path, notes=[note] if note else [])  # fmt: skip
+    note = (
+        None
+        if server_pid is not None
+        else ("server resources not measured (give --server-pid for a remote target)")
+    )
+    return collect(
+        settings,
+        out,
+        samples,
+        killed=killed,
+        returncode=master.returncode,
+        log_path=log_path,
+        notes=[note] if note else [],
+    )
 
 
 def _read_progress(master: subprocess.Popen, on_progress: Callable[[dict], None] | None) -> None:
     for line in master.stdout:
         if line.startswith(PROGRESS_PREFIX) and on_progress is not None:
-            try:
-                on_progress(json.loads(line[len(PROGRESS_PREFIX):]))
-            except (ValueError, TypeError):
-                pass
+            with contextlib.suppress(ValueError, TypeError):
+                on_progress(json.loads(line[len(PROGRESS_PREFIX) :]))
 
 
 def _wait(master: subprocess.Popen, deadline: float) -> bool:
@@ -271,10 +329,8 @@ def _stop_all(processes: list[subprocess.Popen]) -> None:
         try:
             process.wait(timeout=15)
         except subprocess.TimeoutExpired:
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.killpg(process.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
             process.wait()
 
 
@@ -329,22 +385,25 @@ def collect(
             f"asked{why}: the load and the figures cover only that part."
         )
     if raw.get("cpu_warnings"):
-        problems.append(
-            "Locust warned that a generator process was above 90 % CPU: add --workers."
-        )
+        problems.append("Locust warned that a generator process was above 90 % CPU: add --workers.")
     if settings.workers:
         # Worker counts while the shape ran, past the first seconds of connecting.
-        seen = [w for second, w in raw.get("workers", [])
-                if w is not None and start + 2 <= second < end - 1]  # fmt: skip
+        seen = [w for second, w in raw.get("workers", []) if w is not None and start + 2 <= second < end - 1]
         if seen and min(seen) < settings.workers:
             problems.append(
                 f"a load generator worker was lost during the run ({min(seen)} of "
                 f"{settings.workers} left): the load was lower than asked."
             )
     summary = summarize(
-        store, start=start, end=end, shape=settings.shape, samples=samples, sla=settings.sla,
-        problems=problems, config=settings.describe(),
-    )  # fmt: skip
+        store,
+        start=start,
+        end=end,
+        shape=settings.shape,
+        samples=samples,
+        sla=settings.sla,
+        problems=problems,
+        config=settings.describe(),
+    )
     if notes:
         summary["notes"] = list(notes)
     rows = timeseries(store, start=start, shape=settings.shape, samples=samples)
@@ -361,9 +420,23 @@ def _write_outputs(out: str, summary: dict, rows: list[dict]) -> None:
 
     with open(os.path.join(out, "summary.json"), "w") as handle:
         json.dump(summary, handle, indent=2)
-    columns = ["elapsed_s", "stage", "users", "target_rps", "rps", "failures_per_s", "p50_ms",
-               "p95_ms", "p99_ms", "server_cpu", "server_rss_mb", "generator_cpu", "in_flight",
-               "queue_wait_ms", "batch_rows"]  # fmt: skip
+    columns = [
+        "elapsed_s",
+        "stage",
+        "users",
+        "target_rps",
+        "rps",
+        "failures_per_s",
+        "p50_ms",
+        "p95_ms",
+        "p99_ms",
+        "server_cpu",
+        "server_rss_mb",
+        "generator_cpu",
+        "in_flight",
+        "queue_wait_ms",
+        "batch_rows",
+    ]
     with open(os.path.join(out, "timeseries.csv"), "w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=columns, extrasaction="ignore")
         writer.writeheader()

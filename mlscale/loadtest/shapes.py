@@ -12,6 +12,7 @@ Pure functions of time, so tests are tables of numbers.
 from __future__ import annotations
 
 import csv
+import itertools
 import math
 from dataclasses import asdict, dataclass
 
@@ -106,8 +107,13 @@ def steps(kind: str, spec: str) -> Shape:
     """``"60:10,60:20,60:40"``: 60 s at 10, then 60 s at 20, then 60 s at 40."""
     _check_kind(kind)
     stages, start = [], 0.0
-    explain = (lambda part: f"Cannot read the step {part!r}: write steps as SECONDS:VALUE, "
-               "comma-separated, for example 60:10,60:20,60:40.")  # fmt: skip
+
+    def explain(part):
+        return (
+            f"Cannot read the step {part!r}: write steps as SECONDS:VALUE, "
+            "comma-separated, for example 60:10,60:20,60:40."
+        )
+
     for seconds, value, part in colon_pairs(spec, (float, float), explain):
         if value < 0:
             raise ConfigurationError(f"The step {part!r} has a negative load.")
@@ -156,7 +162,7 @@ def read_profile(path: str, duration_s: float | None = None) -> Shape:
     except (TypeError, ValueError):
         raise ConfigurationError(f"The profile {path} has a row that is not numbers.") from None
     times = [t for t, _ in points]
-    if times[0] != 0 or any(b <= a for a, b in zip(times, times[1:])):
+    if times[0] != 0 or any(b <= a for a, b in itertools.pairwise(times)):
         raise ConfigurationError(f"The profile {path} must start at time_s 0 and increase.")
     if any(v < 0 for _, v in points):
         raise ConfigurationError(f"The profile {path} has a negative load.")
@@ -169,4 +175,4 @@ def read_profile(path: str, duration_s: float | None = None) -> Shape:
     if end <= times[-1]:
         raise ConfigurationError(f"--duration must be past the profile's last row ({times[-1]:g} s).")
     bounds = [*times[1:], end]
-    return Shape(kind, tuple(Stage(t, e, v, v) for (t, v), e in zip(points, bounds)))
+    return Shape(kind, tuple(Stage(t, e, v, v) for (t, v), e in zip(points, bounds, strict=False)))

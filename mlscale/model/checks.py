@@ -34,11 +34,11 @@ def split_rows(raw: object, sizes: Sequence[int]) -> list[object] | None:
     bounds = np.cumsum(sizes).tolist()
     starts = [0, *bounds[:-1]]
     if isinstance(raw, np.ndarray):
-        return [raw[s:e] for s, e in zip(starts, bounds)]
+        return [raw[s:e] for s, e in zip(starts, bounds, strict=False)]
     if hasattr(raw, "iloc"):  # DataFrame or Series: a fresh index, as each request alone gets
-        return [raw.iloc[s:e].reset_index(drop=True) for s, e in zip(starts, bounds)]
+        return [raw.iloc[s:e].reset_index(drop=True) for s, e in zip(starts, bounds, strict=False)]
     if isinstance(raw, list):
-        return [raw[s:e] for s, e in zip(starts, bounds)]
+        return [raw[s:e] for s, e in zip(starts, bounds, strict=False)]
     return None
 
 
@@ -65,9 +65,7 @@ def input_example(local_path: str) -> object | None:
     return example if hasattr(example, "columns") and len(example) else None
 
 
-def check_native(
-    native: NativePredict, matrix: np.ndarray, expected: object
-) -> tuple[str | None, bool]:
+def check_native(native: NativePredict, matrix: np.ndarray, expected: object) -> tuple[str | None, bool]:
     """(why the native path is wrong or None, whether merged calls answer as single ones)."""
     try:
         actual = native(matrix)
@@ -108,7 +106,11 @@ def pyfunc_merges_exactly(predict, frame: object, rows: int = 4) -> bool:
 def sample_frame_body(frame: object) -> bytes:
     """A JSON body carrying a DataFrame, for MLflow's parser."""
     return orjson.dumps(
-        {"dataframe_split": {"columns": [str(c) for c in frame.columns],
-                             "data": frame.astype(object).values.tolist()}},
+        {
+            "dataframe_split": {
+                "columns": [str(c) for c in frame.columns],
+                "data": frame.astype(object).values.tolist(),
+            }
+        },
         option=orjson.OPT_SERIALIZE_NUMPY,
-    )  # fmt: skip
+    )

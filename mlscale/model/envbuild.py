@@ -49,10 +49,13 @@ def prepare(uri: str, manager: str, *, cache_dir: str, say: Callable[[str], None
             raise ModelEnvironmentError(problem)
         declared = _declared_requirements()
         spec = EnvironmentSpec(
-            manager=manager, python=model.python,
-            requirements=(*model.build_requirements, *model.requirements), files=model.files,
-            serving=tuple(select_serving(declared, set(model.names))), mlscale_dir=_mlscale_dir(),
-        )  # fmt: skip
+            manager=manager,
+            python=model.python,
+            requirements=(*model.build_requirements, *model.requirements),
+            files=model.files,
+            serving=tuple(select_serving(declared, set(model.names))),
+            mlscale_dir=_mlscale_dir(),
+        )
         cache = EnvironmentCache(cache_dir)
         found = cache.lookup(spec.name)
         if found:
@@ -65,11 +68,14 @@ def prepare(uri: str, manager: str, *, cache_dir: str, say: Callable[[str], None
             raise ModelEnvironmentError(interpreter_missing_message(uri, model.python, manager, pythons))
         for note in pin_conflicts([*model.build_requirements, *model.lines], declared):
             say(note)
-        say(f"Creating the environment for Python {minor[0]}.{minor[1]} with {manager} (cached at "
-            f"{cache.link(spec.name)}), on {interpreter.path}.")  # fmt: skip
+        say(
+            f"Creating the environment for Python {minor[0]}.{minor[1]} with {manager} (cached at "
+            f"{cache.link(spec.name)}), on {interpreter.path}."
+        )
         started = time.monotonic()
-        env_dir = cache.build(spec.name, lambda env_dir: _fill(env_dir, spec, model, interpreter, uri,
-                                                               workdir, say), say=say)  # fmt: skip
+        env_dir = cache.build(
+            spec.name, lambda env_dir: _fill(env_dir, spec, model, interpreter, uri, workdir, say), say=say
+        )
         say(f"Environment ready in {time.monotonic() - started:.1f} s.")
         return python_of(env_dir)
 
@@ -97,8 +103,10 @@ def read_model_environment(uri: str, workdir: str) -> ModelEnvironment:
     read = _reader(uri, workdir)
     mlmodel = read("MLmodel")
     if mlmodel is None:
-        raise ModelEnvironmentError(f"Cannot read model {uri!r}: there is no MLmodel file there. "
-                                    "Check that the path or URI names the folder holding MLmodel.")
+        raise ModelEnvironmentError(
+            f"Cannot read model {uri!r}: there is no MLmodel file there. "
+            "Check that the path or URI names the folder holding MLmodel."
+        )
     env_file = _python_env_file(mlmodel)
     text = read(env_file)
     if text is None:
@@ -126,9 +134,13 @@ def read_model_environment(uri: str, workdir: str) -> ModelEnvironment:
         lines += nested
         pending += [(n, os.path.dirname(path)) for n in nested]
     return ModelEnvironment(
-        python=python, build_requirements=tuple(build), requirements=tuple(deps), files=files,
-        lines=tuple(lines), names=frozenset(n for n in map(requirement_name, [*build, *lines]) if n),
-    )  # fmt: skip
+        python=python,
+        build_requirements=tuple(build),
+        requirements=tuple(deps),
+        files=files,
+        lines=tuple(lines),
+        names=frozenset(n for n in map(requirement_name, [*build, *lines]) if n),
+    )
 
 
 def _python_env_file(mlmodel_text: str) -> str:
@@ -189,8 +201,9 @@ def _remote_reader(uri: str, workdir: str) -> Callable[[str], str | None]:
             return None
         os.makedirs(os.path.join(workdir, folder), exist_ok=True)
         with _resolving(uri):
-            local = mlflow.artifacts.download_artifacts(f"{uri.rstrip('/')}/{path}",
-                                                        dst_path=os.path.join(workdir, folder))  # fmt: skip
+            local = mlflow.artifacts.download_artifacts(
+                f"{uri.rstrip('/')}/{path}", dst_path=os.path.join(workdir, folder)
+            )
         with open(local, encoding="utf-8") as file:
             return file.read()
 
@@ -255,16 +268,22 @@ def link_mlscale(python: str, package_dir: str) -> None:
     environment's site-packages, exposes mlscale and nothing else, and follows
     this installation; its serving requirements, which change with it, and its
     location are in the cache key."""
-    site = subprocess.run([python, "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"],
-                          capture_output=True, text=True, check=True).stdout.strip()  # fmt: skip
+    site = subprocess.run(
+        [python, "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
     os.symlink(package_dir, os.path.join(site, "mlscale"))
 
 
 # --- interpreters ------------------------------------------------------------------------
 
-_PROBE = ("import sys, json, importlib.util as u; print(json.dumps([list(sys.version_info[:3]), "
-          "sys.implementation.name, bool(u.find_spec('venv') and u.find_spec('ensurepip')), "
-          "getattr(sys, '_base_executable', '') or sys.executable]))")  # fmt: skip
+_PROBE = (
+    "import sys, json, importlib.util as u; print(json.dumps([list(sys.version_info[:3]), "
+    "sys.implementation.name, bool(u.find_spec('venv') and u.find_spec('ensurepip')), "
+    "getattr(sys, '_base_executable', '') or sys.executable]))"
+)
 
 
 def find_interpreters(minor: tuple[int, ...], environ: Mapping[str, str]) -> list[Interpreter]:
@@ -275,7 +294,8 @@ def find_interpreters(minor: tuple[int, ...], environ: Mapping[str, str]) -> lis
     places = [d for d in environ.get("PATH", "").split(os.pathsep) if d and os.path.basename(d) != "shims"]
     pyenv = environ.get("PYENV_ROOT") or os.path.expanduser("~/.pyenv")
     uv_pythons = environ.get("UV_PYTHON_INSTALL_DIR") or os.path.join(
-        environ.get("XDG_DATA_HOME") or os.path.expanduser("~/.local/share"), "uv", "python")  # fmt: skip
+        environ.get("XDG_DATA_HOME") or os.path.expanduser("~/.local/share"), "uv", "python"
+    )
     for root in (os.path.join(pyenv, "versions"), uv_pythons):
         if os.path.isdir(root):
             places += [os.path.join(root, entry, "bin") for entry in sorted(os.listdir(root))]
@@ -362,8 +382,15 @@ class EnvironmentCache:
 # --- filling an environment ------------------------------------------------------------------
 
 
-def _fill(env_dir: str, spec: EnvironmentSpec, model: ModelEnvironment, interpreter: Interpreter,
-          uri: str, workdir: str, say: Callable[[str], None]) -> None:  # fmt: skip
+def _fill(
+    env_dir: str,
+    spec: EnvironmentSpec,
+    model: ModelEnvironment,
+    interpreter: Interpreter,
+    uri: str,
+    workdir: str,
+    say: Callable[[str], None],
+) -> None:
     if spec.manager == "uv":
         uv, env = _uv_binary(), uv_environment(os.environ)
     else:
@@ -374,8 +401,10 @@ def _fill(env_dir: str, spec: EnvironmentSpec, model: ModelEnvironment, interpre
         file.write(requirements_text(model.requirements, spec.serving))
     _run(create_command(spec.manager, interpreter.path, env_dir, uv=uv), env, "Creating the environment")
     python = python_of(env_dir)
-    say("Installing the model's requirements and mlscale's serving requirements with "
-        f"{'uv' if spec.manager == 'uv' else 'pip (a minute or more)'}.")  # fmt: skip
+    say(
+        "Installing the model's requirements and mlscale's serving requirements with "
+        f"{'uv' if spec.manager == 'uv' else 'pip (a minute or more)'}."
+    )
     for command in install_commands(spec.manager, python, requirements_file, model.build_requirements, uv=uv):
         _run(command, env, "Installing the model's requirements", cwd=inputs)
     link_mlscale(python, spec.mlscale_dir)
@@ -385,12 +414,24 @@ def _fill(env_dir: str, spec: EnvironmentSpec, model: ModelEnvironment, interpre
     check = subprocess.run([python, "-c", imports], capture_output=True, text=True, check=False)
     if check.returncode != 0:
         last = (check.stderr.strip().splitlines() or ["no message"])[-1]
-        raise ModelEnvironmentError(f"mlscale's server cannot start in the model's environment ({last}); "
-                                    "the model's requirements may conflict with mlscale's.")  # fmt: skip
+        raise ModelEnvironmentError(
+            f"mlscale's server cannot start in the model's environment ({last}); "
+            "the model's requirements may conflict with mlscale's."
+        )
     with open(os.path.join(env_dir, "mlscale-environment.json"), "w", encoding="utf-8") as file:
-        json.dump({"model": uri, "manager": spec.manager, "python": spec.python,
-                   "interpreter": interpreter.path, "requirements": list(spec.requirements),
-                   "serving": list(spec.serving), "mlscale": spec.mlscale_dir}, file, indent=2)  # fmt: skip
+        json.dump(
+            {
+                "model": uri,
+                "manager": spec.manager,
+                "python": spec.python,
+                "interpreter": interpreter.path,
+                "requirements": list(spec.requirements),
+                "serving": list(spec.serving),
+                "mlscale": spec.mlscale_dir,
+            },
+            file,
+            indent=2,
+        )
 
 
 def _install_inputs(uri: str, model: ModelEnvironment, workdir: str) -> str:
@@ -424,8 +465,10 @@ def _uv_binary() -> str:
         pass
     found = shutil.which("uv")
     if found is None:
-        raise ModelEnvironmentError("--env-manager uv needs uv, which is not installed here: "
-                                    "pip install uv, or use --env-manager virtualenv.")  # fmt: skip
+        raise ModelEnvironmentError(
+            "--env-manager uv needs uv, which is not installed here: "
+            "pip install uv, or use --env-manager virtualenv."
+        )
     return found
 
 
@@ -437,5 +480,7 @@ def _run(command: list[str], env: Mapping[str, str], what: str, cwd: str | None 
     except OSError as exc:
         raise ModelEnvironmentError(f"{what} failed: cannot run {command[0]}: {exc.strerror}.") from None
     if returncode != 0:
-        raise ModelEnvironmentError(f"{what} failed ({os.path.basename(command[0])} exited with status "
-                                    f"{returncode}; its messages are above). Nothing was cached.")  # fmt: skip
+        raise ModelEnvironmentError(
+            f"{what} failed ({os.path.basename(command[0])} exited with status "
+            f"{returncode}; its messages are above). Nothing was cached."
+        )

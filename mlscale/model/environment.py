@@ -32,8 +32,19 @@ CACHE_ENV = "MLSCALE_ENV_CACHE"
 # What the server imports: docker/server-requirements.txt without the example
 # model's flavours, which a model brings in its own requirements. The versions
 # come from mlscale's installed metadata (pyproject.toml), so they are declared once.
-SERVING_PACKAGES = ("mlflow", "click", "numpy", "pandas", "pyarrow", "orjson", "prometheus-client",
-                    "uvicorn", "httptools", "uvloop", "psutil")  # fmt: skip
+SERVING_PACKAGES = (
+    "mlflow",
+    "click",
+    "numpy",
+    "pandas",
+    "pyarrow",
+    "orjson",
+    "prometheus-client",
+    "uvicorn",
+    "httptools",
+    "uvloop",
+    "psutil",
+)
 
 _VERSION = re.compile(r"^(\d+)\.(\d+)(?:\.(\d+))?$")
 _INCLUDE = re.compile(r"^(?:-r|--requirement|-c|--constraint)(?:\s+|=)(\S+)$")
@@ -102,8 +113,12 @@ def requirement_name(line: str) -> str | None:
 
 def is_model_file(line: str) -> bool:
     """Whether a requirement is a path inside the model (a wheel MLflow stored with it)."""
-    return (not line.startswith("-") and requirement_name(line) is None
-            and "://" not in line and not os.path.isabs(line))  # fmt: skip
+    return (
+        not line.startswith("-")
+        and requirement_name(line) is None
+        and "://" not in line
+        and not os.path.isabs(line)
+    )
 
 
 def select_serving(declared: Sequence[str], model_names: set[str]) -> list[str]:
@@ -142,8 +157,10 @@ def pin_conflicts(model_lines: Sequence[str], declared: Sequence[str]) -> list[s
         except InvalidRequirement:
             continue
         if pins and not ranges[name].contains(pins[0], prereleases=True):
-            notes.append(f"Note: the model pins {line}, outside mlscale's {name}{ranges[name]}; "
-                         "the model's pin wins, and the server may not work with it.")  # fmt: skip
+            notes.append(
+                f"Note: the model pins {line}, outside mlscale's {name}{ranges[name]}; "
+                "the model's pin wins, and the server may not work with it."
+            )
     return notes
 
 
@@ -180,9 +197,15 @@ class EnvironmentSpec:
 
     @property
     def key(self) -> str:
-        payload = {"format": 1, "manager": self.manager, "python": self.python,
-                   "requirements": list(self.requirements), "files": dict(self.files),
-                   "serving": list(self.serving), "mlscale": self.mlscale_dir}  # fmt: skip
+        payload = {
+            "format": 1,
+            "manager": self.manager,
+            "python": self.python,
+            "requirements": list(self.requirements),
+            "files": dict(self.files),
+            "serving": list(self.serving),
+            "mlscale": self.mlscale_dir,
+        }
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
     @property
@@ -201,8 +224,9 @@ class Interpreter:
     has_venv: bool = True  # venv and ensurepip importable (Debian ships them apart)
 
 
-def choose_interpreter(requested: str, found: Sequence[Interpreter], *,
-                       need_venv: bool) -> Interpreter | None:  # fmt: skip
+def choose_interpreter(
+    requested: str, found: Sequence[Interpreter], *, need_venv: bool
+) -> Interpreter | None:
     """The exact version asked for if it is here, else the newest of the same
     minor version (the first found among equals); None when there is none."""
     wanted = parse_python_version(requested)
@@ -211,21 +235,26 @@ def choose_interpreter(requested: str, found: Sequence[Interpreter], *,
     return exact[0] if exact else max(usable, key=lambda i: i.version, default=None)
 
 
-def interpreter_missing_message(uri: str, requested: str, manager: str,
-                                found: Sequence[Interpreter]) -> str:  # fmt: skip
+def interpreter_missing_message(uri: str, requested: str, manager: str, found: Sequence[Interpreter]) -> str:
     minor = ".".join(map(str, parse_python_version(requested)[:2]))
     if any(i.version[:2] == parse_python_version(requested)[:2] for i in found):
-        what = (f"Python {minor} is installed without its venv module, which --env-manager "
-                f"virtualenv needs (Debian: apt install python{minor}-venv; --env-manager uv "
-                "does without it)")  # fmt: skip
+        what = (
+            f"Python {minor} is installed without its venv module, which --env-manager "
+            f"virtualenv needs (Debian: apt install python{minor}-venv; --env-manager uv "
+            "does without it)"
+        )
     else:
-        what = (f"Python {minor} is not installed on this machine (looked on PATH, in pyenv's and "
-                f"in uv's Pythons). Install python{minor} (for example: pyenv install {minor}, or "
-                f"uv python install {minor}) and start again")  # fmt: skip
+        what = (
+            f"Python {minor} is not installed on this machine (looked on PATH, in pyenv's and "
+            f"in uv's Pythons). Install python{minor} (for example: pyenv install {minor}, or "
+            f"uv python install {minor}) and start again"
+        )
     current = ".".join(map(str, sys.version_info[:3]))
-    return (f"Model {uri!r} needs Python {requested} (its python_env.yaml) for --env-manager "
-            f"{manager}. {what}; or serve it in this environment (Python {current}) with "
-            "--env-manager local.")  # fmt: skip
+    return (
+        f"Model {uri!r} needs Python {requested} (its python_env.yaml) for --env-manager "
+        f"{manager}. {what}; or serve it in this environment (Python {current}) with "
+        "--env-manager local."
+    )
 
 
 # --- commands ------------------------------------------------------------------------------
@@ -238,8 +267,14 @@ def create_command(manager: str, interpreter: str, env_dir: str, *, uv: str = "u
     return [interpreter, "-m", "venv", env_dir]
 
 
-def install_commands(manager: str, python: str, requirements_file: str,
-                     build_requirements: Sequence[str] = (), *, uv: str = "uv") -> list[list[str]]:  # fmt: skip
+def install_commands(
+    manager: str,
+    python: str,
+    requirements_file: str,
+    build_requirements: Sequence[str] = (),
+    *,
+    uv: str = "uv",
+) -> list[list[str]]:
     """The commands that install a requirements file, after the model's build
     dependencies (pip, setuptools, wheel), into the environment of ``python``.
 
@@ -249,8 +284,20 @@ def install_commands(manager: str, python: str, requirements_file: str,
     read-only cache). pip is first brought to the model's own version, as
     MLflow's virtualenv manager does, and then installs the rest."""
     if manager == "uv":
-        return [[uv, "pip", "install", "--quiet", "--compile-bytecode", "--python", python,
-                 *build_requirements, "-r", requirements_file]]  # fmt: skip
+        return [
+            [
+                uv,
+                "pip",
+                "install",
+                "--quiet",
+                "--compile-bytecode",
+                "--python",
+                python,
+                *build_requirements,
+                "-r",
+                requirements_file,
+            ]
+        ]
     pip = [python, "-m", "pip", "install", "--quiet"]
     return [*([[*pip, *build_requirements]] if build_requirements else []), [*pip, "-r", requirements_file]]
 
@@ -258,8 +305,14 @@ def install_commands(manager: str, python: str, requirements_file: str,
 def requirements_text(model_requirements: Sequence[str], serving: Sequence[str]) -> str:
     """One requirements file: python_env.yaml's dependencies (``-r requirements.txt``
     resolves beside it), then what mlscale's server needs and the model does not pin."""
-    return "\n".join(["# The model's dependencies (python_env.yaml), then mlscale's serving requirements.",
-                      *model_requirements, *serving, ""])  # fmt: skip
+    return "\n".join(
+        [
+            "# The model's dependencies (python_env.yaml), then mlscale's serving requirements.",
+            *model_requirements,
+            *serving,
+            "",
+        ]
+    )
 
 
 # uv's settings for what pip reads from these variables (uv ignores pip's configuration).
@@ -289,8 +342,10 @@ def server_argv(python: str, argv: Sequence[str]) -> list[str]:
     ``--env-manager local`` (click keeps an option's last value), so every other
     flag reaches the server exactly as typed."""
     if len(argv) < 2 or argv[1] != "serve":
-        raise ModelEnvironmentError("--env-manager uv and virtualenv re-run the command line "
-                                    "(mlscale serve …) in the environment; run it as a command.")
+        raise ModelEnvironmentError(
+            "--env-manager uv and virtualenv re-run the command line "
+            "(mlscale serve …) in the environment; run it as a command."
+        )
     return [python, "-m", "mlscale", *argv[1:], "--env-manager", "local"]
 
 
@@ -309,8 +364,9 @@ def python_of(env_dir: str) -> str:
 # --- the entry points ----------------------------------------------------------------------
 
 
-def prepare_environment(uri: str, manager: str, *, cache_dir: str | None = None,
-                        say: Callable[[str], None] = lambda text: None) -> str:  # fmt: skip
+def prepare_environment(
+    uri: str, manager: str, *, cache_dir: str | None = None, say: Callable[[str], None] = lambda text: None
+) -> str:
     """The Python of the model's environment: cached, or built now."""
     from mlscale.model.envbuild import prepare
 
@@ -321,8 +377,11 @@ def exec_server(python: str, argv: Sequence[str]) -> NoReturn:
     """Replaces this process with the server, run by the environment's Python: the
     same process, so SIGTERM and SIGINT reach the server and its graceful drain."""
     args = server_argv(python, argv)
-    env = {**os.environ, "VIRTUAL_ENV": os.path.dirname(os.path.dirname(python)),
-           "PATH": os.pathsep.join([os.path.dirname(python), os.environ.get("PATH", "")])}  # fmt: skip
+    env = {
+        **os.environ,
+        "VIRTUAL_ENV": os.path.dirname(os.path.dirname(python)),
+        "PATH": os.pathsep.join([os.path.dirname(python), os.environ.get("PATH", "")]),
+    }
     sys.stdout.flush()
     sys.stderr.flush()
     os.execve(python, args, env)

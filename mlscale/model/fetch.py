@@ -24,8 +24,10 @@ def fetch_model(uri: str, dst_path: str) -> str:
         return download_model(uri)
     child = subprocess.run(
         [sys.executable, "-m", "mlscale.model.fetch", uri, dst_path],
-        stdout=subprocess.PIPE, text=True, check=False,
-    )  # fmt: skip
+        stdout=subprocess.PIPE,
+        text=True,
+        check=False,
+    )
     try:
         answer = json.loads(child.stdout.strip().splitlines()[-1])
     except (IndexError, json.JSONDecodeError):

@@ -51,8 +51,9 @@ def simulation_text(summary: dict) -> str:
     parts = [f"{summary.get('max_pods_pending', 0)} pods Pending at most"]
     pods = pod_scale_up(summary)
     if pods is not None:
-        parts.append(f"the HPA scaled the pods from {pods[0]} to {pods[1]} replicas in "
-                     f"{pods[2] / 60:.1f} min")  # fmt: skip
+        parts.append(
+            f"the HPA scaled the pods from {pods[0]} to {pods[1]} replicas in {pods[2] / 60:.1f} min"
+        )
     up = summary.get("scale_up_delay_s")
     if up is not None:
         parts.append(f"first node Ready {up:.0f} s after the first pod went Pending")
@@ -72,25 +73,36 @@ def headline_rows(results: dict) -> list[tuple[str, str]]:
     compare = results.get("compare")
     if compare:
         bound = "at least " if compare.get("lower_bound") else ""
-        rows.append((
-            "speed-up over mlflow models serve",
-            f"{bound}{compare['speedup']:.1f}x ({compare['mlscale']['rps']:.0f} against "
-            f"{compare['mlflow']['rps']:.0f} requests/s, {compare['users']} users, one core each)",
-        ))  # fmt: skip
+        rows.append(
+            (
+                "speed-up over mlflow models serve",
+                f"{bound}{compare['speedup']:.1f}x ({compare['mlscale']['rps']:.0f} against "
+                f"{compare['mlflow']['rps']:.0f} requests/s, {compare['users']} users, one core each)",
+            )
+        )
     plan = results.get("plan")
     if plan and plan.get("sizing"):
         sizing = plan["sizing"]
         per_core = sizing["capacity_per_pod"] / sizing["cpu_per_pod"]
-        rows.append(("users per core at the SLA",
-                     f"{per_core:.0f} (a pod of {sizing['cpu_per_pod']:g} CPU carries "
-                     f"{sizing['capacity_per_pod']:g} users at {plan['sla']['expr']}; "
-                     "the reference scenario: about 10)"))  # fmt: skip
+        rows.append(
+            (
+                "users per core at the SLA",
+                f"{per_core:.0f} (a pod of {sizing['cpu_per_pod']:g} CPU carries "
+                f"{sizing['capacity_per_pod']:g} users at {plan['sla']['expr']}; "
+                "the reference scenario: about 10)",
+            )
+        )
         rows.append(("sizing", sizing["sentence"]))
     loadtest = results.get("loadtest")
     if loadtest:
-        rows.append(("stepped load test", f"{loadtest['requests']} requests, "
-                     f"{loadtest['failures']} failed, p50 {_fmt(loadtest['p50_ms'], '.1f')} ms, "
-                     f"p95 {_fmt(loadtest['p95_ms'], '.1f')} ms"))  # fmt: skip
+        rows.append(
+            (
+                "stepped load test",
+                f"{loadtest['requests']} requests, "
+                f"{loadtest['failures']} failed, p50 {_fmt(loadtest['p50_ms'], '.1f')} ms, "
+                f"p95 {_fmt(loadtest['p95_ms'], '.1f')} ms",
+            )
+        )
     rows.extend(_simulation_rows(results.get("simulate", {})))
     k8s = results.get("k8s")
     if k8s:
@@ -106,21 +118,25 @@ def _links(out_dir: str) -> list[tuple[str, str]]:
         ("Plan (JSON)", "plan/plan.json"),
         ("Kubernetes overlay (kustomization)", "k8s/kustomization.yaml"),
         ("Simulation: HPA on a full cluster", "simulate/reference-hpa/report.html"),
-        ("Simulation: with the cluster autoscaler",
-         "simulate/reference-cluster-autoscaler/report.html"),
+        ("Simulation: with the cluster autoscaler", "simulate/reference-cluster-autoscaler/report.html"),
         ("mlscale against mlflow models serve (JSON)", "compare/compare.json"),
         ("Server log", "serve.log"),
-    ]  # fmt: skip
+    ]
     return [(name, path) for name, path in candidates if os.path.exists(os.path.join(out_dir, path))]
 
 
 def render_index(out_dir: str, results: dict) -> str:
-    headline = "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(v)}</td></tr>"
-                       for k, v in headline_rows(results))  # fmt: skip
-    links = "".join(f'<li><a href="{html.escape(path)}">{html.escape(name)}</a></li>'
-                    for name, path in _links(out_dir))  # fmt: skip
-    quick = (" <b>Quick demo</b>: every step shortened; the figures have wide error bars."
-             if results.get("quick") else "")  # fmt: skip
+    headline = "".join(
+        f"<tr><th>{html.escape(k)}</th><td>{html.escape(v)}</td></tr>" for k, v in headline_rows(results)
+    )
+    links = "".join(
+        f'<li><a href="{html.escape(path)}">{html.escape(name)}</a></li>' for name, path in _links(out_dir)
+    )
+    quick = (
+        " <b>Quick demo</b>: every step shortened; the figures have wide error bars."
+        if results.get("quick")
+        else ""
+    )
     seconds = results.get("seconds")
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>mlscale demo</title>
@@ -128,7 +144,7 @@ def render_index(out_dir: str, results: dict) -> str:
 table {{ border-collapse: collapse; }} th, td {{ border: 1px solid #ccc; padding: 6px 12px;
 text-align: left; vertical-align: top; }}</style></head>
 <body><h1>mlscale demo</h1>
-<p>The reference scenario on this machine: {html.escape(results.get('model_uri', ''))}
+<p>The reference scenario on this machine: {html.escape(results.get("model_uri", ""))}
 trained, served, load-tested, planned, rendered for Kubernetes and simulated
 in {_fmt(seconds)} s.{quick}</p>
 <table>{headline}</table>

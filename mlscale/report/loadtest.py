@@ -30,18 +30,30 @@ def _stage_marks(figure: go.Figure, shape: Shape) -> None:
 def latency_figure(rows: list[dict], shape: Shape) -> go.Figure:
     x = [r["elapsed_s"] for r in rows]
     figure = make_subplots(specs=[[{"secondary_y": True}]])
-    figure.add_trace(go.Scatter(x=x, y=[r["p50_ms"] for r in rows], name="median (ms)",
-                                line_color=MEDIAN))  # fmt: skip
-    figure.add_trace(go.Scatter(x=x, y=[r["p95_ms"] for r in rows], name="p95 (ms)",
-                                line_color=P95))  # fmt: skip
-    figure.add_trace(go.Scatter(x=x, y=[r["p99_ms"] for r in rows], name="p99 (ms)",
-                                line_color="#d62728", line_dash="dot", visible="legendonly"))
+    figure.add_trace(go.Scatter(x=x, y=[r["p50_ms"] for r in rows], name="median (ms)", line_color=MEDIAN))
+    figure.add_trace(go.Scatter(x=x, y=[r["p95_ms"] for r in rows], name="p95 (ms)", line_color=P95))
+    figure.add_trace(
+        go.Scatter(
+            x=x,
+            y=[r["p99_ms"] for r in rows],
+            name="p99 (ms)",
+            line_color="#d62728",
+            line_dash="dot",
+            visible="legendonly",
+        )
+    )
     load_key = "users" if shape.kind == "users" else "target_rps"
     figure.add_trace(
-        go.Scatter(x=x, y=[r[load_key] for r in rows], name=load_key.replace("_", " "),
-                   line_color="#1f77b4", line_shape="hv", opacity=0.6),
+        go.Scatter(
+            x=x,
+            y=[r[load_key] for r in rows],
+            name=load_key.replace("_", " "),
+            line_color="#1f77b4",
+            line_shape="hv",
+            opacity=0.6,
+        ),
         secondary_y=True,
-    )  # fmt: skip
+    )
     _stage_marks(figure, shape)
     figure.update_layout(title="Response time over time", xaxis_title="seconds")
     figure.update_yaxes(title_text="milliseconds", secondary_y=False, rangemode="tozero")
@@ -53,8 +65,9 @@ def throughput_figure(rows: list[dict], shape: Shape) -> go.Figure:
     x = [r["elapsed_s"] for r in rows]
     figure = go.Figure()
     figure.add_trace(go.Scatter(x=x, y=[r["rps"] for r in rows], name="requests/s"))
-    figure.add_trace(go.Scatter(x=x, y=[r["failures_per_s"] for r in rows], name="failures/s",
-                                line_color="#d62728"))  # fmt: skip
+    figure.add_trace(
+        go.Scatter(x=x, y=[r["failures_per_s"] for r in rows], name="failures/s", line_color="#d62728")
+    )
     _stage_marks(figure, shape)
     figure.update_layout(title="Requests and failures per second", xaxis_title="seconds")
     figure.update_yaxes(rangemode="tozero")
@@ -65,10 +78,14 @@ def resources_figure(rows: list[dict], shape: Shape) -> go.Figure:
     x = [r["elapsed_s"] for r in rows]
     figure = make_subplots(specs=[[{"secondary_y": True}]])
     figure.add_trace(go.Scatter(x=x, y=[r["server_cpu"] for r in rows], name="server CPU (cores)"))
-    figure.add_trace(go.Scatter(x=x, y=[r["generator_cpu"] for r in rows],
-                                name="load generator CPU (cores)", line_dash="dot"))  # fmt: skip
-    figure.add_trace(go.Scatter(x=x, y=[r["server_rss_mb"] for r in rows],
-                                name="server memory (MB)"), secondary_y=True)  # fmt: skip
+    figure.add_trace(
+        go.Scatter(
+            x=x, y=[r["generator_cpu"] for r in rows], name="load generator CPU (cores)", line_dash="dot"
+        )
+    )
+    figure.add_trace(
+        go.Scatter(x=x, y=[r["server_rss_mb"] for r in rows], name="server memory (MB)"), secondary_y=True
+    )
     _stage_marks(figure, shape)
     figure.update_layout(title="Server CPU and memory", xaxis_title="seconds")
     figure.update_yaxes(title_text="cores", secondary_y=False, rangemode="tozero")
@@ -83,10 +100,12 @@ def internals_figure(rows: list[dict], shape: Shape) -> go.Figure | None:
     x = [r["elapsed_s"] for r in rows]
     figure = make_subplots(specs=[[{"secondary_y": True}]])
     figure.add_trace(go.Scatter(x=x, y=[r["in_flight"] for r in rows], name="in flight"))
-    figure.add_trace(go.Scatter(x=x, y=[r["batch_rows"] for r in rows], name="rows per predict call",
-                                line_dash="dot"))  # fmt: skip
-    figure.add_trace(go.Scatter(x=x, y=[r["queue_wait_ms"] for r in rows],
-                                name="queue wait (ms, mean)"), secondary_y=True)  # fmt: skip
+    figure.add_trace(
+        go.Scatter(x=x, y=[r["batch_rows"] for r in rows], name="rows per predict call", line_dash="dot")
+    )
+    figure.add_trace(
+        go.Scatter(x=x, y=[r["queue_wait_ms"] for r in rows], name="queue wait (ms, mean)"), secondary_y=True
+    )
     _stage_marks(figure, shape)
     figure.update_layout(title="Inside the server (its /metrics)", xaxis_title="seconds")
     figure.update_yaxes(title_text="requests / rows", secondary_y=False, rangemode="tozero")
@@ -97,15 +116,24 @@ def internals_figure(rows: list[dict], shape: Shape) -> go.Figure | None:
 def distribution_figure(store: Store) -> go.Figure:
     points = latency_distribution(store)
     figure = go.Figure()
-    figure.add_trace(go.Scatter(
-        x=[100 / max(100 - q, 1e-4) for q, _ in points], y=[ms for _, ms in points],
-        text=[f"p{q:.4g}" for q, _ in points], hovertemplate="%{text}: %{y} ms",
-        name="latency", line_color=P95,
-    ))  # fmt: skip
+    figure.add_trace(
+        go.Scatter(
+            x=[100 / max(100 - q, 1e-4) for q, _ in points],
+            y=[ms for _, ms in points],
+            text=[f"p{q:.4g}" for q, _ in points],
+            hovertemplate="%{text}: %{y} ms",
+            name="latency",
+            line_color=P95,
+        )
+    )
     ticks = [(50, "50%"), (90, "90%"), (99, "99%"), (99.9, "99.9%"), (99.99, "99.99%")]
     figure.update_layout(title="Latency distribution (whole run)", yaxis_title="milliseconds")
-    figure.update_xaxes(type="log", tickvals=[100 / (100 - q) for q, _ in ticks],
-                        ticktext=[t for _, t in ticks], title_text="percentile")  # fmt: skip
+    figure.update_xaxes(
+        type="log",
+        tickvals=[100 / (100 - q) for q, _ in ticks],
+        ticktext=[t for _, t in ticks],
+        title_text="percentile",
+    )
     return figure
 
 
@@ -120,15 +148,18 @@ def _fmt(value: object, unit: str = "") -> str:
 def _summary_html(summary: dict) -> str:
     latency = summary["latency_ms"]
     cells = [
-        ("requests", _fmt(summary["requests"])), ("failures", _fmt(summary["failures"])),
+        ("requests", _fmt(summary["requests"])),
+        ("failures", _fmt(summary["failures"])),
         ("requests/s", _fmt(summary["rps"])),
         *[(name, _fmt(latency[name], " ms")) for name in ("p50", "p90", "p95", "p99", "p999", "max")],
-    ]  # fmt: skip
+    ]
     head = "".join(f"<th>{html.escape(k)}</th>" for k, _ in cells)
     body = "".join(f"<td>{v}</td>" for _, v in cells)
     verdict = "valid" if summary["valid"] else "INVALID"
-    parts = [f"<table><tr>{head}</tr><tr>{body}</tr></table>",
-             f"<p class='{verdict.lower()}'>Measurement: <b>{verdict}</b></p>"]  # fmt: skip
+    parts = [
+        f"<table><tr>{head}</tr><tr>{body}</tr></table>",
+        f"<p class='{verdict.lower()}'>Measurement: <b>{verdict}</b></p>",
+    ]
     for problem in summary["problems"]:
         parts.append(f"<p class='invalid'>⚠ {html.escape(problem)}</p>")
     if summary.get("sla"):
@@ -138,7 +169,8 @@ def _summary_html(summary: dict) -> str:
     if summary["errors"]:
         rows = "".join(
             f"<tr><td>{html.escape(e['kind'])}</td><td>{html.escape(e['error'])}</td>"
-            f"<td>{e['count']:,}</td></tr>" for e in summary["errors"]
+            f"<td>{e['count']:,}</td></tr>"
+            for e in summary["errors"]
         )
         parts.append(f"<table><tr><th>request</th><th>error</th><th>count</th></tr>{rows}</table>")
     return "\n".join(parts)
@@ -162,15 +194,14 @@ def render_report(summary: dict, rows: list[dict], store: Store, shape: Shape) -
     ]
     figures = [f for f in figures if f is not None]
     charts = "\n".join(
-        f.to_html(full_html=False, include_plotlyjs=False, config={"displaylogo": False})
-        for f in figures
+        f.to_html(full_html=False, include_plotlyjs=False, config={"displaylogo": False}) for f in figures
     )
     config = html.escape(json.dumps(summary["config"], indent=2))
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>mlscale load test</title>
 <style>{_STYLE}</style>
 <script>{get_plotlyjs()}</script></head>
-<body><h1>Load test of {html.escape(summary['config']['host'])}</h1>
+<body><h1>Load test of {html.escape(summary["config"]["host"])}</h1>
 {_summary_html(summary)}
 {charts}
 <details><summary>Configuration</summary><pre>{config}</pre></details>

@@ -18,16 +18,24 @@ def _latency_figure(plan: dict) -> go.Figure:
     for measurement in plan["measurements"]:
         steps = sorted((s for s in measurement["steps"] if s["valid"]), key=lambda s: s["load"])
         label = f"{measurement['cpu']:g} CPU × {measurement['workers']} worker(s)"
-        figure.add_trace(go.Scatter(x=[s["load"] for s in steps], y=[s["latency_ms"] for s in steps],
-                                    mode="lines+markers", name=label))  # fmt: skip
+        figure.add_trace(
+            go.Scatter(
+                x=[s["load"] for s in steps],
+                y=[s["latency_ms"] for s in steps],
+                mode="lines+markers",
+                name=label,
+            )
+        )
     limit = plan["sla"].get("limit_ms")
     percentile = plan["sla"]["percentile"] or "p95"
     if limit is not None:
         figure.add_hline(y=limit, line_dash="dash", line_color="#d62728", annotation_text="SLA")
     kind = plan["load_model"]["kind"]
-    figure.update_layout(title=f"{percentile} against load, per pod size",
-                         xaxis_title="concurrent users" if kind == "users" else "requests/s",
-                         yaxis_title="milliseconds")  # fmt: skip
+    figure.update_layout(
+        title=f"{percentile} against load, per pod size",
+        xaxis_title="concurrent users" if kind == "users" else "requests/s",
+        yaxis_title="milliseconds",
+    )
     return figure
 
 
@@ -40,12 +48,21 @@ def _throughput_figure(plan: dict) -> go.Figure | None:
     top = max(max(c for c, _ in points) * 2, max((p["cpu"] for p in model.get("predicted", [])), default=0))
     xs = [top * i / 50 for i in range(1, 51)]
     figure = go.Figure()
-    figure.add_trace(go.Scatter(x=xs, y=[fit.throughput(x) for x in xs], name="fitted (USL, CFS quota below a core)"))
-    figure.add_trace(go.Scatter(x=[c for c, _ in points], y=[r for _, r in points],
-                                mode="markers", name="measured at the SLA",
-                                marker={"size": 10}))  # fmt: skip
-    figure.update_layout(title="Throughput at the SLA against CPU per pod",
-                         xaxis_title="cores", yaxis_title="requests/s")  # fmt: skip
+    figure.add_trace(
+        go.Scatter(x=xs, y=[fit.throughput(x) for x in xs], name="fitted (USL, CFS quota below a core)")
+    )
+    figure.add_trace(
+        go.Scatter(
+            x=[c for c, _ in points],
+            y=[r for _, r in points],
+            mode="markers",
+            name="measured at the SLA",
+            marker={"size": 10},
+        )
+    )
+    figure.update_layout(
+        title="Throughput at the SLA against CPU per pod", xaxis_title="cores", yaxis_title="requests/s"
+    )
     return figure
 
 
@@ -56,19 +73,27 @@ def _sizing_table(sizing: dict) -> str:
     rows = [
         ("target", f"{sizing['target']:g} {unit}"),
         ("capacity of one pod at the SLA", f"{sizing['capacity_per_pod']:g} {unit}"),
-        ("pod", f"{sizing['cpu_per_pod']:g} CPU (request = limit), "
-                f"{sizing['workers_per_pod']} worker(s), {sizing.get('memory_per_pod_mib', 512):.0f} Mi"
-                + (f" ({sizing['memory_reason']})" if sizing.get("memory_reason") else "")),
-        ("pods at the target (CPU at most "
-         f"{hpa['target_cpu_utilization']} %)", str(sizing["pods"])),
+        (
+            "pod",
+            f"{sizing['cpu_per_pod']:g} CPU (request = limit), "
+            f"{sizing['workers_per_pod']} worker(s), {sizing.get('memory_per_pod_mib', 512):.0f} Mi"
+            + (f" ({sizing['memory_reason']})" if sizing.get("memory_reason") else ""),
+        ),
+        (f"pods at the target (CPU at most {hpa['target_cpu_utilization']} %)", str(sizing["pods"])),
         ("cores", f"{sizing['cores']:g}"),
-        ("nodes", f"{sizing['nodes']} × {sizing['node_type']} "
-                  f"({sizing['pods_per_node']} pods per node after reservations and DaemonSets)"),
-        ("HPA", f"min {hpa['min_replicas']}, max {hpa['max_replicas']}, "
-                f"target CPU {hpa['target_cpu_utilization']} %"
-                + (f" ({sizing['hpa_target_reason']})" if sizing.get("hpa_target_reason") else "")),
+        (
+            "nodes",
+            f"{sizing['nodes']} × {sizing['node_type']} "
+            f"({sizing['pods_per_node']} pods per node after reservations and DaemonSets)",
+        ),
+        (
+            "HPA",
+            f"min {hpa['min_replicas']}, max {hpa['max_replicas']}, "
+            f"target CPU {hpa['target_cpu_utilization']} %"
+            + (f" ({sizing['hpa_target_reason']})" if sizing.get("hpa_target_reason") else ""),
+        ),
         ("cost per month", f"{cost:,.0f}" if cost is not None else "– (give --price-per-node-hour)"),
-    ]  # fmt: skip
+    ]
     cells = "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(v)}</td></tr>" for k, v in rows)
     return f"<h2>Sizing</h2><table>{cells}</table>"
 
@@ -105,10 +130,14 @@ def _model_text(model: dict) -> str:
     elif model.get("note"):
         parts.append(f"<p>Model: {html.escape(model['note'])}.</p>")
     if model.get("predicted"):
-        cells = "".join(f"<tr><td>{p['cpu']:g}</td><td>{p['max_load']:.0f}</td>"
-                        f"<td>{p['max_rps']:.1f}</td></tr>" for p in model["predicted"])  # fmt: skip
-        parts.append("<table><tr><th>CPU per pod</th><th>predicted max load</th>"
-                      f"<th>requests/s</th></tr>{cells}</table>")  # fmt: skip
+        cells = "".join(
+            f"<tr><td>{p['cpu']:g}</td><td>{p['max_load']:.0f}</td><td>{p['max_rps']:.1f}</td></tr>"
+            for p in model["predicted"]
+        )
+        parts.append(
+            "<table><tr><th>CPU per pod</th><th>predicted max load</th>"
+            f"<th>requests/s</th></tr>{cells}</table>"
+        )
     return "<h2>Model</h2>" + "".join(parts) if parts else ""
 
 
@@ -126,16 +155,19 @@ def render_plan(plan: dict) -> str:
         f"<td>{', '.join(f'{x:g}' for x in m.get('few_requests_at') or []) or '–'}</td></tr>"
         for m in plan["measurements"]
     )
-    quick = ("<p><b>Quick plan</b>: short steps and a coarse search (±25 % on each "
-             "capacity); run without --quick for a plan to size a cluster on.</p>"
-             if plan["quick"] else "")  # fmt: skip
+    quick = (
+        "<p><b>Quick plan</b>: short steps and a coarse search (±25 % on each "
+        "capacity); run without --quick for a plan to size a cluster on.</p>"
+        if plan["quick"]
+        else ""
+    )
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>mlscale plan</title>
 <style>body {{ font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1100px; }}
 table {{ border-collapse: collapse; margin: 1em 0; }}
 td, th {{ border: 1px solid #ccc; padding: 4px 10px; text-align: left; }}</style>
 <script>{get_plotlyjs()}</script></head>
-<body><h1>Capacity plan at {html.escape(plan['sla']['expr'])}</h1>
+<body><h1>Capacity plan at {html.escape(plan["sla"]["expr"])}</h1>
 <p style="font-size: 1.3em"><b>{sentence}</b></p>{quick}
 {_sizing_table(sizing) if sizing else ""}
 <h2>Measured</h2>

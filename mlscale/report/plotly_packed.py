@@ -101,13 +101,17 @@ def packed_plotlyjs() -> str:
 def chart(figure: go.Figure, element_id: str) -> str:
     """A chart's place and its figure as JSON (plotly escapes "<", ">" and "/" in it)."""
     height = figure.layout.height or 500
-    return (f'<div id="{html.escape(element_id)}" style="height:{int(height)}px; width:100%;"></div>\n'
-            f'<script type="application/json" data-plotly-figure="{html.escape(element_id)}">'
-            f"{figure.to_json()}</script>")  # fmt: skip
+    return (
+        f'<div id="{html.escape(element_id)}" style="height:{int(height)}px; width:100%;"></div>\n'
+        f'<script type="application/json" data-plotly-figure="{html.escape(element_id)}">'
+        f"{figure.to_json()}</script>"
+    )
 
 
 def library() -> str:
     """plotly.js packed, and the script that unpacks it and draws the charts: once a
     page, after its charts."""
-    return (f'<script type="text/plain" id="plotly-packed">{packed_plotlyjs()}</script>\n'
-            f"<script>{_LOADER}</script>")
+    return (
+        f'<script type="text/plain" id="plotly-packed">{packed_plotlyjs()}</script>\n'
+        f"<script>{_LOADER}</script>"
+    )

@@ -28,8 +28,15 @@ P95 = "#ff7f0e"  # the reference's orange
 # a bucket a pixel, two points a bucket at most.
 _BUCKETS = 850
 _ROW_PIXELS = 150  # the height of the smaller subplots
-_INTEGER_COLUMNS = {"pods_desired", "pods_ready", "pods_pending", "pods_starting", "nodes", "nodes_provisioning",
-                    "nodes_billed"}  # fmt: skip
+_INTEGER_COLUMNS = {
+    "pods_desired",
+    "pods_ready",
+    "pods_pending",
+    "pods_starting",
+    "nodes",
+    "nodes_provisioning",
+    "nodes_billed",
+}
 _EVENT_STYLE = {
     "hpa_scale": ("HPA scales", "#1f77b4", "triangle-up"),
     "manual_scale": ("replicas set by hand", "#1f77b4", "diamond"),
@@ -70,7 +77,9 @@ def envelope(values: np.ndarray, buckets: int = _BUCKETS, *, log: bool = False) 
             half_pixel = (finite.max() - finite.min()) / (2 * _ROW_PIXELS) if len(finite) else 0.0
             both = (low != high) & ~(scaled[rows, high] - scaled[rows, low] <= half_pixel)
         base = rows * step
-        pairs = np.stack([base + np.where(both, np.minimum(low, high), high), base + np.maximum(low, high)], axis=1)
+        pairs = np.stack(
+            [base + np.where(both, np.minimum(low, high), high), base + np.maximum(low, high)], axis=1
+        )
         keep = np.ones(pairs.shape, dtype=bool)
         keep[:, 1] = both
         # A bucket with ticks of no value (NaN: no pod serving) also gives the first of
@@ -100,41 +109,113 @@ def _line(run, column: str, *, log: bool = False, **style) -> go.Scatter:
 def timeline_figure(run, summary: dict) -> go.Figure:
     settings = run.settings
     figure = make_subplots(
-        rows=6, cols=1, shared_xaxes=True, vertical_spacing=0.025,
+        rows=6,
+        cols=1,
+        shared_xaxes=True,
+        vertical_spacing=0.025,
         row_heights=[0.09, 0.17, 0.19, 0.15, 0.17, 0.23],
         subplot_titles=("events", "load", "pods", "nodes", "CPU", "latency"),
-    )  # fmt: skip
+    )
     unit = "users" if run.kind == "users" else "requests/s"
     lines = [
         (2, _line(run, "load", name=f"load ({unit})", line_color="#1f77b4", line_shape="hv")),
-        (3, _line(run, "pods_desired", name="desired (spec.replicas)", line_color="#7f7f7f", line_dash="dash",
-                  line_shape="hv")),
+        (
+            3,
+            _line(
+                run,
+                "pods_desired",
+                name="desired (spec.replicas)",
+                line_color="#7f7f7f",
+                line_dash="dash",
+                line_shape="hv",
+            ),
+        ),
         (3, _line(run, "pods_ready", name="ready", line_color="#2ca02c", line_shape="hv")),
-        (3, _line(run, "pods_starting", name="starting", line_color="#bcbd22", line_dash="dot", line_shape="hv")),
-        (3, _line(run, "pods_pending", name="Pending (unschedulable)", line_color="#d62728", line_shape="hv")),
+        (
+            3,
+            _line(
+                run, "pods_starting", name="starting", line_color="#bcbd22", line_dash="dot", line_shape="hv"
+            ),
+        ),
+        (
+            3,
+            _line(run, "pods_pending", name="Pending (unschedulable)", line_color="#d62728", line_shape="hv"),
+        ),
         (4, _line(run, "nodes", name="nodes Ready", line_color="#9467bd", line_shape="hv")),
-        (4, _line(run, "nodes_billed", name="nodes billed", line_dash="dot", line_color="#8c564b", line_shape="hv")),
+        (
+            4,
+            _line(
+                run,
+                "nodes_billed",
+                name="nodes billed",
+                line_dash="dot",
+                line_color="#8c564b",
+                line_shape="hv",
+            ),
+        ),
         (5, _line(run, "cpu_utilization", name="pod CPU (% of request)", line_color="#ff7f0e")),
-        (5, _line(run, "hpa_metric", name="what the HPA saw", line_color="#1f77b4", line_dash="dot",
-                  line_shape="hv")),
-        (5, _line(run, "node_cpu_utilization", name="node CPU (% allocatable)", line_color="#8c564b",
-                  visible="legendonly")),
+        (
+            5,
+            _line(
+                run,
+                "hpa_metric",
+                name="what the HPA saw",
+                line_color="#1f77b4",
+                line_dash="dot",
+                line_shape="hv",
+            ),
+        ),
+        (
+            5,
+            _line(
+                run,
+                "node_cpu_utilization",
+                name="node CPU (% allocatable)",
+                line_color="#8c564b",
+                visible="legendonly",
+            ),
+        ),
         (6, _line(run, "p50_ms", log=True, name="median (ms)", line_color=MEDIAN)),
         (6, _line(run, "p95_ms", log=True, name="p95 (ms)", line_color=P95)),
-    ]  # fmt: skip
+    ]
     if run.kind == "users":
-        lines.insert(1, (2, _line(run, "rps", name="served (requests/s)", line_dash="dot", line_color="#17becf",
-                                  visible="legendonly")))  # fmt: skip
+        lines.insert(
+            1,
+            (
+                2,
+                _line(
+                    run,
+                    "rps",
+                    name="served (requests/s)",
+                    line_dash="dot",
+                    line_color="#17becf",
+                    visible="legendonly",
+                ),
+            ),
+        )
     if run.sla_column not in ("p50_ms", "p95_ms"):
-        lines.append((6, _line(run, run.sla_column, log=True, name=run.sla_column.replace("_", " "),
-                               line_color="#d62728")))  # fmt: skip
+        lines.append(
+            (
+                6,
+                _line(
+                    run, run.sla_column, log=True, name=run.sla_column.replace("_", " "), line_color="#d62728"
+                ),
+            )
+        )
     for row, line in lines:
         figure.add_trace(line, row=row, col=1)
     hpa = settings.hpa if settings.manual is None else None
     if hpa is not None and hpa.metric == "cpu":
         figure.add_hline(y=hpa.target, line_dash="dash", line_color="#999", row=5, col=1)
-    figure.add_hline(y=settings.sla.limit_ms, line_dash="dash", line_color="#d62728", row=6, col=1,
-                     annotation_text=f"SLA {settings.sla.expr}", annotation_position="top left")  # fmt: skip
+    figure.add_hline(
+        y=settings.sla.limit_ms,
+        line_dash="dash",
+        line_color="#d62728",
+        row=6,
+        col=1,
+        annotation_text=f"SLA {settings.sla.expr}",
+        annotation_position="top left",
+    )
     _event_markers(figure, summary["events"])
     figure.update_yaxes(type="log", title_text="ms", row=6, col=1)
     figure.update_yaxes(rangemode="tozero", row=2, col=1)
@@ -143,8 +224,12 @@ def timeline_figure(run, summary: dict) -> go.Figure:
     figure.update_yaxes(rangemode="tozero", title_text="%", row=5, col=1)
     figure.update_yaxes(showticklabels=False, row=1, col=1)
     figure.update_xaxes(title_text="minutes", row=6, col=1)
-    figure.update_layout(height=1150, title=f"Simulated cluster{_resolution_note(run)}", hovermode="x unified",
-                         legend={"tracegroupgap": 4})  # fmt: skip
+    figure.update_layout(
+        height=1150,
+        title=f"Simulated cluster{_resolution_note(run)}",
+        hovermode="x unified",
+        legend={"tracegroupgap": 4},
+    )
     return figure
 
 
@@ -161,17 +246,29 @@ def _event_markers(figure: go.Figure, events: list[dict]) -> None:
     for row, kind in enumerate(kinds):
         label, color, symbol = _EVENT_STYLE[kind]
         chosen = [e for e in events if e["kind"] == kind]
-        figure.add_trace(go.Scatter(
-            x=[e["time_s"] / 60 for e in chosen], y=[row] * len(chosen), mode="markers", name=label,
-            marker={"color": color, "symbol": symbol, "size": 9}, text=[e["detail"] for e in chosen],
-            hovertemplate="%{text}<extra>" + html.escape(label) + "</extra>",
-        ), row=1, col=1)  # fmt: skip
+        figure.add_trace(
+            go.Scatter(
+                x=[e["time_s"] / 60 for e in chosen],
+                y=[row] * len(chosen),
+                mode="markers",
+                name=label,
+                marker={"color": color, "symbol": symbol, "size": 9},
+                text=[e["detail"] for e in chosen],
+                hovertemplate="%{text}<extra>" + html.escape(label) + "</extra>",
+            ),
+            row=1,
+            col=1,
+        )
     # The few events that explain the story get a line through every chart.
     key = [e for e in events if e["kind"] in ("pods_pending", "node_ready", "load_fall", "scale_down")]
     if len(key) <= 30:
         for event in key:
-            figure.add_vline(x=event["time_s"] / 60, line_dash="dot", line_width=1,
-                             line_color=_EVENT_STYLE[event["kind"]][1])  # fmt: skip
+            figure.add_vline(
+                x=event["time_s"] / 60,
+                line_dash="dot",
+                line_width=1,
+                line_color=_EVENT_STYLE[event["kind"]][1],
+            )
 
 
 def _fmt(value, unit: str = "", digits: int = 1) -> str:
@@ -186,8 +283,10 @@ def _summary_html(summary: dict) -> str:
     duration = summary["duration_s"]
     cells = [
         ("SLA", html.escape(summary["sla"]["expr"])),
-        ("time over the SLA", (f"{_fmt(summary['sla_violation_s'], ' s', 0)} "
-                               f"({100 * (1 - summary['sla_met_share']):.1f} %)")),
+        (
+            "time over the SLA",
+            (f"{_fmt(summary['sla_violation_s'], ' s', 0)} ({100 * (1 - summary['sla_met_share']):.1f} %)"),
+        ),
         ("node-hours", _fmt(summary["node_hours"], "", 2)),
         ("cost", f"{summary['cost']:.2f} USD at {summary['price_per_node_hour']:g}/node-hour"),
         ("most pods Pending", _fmt(summary["max_pods_pending"])),
@@ -196,7 +295,7 @@ def _summary_html(summary: dict) -> str:
         ("back to the minimum nodes after the load fell", _minutes(summary["scale_down_s"])),
         ("failed requests", _fmt(summary["failed_requests"], "", 0)),
         ("simulated", _minutes(duration)),
-    ]  # fmt: skip
+    ]
     rows = "".join(f"<tr><th>{html.escape(k)}</th><td>{v}</td></tr>" for k, v in cells)
     return f"<table class='summary'>{rows}</table>"
 
@@ -227,12 +326,12 @@ def render_simulation(run, summary: dict) -> str:
 <body><h1>Simulated autoscaling: {html.escape(title)}</h1>
 <p>{html.escape(description)}</p>
 {_summary_html(summary)}
-<p>Pod: {html.escape(pod['source'])}; M/M/{pod['servers']}, {pod['capacity_rps']:.1f} requests/s at most,
-{pod['cpu_request_m']}m CPU. Cluster: {summary['cluster']['min_nodes']}–{summary['cluster']['max_nodes']}
-{html.escape(summary['cluster']['machine_type'])} nodes, {summary['cluster']['pods_per_node']} pods per new node.</p>
+<p>Pod: {html.escape(pod["source"])}; M/M/{pod["servers"]}, {pod["capacity_rps"]:.1f} requests/s at most,
+{pod["cpu_request_m"]}m CPU. Cluster: {summary["cluster"]["min_nodes"]}–{summary["cluster"]["max_nodes"]}
+{html.escape(summary["cluster"]["machine_type"])} nodes, {summary["cluster"]["pods_per_node"]} pods per new node.</p>
 {chart}
 <details><summary>Policy (the manifest's values)</summary><pre>{policy}</pre></details>
-<details><summary>Events ({len(summary['events'])})</summary><pre>{html.escape(_events_text(summary['events']))}</pre></details>
+<details><summary>Events ({len(summary["events"])})</summary><pre>{html.escape(_events_text(summary["events"]))}</pre></details>
 {plotly_packed.library()}
 </body></html>
 """
@@ -248,18 +347,33 @@ def write_simulation_report(path: str, run, summary: dict) -> None:
 
 
 def comparison_figure(runs) -> go.Figure:
-    figure = make_subplots(rows=3, cols=1, shared_xaxes=True, vertical_spacing=0.05,
-                           subplot_titles=("load", "pods ready", "p95 (ms)"))  # fmt: skip
+    figure = make_subplots(
+        rows=3,
+        cols=1,
+        shared_xaxes=True,
+        vertical_spacing=0.05,
+        subplot_titles=("load", "pods ready", "p95 (ms)"),
+    )
     first = True
     for run in runs:
         if first:
-            figure.add_trace(_line(run, "load", name="load", line_color="#1f77b4", line_shape="hv"), row=1, col=1)
-            figure.add_hline(y=run.settings.sla.limit_ms, line_dash="dash", line_color="#d62728", row=3, col=1)
+            figure.add_trace(
+                _line(run, "load", name="load", line_color="#1f77b4", line_shape="hv"), row=1, col=1
+            )
+            figure.add_hline(
+                y=run.settings.sla.limit_ms, line_dash="dash", line_color="#d62728", row=3, col=1
+            )
             first = False
-        figure.add_trace(_line(run, "pods_ready", name=f"{run.name}: pods", line_shape="hv", legendgroup=run.name),
-                         row=2, col=1)  # fmt: skip
-        figure.add_trace(_line(run, run.sla_column, log=True, name=f"{run.name}: latency", legendgroup=run.name),
-                         row=3, col=1)  # fmt: skip
+        figure.add_trace(
+            _line(run, "pods_ready", name=f"{run.name}: pods", line_shape="hv", legendgroup=run.name),
+            row=2,
+            col=1,
+        )
+        figure.add_trace(
+            _line(run, run.sla_column, log=True, name=f"{run.name}: latency", legendgroup=run.name),
+            row=3,
+            col=1,
+        )
     figure.update_yaxes(type="log", row=3, col=1)
     figure.update_xaxes(title_text="minutes", row=3, col=1)
     figure.update_layout(height=800, title="Policies side by side", hovermode="x unified")
@@ -281,10 +395,10 @@ def render_comparison(result: dict, runs) -> str:
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>mlscale simulate --compare</title>
 <style>{_STYLE}</style></head>
-<body><h1>Autoscaling policies at {html.escape(result['sla'])}</h1>
-<p style="font-size: 1.2em"><b>{html.escape(result['verdict'])}</b></p>
+<body><h1>Autoscaling policies at {html.escape(result["sla"])}</h1>
+<p style="font-size: 1.2em"><b>{html.escape(result["verdict"])}</b></p>
 <table><tr><th>policy</th><th></th><th>meets the SLA</th><th>s over</th><th>cost (USD)</th><th>node-hours</th>
-<th>most Pending</th><th>HPA manifest values</th></tr>{''.join(rows)}</table>
+<th>most Pending</th><th>HPA manifest values</th></tr>{"".join(rows)}</table>
 {chart}
 {plotly_packed.library()}
 </body></html>

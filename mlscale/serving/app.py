@@ -284,16 +284,17 @@ class ScoringApp:
         model = self.model
         try:
             return generic.parse(
-                body, mime, model.pyfunc, model.input_schema,
+                body,
+                mime,
+                model.pyfunc,
+                model.input_schema,
                 accept_legacy_split=self.settings.accept_legacy_split,
-            )  # fmt: skip
+            )
         # MLflow's parser lets these escape, and its server answers 500: a client's
         # body nested thousands deep (Python's json recurses) or an integer of
         # more than 4,300 digits (Python's limit on converting one) is bad input.
         except RecursionError as exc:
-            raise MlflowInvalidInputException(
-                "The JSON document is nested too deeply to be parsed."
-            ) from exc
+            raise MlflowInvalidInputException("The JSON document is nested too deeply to be parsed.") from exc
         except ValueError as exc:
             first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
             raise MlflowInvalidInputException(

@@ -50,7 +50,6 @@ class BearerToken:
     def refusal(authorization: bytes | None) -> Unauthenticated:
         if authorization is None:
             return Unauthenticated(
-                "This server requires a bearer token: send the header "
-                "'Authorization: Bearer <token>'."
+                "This server requires a bearer token: send the header 'Authorization: Bearer <token>'."
             )
         return Unauthenticated("The bearer token is missing or wrong.")

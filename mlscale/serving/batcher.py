@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import time
 from collections.abc import Callable, Hashable, Sequence
 from concurrent.futures import Executor
@@ -87,10 +88,8 @@ class Batcher:
     async def stop(self) -> None:
         if self._task is not None:
             self._task.cancel()
-            try:
+            with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-            except asyncio.CancelledError:
-                pass
             self._task = None
         for pending in self._queue:
             if not pending.future.done():
@@ -131,9 +130,7 @@ class Batcher:
             if pending.future.done():  # cancelled while queued: drop its work
                 queue.popleft()
                 continue
-            if batch and (
-                pending.key != batch[0].key or rows + pending.rows > self._settings.max_batch_rows
-            ):
+            if batch and (pending.key != batch[0].key or rows + pending.rows > self._settings.max_batch_rows):
                 break
             queue.popleft()
             batch.append(pending)
@@ -147,10 +144,8 @@ class Batcher:
             if remaining <= 0:
                 break
             self._wakeup.clear()
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wakeup.wait(), remaining)
-            except TimeoutError:
-                pass
             before = len(batch)
             batch = self._take_batch(batch)
             if len(batch) == before and self._queue:

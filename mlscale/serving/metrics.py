@@ -30,8 +30,23 @@ MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 CONTENT_TYPE = b"text/plain; version=0.0.4; charset=utf-8"
 
 _LATENCY_BUCKETS = (
-    0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
-)  # fmt: skip
+    0.0005,
+    0.001,
+    0.002,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+    30.0,
+    60.0,
+)
 _SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096, 16384, 65536)
 
 
@@ -50,48 +65,63 @@ class Metrics:
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
         self.requests = Counter(
-            "mlscale_requests", "Requests answered, by endpoint and HTTP status.",
-            ["endpoint", "status"], registry=r,
-        )  # fmt: skip
+            "mlscale_requests",
+            "Requests answered, by endpoint and HTTP status.",
+            ["endpoint", "status"],
+            registry=r,
+        )
         self.latency = Histogram(
             "mlscale_request_duration_seconds",
             "Time from the request's arrival to its answer, for /invocations.",
-            buckets=_LATENCY_BUCKETS, registry=r,
-        )  # fmt: skip
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
         self.queue_wait = Histogram(
             "mlscale_queue_wait_seconds",
             "Time a request waited in the batch queue before its predict call started.",
-            ["path"], buckets=_LATENCY_BUCKETS, registry=r,
-        )  # fmt: skip
+            ["path"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
         self.predict = Histogram(
             "mlscale_predict_duration_seconds",
             "Duration of one predict call (one batch), including encoding the answers.",
-            ["path"], buckets=_LATENCY_BUCKETS, registry=r,
-        )  # fmt: skip
+            ["path"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
         self.batch_rows = Histogram(
-            "mlscale_batch_rows", "Rows in one predict call.",
-            ["path"], buckets=_SIZE_BUCKETS, registry=r,
-        )  # fmt: skip
+            "mlscale_batch_rows",
+            "Rows in one predict call.",
+            ["path"],
+            buckets=_SIZE_BUCKETS,
+            registry=r,
+        )
         self.batch_requests = Histogram(
-            "mlscale_batch_requests", "Requests merged into one predict call.",
-            ["path"], buckets=_SIZE_BUCKETS[:9], registry=r,
-        )  # fmt: skip
+            "mlscale_batch_requests",
+            "Requests merged into one predict call.",
+            ["path"],
+            buckets=_SIZE_BUCKETS[:9],
+            registry=r,
+        )
         self.in_flight = Gauge(
-            "mlscale_in_flight_requests", "Requests being read, queued or predicted now.",
-            multiprocess_mode="livesum", registry=r,
-        )  # fmt: skip
+            "mlscale_in_flight_requests",
+            "Requests being read, queued or predicted now.",
+            multiprocess_mode="livesum",
+            registry=r,
+        )
         self.model_load = Gauge(
-            "mlscale_model_load_seconds", "Time to load and warm up the model.",
-            multiprocess_mode="max", registry=r,
-        )  # fmt: skip
+            "mlscale_model_load_seconds",
+            "Time to load and warm up the model.",
+            multiprocess_mode="max",
+            registry=r,
+        )
         self._request_children: dict[tuple[str, int], object] = {}
 
     def count(self, endpoint: str, status: int) -> None:
         child = self._request_children.get((endpoint, status))
         if child is None:
-            child = self._request_children[endpoint, status] = self.requests.labels(
-                endpoint, str(status)
-            )
+            child = self._request_children[endpoint, status] = self.requests.labels(endpoint, str(status))
         child.inc()
 
     def observer(self, path: str) -> BatchObserver:

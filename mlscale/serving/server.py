@@ -56,13 +56,18 @@ def build_app(settings: ServeSettings):
 
     fix_mmap_threshold()  # before the model's own buffers are allocated
     model = load_model(settings.model_path or settings.model_uri, native=settings.native)
-    batching = "on" if (model.native_batchable if model.native else model.pyfunc_batchable) else (
-        "off (merged calls did not answer exactly as single ones on sample rows, or no sample)"
+    batching = (
+        "on"
+        if (model.native_batchable if model.native else model.pyfunc_batchable)
+        else ("off (merged calls did not answer exactly as single ones on sample rows, or no sample)")
     )
     logger.info(
         "Model %s loaded in %.2f s; path: %s; batching: %s",
-        settings.model_uri, model.load_seconds, model.path_description, batching,
-    )  # fmt: skip
+        settings.model_uri,
+        model.load_seconds,
+        model.path_description,
+        batching,
+    )
     return ScoringApp(settings, model, Metrics())
 
 

@@ -73,10 +73,14 @@ def unneeded_nodes(*, utilization, pods, free_slots, blocked, threshold: float) 
     return leaving
 
 
-def in_cooldown(now: float, *, last_scale_up: float, last_delete: float, settings: AutoscalerSettings) -> bool:
+def in_cooldown(
+    now: float, *, last_scale_up: float, last_delete: float, settings: AutoscalerSettings
+) -> bool:
     """isScaleDownInCooldown: last event + delay still after now."""
-    return (last_scale_up + settings.scale_down_delay_after_add_s > now
-            or last_delete + settings.scale_down_delay_after_delete_s > now)  # fmt: skip
+    return (
+        last_scale_up + settings.scale_down_delay_after_add_s > now
+        or last_delete + settings.scale_down_delay_after_delete_s > now
+    )
 
 
 class ClusterAutoscaler:
@@ -115,16 +119,21 @@ class ClusterAutoscaler:
 
     def _scale_up(self, now: float) -> bool:
         cluster = self.cluster
-        count = nodes_to_add(unschedulable=cluster.unbound, pods_fit=cluster.shape.pods_fit,
-                             upcoming=cluster.nodes_provisioning,
-                             nodes=cluster.nodes_up + cluster.nodes_provisioning,
-                             max_nodes=self.pool.max_nodes)  # fmt: skip
+        count = nodes_to_add(
+            unschedulable=cluster.unbound,
+            pods_fit=cluster.shape.pods_fit,
+            upcoming=cluster.nodes_provisioning,
+            nodes=cluster.nodes_up + cluster.nodes_provisioning,
+            max_nodes=self.pool.max_nodes,
+        )
         if count <= 0:
             return False
         for _ in range(count):
             cluster.add_node(now)
         self.last_scale_up = now
-        self.say(now, "node_requested", f"{count} node(s) requested for {cluster.unbound} unschedulable pod(s)")
+        self.say(
+            now, "node_requested", f"{count} node(s) requested for {cluster.unbound} unschedulable pod(s)"
+        )
         return True
 
     def _unneeded(self, now: float) -> None:
@@ -137,12 +146,19 @@ class ClusterAutoscaler:
         cpu_used, memory_used = cluster.n_cpu_used[:n], cluster.n_memory_used[:n]
         utilization = np.maximum(cpu_used / shape.cpu_m, memory_used / shape.memory_mib)
         slots_cpu = (shape.cpu_m - cpu_used) // cluster.pod.cpu_request_m
-        slots_memory = ((shape.memory_mib - memory_used) // cluster.pod.memory_request_mib
-                        if cluster.pod.memory_request_mib else slots_cpu)  # fmt: skip
+        slots_memory = (
+            (shape.memory_mib - memory_used) // cluster.pod.memory_request_mib
+            if cluster.pod.memory_request_mib
+            else slots_cpu
+        )
         free = np.where(up, np.maximum(np.minimum(slots_cpu, slots_memory), 0), 0)
-        leaving = unneeded_nodes(utilization=np.where(up, utilization, np.inf), pods=cluster.n_pods[:n],
-                                 free_slots=free, blocked=cluster.n_system[:n] | ~up,
-                                 threshold=self.settings.utilization_threshold)  # fmt: skip
+        leaving = unneeded_nodes(
+            utilization=np.where(up, utilization, np.inf),
+            pods=cluster.n_pods[:n],
+            free_slots=free,
+            blocked=cluster.n_system[:n] | ~up,
+            threshold=self.settings.utilization_threshold,
+        )
         since = cluster.n_unneeded_since[:n]
         since[leaving & np.isnan(since)] = now
         since[~leaving] = np.nan
@@ -155,8 +171,9 @@ class ClusterAutoscaler:
         cluster, settings, pool = self.cluster, self.settings, self.pool
         if cluster.node_version != self._seen:
             self._unneeded(now)
-        if skip_actuation or in_cooldown(now, last_scale_up=self.last_scale_up, last_delete=self.last_delete,
-                                         settings=settings):  # fmt: skip
+        if skip_actuation or in_cooldown(
+            now, last_scale_up=self.last_scale_up, last_delete=self.last_delete, settings=settings
+        ):
             return 0
         allowed = cluster.nodes_up + cluster.nodes_provisioning - pool.min_nodes
         if allowed <= 0 or self._first_unneeded + settings.scale_down_unneeded_s > now:
@@ -171,7 +188,9 @@ class ClusterAutoscaler:
                 cluster.remove_node(int(index), now)
             self.last_delete = now
             unneeded_for = now - float(np.min(since[chosen]))
-            self.say(now, "scale_down", f"removing {len(chosen)} empty node(s), unneeded for {unneeded_for:.0f} s")
+            self.say(
+                now, "scale_down", f"removing {len(chosen)} empty node(s), unneeded for {unneeded_for:.0f} s"
+            )
             return 0
         if now < self.draining_until:
             return 0  # non-empty nodes are drained one at a time
@@ -180,6 +199,9 @@ class ClusterAutoscaler:
         evicted = cluster.remove_node(index, now)
         self.draining_until = now + cluster.pod.termination_s + pool.delete_s
         self.last_delete = now
-        self.say(now, "scale_down", f"draining node {index} ({len(evicted)} pod(s) moved), "
-                 f"unneeded for {now - since[index]:.0f} s")  # fmt: skip
+        self.say(
+            now,
+            "scale_down",
+            f"draining node {index} ({len(evicted)} pod(s) moved), unneeded for {now - since[index]:.0f} s",
+        )
         return len(evicted)

@@ -58,8 +58,11 @@ class NodeShape:
         vcpus, memory_gib = NODE_TYPES[pool.machine_type]
         cpu, memory = allocatable_cpu_m(vcpus), allocatable_memory_mib(memory_gib)
         fit_cpu = (cpu - pool.daemonset_cpu_m) // pod.cpu_request_m
-        fit_memory = ((memory - pool.daemonset_memory_mib) // pod.memory_request_mib
-                      if pod.memory_request_mib else fit_cpu)  # fmt: skip
+        fit_memory = (
+            (memory - pool.daemonset_memory_mib) // pod.memory_request_mib
+            if pod.memory_request_mib
+            else fit_cpu
+        )
         return cls(cpu, memory, max(0, int(min(fit_cpu, fit_memory))))
 
 
@@ -186,7 +189,9 @@ class Cluster:
         self.node_version += 1
         self.nodes_up -= 1
         self.nodes_removing += 1
-        victims = [int(s) for s in np.flatnonzero(self.p_alive & (self.p_node == index) & np.isnan(self.p_deleted))]
+        victims = [
+            int(s) for s in np.flatnonzero(self.p_alive & (self.p_node == index) & np.isnan(self.p_deleted))
+        ]
         for slot in victims:
             self._delete(slot, now)
         leave = now + self.pool.delete_s + (self.pod.termination_s if victims else 0.0)
@@ -275,7 +280,10 @@ class Cluster:
         """Container start to Ready: the first probe at or after the app can serve [PR]."""
         pod = self.pod
         wait = max(0.0, pod.app_startup_s - pod.readiness_initial_delay_s)
-        return pod.readiness_initial_delay_s + math.ceil(wait / pod.readiness_period_s - 1e-9) * pod.readiness_period_s
+        return (
+            pod.readiness_initial_delay_s
+            + math.ceil(wait / pod.readiness_period_s - 1e-9) * pod.readiness_period_s
+        )
 
     def delete_pods(self, count: int, now: float) -> None:
         """The ReplicaSet removes ``count`` pods, the ones it ranks first."""

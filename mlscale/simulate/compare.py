@@ -29,7 +29,7 @@ from mlscale.simulate.settings import (
     ScalingPolicy,
     ScalingRules,
     SimSettings,
-)  # fmt: skip
+)
 
 TUNED_BEHAVIOR = Behavior(
     scale_up=ScalingRules(0, "Max", (ScalingPolicy("Percent", 100, 15), ScalingPolicy("Pods", 4, 15))),
@@ -44,7 +44,9 @@ class Candidate:
     description: str
 
 
-def inflight_target(model: PodModel, kind: str, think_s: float, settings: SimSettings, share: float = 0.8) -> float:
+def inflight_target(
+    model: PodModel, kind: str, think_s: float, settings: SimSettings, share: float = 0.8
+) -> float:
     """In-flight requests per pod at ``share`` of the pod's capacity at the SLA: the
     AverageValue that keeps pods where the CPU policy at 80 % would."""
     capacity = capacity_at_sla(model, kind, think_s, settings.sla.quantile, settings.sla.limit_ms)
@@ -55,55 +57,95 @@ def inflight_target(model: PodModel, kind: str, think_s: float, settings: SimSet
     return max(round(state.in_flight, 2), 0.01)
 
 
-def default_candidates(base: HpaSettings, model: PodModel, kind: str, settings: SimSettings) -> list[Candidate]:
+def default_candidates(
+    base: HpaSettings, model: PodModel, kind: str, settings: SimSettings
+) -> list[Candidate]:
     def hpa(**changes) -> HpaSettings:
         return dataclasses.replace(base, **changes)
 
     target = inflight_target(model, kind, settings.think_time_s, settings)
     return [
-        Candidate("cpu-80", hpa(metric=CPU, target=80, behavior=None),
-                  "kubectl autoscale --cpu-percent=80 (no behavior)"),
-        Candidate("cpu-60", hpa(metric=CPU, target=60, behavior=None),
-                  "kubectl autoscale --cpu-percent=60 (no behavior)"),
-        Candidate("inflight", hpa(metric=INFLIGHT, target=target, behavior=None),
-                  f"{target:g} in-flight requests per pod (KEDA-style External AverageValue)"),
-        Candidate("cpu-70-tuned", hpa(metric=CPU, target=70, behavior=TUNED_BEHAVIOR),
-                  "CPU 70 % with behavior: up 100 % or 4 pods per 15 s, down 50 % per minute"),
-    ]  # fmt: skip
+        Candidate(
+            "cpu-80",
+            hpa(metric=CPU, target=80, behavior=None),
+            "kubectl autoscale --cpu-percent=80 (no behavior)",
+        ),
+        Candidate(
+            "cpu-60",
+            hpa(metric=CPU, target=60, behavior=None),
+            "kubectl autoscale --cpu-percent=60 (no behavior)",
+        ),
+        Candidate(
+            "inflight",
+            hpa(metric=INFLIGHT, target=target, behavior=None),
+            f"{target:g} in-flight requests per pod (KEDA-style External AverageValue)",
+        ),
+        Candidate(
+            "cpu-70-tuned",
+            hpa(metric=CPU, target=70, behavior=TUNED_BEHAVIOR),
+            "CPU 70 % with behavior: up 100 % or 4 pods per 15 s, down 50 % per minute",
+        ),
+    ]
 
 
-def compare(settings: SimSettings, shape: Shape, model: PodModel, candidates: list[Candidate], *,
-            out_dir: str | None = None, allowed_violation: float = 0.01, report: bool = True) -> dict:  # fmt: skip
+def compare(
+    settings: SimSettings,
+    shape: Shape,
+    model: PodModel,
+    candidates: list[Candidate],
+    *,
+    out_dir: str | None = None,
+    allowed_violation: float = 0.01,
+    report: bool = True,
+) -> dict:
     """Run every candidate; name the cheapest that meets the SLA."""
     rows = []
     runs = []
     for candidate in candidates:
-        run = simulate(dataclasses.replace(settings, hpa=candidate.hpa, manual=None), shape, model,
-                       name=candidate.name)  # fmt: skip
+        run = simulate(
+            dataclasses.replace(settings, hpa=candidate.hpa, manual=None), shape, model, name=candidate.name
+        )
         summary = summarize(run)
         if out_dir:
             write_outputs(os.path.join(out_dir, candidate.name), run, summary, report=report)
         meets = summary["sla_violation_s"] <= allowed_violation * summary["duration_s"]
-        rows.append({
-            "name": candidate.name, "description": candidate.description, "meets_sla": meets,
-            "sla_violation_s": summary["sla_violation_s"], "cost": summary["cost"],
-            "node_hours": summary["node_hours"], "pod_hours": summary["pod_hours"],
-            "max_pods_pending": summary["max_pods_pending"], "max_pods_ready": summary["max_pods_ready"],
-            "worst_latency_ms": summary["worst_latency_ms"], "manifest": candidate.hpa.manifest(),
-        })  # fmt: skip
+        rows.append(
+            {
+                "name": candidate.name,
+                "description": candidate.description,
+                "meets_sla": meets,
+                "sla_violation_s": summary["sla_violation_s"],
+                "cost": summary["cost"],
+                "node_hours": summary["node_hours"],
+                "pod_hours": summary["pod_hours"],
+                "max_pods_pending": summary["max_pods_pending"],
+                "max_pods_ready": summary["max_pods_ready"],
+                "worst_latency_ms": summary["worst_latency_ms"],
+                "manifest": candidate.hpa.manifest(),
+            }
+        )
         runs.append(run)
     meeting = [r for r in rows if r["meets_sla"]]
     best = min(meeting, key=lambda r: r["cost"]) if meeting else None
     if best:
-        verdict = (f"{best['name']} is the cheapest policy that meets {settings.sla.expr}: "
-                   f"{best['cost']:.2f} USD ({best['node_hours']:.1f} node-hours), "
-                   f"{best['sla_violation_s']:.0f} s over the limit")  # fmt: skip
+        verdict = (
+            f"{best['name']} is the cheapest policy that meets {settings.sla.expr}: "
+            f"{best['cost']:.2f} USD ({best['node_hours']:.1f} node-hours), "
+            f"{best['sla_violation_s']:.0f} s over the limit"
+        )
     else:
         closest = min(rows, key=lambda r: r["sla_violation_s"])
-        verdict = (f"No policy meets {settings.sla.expr} (at most {allowed_violation * 100:g} % of the time "
-                   f"over); the closest is {closest['name']} ({closest['sla_violation_s']:.0f} s over)")  # fmt: skip
-    result = {"sla": settings.sla.expr, "allowed_violation": allowed_violation, "best": best and best["name"],
-              "verdict": verdict, "policies": rows}  # fmt: skip
+        verdict = (
+            f"No policy meets {settings.sla.expr} (at most {allowed_violation * 100:g} % of the time "
+            f"over); the closest is {closest['name']} ({closest['sla_violation_s']:.0f} s over)"
+        )
+    result = {
+        "sla": settings.sla.expr,
+        "allowed_violation": allowed_violation,
+        "best": best and best["name"],
+        "verdict": verdict,
+        "policies": rows,
+    }
     if out_dir:
         os.makedirs(out_dir, exist_ok=True)
         with open(os.path.join(out_dir, "compare.json"), "w") as handle:

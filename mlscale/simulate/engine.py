@@ -36,10 +36,24 @@ from mlscale.simulate.service import REPORTED, RHO_MAX, ClosedTable, OpenTable, 
 from mlscale.simulate.settings import CPU, SimSettings, validate
 
 COLUMNS = (
-    "time_s", "load", "pods_desired", "pods_ready", "pods_pending", "pods_starting", "nodes",
-    "nodes_provisioning", "nodes_billed", "cpu_utilization", "hpa_metric", "node_cpu_utilization",
-    "rps", "in_flight", "failed_rps", "p50_ms", "p95_ms",
-)  # fmt: skip
+    "time_s",
+    "load",
+    "pods_desired",
+    "pods_ready",
+    "pods_pending",
+    "pods_starting",
+    "nodes",
+    "nodes_provisioning",
+    "nodes_billed",
+    "cpu_utilization",
+    "hpa_metric",
+    "node_cpu_utilization",
+    "rps",
+    "in_flight",
+    "failed_rps",
+    "p50_ms",
+    "p95_ms",
+)
 
 
 @dataclass
@@ -79,7 +93,9 @@ class _LivePods:
             latest = (float(started.max()), float(ready_at.max()), float(bound.max()))
             if any(math.isnan(t) for t in latest):  # a pod not yet bound, started or Ready
                 latest = None
-        return cls(cluster.pod_version, started, ready_at, bound, deleting, np.full(len(live), request_m), latest)
+        return cls(
+            cluster.pod_version, started, ready_at, bound, deleting, np.full(len(live), request_m), latest
+        )
 
     def settled_at(self, now: float, scrape: float, resolution_s: float, initialization_s: float) -> bool:
         """Every pod has two samples (started before the window: ``sample_windows``),
@@ -123,8 +139,11 @@ class _Engine:
         self.cluster = Cluster(settings.pool, settings.pod, events=self.say)
         self.series = CpuSeries(self.ticks, self.dt)
         self.in_flight = np.zeros(self.ticks)
-        self.autoscaler = (ClusterAutoscaler(settings.autoscaler, self.cluster, say=self.say)
-                           if settings.autoscaler_enabled else None)  # fmt: skip
+        self.autoscaler = (
+            ClusterAutoscaler(settings.autoscaler, self.cluster, say=self.say)
+            if settings.autoscaler_enabled
+            else None
+        )
         self.memory = hpa_rules.HpaMemory()
         self.desired = settings.start_replicas()
         if settings.initial_replicas is None and settings.hpa is not None and settings.manual is None:
@@ -202,33 +221,55 @@ class _Engine:
         if scrape is None:
             return hpa_rules.Proposal(None, None, "no scrape yet")
         pods = self._live_pods()
-        if self.settled_shortcut and pods.settled_at(now, scrape, metrics.resolution_s,
-                                                     hpa.cpu_initialization_period_s):  # fmt: skip
+        if self.settled_shortcut and pods.settled_at(
+            now, scrape, metrics.resolution_s, hpa.cpu_initialization_period_s
+        ):
             # Every pod Ready, started and bound before the sample's window: each one is
             # READY, has a metric, and used the serving share the whole window. One
             # pod's usage, computed as the general path computes each, stands for all.
             usage_m = 1000 * self.series.serving_usage_cores(scrape - metrics.resolution_s, scrape)
-            return hpa_rules.cpu_replicas_alike(current=self.desired, target_percent=hpa.target,
-                                                tolerance=hpa.tolerance, pods=len(pods.started),
-                                                usage_m=usage_m, request_m=float(pods.request_m[0]))  # fmt: skip
+            return hpa_rules.cpu_replicas_alike(
+                current=self.desired,
+                target_percent=hpa.target,
+                tolerance=hpa.tolerance,
+                pods=len(pods.started),
+                usage_m=usage_m,
+                request_m=float(pods.request_m[0]),
+            )
         started, ready_at, start_time = pods.started, pods.ready_at, pods.bound
         with np.errstate(invalid="ignore"):
             running = started <= now
             ready = ready_at <= now
-        has_metric, window_start = sample_windows(scrape=scrape, resolution_s=metrics.resolution_s,
-                                                  fresh_min_s=metrics.fresh_container_min_s, started=started)
+        has_metric, window_start = sample_windows(
+            scrape=scrape,
+            resolution_s=metrics.resolution_s,
+            fresh_min_s=metrics.fresh_container_min_s,
+            started=started,
+        )
         usage_m = 1000 * self.series.pod_usage_cores(
-            ready_since=ready_at, window_start=window_start, window_end=scrape)  # fmt: skip
+            ready_since=ready_at, window_start=window_start, window_end=scrape
+        )
         classes = hpa_rules.group_pods(
-            now=now, deleting=pods.deleting, running=running, ready=ready,
-            start_time=np.where(np.isnan(start_time), now, start_time), ready_since=np.where(ready, ready_at, start_time),
-            has_metric=has_metric, metric_time=np.full(len(started), scrape),
+            now=now,
+            deleting=pods.deleting,
+            running=running,
+            ready=ready,
+            start_time=np.where(np.isnan(start_time), now, start_time),
+            ready_since=np.where(ready, ready_at, start_time),
+            has_metric=has_metric,
+            metric_time=np.full(len(started), scrape),
             metric_window=scrape - window_start,
             cpu_initialization_period=hpa.cpu_initialization_period_s,
             initial_readiness_delay=hpa.initial_readiness_delay_s,
-        )  # fmt: skip
-        return hpa_rules.cpu_replicas(current=self.desired, target_percent=hpa.target, tolerance=hpa.tolerance,
-                                      classes=classes, usage_m=usage_m, request_m=pods.request_m)  # fmt: skip
+        )
+        return hpa_rules.cpu_replicas(
+            current=self.desired,
+            target_percent=hpa.target,
+            tolerance=hpa.tolerance,
+            classes=classes,
+            usage_m=usage_m,
+            request_m=pods.request_m,
+        )
 
     def _inflight_proposal(self, now: float) -> hpa_rules.Proposal:
         settings = self.settings
@@ -238,20 +279,27 @@ class _Engine:
         # The gauge as scraped at that instant: the tick before it (or the start).
         index = min(round(scrape / self.dt), self.ticks) - 1
         total = float(self.in_flight[index]) if index >= 0 else self.initial_in_flight
-        return hpa_rules.external_average_replicas(status_replicas=self.cluster.active, total=total,
-                                                   target_per_pod=settings.hpa.target,
-                                                   tolerance=settings.hpa.tolerance)  # fmt: skip
+        return hpa_rules.external_average_replicas(
+            status_replicas=self.cluster.active,
+            total=total,
+            target_per_pod=settings.hpa.target,
+            tolerance=settings.hpa.tolerance,
+        )
 
     def hpa_sync(self, now: float) -> None:
         hpa = self.settings.hpa
         propose = self._cpu_proposal if hpa.metric == CPU else self._inflight_proposal
         current = self.desired
-        decision = hpa_rules.reconcile(self.memory, hpa, now=now, current=current, propose=lambda: propose(now))
+        decision = hpa_rules.reconcile(
+            self.memory, hpa, now=now, current=current, propose=lambda: propose(now)
+        )
         if decision.proposal is not None and decision.proposal.utilization is not None:
             self.hpa_metric = decision.proposal.utilization
         if decision.replicas != current:
             metric = "" if decision.proposal is None else f", metric {decision.proposal.utilization}"
-            self.say(now, "hpa_scale", f"{current} -> {decision.replicas} replicas ({decision.reason}{metric})")
+            self.say(
+                now, "hpa_scale", f"{current} -> {decision.replicas} replicas ({decision.reason}{metric})"
+            )
             self.set_replicas(decision.replicas, now)
 
     # --- the loop -------------------------------------------------------------------
@@ -319,7 +367,9 @@ class _Engine:
                 pending_since = now
                 self.say(now, "pods_pending", f"{cluster.unbound} pod(s) Pending: no node has room")
             elif not cluster.unbound and pending_since is not None:
-                self.say(now, "pods_scheduled", f"no pod Pending any more (after {now - pending_since:.0f} s)")
+                self.say(
+                    now, "pods_scheduled", f"no pod Pending any more (after {now - pending_since:.0f} s)"
+                )
                 pending_since = None
 
             ready = cluster.ready
@@ -335,17 +385,40 @@ class _Engine:
             if p95 > timeout_ms:
                 p50, p95, p_sla = min(p50, timeout_ms), timeout_ms, min(p_sla, timeout_ms)
             nodes_up = cluster.nodes_up
-            record((
-                now, offered, self.desired, ready, cluster.unbound, cluster.starting, nodes_up,
-                cluster.nodes_provisioning, cluster.billable_nodes(), 100 * busy, self.hpa_metric,
-                100 * ready * busy * cores / (nodes_up * node_cpu) if nodes_up else 0.0,
-                served, in_flight, failed, p50, p95, p_sla,
-            ))  # fmt: skip
+            record(
+                (
+                    now,
+                    offered,
+                    self.desired,
+                    ready,
+                    cluster.unbound,
+                    cluster.starting,
+                    nodes_up,
+                    cluster.nodes_provisioning,
+                    cluster.billable_nodes(),
+                    100 * busy,
+                    self.hpa_metric,
+                    100 * ready * busy * cores / (nodes_up * node_cpu) if nodes_up else 0.0,
+                    served,
+                    in_flight,
+                    failed,
+                    p50,
+                    p95,
+                    p_sla,
+                )
+            )
         table = np.array(rows, dtype=float).reshape(self.ticks, len(COLUMNS) + 1)
         names = (*COLUMNS, self.sla_name()) if extra_sla else COLUMNS
         columns = {name: np.ascontiguousarray(table[:, k]) for k, name in enumerate(names)}
-        return Run(settings=settings, model=self.model, kind=self.shape.kind, columns=columns, events=self.events,
-                   sla_column=self.sla_name(), name=self.name)  # fmt: skip
+        return Run(
+            settings=settings,
+            model=self.model,
+            kind=self.shape.kind,
+            columns=columns,
+            events=self.events,
+            sla_column=self.sla_name(),
+            name=self.name,
+        )
 
     def serve(self, offered: float, ready: int) -> tuple:
         """(served rps, busy share, in flight, failed rps, p50, p95, SLA percentile)

@@ -27,9 +27,19 @@ READY, UNREADY, MISSING, IGNORED = 0, 1, 2, 3
 
 
 def group_pods(
-    *, now: float, deleting, running, ready, start_time, ready_since, has_metric, metric_time,
-    metric_window, cpu_initialization_period: float, initial_readiness_delay: float,
-) -> np.ndarray:  # fmt: skip
+    *,
+    now: float,
+    deleting,
+    running,
+    ready,
+    start_time,
+    ready_since,
+    has_metric,
+    metric_time,
+    metric_window,
+    cpu_initialization_period: float,
+    initial_readiness_delay: float,
+) -> np.ndarray:
     """The class of each pod for a CPU metric, as ``groupPods`` [R] assigns it.
 
     Arrays, one entry per pod: ``deleting`` (has a deletionTimestamp), ``running``
@@ -49,7 +59,9 @@ def group_pods(
     with np.errstate(invalid="ignore"):
         # Within the initialisation period: unready if not Ready, or if the sample's
         # window began before the pod became Ready (its CPU then was start-up work).
-        early = ~ready | (np.asarray(metric_time, dtype=float) < ready_since + np.asarray(metric_window, dtype=float))
+        early = ~ready | (
+            np.asarray(metric_time, dtype=float) < ready_since + np.asarray(metric_window, dtype=float)
+        )
         # Later: unready only if not Ready and never was (the condition changed within
         # the initial readiness delay of the start).
         late = ~ready & (start_time + initial_readiness_delay > ready_since)
@@ -73,8 +85,9 @@ class Proposal:
     reason: str
 
 
-def cpu_replicas(*, current: int, target_percent: float, tolerance: float, classes, usage_m,
-                 request_m) -> Proposal:  # fmt: skip
+def cpu_replicas(
+    *, current: int, target_percent: float, tolerance: float, classes, usage_m, request_m
+) -> Proposal:
     """Desired replicas for a CPU Utilization target: ``GetResourceReplicas`` [R].
 
     ``usage_m`` is each pod's CPU (millicores, any value where it has none) and
@@ -112,14 +125,17 @@ def cpu_replicas(*, current: int, target_percent: float, tolerance: float, class
     return Proposal(replicas, utilization, "with stand-ins for unready and missing pods")
 
 
-def _ready_pods_replicas(current: int, utilization: int, ratio: float, tolerance: float, ready: int) -> Proposal:
+def _ready_pods_replicas(
+    current: int, utilization: int, ratio: float, tolerance: float, ready: int
+) -> Proposal:
     if abs(1.0 - ratio) <= tolerance:
         return Proposal(current, utilization, "within tolerance")
     return Proposal(math.ceil(ratio * ready), utilization, "ready pods")
 
 
-def cpu_replicas_alike(*, current: int, target_percent: float, tolerance: float, pods: int, usage_m: float,
-                       request_m: float) -> Proposal:  # fmt: skip
+def cpu_replicas_alike(
+    *, current: int, target_percent: float, tolerance: float, pods: int, usage_m: float, request_m: float
+) -> Proposal:
     """``cpu_replicas`` for ``pods`` pods that are all READY and alike: the same
     usage, the same request. The same sums as over the arrays (a sum of equal terms
     depends only on their count), without the per-pod work."""
@@ -129,8 +145,9 @@ def cpu_replicas_alike(*, current: int, target_percent: float, tolerance: float,
     return _ready_pods_replicas(current, utilization, utilization / target_percent, tolerance, pods)
 
 
-def external_average_replicas(*, status_replicas: int, total: float, target_per_pod: float,
-                              tolerance: float) -> Proposal:  # fmt: skip
+def external_average_replicas(
+    *, status_replicas: int, total: float, target_per_pod: float, tolerance: float
+) -> Proposal:
     """Desired replicas for an External metric with an AverageValue target, the HPA
     KEDA generates [KE]: ``GetExternalPerPodMetricReplicas`` [R]. No unready or
     missing pods here: the metric is the service's, not the pods'."""
@@ -159,8 +176,16 @@ def _record(entries: list[list], now: float, value: int, is_old) -> None:
         entries.append([now, value])
 
 
-def normalize_legacy(memory: HpaMemory, *, now: float, current: int, desired: int, min_replicas: int,
-                     max_replicas: int, window_s: float) -> int:  # fmt: skip
+def normalize_legacy(
+    memory: HpaMemory,
+    *,
+    now: float,
+    current: int,
+    desired: int,
+    min_replicas: int,
+    max_replicas: int,
+    window_s: float,
+) -> int:
     """``normalizeDesiredReplicas`` [H], the path of an HPA without ``behavior``:
     the largest recommendation of the last ``window_s`` (downscale stabilisation),
     then at most max(2·current, 4) and within [min, max]. No limit on the way down."""
@@ -185,8 +210,11 @@ def scale_up_limit(rules: ScalingRules, memory: HpaMemory, now: float, current: 
     pick = min if rules.select_policy == "Min" else max
     result = None
     for policy in rules.policies:
-        start = (current - _change_in_period(memory.scale_up_events, now, policy.period_s)
-                 + _change_in_period(memory.scale_down_events, now, policy.period_s))  # fmt: skip
+        start = (
+            current
+            - _change_in_period(memory.scale_up_events, now, policy.period_s)
+            + _change_in_period(memory.scale_down_events, now, policy.period_s)
+        )
         if policy.type == "Pods":
             proposed = start + policy.value
         else:  # rounded up, or a small Deployment could never grow
@@ -202,18 +230,27 @@ def scale_down_limit(rules: ScalingRules, memory: HpaMemory, now: float, current
     pick = max if rules.select_policy == "Min" else min
     result = None
     for policy in rules.policies:
-        start = (current - _change_in_period(memory.scale_up_events, now, policy.period_s)
-                 + _change_in_period(memory.scale_down_events, now, policy.period_s))  # fmt: skip
-        if policy.type == "Pods":
-            proposed = start - policy.value
-        else:
-            proposed = int(start * (1 - policy.value / 100))
+        start = (
+            current
+            - _change_in_period(memory.scale_up_events, now, policy.period_s)
+            + _change_in_period(memory.scale_down_events, now, policy.period_s)
+        )
+        proposed = start - policy.value if policy.type == "Pods" else int(start * (1 - policy.value / 100))
         result = proposed if result is None else pick(result, proposed)
     return current if result is None else result
 
 
-def normalize_behavior(memory: HpaMemory, *, now: float, current: int, desired: int, min_replicas: int,
-                       max_replicas: int, behavior: Behavior, default_down_window_s: float) -> int:  # fmt: skip
+def normalize_behavior(
+    memory: HpaMemory,
+    *,
+    now: float,
+    current: int,
+    desired: int,
+    min_replicas: int,
+    max_replicas: int,
+    behavior: Behavior,
+    default_down_window_s: float,
+) -> int:
     """``normalizeDesiredReplicasWithBehaviors`` [H]: stabilise (up: the smallest
     recommendation in its window, down: the largest), then the policies' rate."""
     up_window = behavior.scale_up.stabilization_window_s or 0
@@ -241,8 +278,9 @@ def _longest_period(rules: ScalingRules) -> int:
     return max((p.period_s for p in rules.policies), default=0)
 
 
-def record_scale_event(memory: HpaMemory, behavior: Behavior | None, now: float, before: int,
-                       after: int) -> None:  # fmt: skip
+def record_scale_event(
+    memory: HpaMemory, behavior: Behavior | None, now: float, before: int, after: int
+) -> None:
     """storeScaleEvent [H]: only the behavior path keeps scale events."""
     if behavior is None or before == after:
         return
@@ -261,8 +299,7 @@ class Decision:
     reason: str
 
 
-def reconcile(memory: HpaMemory, settings: HpaSettings, *, now: float, current: int,
-              propose) -> Decision:  # fmt: skip
+def reconcile(memory: HpaMemory, settings: HpaSettings, *, now: float, current: int, propose) -> Decision:
     """One sync of one HPA, ``reconcileAutoscaler`` [H]: ``propose()`` returns the
     metric's ``Proposal`` and is not called when current is outside [min, max]."""
     if not memory.recommendations:
@@ -280,14 +317,26 @@ def reconcile(memory: HpaMemory, settings: HpaSettings, *, now: float, current: 
         desired = max(0, proposal.replicas)
         reason = proposal.reason
         if settings.behavior is None:
-            desired = normalize_legacy(memory, now=now, current=current, desired=desired,
-                                       min_replicas=settings.min_replicas, max_replicas=settings.max_replicas,
-                                       window_s=settings.downscale_stabilization_s)  # fmt: skip
+            desired = normalize_legacy(
+                memory,
+                now=now,
+                current=current,
+                desired=desired,
+                min_replicas=settings.min_replicas,
+                max_replicas=settings.max_replicas,
+                window_s=settings.downscale_stabilization_s,
+            )
         else:
-            desired = normalize_behavior(memory, now=now, current=current, desired=desired,
-                                         min_replicas=settings.min_replicas,
-                                         max_replicas=settings.max_replicas, behavior=settings.behavior,
-                                         default_down_window_s=settings.downscale_stabilization_s)  # fmt: skip
+            desired = normalize_behavior(
+                memory,
+                now=now,
+                current=current,
+                desired=desired,
+                min_replicas=settings.min_replicas,
+                max_replicas=settings.max_replicas,
+                behavior=settings.behavior,
+                default_down_window_s=settings.downscale_stabilization_s,
+            )
     if desired != current:
         record_scale_event(memory, settings.behavior, now, current, desired)
     return Decision(desired, proposal, reason)

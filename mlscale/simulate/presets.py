@@ -103,13 +103,18 @@ def build_preset(name: str, plan: dict | None = None) -> Experiment:
     sla = Sla(percentile="p95", limit_ms=1000.0)
     if plan is not None:
         plan_sla = plan.get("sla") or {}
-        sla = Sla(percentile=plan_sla.get("percentile") or "p95", limit_ms=float(plan_sla.get("limit_ms") or 1000.0))
+        sla = Sla(
+            percentile=plan_sla.get("percentile") or "p95", limit_ms=float(plan_sla.get("limit_ms") or 1000.0)
+        )
     capacity = capacity_at_sla(model, kind, think, sla.quantile, sla.limit_ms)
     if capacity <= 0:
         raise ConfigurationError(
             f"The plan's pod misses the SLA ({sla.percentile} < {sla.limit_ms:g} ms) even with one user: no number "
-            "of pods meets it. Check the plan's steps (`mlscale plan` again on a quiet machine) or its SLA.")
-    pod = PodTemplate(cpu_request_m=max(1, round(model.cpu_cores * 1000)), memory_request_mib=round(model.memory_mib))
+            "of pods meets it. Check the plan's steps (`mlscale plan` again on a quiet machine) or its SLA."
+        )
+    pod = PodTemplate(
+        cpu_request_m=max(1, round(model.cpu_cores * 1000)), memory_request_mib=round(model.memory_mib)
+    )
     base_pool = NodePool(machine_type="e2-standard-4", min_nodes=3, max_nodes=3, system_cpu_m=_SYSTEM_CPU_M)
     on_three = _pods_on(3, base_pool, pod)
     on_five = _pods_on(5, base_pool, pod)
@@ -119,8 +124,9 @@ def build_preset(name: str, plan: dict | None = None) -> Experiment:
     if name == "reference-manual":
         shape = _steps(kind, [(600, peak / 4), (600, peak / 2), (600, 3 * peak / 4), (900, peak)])
         replicas = ((0.0, 1), (600.0, max(2, on_three // 2)), (1200.0, on_three), (1800.0, on_five))
-        settings = dataclasses.replace(settings, hpa=None, manual=ManualScaling(
-            replicas=replicas, nodes=((1800.0, 5),)))  # fmt: skip
+        settings = dataclasses.replace(
+            settings, hpa=None, manual=ManualScaling(replicas=replicas, nodes=((1800.0, 5),))
+        )
     else:
         # 15 minutes at half the peak, 30 at the peak, then 30 at what keeps one pod
         # half busy (the reference pod: 5 users), so the HPA can go back to 1.
@@ -131,7 +137,9 @@ def build_preset(name: str, plan: dict | None = None) -> Experiment:
     return Experiment(name, settings, shape, model)
 
 
-def run_experiment(experiment: Experiment, out_dir: str | None = None, *, report: bool = True) -> tuple[Run, dict]:
+def run_experiment(
+    experiment: Experiment, out_dir: str | None = None, *, report: bool = True
+) -> tuple[Run, dict]:
     from mlscale.simulate.results import summarize, write_outputs
 
     run = simulate(experiment.settings, experiment.shape, experiment.model, name=experiment.name)

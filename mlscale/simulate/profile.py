@@ -30,8 +30,15 @@ def sample(shape: Shape, tick_s: float) -> np.ndarray:
     return v0 + (v1 - v0) * share
 
 
-def daily_shape(peak: float, *, kind: str = RPS, trough_share: float = 0.1, hours: float = 24.0,
-                step_s: float = 300.0, peak_hour: float = 16.0) -> Shape:  # fmt: skip
+def daily_shape(
+    peak: float,
+    *,
+    kind: str = RPS,
+    trough_share: float = 0.1,
+    hours: float = 24.0,
+    step_s: float = 300.0,
+    peak_hour: float = 16.0,
+) -> Shape:
     """A day of traffic: a cosine between ``trough_share``·peak (12 h before the peak)
     and ``peak`` at ``peak_hour``, ramping linearly every ``step_s`` seconds."""
     if peak <= 0 or not 0 <= trough_share <= 1:

@@ -28,7 +28,7 @@ def sla_violations(run: Run) -> np.ndarray:
 def _intervals(mask: np.ndarray, tick_s: float) -> list[tuple[float, float]]:
     edges = np.diff(np.concatenate(([0], mask.astype(np.int8), [0])))
     starts, ends = np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)
-    return [(float(a * tick_s), float(b * tick_s)) for a, b in zip(starts, ends)]
+    return [(float(a * tick_s), float(b * tick_s)) for a, b in zip(starts, ends, strict=False)]
 
 
 def scale_up_delay_s(run: Run) -> float | None:
@@ -37,7 +37,9 @@ def scale_up_delay_s(run: Run) -> float | None:
     pending = next((e["time_s"] for e in run.events if e["kind"] == "pods_pending"), None)
     if pending is None:
         return None
-    ready = next((e["time_s"] for e in run.events if e["kind"] == "node_ready" and e["time_s"] >= pending), None)
+    ready = next(
+        (e["time_s"] for e in run.events if e["kind"] == "node_ready" and e["time_s"] >= pending), None
+    )
     return None if ready is None else ready - pending
 
 
@@ -51,7 +53,7 @@ def scale_down_s(run: Run) -> tuple[float | None, float | None]:
     billed = run.columns["nodes_billed"]
     start = round(fall / dt)
     minimum = run.settings.pool.min_nodes
-    if start >= len(billed) or billed[start:].max() <= minimum and billed[start] <= minimum:
+    if start >= len(billed) or (billed[start:].max() <= minimum and billed[start] <= minimum):
         return fall, None  # never above the minimum after the fall: nothing to measure
     back = np.flatnonzero(billed[start:] <= minimum)
     return fall, (float(back[0] * dt) if len(back) else None)
@@ -68,8 +70,13 @@ def summarize(run: Run) -> dict:
     if fall is not None:
         events.append({"time_s": fall, "kind": "load_fall", "detail": "the load fell below half its peak"})
     for start, end in _intervals(violations, dt):
-        events.append({"time_s": start, "kind": "sla_violation",
-                       "detail": f"{settings.sla.expr} missed for {end - start:.0f} s"})  # fmt: skip
+        events.append(
+            {
+                "time_s": start,
+                "kind": "sla_violation",
+                "detail": f"{settings.sla.expr} missed for {end - start:.0f} s",
+            }
+        )
     events.sort(key=lambda e: e["time_s"])
     latency = columns[run.sla_column]
     served = columns["rps"]
@@ -79,7 +86,11 @@ def summarize(run: Run) -> dict:
         "duration_s": float(len(columns["time_s"]) * dt),
         "tick_s": dt,
         "load_kind": run.kind,
-        "sla": {"expr": settings.sla.expr, "percentile": settings.sla.percentile, "limit_ms": settings.sla.limit_ms},
+        "sla": {
+            "expr": settings.sla.expr,
+            "percentile": settings.sla.percentile,
+            "limit_ms": settings.sla.limit_ms,
+        },
         "sla_violation_s": float(violations.sum() * dt),
         "sla_met_share": float(1 - violations.mean()) if len(violations) else 1.0,
         "node_hours": node_hours,
@@ -98,12 +109,17 @@ def summarize(run: Run) -> dict:
         "scale_down_s": down,
         "policy": _policy(settings, hpa),
         "cluster": {
-            "machine_type": settings.pool.machine_type, "min_nodes": settings.pool.min_nodes,
-            "max_nodes": settings.pool.max_nodes, "pods_per_node": _pods_per_node(settings),
+            "machine_type": settings.pool.machine_type,
+            "min_nodes": settings.pool.min_nodes,
+            "max_nodes": settings.pool.max_nodes,
+            "pods_per_node": _pods_per_node(settings),
             "cluster_autoscaler": settings.autoscaler_enabled,
         },
-        "pod": run.model.to_dict() | {"cpu_request_m": settings.pod.cpu_request_m,
-                                      "memory_request_mib": settings.pod.memory_request_mib},
+        "pod": run.model.to_dict()
+        | {
+            "cpu_request_m": settings.pod.cpu_request_m,
+            "memory_request_mib": settings.pod.memory_request_mib,
+        },
         "events": events,
     }
 
@@ -121,12 +137,20 @@ def _pods_per_node(settings) -> int:
 
 def _policy(settings, hpa) -> dict:
     if settings.manual is not None:
-        return {"kind": "manual", "replicas": [list(step) for step in settings.manual.replicas],
-                "nodes": [list(step) for step in settings.manual.nodes]}  # fmt: skip
+        return {
+            "kind": "manual",
+            "replicas": [list(step) for step in settings.manual.replicas],
+            "nodes": [list(step) for step in settings.manual.nodes],
+        }
     if hpa is None:
         return {"kind": "none", "replicas": settings.start_replicas()}
-    return {"kind": "hpa", "metric": hpa.metric, "target": hpa.target,
-            "legacy": hpa.behavior is None, "manifest": hpa.manifest()}  # fmt: skip
+    return {
+        "kind": "hpa",
+        "metric": hpa.metric,
+        "target": hpa.target,
+        "legacy": hpa.behavior is None,
+        "manifest": hpa.manifest(),
+    }
 
 
 def write_timeseries(path: str, run: Run) -> None:
@@ -138,18 +162,29 @@ def write_timeseries(path: str, run: Run) -> None:
     own), without importing pandas, and the same text to the byte."""
     names = list(run.columns)
     template = ",".join("%d" if name in _INTEGER_COLUMNS else "%.6g" for name in names) + "\n"
-    values = [run.columns[name].astype(np.int64).tolist() if name in _INTEGER_COLUMNS else run.columns[name].tolist()
-              for name in names]  # fmt: skip
+    values = [
+        run.columns[name].astype(np.int64).tolist()
+        if name in _INTEGER_COLUMNS
+        else run.columns[name].tolist()
+        for name in names
+    ]
     # NaN prints as "nan": emptied. time_s comes first and is never NaN, so every
     # NaN field follows a comma.
-    body = "".join([template % row for row in zip(*values)]).replace(",nan", ",")
+    body = "".join([template % row for row in zip(*values, strict=False)]).replace(",nan", ",")
     with open(path, "w", newline="") as handle:
         handle.write(",".join(names) + "\n")
         handle.write(body)
 
 
-_INTEGER_COLUMNS = ("pods_desired", "pods_ready", "pods_pending", "pods_starting", "nodes", "nodes_provisioning",
-                    "nodes_billed")  # fmt: skip
+_INTEGER_COLUMNS = (
+    "pods_desired",
+    "pods_ready",
+    "pods_pending",
+    "pods_starting",
+    "nodes",
+    "nodes_provisioning",
+    "nodes_billed",
+)
 
 
 def write_outputs(out_dir: str, run: Run, summary: dict | None = None, *, report: bool = True) -> dict:

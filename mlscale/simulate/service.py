@@ -74,12 +74,18 @@ class PodModel:
         return self.servers * self.service_rate
 
     def to_dict(self) -> dict:
-        return {"servers": self.servers, "service_rate_per_s": self.service_rate,
-                "delay_ms": self.delay_ms, "cpu_cores": self.cpu_cores,
-                "memory_mib": self.memory_mib, "capacity_rps": self.capacity_rps,
-                "source": self.source,
-                "calibration": {f"p{q * 100:g}": [list(point) for point in points]
-                                for q, points in self.calibration}}  # fmt: skip
+        return {
+            "servers": self.servers,
+            "service_rate_per_s": self.service_rate,
+            "delay_ms": self.delay_ms,
+            "cpu_cores": self.cpu_cores,
+            "memory_mib": self.memory_mib,
+            "capacity_rps": self.capacity_rps,
+            "source": self.source,
+            "calibration": {
+                f"p{q * 100:g}": [list(point) for point in points] for q, points in self.calibration
+            },
+        }
 
     def scale(self, quantile: float, load: float) -> float:
         """The measured/queue factor for ``quantile`` at ``load`` (users or requests/s
@@ -99,7 +105,7 @@ class PodModel:
 
     def calibrated(self, quantiles, load: float, queue_ms) -> tuple[float, ...]:
         """Queue percentiles (the fixed delay included) scaled to the measurements."""
-        return tuple(ms * self.scale(q, load) for q, ms in zip(quantiles, queue_ms))
+        return tuple(ms * self.scale(q, load) for q, ms in zip(quantiles, queue_ms, strict=False))
 
 
 @dataclass(frozen=True)
@@ -155,8 +161,11 @@ def _response_cdf(t: np.ndarray, seen: np.ndarray, first: int, servers: int, mu:
     else:
         # P(W + S ≤ t) = P(W ≤ t) − e^{−μt} E[e^{μW}; W ≤ t], W ~ Gamma(m, cμ).
         with np.errstate(divide="ignore"):
-            tail = np.exp(-mu * tt + m * math.log(servers / (servers - 1))
-                          + np.log(gammainc(m, (servers - 1) * mu * tt)))  # fmt: skip
+            tail = np.exp(
+                -mu * tt
+                + m * math.log(servers / (servers - 1))
+                + np.log(gammainc(m, (servers - 1) * mu * tt))
+            )
         queued = np.clip(gammainc(m, servers * mu * tt) - tail, 0.0, 1.0)
     cdf = np.where(j < servers, served_at_once, queued)
     return cdf @ seen
@@ -212,18 +221,27 @@ def _mix(a: PodState, b: PodState, share: float) -> PodState:
     def lerp(x: float, y: float) -> float:
         return x + (y - x) * share
 
-    return PodState(lerp(a.throughput, b.throughput), lerp(a.busy, b.busy), lerp(a.mean_ms, b.mean_ms),
-                    tuple(lerp(x, y) for x, y in zip(a.quantiles_ms, b.quantiles_ms)),
-                    lerp(a.in_flight, b.in_flight))  # fmt: skip
+    return PodState(
+        lerp(a.throughput, b.throughput),
+        lerp(a.busy, b.busy),
+        lerp(a.mean_ms, b.mean_ms),
+        tuple(lerp(x, y) for x, y in zip(a.quantiles_ms, b.quantiles_ms, strict=False)),
+        lerp(a.in_flight, b.in_flight),
+    )
 
 
 # --- calibration --------------------------------------------------------------------------
 
 
 def reference_pod(
-    *, users_per_core: float = 10.0, limit_ms: float = 1000.0, quantile: float = 0.95,
-    think_s: float = 1.0, cores: float = 1.0, memory_mib: float = 512.0,
-) -> PodModel:  # fmt: skip
+    *,
+    users_per_core: float = 10.0,
+    limit_ms: float = 1000.0,
+    quantile: float = 0.95,
+    think_s: float = 1.0,
+    cores: float = 1.0,
+    memory_mib: float = 512.0,
+) -> PodModel:
     """The reference scenario's pod: `mlflow models serve` sized at about 10 users per
     core at p95 < 1 s with 1 s of think time; one request at a time per core. The
     service rate is solved so that exactly ``users_per_core`` users meet the limit."""
@@ -241,9 +259,14 @@ def reference_pod(
             low = middle
         else:
             high = middle
-    return PodModel(servers=servers, service_rate=high, cpu_cores=cores, memory_mib=memory_mib,
-                    source=f"the reference scenario: {users_per_core:g} users per core at "
-                           f"p{quantile * 100:g} < {limit_ms:g} ms, {think_s:g} s think time")  # fmt: skip
+    return PodModel(
+        servers=servers,
+        service_rate=high,
+        cpu_cores=cores,
+        memory_mib=memory_mib,
+        source=f"the reference scenario: {users_per_core:g} users per core at "
+        f"p{quantile * 100:g} < {limit_ms:g} ms, {think_s:g} s think time",
+    )
 
 
 _SERVER_CHOICES = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64)
@@ -258,8 +281,13 @@ def _delays(fastest_median_s: float | None, latencies_s: list[float]) -> tuple[f
     return tuple(share * min(latencies_s) for share in (0.0, 0.25, 0.5))
 
 
-def fit_pod(points: list[tuple[float, float]], quantile: float, *, weights: list[float] | None = None,
-            fastest_s: float | None = None) -> tuple[int, float, float, float]:  # fmt: skip
+def fit_pod(
+    points: list[tuple[float, float]],
+    quantile: float,
+    *,
+    weights: list[float] | None = None,
+    fastest_s: float | None = None,
+) -> tuple[int, float, float, float]:
     """(c, μ, d, rms log error) of the M/M/c + delay that best fits measured
     (requests/s, seconds at ``quantile``) points: least squares on log latency, the
     open-loop model at the measured throughput (a closed loop's arrival rate is its
@@ -281,8 +309,9 @@ def fit_pod(points: list[tuple[float, float]], quantile: float, *, weights: list
                 model = [math.log(mmc_response_quantile(quantile, r, mu, c) + d) for r in rates]
                 return float(weights @ (np.array(model) - observed) ** 2)
 
-            result = minimize_scalar(error, bounds=(math.log(1e-4), math.log(100.0)), method="bounded",
-                                     options={"xatol": 1e-3})  # fmt: skip
+            result = minimize_scalar(
+                error, bounds=(math.log(1e-4), math.log(100.0)), method="bounded", options={"xatol": 1e-3}
+            )
             if best is None or result.fun < best[0]:
                 best = (float(result.fun), c, top * (1 + math.exp(result.x)) / c, d)
     total, c, mu, d = best
@@ -290,8 +319,15 @@ def fit_pod(points: list[tuple[float, float]], quantile: float, *, weights: list
     return c, mu, d, rms
 
 
-def fit_closed_pod(steps: list[tuple[float, float]], quantile: float, think_s: float, capacity: float, *,
-                   weights: list[float] | None = None, fastest_s: float | None = None) -> tuple[int, float, float]:  # fmt: skip
+def fit_closed_pod(
+    steps: list[tuple[float, float]],
+    quantile: float,
+    think_s: float,
+    capacity: float,
+    *,
+    weights: list[float] | None = None,
+    fastest_s: float | None = None,
+) -> tuple[int, float, float]:
     """(c, μ, d) of the closed-loop M/M/c//N + delay, cμ = ``capacity`` (the plateau
     a saturated search measured), that best fits (users, seconds at ``quantile``)
     steps: least squares on log latency, each step solved as the finite-source
@@ -303,7 +339,9 @@ def fit_closed_pod(steps: list[tuple[float, float]], quantile: float, think_s: f
     for c in _SERVER_CHOICES:
         for d in _delays(fastest_s, [t for _, t in steps]):
             model = PodModel(servers=c, service_rate=capacity / c, delay_ms=1000 * d)
-            predicted = np.log([closed_loop(model, n, think_s, (quantile,)).quantiles_ms[0] / 1000 for n in users])
+            predicted = np.log(
+                [closed_loop(model, n, think_s, (quantile,)).quantiles_ms[0] / 1000 for n in users]
+            )
             error = float(weights @ (predicted - observed) ** 2)
             if best is None or error < best[0]:
                 best = (error, c, capacity / c, d)
@@ -316,7 +354,9 @@ def saturation_throughput(steps: list[dict]) -> float | None:
     than 5 % more requests/s, and the plateau is the most it served from there on.
     (A queue approaches its plateau from below, so the busiest step is often the
     last one: it cannot be the step the plateau is judged from.)"""
-    valid = [s for s in steps if isinstance(s.get("rps"), (int, float)) and isinstance(s.get("load"), (int, float))]
+    valid = [
+        s for s in steps if isinstance(s.get("rps"), (int, float)) and isinstance(s.get("load"), (int, float))
+    ]
     valid.sort(key=lambda s: s["load"])
     for index, step in enumerate(valid[:-1]):
         beyond = valid[index + 1 :]
@@ -359,15 +399,24 @@ def _pod_from_plan_text(text: str) -> PodModel:
     latency = (plan.get("model") or {}).get("latency")
     if isinstance(latency, dict) and "servers" in latency and "service_rate_per_s" in latency:
         try:
-            return PodModel(servers=int(latency["servers"]), service_rate=float(latency["service_rate_per_s"]),
-                            delay_ms=float(latency.get("delay_ms", 0.0)), cpu_cores=cpu, memory_mib=memory,
-                            source=f"{size_label}, the plan's latency model")  # fmt: skip
+            return PodModel(
+                servers=int(latency["servers"]),
+                service_rate=float(latency["service_rate_per_s"]),
+                delay_ms=float(latency.get("delay_ms", 0.0)),
+                cpu_cores=cpu,
+                memory_mib=memory,
+                source=f"{size_label}, the plan's latency model",
+            )
         except (TypeError, ValueError) as exc:
             raise _plan_error(f"model.latency is not numbers ({exc})") from None
     measurements = plan.get("measurements")
     if not isinstance(measurements, list):
         raise _plan_error("it has no measurements")
-    chosen = [m for m in measurements if isinstance(m, dict) and m.get("cpu") == cpu and m.get("workers", 1) == workers]
+    chosen = [
+        m
+        for m in measurements
+        if isinstance(m, dict) and m.get("cpu") == cpu and m.get("workers", 1) == workers
+    ]
     chosen = chosen or [m for m in measurements if isinstance(m, dict) and m.get("cpu") == cpu]
     if not chosen:
         raise _plan_error(f"no measurement of the {cpu:g}-CPU pod its sizing chose")
@@ -379,28 +428,46 @@ def _pod_from_plan_text(text: str) -> PodModel:
     points = [(float(s["rps"]), s["latency_ms"] / 1000) for s in steps]
     # The step at the capacity found counts most: it is where the SLA is decided.
     weights = [3.0 if s.get("load") == chosen[0].get("max_load") else 1.0 for s in steps]
-    medians = [s["p50_ms"] / 1000 for s in steps if isinstance(s.get("p50_ms"), (int, float)) and s["p50_ms"] > 0]
+    medians = [
+        s["p50_ms"] / 1000 for s in steps if isinstance(s.get("p50_ms"), (int, float)) and s["p50_ms"] > 0
+    ]
     fastest = min(medians, default=None)
     if plateau is None:
         c, mu, d, _ = fit_pod(points, quantile, weights=weights, fastest_s=fastest)
     else:
-        c, mu, d = fit_closed_pod([(float(s["load"]), s["latency_ms"] / 1000) for s in steps], quantile,
-                                  think, plateau, weights=weights, fastest_s=fastest)  # fmt: skip
-    queue = PodModel(servers=c, service_rate=mu, delay_ms=1000 * d, cpu_cores=cpu, memory_mib=memory,
-                     source=f"{size_label}, M/M/{c} fitted to {len(points)} steps")  # fmt: skip
+        c, mu, d = fit_closed_pod(
+            [(float(s["load"]), s["latency_ms"] / 1000) for s in steps],
+            quantile,
+            think,
+            plateau,
+            weights=weights,
+            fastest_s=fastest,
+        )
+    queue = PodModel(
+        servers=c,
+        service_rate=mu,
+        delay_ms=1000 * d,
+        cpu_cores=cpu,
+        memory_mib=memory,
+        source=f"{size_label}, M/M/{c} fitted to {len(points)} steps",
+    )
     calibration = _calibration(queue, steps, quantile, kind, think)
     # The queue's own error at each step is what its calibration factor corrects.
     factors = [f for q, points in calibration if q == quantile for _, f in points]
     queue_off = max((abs(1 / f - 1) for f in factors), default=0.0)
     return dataclasses.replace(
-        queue, calibration=calibration,
-        source=f"{queue.source}, queue alone {100 * queue_off:.0f} % off at worst, calibrated to them")  # fmt: skip
+        queue,
+        calibration=calibration,
+        source=f"{queue.source}, queue alone {100 * queue_off:.0f} % off at worst, calibrated to them",
+    )
 
 
 def _usable(step: dict) -> bool:
     rps, latency_ms = step.get("rps"), step.get("latency_ms")
     numbers = isinstance(rps, (int, float)) and isinstance(latency_ms, (int, float))
-    return bool(step.get("valid", True) and numbers and rps > 0 and 0 < latency_ms < math.inf and step.get("load"))
+    return bool(
+        step.get("valid", True) and numbers and rps > 0 and 0 < latency_ms < math.inf and step.get("load")
+    )
 
 
 def _calibration(queue: PodModel, steps: list[dict], quantile: float, kind: str, think_s: float):
@@ -415,11 +482,15 @@ def _calibration(queue: PodModel, steps: list[dict], quantile: float, kind: str,
             if not isinstance(measured, (int, float)) or not 0 < measured < math.inf:
                 continue
             load = float(step["load"])
-            state = closed_loop(queue, load, think_s, (q,)) if kind == "users" else open_loop(queue, load, (q,))
+            state = (
+                closed_loop(queue, load, think_s, (q,)) if kind == "users" else open_loop(queue, load, (q,))
+            )
             if math.isfinite(state.quantiles_ms[0]) and state.quantiles_ms[0] > 0:
                 factors.setdefault(load, []).append(math.log(measured / state.quantiles_ms[0]))
         if factors:
-            result.append((q, tuple((load, math.exp(float(np.mean(f)))) for load, f in sorted(factors.items()))))
+            result.append(
+                (q, tuple((load, math.exp(float(np.mean(f)))) for load, f in sorted(factors.items())))
+            )
     return tuple(result)
 
 
@@ -494,8 +565,9 @@ def plan_kind(plan: dict) -> str:
     return (plan.get("load_model") or {}).get("kind", "users")
 
 
-def pod_latency(source: dict | PodModel | None, load: float, *, kind: str | None = None,
-                think_time_s: float | None = None) -> tuple[float, float]:  # fmt: skip
+def pod_latency(
+    source: dict | PodModel | None, load: float, *, kind: str | None = None, think_time_s: float | None = None
+) -> tuple[float, float]:
     """(p50_ms, p95_ms) of one pod under a constant ``load``.
 
     ``source`` is a plan dict (its pod, its load kind and think time by default), a
@@ -539,8 +611,14 @@ def check_against_plan(plan: dict, model: PodModel | None = None) -> list[dict]:
             else:
                 state = open_loop(model, step["load"], (quantile,))
             simulated = state.quantiles_ms[0]
-            rows.append({"load": step["load"], "measured_ms": measured, "simulated_ms": simulated,
-                         "error": simulated / measured - 1})  # fmt: skip
+            rows.append(
+                {
+                    "load": step["load"],
+                    "measured_ms": measured,
+                    "simulated_ms": simulated,
+                    "error": simulated / measured - 1,
+                }
+            )
         break
     return rows
 
@@ -590,7 +668,7 @@ class ClosedTable:
         low, high = grid[i], grid[i + 1]
         share = (users - low) / (high - low)
         a, b = self.row(i), self.row(i + 1)
-        return tuple(x + (y - x) * share for x, y in zip(a, b))
+        return tuple(x + (y - x) * share for x, y in zip(a, b, strict=False))
 
     def serving(self, users: float, extra: int) -> tuple[float, float, float, float, float, float]:
         """What a tick reads, as ``at`` computes it: (throughput, busy, in_flight,
@@ -604,8 +682,14 @@ class ClosedTable:
         share = (users - low) / (high - low)
         a, b = self.row(i), self.row(i + 1)
         k = 4 + extra
-        return (a[0] + (b[0] - a[0]) * share, a[1] + (b[1] - a[1]) * share, a[3] + (b[3] - a[3]) * share,
-                a[4] + (b[4] - a[4]) * share, a[5] + (b[5] - a[5]) * share, a[k] + (b[k] - a[k]) * share)  # fmt: skip
+        return (
+            a[0] + (b[0] - a[0]) * share,
+            a[1] + (b[1] - a[1]) * share,
+            a[3] + (b[3] - a[3]) * share,
+            a[4] + (b[4] - a[4]) * share,
+            a[5] + (b[5] - a[5]) * share,
+            a[k] + (b[k] - a[k]) * share,
+        )
 
 
 class OpenTable:
@@ -641,7 +725,7 @@ class OpenTable:
             return self.row(last)
         i, share = self._place(rho)
         a, b = self.row(i), self.row(min(i + 1, last))
-        return tuple(p + (q - p) * share for p, q in zip(a, b))
+        return tuple(p + (q - p) * share for p, q in zip(a, b, strict=False))
 
     def serving(self, rho: float, extra: int) -> tuple[float, float, float, float]:
         """What a tick reads, as ``at`` computes it: (mean_ms, p50_ms, p95_ms, and the
@@ -653,5 +737,9 @@ class OpenTable:
         i, share = self._place(rho)
         a, b = self.row(i), self.row(min(i + 1, last))
         k = 1 + extra
-        return (a[0] + (b[0] - a[0]) * share, a[1] + (b[1] - a[1]) * share, a[2] + (b[2] - a[2]) * share,
-                a[k] + (b[k] - a[k]) * share)  # fmt: skip
+        return (
+            a[0] + (b[0] - a[0]) * share,
+            a[1] + (b[1] - a[1]) * share,
+            a[2] + (b[2] - a[2]) * share,
+            a[k] + (b[k] - a[k]) * share,
+        )

@@ -43,11 +43,18 @@ UNPUBLISHED = "unpublished: a parameter, sweep it"
 # On-demand list prices in us-central1, USD per node-hour (2024). A default for
 # comparing policies, not a quote: pass --price-per-node-hour for yours.
 NODE_PRICES: dict[str, float] = {
-    "e2-standard-2": 0.067, "e2-standard-4": 0.134, "e2-standard-8": 0.268,
-    "e2-standard-16": 0.536, "e2-standard-32": 1.072,
-    "n2-standard-2": 0.097, "n2-standard-4": 0.194, "n2-standard-8": 0.388,
-    "n2-standard-16": 0.777, "c3-standard-4": 0.209, "c3-standard-8": 0.418,
-}  # fmt: skip
+    "e2-standard-2": 0.067,
+    "e2-standard-4": 0.134,
+    "e2-standard-8": 0.268,
+    "e2-standard-16": 0.536,
+    "e2-standard-32": 1.072,
+    "n2-standard-2": 0.097,
+    "n2-standard-4": 0.194,
+    "n2-standard-8": 0.388,
+    "n2-standard-16": 0.777,
+    "c3-standard-4": 0.209,
+    "c3-standard-8": 0.418,
+}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -61,12 +68,19 @@ class NodePool:
     daemonset_cpu_m: int = _p(100, "CPU the DaemonSets request on every node", "[GKE] kube-proxy: 100m")
     daemonset_memory_mib: int = _p(200, "memory the DaemonSets request on every node", UNPUBLISHED)
     system_cpu_m: tuple[int, ...] = _p(
-        (), "CPU requested by kube-system Deployments (kube-dns, metrics-server...) on the "
-        "first nodes, one value per node; they block that node's scale-down [CA]", UNPUBLISHED)
+        (),
+        "CPU requested by kube-system Deployments (kube-dns, metrics-server...) on the "
+        "first nodes, one value per node; they block that node's scale-down [CA]",
+        UNPUBLISHED,
+    )
     provision_s: float = _p(
-        60.0, "from the autoscaler's request to a Ready node", "[CA] 3-4 min on GCE; the reference saw ~1 min; "
-        + UNPUBLISHED)  # fmt: skip
-    delete_s: float = _p(5.0, "from the decision to delete a node to its removal (taint, then delete)", "[CA]")
+        60.0,
+        "from the autoscaler's request to a Ready node",
+        "[CA] 3-4 min on GCE; the reference saw ~1 min; " + UNPUBLISHED,
+    )
+    delete_s: float = _p(
+        5.0, "from the decision to delete a node to its removal (taint, then delete)", "[CA]"
+    )
     price_per_hour: float | None = _p(None, "USD per node-hour (default: NODE_PRICES, us-central1 list)")
 
     @property
@@ -89,17 +103,22 @@ class PodTemplate:
     image_pull_cold_s: float = _p(30.0, "image pull on a node that has not pulled it yet", UNPUBLISHED)
     image_pull_warm_s: float = _p(0.0, "image pull where the image is cached (IfNotPresent)", UNPUBLISHED)
     app_startup_s: float = _p(
-        2.7, "container start to able to serve (loading the model)",
+        2.7,
+        "container start to able to serve (loading the model)",
         "measured: the wine model baked by `mlscale build-image`, podman run to the first "
-        "prediction at --cpus 1, median of 5 (benchmarks/container_bench.py; 2.2-2.7 s)")  # fmt: skip
+        "prediction at --cpus 1, median of 5 (benchmarks/container_bench.py; 2.2-2.7 s)",
+    )
     readiness_initial_delay_s: float = _p(0.0, "readinessProbe.initialDelaySeconds", "[PR] default 0")
     readiness_period_s: float = _p(10.0, "readinessProbe.periodSeconds", "[PR] default 10")
     prestop_s: float = _p(0.0, "preStop sleep before SIGTERM", "[PL]")
     drain_s: float = _p(2.0, "SIGTERM to exit: in-flight requests finishing", UNPUBLISHED)
     grace_period_s: float = _p(30.0, "terminationGracePeriodSeconds", "[PL] default 30")
     propagation_delay_s: float = _p(
-        2.0, "until proxies stop routing to a terminating pod; requests in the gap fail "
-        "unless preStop sleeps at least this long", "[PL] " + UNPUBLISHED)  # fmt: skip
+        2.0,
+        "until proxies stop routing to a terminating pod; requests in the gap fail "
+        "unless preStop sleeps at least this long",
+        "[PL] " + UNPUBLISHED,
+    )
 
     @property
     def cpu_cores(self) -> float:
@@ -120,12 +139,16 @@ class MetricsPipeline:
     last two samples [MS]."""
 
     resolution_s: float = _p(
-        30.0, "--metric-resolution", "[MS] binary 60s, release manifest 15s; [AD] GCE addon 30s; "
-        "GKE " + UNPUBLISHED)  # fmt: skip
+        30.0,
+        "--metric-resolution",
+        "[MS] binary 60s, release manifest 15s; [AD] GCE addon 30s; GKE " + UNPUBLISHED,
+    )
     phase_s: float = _p(0.0, "time of the first scrape (scrapes at phase + k * resolution)")
     fresh_container_min_s: float = _p(
-        10.0, "a container this old but younger than the resolution gets its start time as "
-        "its first sample", "[MS] pkg/storage/pod.go freshContainerMinMetricsResolution")
+        10.0,
+        "a container this old but younger than the resolution gets its start time as its first sample",
+        "[MS] pkg/storage/pod.go freshContainerMinMetricsResolution",
+    )
     inflight_scrape_s: float = _p(15.0, "scrape interval of the in-flight metric (Prometheus)", UNPUBLISHED)
 
 
@@ -151,8 +174,7 @@ class ScalingRules:
     policies: tuple[ScalingPolicy, ...]
 
     def to_k8s(self) -> dict:
-        data: dict = {"selectPolicy": self.select_policy,
-                      "policies": [p.to_k8s() for p in self.policies]}  # fmt: skip
+        data: dict = {"selectPolicy": self.select_policy, "policies": [p.to_k8s() for p in self.policies]}
         if self.stabilization_window_s is not None:
             data["stabilizationWindowSeconds"] = self.stabilization_window_s
         return data
@@ -175,9 +197,13 @@ class Behavior:
     def from_k8s(cls, data: dict) -> Behavior:
         """A ``spec.behavior`` as Kubernetes writes it, defaults filled in as [V2] does."""
         if not isinstance(data, dict) or set(data) - {"scaleUp", "scaleDown"}:
-            raise ConfigurationError("A behavior has only scaleUp and scaleDown, as in an HPA's spec.behavior.")
-        return cls(_rules(data.get("scaleUp"), DEFAULT_SCALE_UP, "scaleUp"),
-                   _rules(data.get("scaleDown"), DEFAULT_SCALE_DOWN, "scaleDown"))  # fmt: skip
+            raise ConfigurationError(
+                "A behavior has only scaleUp and scaleDown, as in an HPA's spec.behavior."
+            )
+        return cls(
+            _rules(data.get("scaleUp"), DEFAULT_SCALE_UP, "scaleUp"),
+            _rules(data.get("scaleDown"), DEFAULT_SCALE_DOWN, "scaleDown"),
+        )
 
 
 def _rules(data: dict | None, default: ScalingRules, name: str) -> ScalingRules:
@@ -186,18 +212,28 @@ def _rules(data: dict | None, default: ScalingRules, name: str) -> ScalingRules:
     try:
         window = data.get("stabilizationWindowSeconds", default.stabilization_window_s)
         select = data.get("selectPolicy", default.select_policy)
-        policies = tuple(
-            ScalingPolicy(str(p["type"]), int(p["value"]), int(p["periodSeconds"]))
-            for p in data["policies"]
-        ) if "policies" in data else default.policies  # fmt: skip
+        policies = (
+            tuple(
+                ScalingPolicy(str(p["type"]), int(p["value"]), int(p["periodSeconds"]))
+                for p in data["policies"]
+            )
+            if "policies" in data
+            else default.policies
+        )
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
-        raise ConfigurationError(f"Cannot read behavior.{name}: {exc!r}; write it as in an HPA manifest.") from None
+        raise ConfigurationError(
+            f"Cannot read behavior.{name}: {exc!r}; write it as in an HPA manifest."
+        ) from None
     if select not in ("Max", "Min", "Disabled"):
         raise ConfigurationError(f"behavior.{name}.selectPolicy is Max, Min or Disabled, not {select!r}.")
     if any(p.type not in ("Pods", "Percent") or p.value <= 0 or p.period_s <= 0 for p in policies):
-        raise ConfigurationError(f"behavior.{name}.policies: type Pods or Percent, positive value and periodSeconds.")
+        raise ConfigurationError(
+            f"behavior.{name}.policies: type Pods or Percent, positive value and periodSeconds."
+        )
     if window is not None and (not isinstance(window, int) or window < 0):
-        raise ConfigurationError(f"behavior.{name}.stabilizationWindowSeconds must be a whole number of seconds.")
+        raise ConfigurationError(
+            f"behavior.{name}.stabilizationWindowSeconds must be a whole number of seconds."
+        )
     return ScalingRules(window, select, policies)
 
 
@@ -213,24 +249,43 @@ class HpaSettings:
     target: float = _p(80.0, "CPU percent of requests, or in-flight requests per pod")
     min_replicas: int = _p(1, "spec.minReplicas")
     max_replicas: int = _p(10, "spec.maxReplicas")
-    behavior: Behavior | None = _p(None, "spec.behavior; None is what `kubectl autoscale` creates")  # noqa: RUF009
+    behavior: Behavior | None = _p(None, "spec.behavior; None is what `kubectl autoscale` creates")
     sync_period_s: float = _p(15.0, "--horizontal-pod-autoscaler-sync-period", "[D] 15s")
     tolerance: float = _p(0.1, "--horizontal-pod-autoscaler-tolerance", "[D] 0.1")
-    downscale_stabilization_s: float = _p(300.0, "--horizontal-pod-autoscaler-downscale-stabilization", "[D] 5m")
-    cpu_initialization_period_s: float = _p(300.0, "--horizontal-pod-autoscaler-cpu-initialization-period", "[D] 5m")
-    initial_readiness_delay_s: float = _p(30.0, "--horizontal-pod-autoscaler-initial-readiness-delay", "[D] 30s")
+    downscale_stabilization_s: float = _p(
+        300.0, "--horizontal-pod-autoscaler-downscale-stabilization", "[D] 5m"
+    )
+    cpu_initialization_period_s: float = _p(
+        300.0, "--horizontal-pod-autoscaler-cpu-initialization-period", "[D] 5m"
+    )
+    initial_readiness_delay_s: float = _p(
+        30.0, "--horizontal-pod-autoscaler-initial-readiness-delay", "[D] 30s"
+    )
     phase_s: float = _p(0.0, "time of the first sync")
 
     def manifest(self) -> dict:
         """The values to put in the HPA manifest."""
         data: dict = {"minReplicas": self.min_replicas, "maxReplicas": self.max_replicas}
         if self.metric == CPU:
-            data["metrics"] = [{"type": "Resource", "resource": {"name": "cpu", "target": {
-                "type": "Utilization", "averageUtilization": round(self.target)}}}]  # fmt: skip
+            data["metrics"] = [
+                {
+                    "type": "Resource",
+                    "resource": {
+                        "name": "cpu",
+                        "target": {"type": "Utilization", "averageUtilization": round(self.target)},
+                    },
+                }
+            ]
         else:
-            data["metrics"] = [{"type": "External", "external": {
-                "metric": {"name": "inflight_requests"},
-                "target": {"type": "AverageValue", "averageValue": f"{self.target:g}"}}}]  # fmt: skip
+            data["metrics"] = [
+                {
+                    "type": "External",
+                    "external": {
+                        "metric": {"name": "inflight_requests"},
+                        "target": {"type": "AverageValue", "averageValue": f"{self.target:g}"},
+                    },
+                }
+            ]
         if self.behavior is not None:
             data["behavior"] = self.behavior.to_k8s()
         return data
@@ -293,7 +348,9 @@ def quantile_of(percentile: str) -> float:
 class SimSettings:
     tick_s: float = _p(1.0, "simulated seconds per step")
     think_time_s: float = _p(1.0, "closed loop: seconds a user waits between answer and next request")
-    initial_replicas: int | None = _p(None, "replicas at the start (default: where the HPA settles for the first load)")
+    initial_replicas: int | None = _p(
+        None, "replicas at the start (default: where the HPA settles for the first load)"
+    )
     pool: NodePool = field(default_factory=NodePool)
     pod: PodTemplate = field(default_factory=PodTemplate)
     metrics: MetricsPipeline = field(default_factory=MetricsPipeline)
@@ -321,14 +378,23 @@ _SECTIONS = ("pool", "pod", "metrics", "hpa", "autoscaler", "service")
 def describe_settings(settings: SimSettings | None = None) -> list[tuple[str, str, str, str]]:
     """(key, value, explanation, source) for every setting ``--set`` accepts."""
     settings = settings or SimSettings()
-    rows = [(f.name, repr(getattr(settings, f.name)), f.metadata.get("doc", ""), f.metadata.get("source", ""))
-            for f in dataclasses.fields(settings) if f.metadata]  # fmt: skip
+    rows = [
+        (f.name, repr(getattr(settings, f.name)), f.metadata.get("doc", ""), f.metadata.get("source", ""))
+        for f in dataclasses.fields(settings)
+        if f.metadata
+    ]
     for section in _SECTIONS:
         value = getattr(settings, section) or HpaSettings()
         for f in dataclasses.fields(value):
             if f.metadata:
-                rows.append((f"{section}.{f.name}", repr(getattr(value, f.name)),
-                             f.metadata["doc"], f.metadata["source"]))  # fmt: skip
+                rows.append(
+                    (
+                        f"{section}.{f.name}",
+                        repr(getattr(value, f.name)),
+                        f.metadata["doc"],
+                        f.metadata["source"],
+                    )
+                )
     return rows
 
 
@@ -362,13 +428,16 @@ def apply_overrides(settings: SimSettings, assignments: typing.Iterable[str]) ->
         if not sep or (section and section not in _SECTIONS):
             raise ConfigurationError(
                 f"--set takes SECTION.NAME=VALUE (sections: {', '.join(_SECTIONS)}), not {assignment!r}; "
-                "`mlscale simulate --list-settings` lists them.")  # fmt: skip
+                "`mlscale simulate --list-settings` lists them."
+            )
         target = getattr(settings, section) if section else settings
         if section == "hpa" and target is None:
             raise ConfigurationError(f"--set {key}: this simulation has no HPA (--policy manual or none).")
         fields = {f.name: f for f in dataclasses.fields(target)}
         if name not in fields or not fields[name].metadata:
-            raise ConfigurationError(f"--set: unknown setting {key!r}; `mlscale simulate --list-settings` lists them.")
+            raise ConfigurationError(
+                f"--set: unknown setting {key!r}; `mlscale simulate --list-settings` lists them."
+            )
         value = _coerce(text.strip(), fields[name].type, key)
         if isinstance(value, (int, float)) and not isinstance(value, bool) and value < 0:
             raise ConfigurationError(f"--set {key}: must not be negative.")
@@ -386,7 +455,9 @@ def validate(settings: SimSettings) -> None:
     if pool.machine_type not in NODE_TYPES:
         raise ConfigurationError(f"Unknown node type {pool.machine_type!r}; known: {', '.join(NODE_TYPES)}.")
     if not 0 <= pool.min_nodes <= pool.max_nodes or pool.max_nodes < 1:
-        raise ConfigurationError(f"Nodes: need 0 <= min ({pool.min_nodes}) <= max ({pool.max_nodes}), max >= 1.")
+        raise ConfigurationError(
+            f"Nodes: need 0 <= min ({pool.min_nodes}) <= max ({pool.max_nodes}), max >= 1."
+        )
     if not pool.min_nodes <= pool.start_nodes <= pool.max_nodes:
         raise ConfigurationError("The initial node count must lie between the pool's min and max.")
     if pod.cpu_request_m <= 0:
@@ -400,7 +471,9 @@ def validate(settings: SimSettings) -> None:
         if hpa.metric not in (CPU, INFLIGHT):
             raise ConfigurationError(f"The HPA scales on cpu or inflight, not {hpa.metric!r}.")
         if not 1 <= hpa.min_replicas <= hpa.max_replicas:
-            raise ConfigurationError(f"Replicas: need 1 <= min ({hpa.min_replicas}) <= max ({hpa.max_replicas}).")
+            raise ConfigurationError(
+                f"Replicas: need 1 <= min ({hpa.min_replicas}) <= max ({hpa.max_replicas})."
+            )
         if hpa.target <= 0:
             raise ConfigurationError("The HPA's target must be positive.")
     if settings.sla.limit_ms <= 0:
