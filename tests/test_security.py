@@ -35,7 +35,7 @@ def serve_settings(monkeypatch, *args: str, env: dict | None = None):
     captured = []
     monkeypatch.setattr(mlscale.serving.server, "serve", lambda settings: captured.append(settings) or 0)
     # Logging set up inside CliRunner would write to its stream after it is closed.
-    monkeypatch.setattr("mlscale.cli.main.configure_logging", lambda level: None)
+    monkeypatch.setattr("mlscale.cli.serve.configure_logging", lambda level: None)
     result = CliRunner().invoke(main, ["serve", "-m", "some/model", *args], env=env or {})
     assert result.exit_code == 0, result.output
     return captured[0]

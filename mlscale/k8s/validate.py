@@ -26,7 +26,7 @@ from typing import Any
 
 import yaml
 
-from mlscale.errors import ConfigurationError
+from mlscale.errors import ConfigurationError, MlscaleError
 from mlscale.k8s.placeholders import find_placeholders, placeholder_problems
 from mlscale.k8s.plan import PlanError, read_plan, sizing_from_plan
 from mlscale.k8s.policy import POLICIES, Problem, check_against_plan, check_all, name_of
@@ -134,7 +134,7 @@ def validate_dir(
     return report
 
 
-class RenderError(Exception):
+class RenderError(MlscaleError):
     """kubectl kustomize failed; the message is its own."""
 
 

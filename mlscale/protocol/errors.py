@@ -11,12 +11,18 @@ from __future__ import annotations
 
 import orjson
 
+from mlscale.errors import MlscaleError
+
 JSON = b"application/json"
 TEXT = b"text/plain; charset=utf-8"
 
 
-class ServingError(Exception):
-    """An error answered to the client; ``status`` and ``body`` are the response."""
+class ServingError(MlscaleError):
+    """An error answered to the client; ``status`` and ``body`` are the response.
+
+    Part of mlscale's one error tree, but it never reaches the command line: the
+    server answers it (``status``, ``body``, ``extra_headers``) and carries on.
+    """
 
     status: int = 500
     error_code: str = "INTERNAL_ERROR"
