@@ -33,7 +33,6 @@ import argparse
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -44,6 +43,8 @@ from contextlib import contextmanager
 from serve_bench import _tree_cpu_s as tree_cpu_s  # CPU seconds of a process tree
 from serve_bench import ensure_wrk
 
+from mlscale.processes import free_port, signal_group, start_group, stop_group
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 BIN = os.path.dirname(sys.executable)
 MLSCALE = os.path.join(BIN, "mlscale")
@@ -51,12 +52,6 @@ SERVER_CORE, GENERATOR_CORE = "0", "1"
 # Targets: within 2 ms of the true p50, within 3 % of the true p99 and
 # p99.9; at least 5,000 requests/s per generator core with 10,000 users.
 P50_WITHIN_MS, TAIL_WITHIN, PER_CORE_TARGET = 2.0, 0.03, 5000
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def get(url: str, method: str = "GET") -> bytes:
@@ -69,7 +64,7 @@ def get(url: str, method: str = "GET") -> bytes:
 def server(app: str, env: dict | None = None):
     """A uvicorn app from this folder on a free port, pinned to the server's core."""
     port = free_port()
-    process = subprocess.Popen(
+    process = start_group(
         [
             "taskset",
             "-c",
@@ -90,7 +85,6 @@ def server(app: str, env: dict | None = None):
             "--timeout-keep-alive",
             "30",
         ],
-        start_new_session=True,
         env={**os.environ, **(env or {})},
     )
     url = f"http://127.0.0.1:{port}"
@@ -106,8 +100,7 @@ def server(app: str, env: dict | None = None):
                 time.sleep(0.1)
         yield url
     finally:
-        os.killpg(process.pid, signal.SIGTERM)
-        process.wait(10)
+        stop_group(process, grace_s=10)
 
 
 def mlscale_loadtest(url: str, users: int, think_s: float, duration: float, out: str) -> list[str]:
@@ -244,10 +237,9 @@ def throughput_point(
     label: str, argv: list[str], env: dict, url: str, settle_s: float, window_s: float
 ) -> dict:
     """Requests/s at the server and the generator's CPU over the same steady window."""
-    process = subprocess.Popen(
+    process = start_group(
         argv,
         env={**os.environ, **env},
-        start_new_session=True,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -260,7 +252,7 @@ def throughput_point(
         try:
             process.wait(timeout=60)
         except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
+            signal_group(process, signal.SIGKILL)
             process.wait()
     rps, cpu = (count1 - count0) / (t1 - t0), (cpu1 - cpu0) / (t1 - t0)
     return {"run": label, "rps": rps, "generator_cpu": cpu, "rps_per_core": rps / cpu if cpu else None}

@@ -32,7 +32,6 @@ import re
 import resource
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -44,6 +43,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import psutil
+
+from mlscale.processes import free_port, signal_group, start_group
 
 BENCH_DIR = Path(__file__).resolve().parent
 VENV_BIN = Path(sys.executable).parent
@@ -263,13 +264,6 @@ class Server:
     proc: subprocess.Popen[bytes] | None = None
 
 
-def free_port() -> int:
-    """A port the kernel says is free now (the tiny race is fine on a quiet box)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def server_env(tracking_uri: str) -> dict[str, str]:
     """The servers' environment: the store, and the venv first on PATH.
 
@@ -348,14 +342,13 @@ def start_server(server: Server, env: dict[str, str]) -> None:
     """
     log = server.log_path.open("wb")
     try:
-        server.proc = subprocess.Popen(
+        server.proc = start_group(
             ["taskset", "-c", SERVER_CORE, *server.argv],
             stdout=log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
             env=env,
             cwd=server.log_path.parent,
-            start_new_session=True,
         )
     finally:
         log.close()
@@ -401,9 +394,7 @@ def stop_server(server: Server) -> None:
     server.proc = None
     pgid = proc.pid  # start_new_session: the launcher leads its own group
     for sig, wait_s in ((signal.SIGTERM, STOP_TIMEOUT_S), (signal.SIGKILL, 5.0)):
-        try:
-            os.killpg(pgid, sig)
-        except ProcessLookupError:
+        if not signal_group(proc, sig):
             break
         if _wait_group_gone(proc, pgid, wait_s):
             break

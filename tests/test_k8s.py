@@ -858,7 +858,8 @@ def test_the_build_context_is_cut_down():
 @needs_kubectl
 def test_the_manifests_locust_command_runs_a_distributed_test(tmp_path):
     """Master and worker as the manifests start them, on loopback, for 3 seconds."""
-    from tests.test_loadtest_runs import fake_server, free_port
+    from mlscale.processes import free_port
+    from tests.test_loadtest_runs import fake_server
 
     objects = kustomize(DEPLOY / "base")
     from mlscale.loadtest.runner import locustfile_path

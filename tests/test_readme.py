@@ -13,12 +13,13 @@ from __future__ import annotations
 
 import os
 import re
-import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+from mlscale.processes import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
@@ -86,12 +87,6 @@ def test_the_rewrites_all_apply():
         assert written in text, f"{written!r} is no longer in the README: update REWRITES"
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 # The script's own limit (600 s) is the one that should speak: pytest's default
 # (300 s, pyproject.toml) would stop it first.
 @pytest.mark.timeout(660)
@@ -101,7 +96,7 @@ def test_the_readme_commands_run(tmp_path):
     for written, run in REWRITES:
         script = script.replace(written, run)
     (tmp_path / "deploy").symlink_to(ROOT / "deploy")
-    port = str(_free_port())
+    port = str(free_port())
     for form in PORT_FORMS:
         script = script.replace(form, form.replace("5000", port))
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}

@@ -12,7 +12,6 @@ from __future__ import annotations
 import configparser
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -20,6 +19,8 @@ from pathlib import Path
 
 import httpx
 import pytest
+
+from mlscale.processes import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 COMPONENT = ROOT / "deploy" / "components" / "tracking-basic-auth"
@@ -30,12 +31,6 @@ pytestmark = pytest.mark.skipif(
     __import__("importlib").util.find_spec("flask_wtf") is None,
     reason="mlflow[auth] (Flask-WTF) is not installed",
 )
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _poll(condition, timeout_s: float, what: str) -> None:
@@ -69,7 +64,7 @@ def tracking(tmp_path_factory):
     config["mlflow"]["database_uri"] = f"sqlite:///{work}/auth.db"
     with open(work / "basic_auth.ini", "w") as handle:
         config.write(handle)
-    port = _free_port()
+    port = free_port()
     env = _env(
         MLFLOW_AUTH_CONFIG_PATH=str(work / "basic_auth.ini"),
         MLFLOW_AUTH_ADMIN_USERNAME=ADMIN[0],
@@ -156,7 +151,7 @@ def test_the_model_server_signs_in_with_the_reader_account(tracking, tmp_path):
     )
     assert train.returncode == 0, train.stderr[-3000:]
     uri = train.stdout.strip().splitlines()[-1]
-    port = _free_port()
+    port = free_port()
     serve = [sys.executable, "-m", "mlscale", "serve", "-m", uri, "-p", str(port)]
     reader_env = _env(
         MLFLOW_TRACKING_URI=tracking, MLFLOW_TRACKING_USERNAME=READER[0], MLFLOW_TRACKING_PASSWORD=READER[1]

@@ -14,7 +14,6 @@ import base64
 import json
 import secrets as token
 import shutil
-import socket
 import tempfile
 import time
 from collections.abc import Callable
@@ -45,6 +44,7 @@ from mlscale.containers.translate import (
     translate,
 )
 from mlscale.errors import ConfigurationError, ContainerError
+from mlscale.processes import free_port
 
 Say = Callable[[str], None]
 
@@ -247,12 +247,6 @@ def plan_stack(
         if what in ports
     )
     return translate(objects, StackSettings(settings.name, images, publish))
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 # --- up ------------------------------------------------------------------------------
