@@ -25,6 +25,7 @@ from click.testing import CliRunner
 
 from mlscale.cli.main import main
 from mlscale.k8s import LOCUSTFILE_IN_IMAGE
+from mlscale.k8s.objects import Problem, cpu_millicores, memory_mib
 from mlscale.k8s.placeholders import find_placeholders
 from mlscale.k8s.plan import (
     PlanError,
@@ -33,14 +34,7 @@ from mlscale.k8s.plan import (
     read_plan,
     sizing_from_plan,
 )
-from mlscale.k8s.policy import (
-    Problem,
-    check_exposure,
-    check_secrets_not_plain,
-    check_variable_references,
-    cpu_millicores,
-    memory_mib,
-)
+from mlscale.k8s.policy import check_exposure, check_secrets_not_plain, check_variable_references
 from mlscale.k8s.render import render_plan, set_option, sizing_for_overlay
 from tests.models import small_frame
 from tests.server_process import ServerProcess

@@ -16,7 +16,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from mlscale.k8s.policy import Obj, Problem, name_of
+from mlscale.k8s.objects import Obj, Problem, name_of
 
 # YOUR_ followed by capitals: the overlays' convention, and nothing a real
 # value (a project id, a region, a CIDR) looks like.

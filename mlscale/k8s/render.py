@@ -24,9 +24,9 @@ import yaml
 
 from mlscale.errors import ConfigurationError
 from mlscale.k8s import LOCUST_CONTAINER, LOCUST_WORKER, SERVER, SERVER_CONTAINER
+from mlscale.k8s.objects import cpu_millicores
 from mlscale.k8s.paths import deploy_root, overlay_dir
 from mlscale.k8s.plan import RPS_PER_LOCUST_WORKER, DeploySizing, sizing_from_plan
-from mlscale.k8s.policy import cpu_millicores
 
 # The first line of every kustomization this module writes: a folder that has
 # a kustomization without it is someone else's, and is never overwritten.

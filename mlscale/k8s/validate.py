@@ -27,9 +27,10 @@ from typing import Any
 import yaml
 
 from mlscale.errors import ConfigurationError, MlscaleError
+from mlscale.k8s.objects import Problem, name_of
 from mlscale.k8s.placeholders import find_placeholders, placeholder_problems
 from mlscale.k8s.plan import PlanError, read_plan, sizing_from_plan
-from mlscale.k8s.policy import POLICIES, Problem, check_against_plan, check_all, name_of
+from mlscale.k8s.policy import POLICIES, check_against_plan, check_all
 from mlscale.k8s.render import MARKER, PLAN_FILE
 
 # preStop.sleep, which the model server uses, is on by default from 1.30
