@@ -23,10 +23,12 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest
 
-# ruff (lint and format) over the package, the tests and the benchmarks.
+# ruff (lint and format) over the package, the tests and the benchmarks; import-linter
+# for the layers (pyproject.toml, [tool.importlinter]).
 lint: $(STAMP)
 	$(BIN)/ruff check mlscale tests benchmarks
 	$(BIN)/ruff format --check mlscale tests benchmarks
+	$(BIN)/lint-imports
 
 format: $(STAMP)
 	$(BIN)/ruff check --fix mlscale tests benchmarks

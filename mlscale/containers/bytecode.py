@@ -38,7 +38,9 @@ def main(argv: list[str]) -> int:
     if not sys.pycache_prefix:
         print(f"{MARK} ERROR: PYTHONPYCACHEPREFIX is not set: nowhere to put the bytecode")
         return 1
-    # What `python -m mlscale serve` imports first, so that its bytecode is written too.
+    # Imported here, not at the top: only once sys.dont_write_bytecode is set, so that
+    # only the compile below writes bytecode (in its mode). The CLI first: what
+    # `python -m mlscale serve` imports, so that its bytecode is written too.
     import mlscale.cli.main  # noqa: F401
     from mlscale.errors import ModelLoadError
     from mlscale.serving.server import _uvicorn_config, build_app
