@@ -9,6 +9,7 @@ from pathlib import Path
 import click
 
 from mlscale.containers.base import DEBIAN_BASE, DEFAULT_BASE
+from mlscale.containers.engine import find_engine
 from mlscale.errors import MlscaleError
 
 # mlscale.containers.bake's choices, repeated so that importing the command line
@@ -94,7 +95,7 @@ def build_image(
     mlscale and the base); a second run with the same content reuses it. The last line
     of output is the tag.
     """
-    from mlscale.containers import bake
+    from mlscale.containers import bake  # see ENV_MANAGERS: off the command line's start-up
 
     def say(line):
         return click.echo(line, err=True)
@@ -111,8 +112,6 @@ def build_image(
         return
     if not tag:
         raise click.UsageError("give the image a tag with -t/--tag (or use --output-dir)")
-    from mlscale.containers.engine import find_engine
-
     engine = find_engine()  # first: no download before "no engine"
     image = bake.bake(
         engine,
@@ -130,7 +129,7 @@ def build_image(
 
 
 def _write_context(model_uri, folder, base, env_manager, tracking_uri, tag, say) -> None:
-    from mlscale.containers import bake
+    from mlscale.containers import bake  # see ENV_MANAGERS: off the command line's start-up
 
     fresh = not folder.exists()
     context = bake.prepare_context(

@@ -5,7 +5,8 @@ from __future__ import annotations
 import click
 
 from mlscale.containers.base import DEBIAN_BASE, DEFAULT_BASE
-from mlscale.containers.images import IMAGES
+from mlscale.containers.engine import find_engine
+from mlscale.containers.images import IMAGES, build_images, find_repository
 
 
 @click.group()
@@ -34,9 +35,6 @@ def build(names: tuple[str, ...], base_image: str | None) -> None:
     postgres:16.4-bookworm where it is on the machine or pulls, else one built on the
     Debian base from Debian's postgresql package. Run from the repository.
     """
-    from mlscale.containers.engine import find_engine
-    from mlscale.containers.images import build_images, find_repository
-
     engine = find_engine()
     built = build_images(
         engine,

@@ -58,6 +58,7 @@ def render(plan_path: str, out_dir: str, overlay: str, model_uri: str | None) ->
     for a plan without it, 256Mi + 300Mi per worker process. DIR holds a copy
     of the base (and of the overlay), so it renders wherever it is moved.
     """
+    # yaml and the renderer (20 ms) load only when the command runs, not at every start.
     from mlscale.k8s.plan import read_plan
     from mlscale.k8s.render import render_plan, sizing_for_overlay
 
@@ -107,7 +108,7 @@ def validate(directory: str, versions: tuple[str, ...], for_apply: bool) -> None
     fill (deploy/README.md, step 4), are listed as warnings; with --for-apply
     they fail the check. Exit status 1 when anything fails.
     """
-    from mlscale.k8s.validate import validate_dir
+    from mlscale.k8s.validate import validate_dir  # yaml and the policies: off start-up
 
     report = validate_dir(directory, kubernetes_versions=versions or None, for_apply=for_apply)
     click.echo(report.text())

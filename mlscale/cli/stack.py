@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import sys
 import time
+from pathlib import Path
 
 import click
 
 from mlscale.cli.options import load_shape_options
+from mlscale.containers.engine import find_engine
 
 _NAME = click.option(
     "--name",
@@ -91,9 +93,8 @@ def up(
     model server whose model is not registered yet restarts until it is: register it
     with `mlscale train --tracking-uri` on the tracking URL printed at the end.
     """
-    from pathlib import Path
-
-    from mlscale.containers.engine import find_engine
+    # The stack's modules (yaml, the manifest translation: 60 ms) load only when a
+    # stack command runs, not at every `mlscale` start.
     from mlscale.containers.stack import UpSettings
     from mlscale.containers.stack import up as bring_up
 
@@ -115,8 +116,7 @@ def up(
 def status(name: str) -> None:
     """The stack's pods, whether they pass their probes, and its URLs. Exit status 1
     when it is not up."""
-    from mlscale.containers.engine import find_engine
-    from mlscale.containers.stack import require_podman, state
+    from mlscale.containers.stack import require_podman, state  # 60 ms: off start-up
 
     engine = find_engine()
     require_podman(engine)
@@ -137,8 +137,7 @@ def status(name: str) -> None:
 )
 def down(name: str, keep_data: bool) -> None:
     """Stop and remove everything the stack made: pods, network, volumes, secrets."""
-    from mlscale.containers.engine import find_engine
-    from mlscale.containers.stack import down as take_down
+    from mlscale.containers.stack import down as take_down  # 60 ms: off start-up
 
     started = time.monotonic()
     removed = take_down(find_engine(), name, keep_data=keep_data, say=_say)
@@ -202,7 +201,7 @@ def loadtest(name: str, **options) -> None:
     ConfigMap (deploy/components/loadtest-config) and they are played again on it;
     the test starts through the master's web API, as its Start button does.
     """
-    from mlscale.containers.engine import find_engine
+    # heavy: the load-test runner and its report (pandas, plotly: 0.8 s).
     from mlscale.containers.stack_loadtest import run, target
     from mlscale.loadtest.cli import LiveLine, report_result, settings_from_options
 
@@ -242,7 +241,7 @@ def loadtest(name: str, **options) -> None:
 
 
 def _print_state(state) -> None:
-    from mlscale.containers.stack import WHAT
+    from mlscale.containers.stack import WHAT  # loaded by the command already; off start-up
 
     click.echo(f"{'pod':<36} {'workload':<28} {'state':<9} {'ready':<6} restarts")
     for pod in state.pods:

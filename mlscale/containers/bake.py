@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
 
+import yaml
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.specifiers import SpecifierSet
 from packaging.utils import canonicalize_name
@@ -232,8 +233,6 @@ def read_requirement_lines(
 ) -> list[str]:
     """The model's pip requirement lines: requirements.txt, else the dependencies of
     python_env.yaml, else the pip section of conda.yaml; ``-r FILE`` is inlined."""
-    import yaml
-
     path = model_dir / name
     if path.is_file():
         raw = path.read_text().splitlines()
@@ -276,8 +275,6 @@ def _yaml(path: Path, yaml) -> dict:
 
 def model_python(model_dir: Path) -> str | None:
     """The Python version the model was saved with, as the model records it."""
-    import yaml
-
     python_env = model_dir / "python_env.yaml"
     if python_env.is_file():
         version = _yaml(python_env, yaml).get("python")
@@ -516,6 +513,8 @@ def prepare_context(
 ) -> BuildContext:
     """Download the model and write the build context into ``folder`` (new or
     empty, or one written here before): no container engine needed."""
+    # heavy: the mlscale.model package imports its loader (numpy, 50 ms); only here,
+    # where a model is fetched, and the requirement helpers stay light.
     from mlscale.model.fetch import fetch_model
 
     with tempfile.TemporaryDirectory(prefix="mlscale-bake-") as scratch, _tracking_uri(tracking_uri):

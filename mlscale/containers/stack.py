@@ -27,6 +27,7 @@ import yaml
 from mlscale import __version__
 from mlscale.containers.engine import Engine
 from mlscale.containers.expand import fill
+from mlscale.containers.images import IMAGES, build_images, find_repository
 from mlscale.containers.readiness import container_states, probe_now, wait_ready
 from mlscale.containers.translate import (
     CONFIGMAPS_LABEL,
@@ -44,6 +45,8 @@ from mlscale.containers.translate import (
     translate,
 )
 from mlscale.errors import ConfigurationError, ContainerError
+from mlscale.k8s.paths import deploy_root, overlay_dir
+from mlscale.k8s.validate import RenderError, kustomize
 from mlscale.processes import free_port
 
 Say = Callable[[str], None]
@@ -105,8 +108,6 @@ class StackState:
 
 
 def default_source() -> Path:
-    from mlscale.k8s.paths import overlay_dir
-
     return overlay_dir("local")
 
 
@@ -117,9 +118,6 @@ def render(source: Path, run_config: dict | None = None) -> list[dict[str, Any]]
     The source's tree is copied, with a kustomization beside it that adds the
     component: the run's configuration goes into the copy, never into deploy/.
     """
-    from mlscale.k8s.paths import deploy_root
-    from mlscale.k8s.validate import RenderError, kustomize
-
     source = source.resolve()
     # The tree: the nearest folder holding a kustomize base (deploy/ for its
     # overlays, a rendered folder for itself), else the source alone.
@@ -164,8 +162,6 @@ def image_map(
     move (``mlscale/NAME:VERSION`` is retagged by every build on the machine); else
     ``mlscale/NAME:VERSION`` as it is; or the images a running stack's pods use
     (``running``: repository -> image), so that a replayed pod runs what the others do."""
-    from mlscale.containers.images import IMAGES, build_images, find_repository
-
     wanted = {image_repository(c["image"]) for c in _containers(objects)}
     by_repository = {}
     for spec in IMAGES:

@@ -206,6 +206,8 @@ def schema_problems(objects: list[dict[str, Any]], versions: tuple[str, ...]) ->
 
 def _kubernetes_validate():
     try:
+        # Here, not at the top: optional (the message below says how to install it), and
+        # heavy (its schema index: 70 ms) for the render-only paths that import this module.
         import kubernetes_validate
     except ImportError as exc:
         raise ConfigurationError(
