@@ -5,6 +5,7 @@ from __future__ import annotations
 import signal
 
 import httpx
+import psutil
 
 from mlscale.serving.process import ServeProcess
 
@@ -26,7 +27,6 @@ class ServerProcess(ServeProcess):
 
     def children(self) -> list[int]:
         """The worker processes (multiprocessing's resource tracker is not one)."""
-        import psutil
 
         workers = []
         for child in psutil.Process(self.process.pid).children():

@@ -29,6 +29,7 @@ from packaging.specifiers import SpecifierSet
 from mlscale.cli.build_image import DEFAULT_ENV_MANAGER, ENV_MANAGERS
 from mlscale.cli.main import main
 from mlscale.containers import bake
+from mlscale.containers.engine import ca_bundle
 from mlscale.errors import ConfigurationError, ModelLoadError
 from tests.containers import container, engine_or_skip
 
@@ -272,6 +273,7 @@ def models(request) -> dict[str, str]:
     """The reference model in a registry and the scikit-learn pipeline with a string
     column, saved once per machine (pytest's cache) for as long as the code that
     makes them is unchanged, so that their images are found by content next time."""
+    # heavy: mlflow (1.5 s), only where a test logs a model
     import mlflow
 
     recipe = hashlib.sha256(mlflow.__version__.encode())
@@ -296,6 +298,7 @@ def models(request) -> dict[str, str]:
         )
         assert trained.returncode == 0, trained.stderr[-3000:]
         assert trained.stdout.strip().splitlines()[-1] == "models:/wine-quality/1"
+        # heavy: the model fixtures import scikit-learn and mlflow (0.6 s)
         from tests.models import save_sklearn_pipeline
 
         save_sklearn_pipeline(str(folder / "sklearn_pipeline"))
@@ -569,6 +572,7 @@ def _wait_ready(engine, name: str, timeout_s: float = 120) -> None:
 
 
 def _serves_as_in_process(engine, tag: str, model_uri: str, frame) -> None:
+    # heavy: mlflow (1.5 s), only where a test loads a model
     import mlflow.pyfunc
 
     expected = mlflow.pyfunc.load_model(model_uri).predict(frame)
@@ -600,6 +604,7 @@ def _serves_as_in_process(engine, tag: str, model_uri: str, frame) -> None:
 @pytest.mark.slow
 @_BUILD_TIMEOUT
 def test_the_reference_model_image_answers_as_in_process(wine_image, models, monkeypatch):
+    # heavy: the wine example imports pandas and xgboost (0.7 s)
     from mlscale.examples.wine import feature_frame
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", models["tracking_uri"])
@@ -609,6 +614,7 @@ def test_the_reference_model_image_answers_as_in_process(wine_image, models, mon
 @pytest.mark.slow
 @_BUILD_TIMEOUT
 def test_the_string_column_pipeline_image_answers_as_in_process(sklearn_image, models):
+    # heavy: the model fixtures import scikit-learn and mlflow (0.6 s)
     from tests.models import color_frame
 
     _serves_as_in_process(*sklearn_image, models["sklearn"], color_frame().iloc[:6])
@@ -681,7 +687,6 @@ def _certificates(text: str) -> set[str]:
 def test_no_ca_bundle_in_any_layer(wine_image, sklearn_image):
     """pip's CA bundle reached the builds as a secret only: neither the file nor any
     certificate that only this machine's bundle holds is in any layer."""
-    from mlscale.containers.engine import ca_bundle
 
     bundle = ca_bundle()
     if bundle is None:

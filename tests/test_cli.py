@@ -6,10 +6,15 @@ import json
 import subprocess
 import sys
 
+import click
 import pytest
 from click.testing import CliRunner
 
+import mlscale.serving.server as server
 from mlscale.cli.main import main
+from mlscale.errors import ConfigurationError, MlscaleError
+from mlscale.k8s.validate import RenderError
+from mlscale.protocol.errors import Overloaded, PayloadTooLarge, ServingError
 
 
 def test_help_lists_the_commands():
@@ -60,7 +65,6 @@ def test_serve_requires_a_model():
 
 def test_mlflow_environment_variables_set_the_defaults(monkeypatch):
     """MLFLOW_MODELS_WORKERS and friends reach the settings, as in `mlflow models serve`."""
-    import mlscale.serving.server as server
 
     seen = {}
     monkeypatch.setattr(server, "serve", lambda settings: seen.setdefault("s", settings) and 0)
@@ -89,6 +93,7 @@ def test_train_prints_the_registered_uri_last(tmp_path):
     assert run.stdout.strip().splitlines()[-1] == "models:/wine-cli/1"
     assert "rmse=" in run.stderr
 
+    # heavy: mlflow (1.5 s) only for the test that reads the registry back
     import mlflow
 
     client = mlflow.MlflowClient(tracking_uri=uri)
@@ -135,6 +140,7 @@ def test_loadtest_needs_a_url():
 
 
 def _earlier_plan(tmp_path):
+    # heavy: test_capacity imports the planner and its fixtures (1 s)
     from tests.test_capacity import _measurement
 
     plan = {
@@ -199,3 +205,38 @@ def test_a_bad_earlier_plan_is_a_clear_error(tmp_path, content, message):
         path.write_text(content)
     result = CliRunner().invoke(main, ["plan", "--from-plan", str(path), "--target-users", "5"])
     assert result.exit_code == 1 and message in result.output, result.output
+
+
+# -- one error tree, translated in one place ---------------------------------------------
+
+
+def test_every_project_error_is_an_mlscale_error():
+    for error in (ConfigurationError, RenderError, ServingError, PayloadTooLarge, Overloaded):
+        assert issubclass(error, MlscaleError)
+    # Still the server's error, answered as before: status, MLflow's error JSON, headers.
+    overloaded = Overloaded("the queue is full", retry_after_s=2)
+    assert (overloaded.status, overloaded.exit_code) == (503, 1)
+    assert json.loads(overloaded.body) == {
+        "error_code": "TEMPORARILY_UNAVAILABLE",
+        "message": "the queue is full",
+    }
+    assert overloaded.extra_headers == [(b"retry-after", b"2")]
+
+
+def test_an_mlscale_error_becomes_its_message_and_its_exit_code():
+    class Unreachable(MlscaleError):
+        exit_code = 3
+
+    @click.command("fails")
+    @click.option("--code", type=int, default=None)
+    def fails(code: int | None) -> None:
+        raise Unreachable("the thing is unreachable: start it") if code else MlscaleError("plain")
+
+    main.add_command(fails)
+    try:
+        result = CliRunner().invoke(main, ["fails", "--code", "3"])
+        assert (result.exit_code, result.output) == (3, "Error: the thing is unreachable: start it\n")
+        result = CliRunner().invoke(main, ["fails"])
+        assert (result.exit_code, result.output) == (1, "Error: plain\n")
+    finally:
+        main.commands.pop("fails")

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from mlscale.containers.engine import ENGINE_VARIABLE, find_engine
-from mlscale.containers.images import IMAGES, ImageSpec, content_hash, select
+from mlscale.containers.engine import ENGINE_VARIABLE, ca_bundle, find_engine
+from mlscale.containers.images import IMAGES, ImageSpec, build_images, content_hash, select
 from mlscale.errors import ContainerError
 from tests.containers import container, engine_or_skip, post_json, published_port, wait_http
 
@@ -107,7 +107,6 @@ def test_engine_choice_errors_say_what_to_do(monkeypatch, tmp_path):
 @pytest.fixture(scope="module")
 def images():
     """The server, Locust and tracking images (built here if `make images` did not)."""
-    from mlscale.containers.images import build_images
 
     engine = engine_or_skip()
     built = build_images(engine, root=ROOT, names=["server", "locust", "tracking"], say=lambda line: None)
@@ -151,6 +150,7 @@ def _readable_by_group(root: Path) -> None:
 @pytest.mark.slow
 @_BUILD_TIMEOUT
 def test_server_image_serves_a_registered_model_as_in_process(images, wine_registry):
+    # heavy: mlflow and pandas (1.5 s), for the one test that builds a model image
     import mlflow.pyfunc
     import pandas as pd
 
@@ -230,7 +230,6 @@ def _certificates(text: str) -> set[str]:
 def test_no_build_secret_in_any_layer(images):
     """pip's CA bundle reached the builds as a secret: neither the file, nor any
     certificate that only the build machine's bundle holds, is in a layer."""
-    from mlscale.containers.engine import ca_bundle
 
     engine, tags = images
     bundle = ca_bundle()

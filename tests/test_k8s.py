@@ -16,6 +16,7 @@ import shutil
 import subprocess
 import sys
 import time
+import tomllib
 from pathlib import Path
 
 import httpx
@@ -36,8 +37,13 @@ from mlscale.k8s.plan import (
 )
 from mlscale.k8s.policy import check_exposure, check_secrets_not_plain, check_variable_references
 from mlscale.k8s.render import render_plan, set_option, sizing_for_overlay
+from mlscale.k8s.validate import validate_dir
+from mlscale.loadtest import CONFIG_ENV
+from mlscale.loadtest.runner import locustfile_path
+from mlscale.processes import free_port
 from tests.models import small_frame
 from tests.server_process import ServerProcess
+from tests.test_loadtest_runs import fake_server
 
 ROOT = Path(__file__).resolve().parents[1]
 DEPLOY = ROOT / "deploy"
@@ -131,8 +137,6 @@ def option(args: list[str], flag: str) -> str:
 @pytest.mark.parametrize("folder", ["base", "overlays/local", "overlays/gke"])
 @renders
 def test_every_overlay_renders_and_validates(folder):
-    from mlscale.k8s.validate import validate_dir
-
     report = validate_dir(DEPLOY / folder)
     assert report.ok, report.text()
     assert len(report.objects) >= 19
@@ -268,9 +272,6 @@ def test_the_base_is_the_reference_system():
 
 @needs_kubectl
 def test_locust_runs_the_shipped_locustfile_as_master_and_workers():
-    from mlscale.loadtest import CONFIG_ENV
-    from mlscale.loadtest.runner import locustfile_path
-
     # The image's path is the package's own file, inside the image's venv.
     assert LOCUSTFILE_IN_IMAGE.endswith("/site-packages/mlscale/loadtest/locustfile.py")
     assert locustfile_path().endswith("mlscale/loadtest/locustfile.py")
@@ -343,8 +344,6 @@ def test_the_components_render_a_generated_secret_and_s3_artifacts(tmp_path):
 @pytest.mark.parametrize("overlay", [None, "local", "gke"])
 @renders
 def test_a_rendered_overlay_has_the_plans_numbers_and_validates(tmp_path, overlay):
-    from mlscale.k8s.validate import validate_dir
-
     out = render_plan(PLAN, str(tmp_path / "rendered"), overlay=overlay)
     report = validate_dir(out)
     assert report.ok, report.text()
@@ -622,8 +621,6 @@ def broken_overlay(tmp_path):
 )
 @renders
 def test_validate_reports_a_broken_overlay(broken_overlay, check, kind, name, ops, extra):
-    from mlscale.k8s.validate import validate_dir
-
     report = validate_dir(broken_overlay(kind, name, ops, extra))
     assert not report.ok
     assert check in {p.check for p in report.problems}, report.text()
@@ -852,11 +849,8 @@ def test_the_build_context_is_cut_down():
 @needs_kubectl
 def test_the_manifests_locust_command_runs_a_distributed_test(tmp_path):
     """Master and worker as the manifests start them, on loopback, for 3 seconds."""
-    from mlscale.processes import free_port
-    from tests.test_loadtest_runs import fake_server
 
     objects = kustomize(DEPLOY / "base")
-    from mlscale.loadtest.runner import locustfile_path
 
     def command(name: str, port: int, target: str) -> tuple[list[str], dict]:
         spec = container(objects, "Deployment", name)
@@ -905,7 +899,6 @@ def test_the_manifests_locust_command_runs_a_distributed_test(tmp_path):
         finally:
             worker.terminate()
             worker.wait(15)
-        import httpx
 
         answered = httpx.get(f"{url}/count").json()["count"]
     assert master.returncode == 0, master.stderr[-2000:]
@@ -930,8 +923,6 @@ def _requirement_names(lines) -> set[str]:
 
 
 def test_the_server_image_lists_pyprojects_dependencies_but_the_load_test_ones():
-    import tomllib
-
     declared = _requirement_names(
         tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
     )

@@ -11,6 +11,7 @@ again, and finally down with nothing left behind.
 from __future__ import annotations
 
 import base64
+import csv
 import json
 import os
 import re
@@ -28,8 +29,8 @@ import yaml
 
 from mlscale.containers.expand import SecretPart, expand_parts, fill
 from mlscale.containers.probes import Probe, parse_probe_spec, probe_command, probe_spec
-from mlscale.containers.stack import generated_value, secret_content
-from mlscale.containers.stack_loadtest import locust_pods, pods_behind
+from mlscale.containers.stack import default_source, generated_value, render, secret_content, state
+from mlscale.containers.stack_loadtest import RESULTS_DIR, locust_pods, pods_behind
 from mlscale.containers.stats import busiest_share, cores_used, go_duration_s, parse_stats, size_bytes
 from mlscale.containers.translate import (
     CONFIGMAPS_LABEL,
@@ -43,6 +44,12 @@ from mlscale.containers.translate import (
     translate,
 )
 from mlscale.errors import ConfigurationError
+from mlscale.k8s.render import render_plan
+from mlscale.k8s.validate import validate_dir
+from mlscale.loadtest import shapes
+from mlscale.loadtest.runner import LoadTestSettings, locust_config, settings_from_config
+from mlscale.loadtest.sla import parse_sla
+from tests.containers import engine_or_skip
 
 ROOT = Path(__file__).resolve().parents[1]
 needs_kubectl = pytest.mark.skipif(
@@ -68,8 +75,6 @@ PUBLISH = (
 
 @pytest.fixture(scope="module")
 def local_plan():
-    from mlscale.containers.stack import default_source, render
-
     if shutil.which("kubectl") is None:
         pytest.skip("kubectl (which bundles kustomize) is not installed")
     objects = render(default_source())
@@ -246,8 +251,6 @@ def test_the_locust_pods_carry_the_load_test_configuration(local_plan):
 
 @needs_kubectl
 def test_a_run_configuration_replaces_the_components(tmp_path):
-    from mlscale.containers.stack import default_source, render
-
     objects = render(default_source(), {"mode": "open", "out": "/tmp/x"})
     configmap = next(o for o in objects if o["kind"] == "ConfigMap")
     assert json.loads(configmap["data"]["locust_config.json"]) == {"mode": "open", "out": "/tmp/x"}
@@ -260,8 +263,7 @@ def test_a_run_configuration_replaces_the_components(tmp_path):
 def test_a_folder_rendered_from_a_plan_runs_as_sized(tmp_path):
     """`mlscale stack up --from` a `mlscale k8s render --overlay local` folder: the
     plan's replicas behind one Service name, its Locust workers."""
-    from mlscale.containers.stack import render
-    from mlscale.k8s.render import render_plan
+    # heavy: test_k8s imports the model fixtures (mlflow, 0.6 s); one test uses its plan
     from tests.test_k8s import PLAN
 
     out = render_plan(PLAN, str(tmp_path / "rendered"), overlay="local")
@@ -278,9 +280,6 @@ def test_a_folder_rendered_from_a_plan_runs_as_sized(tmp_path):
 def test_the_committed_load_test_configuration_is_the_reference_scenarios():
     """120 users posting one wine row and thinking 1 s for 10 minutes, as
     `mlscale loadtest` would configure it: the file cannot drift from the code."""
-    from mlscale.containers.stack_loadtest import RESULTS_DIR
-    from mlscale.loadtest import shapes
-    from mlscale.loadtest.runner import LoadTestSettings, locust_config
 
     settings = LoadTestSettings(
         host="http://mlscale-server:8080",
@@ -293,10 +292,6 @@ def test_the_committed_load_test_configuration_is_the_reference_scenarios():
 
 
 def test_the_master_summarizes_from_the_settings_its_configuration_was_written_from():
-    from mlscale.loadtest import shapes
-    from mlscale.loadtest.runner import LoadTestSettings, locust_config, settings_from_config
-    from mlscale.loadtest.sla import parse_sla
-
     settings = LoadTestSettings(
         host="http://s:8080",
         out_dir="/o",
@@ -317,7 +312,6 @@ def test_the_master_summarizes_from_the_settings_its_configuration_was_written_f
 def test_the_overlay_with_the_load_test_component_validates(tmp_path):
     """The local overlay plus the component, as a cluster would apply it, passes
     `mlscale k8s validate` (schemas, policies, no credential in the ConfigMap)."""
-    from mlscale.k8s.validate import validate_dir
 
     shutil.copytree(ROOT / "deploy", tmp_path / "deploy", ignore=shutil.ignore_patterns("*.env"))
     overlay = tmp_path / "deploy" / "overlays" / "with-loadtest"
@@ -651,12 +645,9 @@ def _leftovers(engine, name: str) -> list[str]:
 @needs_kubectl
 @pytest.mark.timeout(3000)  # image builds, when `make images` has not run, take minutes each
 def test_the_stack_end_to_end(tmp_path):
-    from tests.containers import engine_or_skip
-
     engine = engine_or_skip()
     if engine.name != "podman":
         pytest.skip(f"the stack runs under podman (`podman kube play`); the engine here is {engine.name}")
-    from mlscale.containers.stack import state
 
     name = f"st{uuid.uuid4().hex[:8]}"
     figures = {}
@@ -814,7 +805,7 @@ def test_the_stack_end_to_end(tmp_path):
                 what="Postgres after its restart",
             )
         except BaseException:
-            state = engine.run(
+            postgres_state = engine.run(
                 "inspect",
                 "--format",
                 "{{.State.Status}} {{.State.ExitCode}}",
@@ -822,7 +813,7 @@ def test_the_stack_end_to_end(tmp_path):
                 check=False,
             )
             logs = engine.run("logs", "--tail", "40", restarted[postgres], check=False)
-            print(f"Postgres container: {state.stdout.strip()}\n" + logs.stdout + logs.stderr)
+            print(f"Postgres container: {postgres_state.stdout.strip()}\n" + logs.stdout + logs.stderr)
             raise
         engine.run("pod", "start", tracking_pod, timeout=180)
         assert all(started_at(c) != first_start[c] for c in restarted.values())
@@ -867,8 +858,6 @@ def test_the_stack_end_to_end(tmp_path):
 
 
 def _csv(path: Path):
-    import csv
-
     with open(path, newline="") as handle:
         yield from csv.DictReader(handle)
 
@@ -879,7 +868,6 @@ def _csv(path: Path):
 def test_a_container_that_keeps_failing_stops_up_with_its_log(tmp_path):
     """The tracking server given a port it cannot parse: `up` stops, names it, quotes
     its last log lines, and `down` still removes everything."""
-    from tests.containers import engine_or_skip
 
     engine = engine_or_skip()
     if engine.name != "podman":
