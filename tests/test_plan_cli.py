@@ -8,6 +8,7 @@ from click.testing import CliRunner
 
 import mlscale.capacity.planner as planner
 import mlscale.capacity.pods as pods
+from mlscale.capacity.settings import PlanRequest, model_check_line, plan_settings, resized_from
 from mlscale.cli.main import main
 
 
@@ -113,3 +114,61 @@ def test_good_flags_reach_the_measuring(tmp_path, two_cores_no_measuring, monkey
     assert result.exit_code == 0, result.output
     (call,) = two_cores_no_measuring
     assert [(p.cpu, p.workers) for p in call[0].pods] == [(0.25, 1), (0.25, 2), (1.0, 1), (1.0, 2)]
+
+
+# -- the flags as the planner's settings (mlscale.capacity.settings) ---------------------
+
+
+def test_a_request_becomes_the_planners_settings():
+    request = PlanRequest(
+        sla="p95<1s", kind="users", target=100, out_dir="o", cpus="0.5,1", url="http://h:1/", quick=True
+    )
+    settings = plan_settings(request)
+    assert (settings.url, settings.step_s, settings.precision, settings.max_steps) == (
+        "http://h:1",
+        4.0,
+        0.25,
+        12,
+    )
+    assert [spec.cpu for spec in settings.pods] == [0.5, 1.0]
+    assert settings.signature_of is None
+    full = plan_settings(
+        PlanRequest(sla="p95<1s", kind="rps", target=5, out_dir="o", model_uri="m", from_signature=True)
+    )
+    assert (full.step_s, full.precision, full.max_steps, full.signature_of) == (20.0, 0.1, 16, "m")
+
+
+def test_re_sizing_keeps_the_earlier_plans_sla_and_load_model():
+    earlier = {
+        "sla": {"expr": "p99<500ms"},
+        "load_model": {"kind": "users", "think_time_s": 2.0, "mix": "1:90,100:10"},
+        "quick": False,
+    }
+    asked = PlanRequest(sla="p95<1s", kind="users", target=10, out_dir="o", quick=True, rows_per_request=5)
+    request = resized_from(asked, earlier)
+    assert (request.sla, request.think_time_s, request.rows_per_request, request.mix, request.quick) == (
+        "p99<500ms",
+        2.0,
+        1,
+        "1:90,100:10",
+        False,
+    )
+    assert (request.target, request.out_dir) == (10, "o")
+
+
+def test_the_model_check_is_one_line():
+    assert model_check_line({}) == "Model: not fitted."
+    assert model_check_line({"note": "one size"}) == "Model: one size."
+    size = {
+        "holdout_error": 0.124,
+        "holdout": "size",
+        "holdout_cpu": 1.0,
+        "holdout_predicted_load": 7000.4,
+        "holdout_measured_load": 8000,
+    }
+    assert model_check_line(size) == (
+        "Model check: 1 CPU predicted from the other sizes: 7000 against 8000 measured, 12.4 % hold-out error."
+    )
+    assert model_check_line({**size, "holdout": "step"}).startswith(
+        "Model check: the 1-CPU capacity read without its nearest load step: 7000"
+    )

@@ -12,8 +12,8 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, replace
 
+from mlscale.capacity import pods
 from mlscale.capacity.planner import PlanSettings, check_plan, check_sizing
-from mlscale.capacity.pods import parse_pod_specs, quota_supported
 from mlscale.loadtest.sla import parse_sla
 
 # The search's step length, precision and step budget: a quick plan trades error bars
@@ -69,7 +69,7 @@ def plan_settings(request: PlanRequest) -> PlanSettings:
         kind=request.kind,
         target=request.target,
         out_dir=request.out_dir,
-        pods=tuple(parse_pod_specs(request.cpus, request.workers_per_pod)),
+        pods=tuple(pods.parse_pod_specs(request.cpus, request.workers_per_pod)),
         model_uri=request.model_uri,
         url=request.url.rstrip("/") if request.url else None,
         think_time_s=request.think_time_s,
@@ -95,7 +95,8 @@ def check_plan_settings(settings: PlanSettings, *, resizing: bool) -> None:
     if resizing:
         check_sizing(settings, ())
     else:
-        check_plan(settings, available_cores=os.cpu_count() or 1, quota=quota_supported())
+        # Read when called (not bound at import): what this machine can measure.
+        check_plan(settings, available_cores=os.cpu_count() or 1, quota=pods.quota_supported())
 
 
 def model_check_line(model: dict) -> str:
