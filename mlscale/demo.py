@@ -25,8 +25,13 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass
 
-from mlscale.errors import MlscaleError
+from mlscale.demo_compare import DemoError, compare_servers, mlflow_server, mlscale_server
+from mlscale.schemas.loadtest import LoadTestSummary, parse_loadtest_summary
+from mlscale.schemas.plan import Plan
+from mlscale.schemas.simulation import SimulationSummary
 from mlscale.serving.process import ServeProcess
+
+__all__ = ["DemoError", "DemoSettings", "run_demo"]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -48,10 +53,6 @@ class DemoSettings:
     @property
     def compare_s(self) -> float:
         return 3.0 if self.quick else 10.0
-
-
-class DemoError(MlscaleError):
-    """A step of the demo failed; the message says which and why."""
 
 
 STEPS = 8
@@ -111,7 +112,7 @@ def _score(settings: DemoSettings, url: str) -> None:
     print("metrics: " + "; ".join(served))
 
 
-def _load_test(settings: DemoSettings, url: str, out_dir: str, server_pid: int) -> dict:
+def _load_test(settings: DemoSettings, url: str, out_dir: str, server_pid: int) -> LoadTestSummary:
     from mlscale.loadtest.cli import LiveLine
     from mlscale.loadtest.runner import LoadTestSettings, run_loadtest
     from mlscale.loadtest.shapes import steps
@@ -127,12 +128,12 @@ def _load_test(settings: DemoSettings, url: str, out_dir: str, server_pid: int) 
     )
     live = LiveLine(load)
     try:
-        return run_loadtest(load, on_progress=live).summary
+        return parse_loadtest_summary(run_loadtest(load, on_progress=live).summary)
     finally:
         live.close()
 
 
-def _plan(settings: DemoSettings, model_uri: str, out_dir: str) -> dict:
+def _plan(settings: DemoSettings, model_uri: str, out_dir: str) -> Plan:
     from mlscale.capacity.planner import PlanSettings, run_plan
     from mlscale.capacity.pods import PodSpec, quota_supported
     from mlscale.loadtest.sla import parse_sla
@@ -162,7 +163,7 @@ def _plan(settings: DemoSettings, model_uri: str, out_dir: str) -> dict:
     return run_plan(plan, say=lambda text: print(text, flush=True))
 
 
-def _kubernetes(plan: dict, out_dir: str) -> dict:
+def _kubernetes(plan: Plan, out_dir: str) -> dict:
     from mlscale.k8s.render import render_plan
     from mlscale.k8s.validate import validate_dir
 
@@ -178,7 +179,7 @@ def _kubernetes(plan: dict, out_dir: str) -> dict:
     }
 
 
-def _simulate(plan: dict, out_dir: str, shown: str) -> dict:
+def _simulate(plan: Plan, out_dir: str, shown: str) -> dict[str, SimulationSummary]:
     from mlscale.report.index import simulation_text
     from mlscale.simulate.presets import run_preset
 
@@ -195,8 +196,6 @@ def _simulate(plan: dict, out_dir: str, shown: str) -> dict:
 
 
 def _compare(settings: DemoSettings, model_uri: str, out_dir: str, env: dict, mlscale, mlflow) -> dict:
-    from mlscale.demo_compare import compare_servers
-
     return compare_servers(
         model_uri,
         os.path.join(out_dir, "compare"),
@@ -251,15 +250,15 @@ def run_demo(settings: DemoSettings) -> dict:
             log.write(server.output + "\n")
     if code != 0:
         raise DemoError(f"the server exited with status {code} after SIGTERM (log: {log_path})")
-    latency = summary["latency_ms"]
+    latency = summary.latency_ms
     results["loadtest"] = {
-        "requests": summary["requests"],
-        "failures": summary["failures"],
+        "requests": summary.requests,
+        "failures": summary.failures,
         "p50_ms": latency["p50"],
         "p95_ms": latency["p95"],
     }
     print(
-        f"load test: {summary['requests']} requests, {summary['failures']} failed, "
+        f"load test: {summary.requests} requests, {summary.failures} failed, "
         f"p50 {latency['p50']} ms, p95 {latency['p95']} ms; "
         f"report: {settings.out_dir}/loadtest/report.html"
     )
@@ -273,13 +272,11 @@ def run_demo(settings: DemoSettings) -> dict:
         f"(~{'80 s, most of it the pod starting under its CPU quota' if settings.quick else '3 min'})",
     )
     plan = _plan(settings, model_uri, out_dir)
-    if not plan["sizing"]:
+    if not plan.sizing:
         raise DemoError("the plan found no load that meets the SLA (see the steps above)")
     results["plan"] = plan
-    print(plan["sizing"]["sentence"])
+    print(plan.sizing.sentence)
     print(f"plan: {settings.out_dir}/plan/plan.json, report: {settings.out_dir}/plan/plan.html")
-
-    from mlscale.demo_compare import mlflow_server, mlscale_server
 
     # The two servers of step 8 take ~10 and ~20 s to start: they start now, on the
     # server's core, while the overlay is validated and the simulator runs; nothing

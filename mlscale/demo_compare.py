@@ -20,8 +20,17 @@ import urllib.request
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager, suppress
 
-from mlscale.demo import DemoError
+from mlscale.errors import MlscaleError
+from mlscale.schemas.loadtest import parse_loadtest_summary
 from mlscale.serving.process import ServeProcess
+
+
+class DemoError(MlscaleError):
+    """A step of the demo failed; the message says which and why.
+
+    Defined here, in the lower of the demo's two modules: ``demo`` imports this one
+    (and re-exports the error), never the reverse."""
+
 
 USERS = 16
 # One row of the wine data, in the model's signature order.
@@ -96,14 +105,14 @@ def _measure(url: str, out_dir: str, seconds: float, generator: tuple[int, ...] 
             report=False,
         )
     )
-    summary = result.summary
+    summary = parse_loadtest_summary(result.summary)
     return {
-        "rps": summary["rps"],
-        "p50_ms": summary["latency_ms"]["p50"],
-        "p99_ms": summary["latency_ms"]["p99"],
-        "failures": summary["failures"],
-        "valid": summary["valid"],
-        "problems": summary["problems"],
+        "rps": summary.rps,
+        "p50_ms": summary.latency_ms["p50"],
+        "p99_ms": summary.latency_ms["p99"],
+        "failures": summary.failures,
+        "valid": summary.valid,
+        "problems": list(summary.problems),
     }
 
 

@@ -27,6 +27,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from mlscale.schemas.plan import CapacityFit
+
 
 @dataclass(frozen=True)
 class UslFit:
@@ -107,6 +109,13 @@ class QuotaThroughput:
             "throttle_lost_ms": self.lost_ms,
             "cfs_period_ms": self.period_ms,
         }
+
+    @classmethod
+    def from_fit(cls, model: CapacityFit) -> QuotaThroughput:
+        """The law a plan's ``model`` block holds (see ``from_dict``)."""
+        usl = UslFit(model.lam or 0.0, model.sigma or 0.0, model.kappa or 0.0)
+        lost = 0.0 if model.throttle_lost_ms is None else model.throttle_lost_ms
+        return cls(usl, lost, CFS_PERIOD_MS if model.cfs_period_ms is None else model.cfs_period_ms)
 
     @classmethod
     def from_dict(cls, model: dict) -> QuotaThroughput:

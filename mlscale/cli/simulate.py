@@ -4,11 +4,16 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import time
+from typing import TYPE_CHECKING
 
 import click
 
 from mlscale.errors import ConfigurationError
+
+if TYPE_CHECKING:
+    from mlscale.schemas.plan import Plan
 
 _PRESET_HELP = (
     "Replay an experiment of the reference scenario: reference-manual, reference-hpa or "
@@ -16,19 +21,13 @@ _PRESET_HELP = (
 )
 
 
-def _read_plan(path: str) -> dict:
-    try:
-        with open(path, encoding="utf-8") as handle:
-            plan = json.load(handle)
-    except OSError as exc:
-        raise ConfigurationError(f"Cannot read the plan {path}: {exc.strerror}.") from None
-    except ValueError as exc:
-        raise ConfigurationError(
-            f"The plan {path} is not JSON ({exc}); give the plan.json of `mlscale plan`."
-        ) from None
-    if not isinstance(plan, dict):
-        raise ConfigurationError(f"The plan {path} is not a plan.json of `mlscale plan`.")
-    return plan
+def _read_plan(path: str) -> Plan:
+    """The plan through its schema: a damaged one is a ConfigurationError naming the field."""
+    from mlscale.schemas.plan import read_plan_file  # pydantic: off the CLI's start-up
+
+    if not os.path.exists(path):
+        raise ConfigurationError(f"Cannot read the plan {path}: No such file or directory.")
+    return read_plan_file(path)
 
 
 def _read_behavior(text: str):
@@ -81,17 +80,12 @@ def _sla(expr: str):
     return Sla(percentile=bound.metric, limit_ms=bound.limit)
 
 
-def _base(options: dict, plan: dict | None):
+def _base(options: dict, plan: Plan | None):
     """(settings, shape, model, name) from the preset or the profile."""
     from mlscale.loadtest.shapes import USERS
+    from mlscale.simulate.calibration import plan_kind, plan_think_time, pod_from_plan, reference_pod
     from mlscale.simulate.presets import build_preset
     from mlscale.simulate.profile import daily_shape, read_profile
-    from mlscale.simulate.service import (
-        plan_kind,
-        plan_think_time,
-        pod_from_plan,
-        reference_pod,
-    )
     from mlscale.simulate.settings import PodTemplate, SimSettings, Sla
 
     sources = [k for k in ("preset", "profile_file", "daily") if options[k] is not None]
@@ -113,10 +107,7 @@ def _base(options: dict, plan: dict | None):
             )
         model = pod_from_plan(plan)
         think = plan_think_time(plan) if plan_kind(plan) == USERS else 1.0
-        plan_sla = plan.get("sla") or {}
-        sla = Sla(
-            percentile=plan_sla.get("percentile") or "p95", limit_ms=float(plan_sla.get("limit_ms") or 1000)
-        )
+        sla = Sla(percentile=plan.sla.percentile or "p95", limit_ms=plan.sla.limit_ms or 1000.0)
     else:
         cores = (options["pod_cpu"] or 1000) / 1000
         model = reference_pod(cores=cores)
@@ -453,26 +444,28 @@ def simulate(**options) -> None:
     run = run_simulation(settings, shape, model, name=name)
     summary = summarize(run)
     if options["preset"]:
+        from mlscale.schemas.simulation import PresetInfo
         from mlscale.simulate.presets import PRESETS
 
-        summary["preset"] = {"name": options["preset"], "description": PRESETS[options["preset"]]}
+        preset = PresetInfo(name=options["preset"], description=PRESETS[options["preset"]])
+        summary = summary.model_copy(update={"preset": preset})
     elapsed = time.perf_counter() - started
     write_outputs(out_dir, run, summary)
     written = time.perf_counter() - started - elapsed
     click.echo(
-        f"{name}: {_minutes(summary['duration_s'])} simulated in {elapsed:.1f} s, "
+        f"{name}: {_minutes(summary.duration_s)} simulated in {elapsed:.1f} s, "
         f"files written in {written:.1f} s"
     )
     click.echo(f"Pod: {model.source}")
     click.echo(
-        f"SLA {summary['sla']['expr']} missed for {summary['sla_violation_s']:.0f} s "
-        f"({100 * (1 - summary['sla_met_share']):.1f} %); {summary['node_hours']:.2f} node-hours, "
-        f"{summary['cost']:.2f} USD; at most {summary['max_pods_pending']} pod(s) Pending"
+        f"SLA {summary.sla.expr} missed for {summary.sla_violation_s:.0f} s "
+        f"({100 * (1 - summary.sla_met_share):.1f} %); {summary.node_hours:.2f} node-hours, "
+        f"{summary.cost:.2f} USD; at most {summary.max_pods_pending} pod(s) Pending"
     )
-    if summary["scale_up_delay_s"] is not None:
-        click.echo(f"First node Ready {summary['scale_up_delay_s']:.0f} s after pods went Pending")
-    if summary["scale_down_s"] is not None:
+    if summary.scale_up_delay_s is not None:
+        click.echo(f"First node Ready {summary.scale_up_delay_s:.0f} s after pods went Pending")
+    if summary.scale_down_s is not None:
         click.echo(
-            f"Back to {settings.pool.min_nodes} nodes {_minutes(summary['scale_down_s'])} after the load fell"
+            f"Back to {settings.pool.min_nodes} nodes {_minutes(summary.scale_down_s)} after the load fell"
         )
     click.echo(f"Results: {out_dir}/timeseries.csv, {out_dir}/summary.json, {out_dir}/report.html")

@@ -10,6 +10,9 @@ import json
 import os
 import re
 
+from mlscale.schemas.plan import Plan
+from mlscale.schemas.simulation import SimulationSummary
+
 
 def _fmt(value, spec: str = ".0f", unit: str = "") -> str:
     return "–" if value is None else f"{value:{spec}}{unit}"
@@ -18,53 +21,52 @@ def _fmt(value, spec: str = ".0f", unit: str = "") -> str:
 _HPA_STEP = re.compile(r"(\d+) -> (\d+) replicas")
 
 
-def pod_scale_up(summary: dict) -> tuple[int, int, float] | None:
+def pod_scale_up(summary: SimulationSummary) -> tuple[int, int, float] | None:
     """(replicas before the HPA's first step up, the most it asked for, seconds from
     that first step to the one that reached the most), read from the simulation's
     events; None when it never scaled up."""
     steps = []
-    for event in summary.get("events", []):
-        match = _HPA_STEP.search(event.get("detail", "")) if event.get("kind") == "hpa_scale" else None
+    for event in summary.events:
+        match = _HPA_STEP.search(event.detail) if event.kind == "hpa_scale" else None
         if match and int(match[2]) > int(match[1]):
-            steps.append((event["time_s"], int(match[1]), int(match[2])))
+            steps.append((event.time_s, int(match[1]), int(match[2])))
     if not steps:
         return None
     peak = max(steps, key=lambda step: step[2])
     return steps[0][1], peak[2], peak[0] - steps[0][0]
 
 
-def scale_down_text(summary: dict) -> str:
+def scale_down_text(summary: SimulationSummary) -> str:
     """The nodes' scale-down after the load fell; the same words wherever it is shown
     (0 is a time, None is not reached)."""
-    down = summary.get("scale_down_s")
-    cluster = summary.get("cluster", {})
-    if summary.get("max_nodes", 0) <= cluster.get("min_nodes", 0):
+    down = summary.scale_down_s
+    if summary.max_nodes <= summary.cluster.min_nodes:
         return "nodes never above the minimum: no scale-down to measure"
     if down is None:
         return "back to the minimum nodes: not reached within the replay"
     return f"back to the minimum nodes {down / 60:.1f} min after the load fell"
 
 
-def simulation_text(summary: dict) -> str:
+def simulation_text(summary: SimulationSummary) -> str:
     """One simulated experiment in a sentence: the pods' and the nodes' scale-up,
     the nodes' scale-down, the time the SLA was missed."""
-    parts = [f"{summary.get('max_pods_pending', 0)} pods Pending at most"]
+    parts = [f"{summary.max_pods_pending} pods Pending at most"]
     pods = pod_scale_up(summary)
     if pods is not None:
         parts.append(
             f"the HPA scaled the pods from {pods[0]} to {pods[1]} replicas in {pods[2] / 60:.1f} min"
         )
-    up = summary.get("scale_up_delay_s")
+    up = summary.scale_up_delay_s
     if up is not None:
         parts.append(f"first node Ready {up:.0f} s after the first pod went Pending")
     else:
         parts.append("no node added (the pool cannot grow)")
     parts.append(scale_down_text(summary))
-    parts.append(f"SLA missed for {_fmt(summary.get('sla_violation_s'))} s")
+    parts.append(f"SLA missed for {_fmt(summary.sla_violation_s)} s")
     return "; ".join(parts)
 
 
-def _simulation_rows(simulations: dict) -> list[tuple[str, str]]:
+def _simulation_rows(simulations: dict[str, SimulationSummary]) -> list[tuple[str, str]]:
     return [(preset, simulation_text(summary)) for preset, summary in simulations.items()]
 
 
@@ -80,19 +82,19 @@ def headline_rows(results: dict) -> list[tuple[str, str]]:
                 f"{compare['mlflow']['rps']:.0f} requests/s, {compare['users']} users, one core each)",
             )
         )
-    plan = results.get("plan")
-    if plan and plan.get("sizing"):
-        sizing = plan["sizing"]
-        per_core = sizing["capacity_per_pod"] / sizing["cpu_per_pod"]
+    plan: Plan | None = results.get("plan")
+    if plan and plan.sizing:
+        sizing = plan.sizing
+        per_core = sizing.capacity_per_pod / sizing.cpu_per_pod
         rows.append(
             (
                 "users per core at the SLA",
-                f"{per_core:.0f} (a pod of {sizing['cpu_per_pod']:g} CPU carries "
-                f"{sizing['capacity_per_pod']:g} users at {plan['sla']['expr']}; "
+                f"{per_core:.0f} (a pod of {sizing.cpu_per_pod:g} CPU carries "
+                f"{sizing.capacity_per_pod:g} users at {plan.sla.expr}; "
                 "the reference scenario: about 10)",
             )
         )
-        rows.append(("sizing", sizing["sentence"]))
+        rows.append(("sizing", sizing.sentence))
     loadtest = results.get("loadtest")
     if loadtest:
         rows.append(

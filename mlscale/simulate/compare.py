@@ -19,8 +19,8 @@ from dataclasses import dataclass
 
 from mlscale.loadtest.shapes import Shape
 from mlscale.simulate.engine import simulate
+from mlscale.simulate.queue import PodModel, capacity_at_sla, closed_loop, open_loop
 from mlscale.simulate.results import summarize, write_outputs
-from mlscale.simulate.service import PodModel, capacity_at_sla, closed_loop, open_loop
 from mlscale.simulate.settings import (
     CPU,
     INFLIGHT,
@@ -108,19 +108,19 @@ def compare(
         summary = summarize(run)
         if out_dir:
             write_outputs(os.path.join(out_dir, candidate.name), run, summary, report=report)
-        meets = summary["sla_violation_s"] <= allowed_violation * summary["duration_s"]
+        meets = summary.sla_violation_s <= allowed_violation * summary.duration_s
         rows.append(
             {
                 "name": candidate.name,
                 "description": candidate.description,
                 "meets_sla": meets,
-                "sla_violation_s": summary["sla_violation_s"],
-                "cost": summary["cost"],
-                "node_hours": summary["node_hours"],
-                "pod_hours": summary["pod_hours"],
-                "max_pods_pending": summary["max_pods_pending"],
-                "max_pods_ready": summary["max_pods_ready"],
-                "worst_latency_ms": summary["worst_latency_ms"],
+                "sla_violation_s": summary.sla_violation_s,
+                "cost": summary.cost,
+                "node_hours": summary.node_hours,
+                "pod_hours": summary.pod_hours,
+                "max_pods_pending": summary.max_pods_pending,
+                "max_pods_ready": summary.max_pods_ready,
+                "worst_latency_ms": summary.worst_latency_ms,
                 "manifest": candidate.hpa.manifest(),
             }
         )

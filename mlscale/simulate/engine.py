@@ -32,8 +32,9 @@ from mlscale.simulate.autoscaler import ClusterAutoscaler
 from mlscale.simulate.cluster import NODE_UP, Cluster
 from mlscale.simulate.metrics import CpuSeries, last_scrape, sample_windows
 from mlscale.simulate.profile import sample
-from mlscale.simulate.service import REPORTED, RHO_MAX, ClosedTable, OpenTable, PodModel
+from mlscale.simulate.queue import REPORTED, RHO_MAX, PodModel
 from mlscale.simulate.settings import CPU, SimSettings, validate
+from mlscale.simulate.tables import ClosedTable, OpenTable
 
 COLUMNS = (
     "time_s",

@@ -1,0 +1,88 @@
+"""The typed contracts between mlscale's stages: pure data, versioned, with JSON Schema.
+
+A plan (``plan.json``), a load test's summary and a simulation's summary each have
+one schema here; they are written and read only through it. This package imports
+nothing from mlscale but ``mlscale.errors``: every layer may import it.
+"""
+
+from mlscale.schemas.loadtest import (
+    LOADTEST_SCHEMA_VERSION,
+    ErrorCount,
+    KindSummary,
+    LoadTestSummary,
+    OpenLoopCounts,
+    SlaCheck,
+    SlaVerdict,
+    SummaryFileError,
+    parse_loadtest_summary,
+)
+from mlscale.schemas.plan import (
+    PLAN_FILE,
+    PLAN_SCHEMA_VERSION,
+    AtLimit,
+    CapacityFit,
+    Hpa,
+    LoadModel,
+    Measurement,
+    Plan,
+    PlanFileError,
+    PlanSizing,
+    PlanSla,
+    PlanStep,
+    PredictedSize,
+    QueueFit,
+    StopReason,
+    TailFit,
+    parse_plan,
+    plan_json_schema,
+    plan_json_schema_text,
+    read_plan_file,
+    write_plan_file,
+)
+from mlscale.schemas.simulation import (
+    SIMULATION_SCHEMA_VERSION,
+    PresetInfo,
+    SimulatedCluster,
+    SimulatedSla,
+    SimulationEvent,
+    SimulationSummary,
+)
+
+__all__ = [
+    "LOADTEST_SCHEMA_VERSION",
+    "PLAN_FILE",
+    "PLAN_SCHEMA_VERSION",
+    "SIMULATION_SCHEMA_VERSION",
+    "AtLimit",
+    "CapacityFit",
+    "ErrorCount",
+    "Hpa",
+    "KindSummary",
+    "LoadModel",
+    "LoadTestSummary",
+    "Measurement",
+    "OpenLoopCounts",
+    "Plan",
+    "PlanFileError",
+    "PlanSizing",
+    "PlanSla",
+    "PlanStep",
+    "PredictedSize",
+    "PresetInfo",
+    "QueueFit",
+    "SimulatedCluster",
+    "SimulatedSla",
+    "SimulationEvent",
+    "SimulationSummary",
+    "SlaCheck",
+    "SlaVerdict",
+    "StopReason",
+    "SummaryFileError",
+    "TailFit",
+    "parse_loadtest_summary",
+    "parse_plan",
+    "plan_json_schema",
+    "plan_json_schema_text",
+    "read_plan_file",
+    "write_plan_file",
+]
