@@ -214,22 +214,50 @@ def test_a_second_run_reuses_the_folder(tmp_path):
 def test_the_simulation_sentence_never_drops_a_time():
     """The words the demo prints and index.html shows: 0 is a time, None is said."""
     from mlscale.report.index import simulation_text
+    from mlscale.schemas.simulation import SimulationSummary
 
     steps = [(0, "1 -> 3"), (120, "3 -> 6"), (900, "6 -> 2")]
-    base = {
+    # The numbers the sentence reads; the rest of a summary.json, for the schema.
+    rest = {
+        "name": "x",
+        "duration_s": 3600.0,
+        "tick_s": 1.0,
+        "load_kind": "users",
+        "sla": {"expr": "p95<1s", "percentile": "p95", "limit_ms": 1000.0},
+        "sla_met_share": 1.0,
+        "node_hours": 3.0,
+        "price_per_node_hour": 0.2,
+        "cost": 0.6,
+        "pod_hours": 3.0,
+        "max_pods_ready": 6,
+        "requests": 1000.0,
+        "failed_requests": 0.0,
+        "worst_latency_ms": 500.0,
+        "first_pending_s": 10.0,
+        "load_fall_s": 1800.0,
+        "policy": {"kind": "hpa"},
+        "cluster": {
+            "machine_type": "e2-standard-4",
+            "min_nodes": 3,
+            "max_nodes": 5,
+            "pods_per_node": 3,
+            "cluster_autoscaler": True,
+        },
+        "pod": {},
+    }
+    base = rest | {
         "max_pods_pending": 2,
         "max_nodes": 5,
-        "cluster": {"min_nodes": 3},
         "scale_up_delay_s": 60.0,
         "sla_violation_s": 0.0,
         "events": [{"time_s": t, "kind": "hpa_scale", "detail": f"{d} replicas"} for t, d in steps],
     }
-    assert "the HPA scaled the pods from 1 to 6 replicas in 2.0 min" in simulation_text(
-        base | {"scale_down_s": 0.0}
-    )
-    assert "back to the minimum nodes 0.0 min after the load fell" in simulation_text(
-        base | {"scale_down_s": 0.0}
-    )
-    assert "not reached within the replay" in simulation_text(base | {"scale_down_s": None})
-    assert "no scale-down to measure" in simulation_text(base | {"max_nodes": 3, "scale_down_s": None})
-    assert "HPA scaled" not in simulation_text(base | {"events": [], "scale_down_s": 60.0})
+
+    def text(changes: dict) -> str:
+        return simulation_text(SimulationSummary.model_validate(base | changes))
+
+    assert "the HPA scaled the pods from 1 to 6 replicas in 2.0 min" in text({"scale_down_s": 0.0})
+    assert "back to the minimum nodes 0.0 min after the load fell" in text({"scale_down_s": 0.0})
+    assert "not reached within the replay" in text({"scale_down_s": None})
+    assert "no scale-down to measure" in text({"max_nodes": 3, "scale_down_s": None})
+    assert "HPA scaled" not in text({"events": [], "scale_down_s": 60.0})

@@ -84,7 +84,7 @@ class LoadTestSummary(_Record):
     def to_json_dict(self) -> dict[str, Any]:
         """summary.json's content: the keys set (``open_loop`` and ``notes`` only when
         they apply), ``schema_version`` first."""
-        data = self.model_dump(exclude_unset=True)
+        data = self.model_dump(mode="json", exclude_unset=True)
         data.pop("schema_version", None)
         return {"schema_version": self.schema_version, **data}
 

@@ -226,7 +226,7 @@ class Plan(_Frozen):
     def to_json_dict(self) -> dict[str, Any]:
         """The plan as plan.json holds it: the keys that were set (a plan written before a
         key existed keeps not having it), ``schema_version`` first."""
-        data = self.model_dump(exclude_unset=True, by_alias=True)
+        data = self.model_dump(mode="json", exclude_unset=True, by_alias=True)
         data.pop("schema_version", None)
         return {"schema_version": self.schema_version, **data}
 

@@ -83,7 +83,7 @@ class SimulationSummary(_Record):
 
     def to_json_dict(self) -> dict[str, Any]:
         """summary.json's content, ``schema_version`` first; ``preset`` only when set."""
-        data = self.model_dump(exclude_unset=True)
+        data = self.model_dump(mode="json", exclude_unset=True)
         data.pop("schema_version", None)
         return {"schema_version": self.schema_version, **data}
 
