@@ -96,24 +96,25 @@ def fit_pod(
 
     rates = np.array([r for r, _ in points])
     observed = np.log([s for _, s in points])
-    weights = np.ones(len(points)) if weights is None else np.asarray(weights, dtype=float)
+    weighting = np.ones(len(points)) if weights is None else np.asarray(weights, dtype=float)
     top = float(rates.max())
-    best = None
+    best: tuple[float, int, float, float] | None = None
     for c in _SERVER_CHOICES:
         for d in _delays(fastest_s, [s for _, s in points]):
 
-            def error(x: float, c=c, d=d) -> float:
+            def error(x: float, c: int = c, d: float = d) -> float:
                 mu = top * (1 + math.exp(x)) / c
                 model = [math.log(mmc_response_quantile(quantile, r, mu, c) + d) for r in rates]
-                return float(weights @ (np.array(model) - observed) ** 2)
+                return float(weighting @ (np.array(model) - observed) ** 2)
 
             result = minimize_scalar(
                 error, bounds=(math.log(1e-4), math.log(100.0)), method="bounded", options={"xatol": 1e-3}
             )
             if best is None or result.fun < best[0]:
                 best = (float(result.fun), c, top * (1 + math.exp(result.x)) / c, d)
+    assert best is not None  # _SERVER_CHOICES is not empty
     total, c, mu, d = best
-    rms = math.sqrt(total / float(weights.sum()))
+    rms = math.sqrt(total / float(weighting.sum()))
     return c, mu, d, rms
 
 
@@ -132,17 +133,18 @@ def fit_closed_pod(
     queue it was, so the steps at the plateau count as well as those below it."""
     users = [n for n, _ in steps]
     observed = np.log([t for _, t in steps])
-    weights = np.ones(len(steps)) if weights is None else np.asarray(weights, dtype=float)
-    best = None
+    weighting = np.ones(len(steps)) if weights is None else np.asarray(weights, dtype=float)
+    best: tuple[float, int, float, float] | None = None
     for c in _SERVER_CHOICES:
         for d in _delays(fastest_s, [t for _, t in steps]):
             model = PodModel(servers=c, service_rate=capacity / c, delay_ms=1000 * d)
             predicted = np.log(
                 [closed_loop(model, n, think_s, (quantile,)).quantiles_ms[0] / 1000 for n in users]
             )
-            error = float(weights @ (predicted - observed) ** 2)
+            error = float(weighting @ (predicted - observed) ** 2)
             if best is None or error < best[0]:
                 best = (error, c, capacity / c, d)
+    assert best is not None  # _SERVER_CHOICES is not empty
     return best[1], best[2], best[3]
 
 

@@ -16,6 +16,7 @@ import dataclasses
 import json
 import os
 from dataclasses import dataclass
+from typing import Any
 
 from mlscale.loadtest.shapes import Shape
 from mlscale.simulate.engine import simulate
@@ -60,7 +61,7 @@ def inflight_target(
 def default_candidates(
     base: HpaSettings, model: PodModel, kind: str, settings: SimSettings
 ) -> list[Candidate]:
-    def hpa(**changes) -> HpaSettings:
+    def hpa(**changes: Any) -> HpaSettings:
         return dataclasses.replace(base, **changes)
 
     target = inflight_target(model, kind, settings.think_time_s, settings)
@@ -97,9 +98,9 @@ def compare(
     out_dir: str | None = None,
     allowed_violation: float = 0.01,
     report: bool = True,
-) -> dict:
+) -> dict[str, Any]:
     """Run every candidate; name the cheapest that meets the SLA."""
-    rows = []
+    rows: list[dict[str, Any]] = []
     runs = []
     for candidate in candidates:
         run = simulate(
@@ -126,7 +127,7 @@ def compare(
         )
         runs.append(run)
     meeting = [r for r in rows if r["meets_sla"]]
-    best = min(meeting, key=lambda r: r["cost"]) if meeting else None
+    best = min(meeting, key=lambda r: float(r["cost"])) if meeting else None
     if best:
         verdict = (
             f"{best['name']} is the cheapest policy that meets {settings.sla.expr}: "
@@ -134,7 +135,7 @@ def compare(
             f"{best['sla_violation_s']:.0f} s over the limit"
         )
     else:
-        closest = min(rows, key=lambda r: r["sla_violation_s"])
+        closest = min(rows, key=lambda r: float(r["sla_violation_s"]))
         verdict = (
             f"No policy meets {settings.sla.expr} (at most {allowed_violation * 100:g} % of the time "
             f"over); the closest is {closest['name']} ({closest['sla_violation_s']:.0f} s over)"

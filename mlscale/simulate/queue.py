@@ -24,7 +24,9 @@ from __future__ import annotations
 
 import bisect
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from scipy.special import gammainc
@@ -57,7 +59,7 @@ class PodModel:
         """Requests/s with every server busy: the most the pod can serve."""
         return self.servers * self.service_rate
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return {
             "servers": self.servers,
             "service_rate_per_s": self.service_rate,
@@ -85,9 +87,11 @@ class PodModel:
             return points[-1][1]
         i = bisect.bisect_right(loads, load) - 1
         (x0, f0), (x1, f1) = points[i], points[i + 1]
-        return f0 * (f1 / f0) ** ((load - x0) / (x1 - x0))
+        return float(f0 * (f1 / f0) ** ((load - x0) / (x1 - x0)))
 
-    def calibrated(self, quantiles, load: float, queue_ms) -> tuple[float, ...]:
+    def calibrated(
+        self, quantiles: Sequence[float], load: float, queue_ms: Sequence[float]
+    ) -> tuple[float, ...]:
         """Queue percentiles (the fixed delay included) scaled to the measurements."""
         return tuple(ms * self.scale(q, load) for q, ms in zip(quantiles, queue_ms, strict=False))
 
@@ -106,7 +110,7 @@ class PodState:
 # --- open loop: M/M/c through Erlang C ------------------------------------------------
 
 
-def open_loop(model: PodModel, rate: float, quantiles=REPORTED) -> PodState:
+def open_loop(model: PodModel, rate: float, quantiles: Sequence[float] = REPORTED) -> PodState:
     """One pod offered ``rate`` requests/s (Poisson)."""
     c, mu = model.servers, model.service_rate
     if rate >= c * mu:
@@ -131,7 +135,8 @@ def _population(users: int, servers: int, think_s: float, mu: float) -> np.ndarr
     steps = np.log(users - k + 1) - math.log(z * mu) - np.log(np.minimum(k, servers))
     log_p = np.concatenate(([0.0], np.cumsum(steps)))
     p = np.exp(log_p - log_p.max())
-    return p / p.sum()
+    distribution: np.ndarray = p / p.sum()
+    return distribution
 
 
 def _response_cdf(t: np.ndarray, seen: np.ndarray, first: int, servers: int, mu: float) -> np.ndarray:
@@ -152,7 +157,8 @@ def _response_cdf(t: np.ndarray, seen: np.ndarray, first: int, servers: int, mu:
             )
         queued = np.clip(gammainc(m, servers * mu * tt) - tail, 0.0, 1.0)
     cdf = np.where(j < servers, served_at_once, queued)
-    return cdf @ seen
+    result: np.ndarray = cdf @ seen
+    return result
 
 
 def _support(p: np.ndarray, cut: float = 1e-12) -> tuple[int, np.ndarray]:
@@ -163,7 +169,7 @@ def _support(p: np.ndarray, cut: float = 1e-12) -> tuple[int, np.ndarray]:
     return first, part / part.sum()
 
 
-def _closed_integer(model: PodModel, users: int, think_s: float, quantiles) -> PodState:
+def _closed_integer(model: PodModel, users: int, think_s: float, quantiles: Sequence[float]) -> PodState:
     c, mu = model.servers, model.service_rate
     z = think_s + model.delay_ms / 1000  # the fixed delay is time the pod does not see
     if users == 0:
@@ -189,7 +195,9 @@ def _closed_integer(model: PodModel, users: int, think_s: float, quantiles) -> P
     return PodState(throughput, busy_servers / c, 1000 * mean_s + model.delay_ms, qs, in_flight)
 
 
-def closed_loop(model: PodModel, users: float, think_s: float, quantiles=REPORTED) -> PodState:
+def closed_loop(
+    model: PodModel, users: float, think_s: float, quantiles: Sequence[float] = REPORTED
+) -> PodState:
     """One pod serving ``users`` users who think ``think_s`` between requests; a
     fractional count interpolates between the two whole counts around it."""
     low = math.floor(users)

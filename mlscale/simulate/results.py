@@ -31,7 +31,8 @@ def sla_violations(run: Run) -> np.ndarray:
     latency = run.columns[run.sla_column]
     load = run.columns["load"]
     with np.errstate(invalid="ignore"):
-        return (load > 0) & ((latency > run.settings.sla.limit_ms) | np.isnan(latency))
+        missed: np.ndarray = (load > 0) & ((latency > run.settings.sla.limit_ms) | np.isnan(latency))
+    return missed
 
 
 def _intervals(mask: np.ndarray, tick_s: float) -> list[tuple[float, float]]:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import bisect
 import math
+from collections.abc import Sequence
 
 from mlscale.simulate.queue import RHO_MAX, PodModel, _closed_integer, open_loop
 
@@ -19,7 +20,7 @@ class ClosedTable:
     A row is solved the first time a lookup needs it: a run visits a band of the
     grid, and each row costs a bisection."""
 
-    def __init__(self, model: PodModel, think_s: float, quantiles, max_users: float):
+    def __init__(self, model: PodModel, think_s: float, quantiles: Sequence[float], max_users: float) -> None:
         grid = list(range(65))
         n = 64.0
         while grid[-1] < max_users:
@@ -28,7 +29,7 @@ class ClosedTable:
                 grid.append(round(n))
         self.grid = grid
         self._model, self._think_s, self._quantiles = model, think_s, tuple(quantiles)
-        self._rows: list[tuple | None] = [None] * len(grid)
+        self._rows: list[tuple[float, ...] | None] = [None] * len(grid)
 
     def row(self, i: int) -> tuple[float, ...]:
         """(throughput, busy, mean_ms, in_flight, *quantiles_ms) at ``grid[i]`` users."""
@@ -76,12 +77,12 @@ class OpenTable:
     grid uniform in −ln(1−ρ), which is dense where the latency climbs. Rows are
     solved on first use, as in ``ClosedTable``."""
 
-    def __init__(self, model: PodModel, quantiles, points: int = 240):
+    def __init__(self, model: PodModel, quantiles: Sequence[float], points: int = 240) -> None:
         self.capacity = model.capacity_rps
         self.top = -math.log(1 - RHO_MAX)
         self.step = self.top / (points - 1)
         self._model, self._quantiles = model, tuple(quantiles)
-        self._rows: list[tuple | None] = [None] * points
+        self._rows: list[tuple[float, ...] | None] = [None] * points
 
     def row(self, i: int) -> tuple[float, ...]:
         """(mean_ms, *quantiles_ms) at the grid's ``i``-th point."""
