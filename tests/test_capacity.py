@@ -277,7 +277,8 @@ def test_the_capacity_at_the_limit_is_read_between_the_bracketing_steps():
     assert _at_limit(best, missed_on_errors, 1000.0) is None
 
 
-def _measurement(cpu: float, stopped_by: str = "converged", **changes) -> Measurement:
+def _measurement(cpu: float, stopped_by: str = "converged", **changes) -> dict:
+    """A size's search as plan.json holds it (tests/test_cli.py writes it to a file)."""
     size_ = known_size(cpu)
     best = {
         "load": round(size_.max_load * 0.95),
@@ -296,6 +297,7 @@ def _measurement(cpu: float, stopped_by: str = "converged", **changes) -> Measur
         "valid": True,
     }
     light = {"load": 4, "rps": 4.0, "latency_ms": 5.0, "mean_ms": 3.0, "meets": True, "valid": True}
+    crossing = _at_limit(PlanStep(**best), PlanStep(**failed), 1000.0)
     measurement = {
         "cpu": cpu,
         "workers": 1,
@@ -304,11 +306,16 @@ def _measurement(cpu: float, stopped_by: str = "converged", **changes) -> Measur
         "p95_ms_at_max": 900.0,
         "mean_ms_at_max": best["mean_ms"],
         "stopped_by": stopped_by,
-        "at_limit": _at_limit(PlanStep(**best), PlanStep(**failed), 1000.0),
+        "at_limit": crossing.model_dump() if crossing else None,
         "steps": [light, best, failed],
         **changes,
     }
-    return Measurement.model_validate(measurement)
+    return measurement
+
+
+def _measured(cpu: float, stopped_by: str = "converged", **changes) -> Measurement:
+    """``_measurement`` through the schema, as the planner takes it."""
+    return Measurement.model_validate(_measurement(cpu, stopped_by, **changes))
 
 
 def test_a_plan_fits_converged_sizes_only_and_sizes_from_the_best_per_core():
@@ -320,7 +327,7 @@ def test_a_plan_fits_converged_sizes_only_and_sizes_from_the_best_per_core():
         pods=(PodSpec(0.25), PodSpec(0.5), PodSpec(1.0)),
         url="http://x",
     )
-    measurements = [_measurement(0.25), _measurement(0.5), _measurement(1.0)]
+    measurements = [_measured(0.25), _measured(0.5), _measured(1.0)]
     plan = _assemble(settings, measurements)
     model = plan.model
     assert model.fitted_cpus == (0.25, 0.5, 1.0) and model.holdout_cpu == 0.5
@@ -334,7 +341,7 @@ def test_a_plan_fits_converged_sizes_only_and_sizes_from_the_best_per_core():
     assert best.cpu == 1.0 and sizing.cpu_per_pod == 1.0
     assert sizing.pods * sizing.capacity_per_pod * 0.8 >= 1000
     # A size whose search hit a saturated generator is a lower bound: shown, not fitted.
-    measurements[2] = _measurement(1.0, stopped_by="invalid")
+    measurements[2] = _measured(1.0, stopped_by="invalid")
     plan = _assemble(settings, measurements)
     assert plan.model.fitted_cpus == (0.25, 0.5)
     # Two sizes leave none to hold out: the check is a load step of the larger one.
@@ -612,7 +619,7 @@ def test_a_plan_sizes_from_the_measured_cpu_and_memory_and_old_plans_still_size(
         pods=(PodSpec(0.25),),
         url="http://x",
     )
-    old = _measurement(0.25)
+    old = _measured(0.25)
     plan = _assemble(settings, [old])
     assert plan.sizing is not None
     assert plan.sizing.hpa.target_cpu_utilization == 80
@@ -756,12 +763,12 @@ def test_old_and_new_plans_load_in_the_simulator():
         url="http://x",
     )
     # An old plan: no schema_version, no sizing_error, no reasons in its sizing.
-    old = _assemble(settings, [_measurement(0.25)]).to_json_dict()
+    old = _assemble(settings, [_measured(0.25)]).to_json_dict()
     for key in ("sizing_error", "schema_version"):
         old.pop(key)
     for key in ("hpa_target_reason", "memory_reason"):
         old["sizing"].pop(key)
-    measured = _measurement(0.25, peak_rss_mb=300.0, few_requests_at=[4])
+    measured = _measured(0.25, peak_rss_mb=300.0, few_requests_at=[4])
     steps = tuple(
         s.model_copy(
             update={

@@ -188,7 +188,7 @@ def test_a_second_run_reuses_the_folder(tmp_path):
     from mlscale.demo import _kubernetes, _train
     from mlscale.loadtest.sla import parse_sla
     from mlscale.report.index import write_index
-    from tests.test_capacity import _measurement
+    from tests.test_capacity import _measured
 
     out = str(tmp_path)
     env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}"}
@@ -201,7 +201,7 @@ def test_a_second_run_reuses_the_folder(tmp_path):
             pods=(PodSpec(0.25),),
             url="http://unused",
         ),
-        [_measurement(0.25)],
+        [_measured(0.25)],
     )
     for version in (1, 2):
         assert _train(out, env) == f"models:/wine-quality/{version}"

@@ -23,7 +23,7 @@ from mlscale.schemas import (
     plan_json_schema_text,
     read_plan_file,
 )
-from tests.test_capacity import _measurement
+from tests.test_capacity import _measured
 
 ROOT = Path(__file__).resolve().parents[1]
 PUBLISHED = ROOT / "docs" / "plan.schema.json"
@@ -57,7 +57,7 @@ def test_a_written_plan_validates_and_round_trips(tmp_path):
     """The writer's plan.json: the schema reads it, and writes back the same JSON, text
     included. (The real `mlscale plan` run of tests/test_plan_run.py checks its own file
     the same way.)"""
-    measurements = [_measurement(0.25), _measurement(0.5), _measurement(1.0)]
+    measurements = [_measured(0.25), _measured(0.5), _measured(1.0)]
     written = write_plan(_settings(str(tmp_path)), measurements)
     text = (tmp_path / "plan.json").read_text(encoding="utf-8")
     assert json.loads(text)["schema_version"] == PLAN_SCHEMA_VERSION
@@ -72,7 +72,7 @@ def test_a_written_plan_validates_and_round_trips(tmp_path):
 
 def test_the_layout_is_the_one_written_before_the_schema():
     """Same keys as before the schema, in the same places, plus schema_version."""
-    data = _assemble(_settings(), [_measurement(0.25), _measurement(0.5), _measurement(1.0)]).to_json_dict()
+    data = _assemble(_settings(), [_measured(0.25), _measured(0.5), _measured(1.0)]).to_json_dict()
     assert list(data) == [
         "schema_version",
         "sla",
@@ -91,7 +91,7 @@ def test_the_layout_is_the_one_written_before_the_schema():
 
 
 def test_an_older_plan_without_a_version_loads(tmp_path):
-    older = _assemble(_settings(), [_measurement(0.25)]).to_json_dict()
+    older = _assemble(_settings(), [_measured(0.25)]).to_json_dict()
     del older["schema_version"]
     # Plans before these keys existed: no rows per request, mix or sizing reasons.
     del older["load_model"]["rows_per_request"], older["load_model"]["mix"], older["sizing_error"]
@@ -106,7 +106,7 @@ def test_an_older_plan_without_a_version_loads(tmp_path):
 
 
 def test_a_plan_from_a_newer_mlscale_says_what_to_do():
-    data = _assemble(_settings(), [_measurement(0.25)]).to_json_dict()
+    data = _assemble(_settings(), [_measured(0.25)]).to_json_dict()
     with pytest.raises(PlanFileError, match=r"schema version 2, written by a newer mlscale.*upgrade mlscale"):
         parse_plan({**data, "schema_version": 2})
     with pytest.raises(PlanFileError, match="not a version number"):
@@ -126,7 +126,7 @@ def test_a_plan_from_a_newer_mlscale_says_what_to_do():
     ],
 )
 def test_a_malformed_plan_is_a_clear_error_naming_the_field(tmp_path, change, field):
-    data = _assemble(_settings(), [_measurement(0.25)]).to_json_dict()
+    data = _assemble(_settings(), [_measured(0.25)]).to_json_dict()
     change(data)
     path = tmp_path / "plan.json"
     path.write_text(json.dumps(data), encoding="utf-8")
@@ -148,7 +148,7 @@ def test_not_a_plan_at_all(tmp_path):
 
 
 def test_a_plan_is_frozen():
-    plan = _assemble(_settings(), [_measurement(0.25)])
+    plan = _assemble(_settings(), [_measured(0.25)])
     with pytest.raises(Exception, match="frozen"):
         plan.quick = True  # type: ignore[misc]
 
