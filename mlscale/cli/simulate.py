@@ -429,16 +429,15 @@ def simulate(**options) -> None:
             out_dir=out_dir,
             allowed_violation=options["allowed_violation"] / 100,
         )
-        for row in result["policies"]:
+        for row in result.policies:
             click.echo(
-                f"  {row['name']:<14} {'meets' if row['meets_sla'] else 'misses'} the SLA "
-                f"({row['sla_violation_s']:.0f} s over), {row['cost']:.2f} USD, "
-                f"{row['node_hours']:.1f} node-hours"
+                f"  {row.name:<14} {'meets' if row.meets_sla else 'misses'} the SLA "
+                f"({row.sla_violation_s:.0f} s over), {row.cost:.2f} USD, "
+                f"{row.node_hours:.1f} node-hours"
             )
-        click.echo(result["verdict"])
-        if result["best"]:
-            best = next(r for r in result["policies"] if r["name"] == result["best"])
-            click.echo(f"HPA values: {json.dumps(best['manifest'])}")
+        click.echo(result.verdict)
+        if result.best:
+            click.echo(f"HPA values: {json.dumps(result.outcome(result.best).manifest)}")
         click.echo(f"Comparison: {out_dir}/compare.json, report: {out_dir}/report.html")
         return
     run = run_simulation(settings, shape, model, name=name)

@@ -23,7 +23,7 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from mlscale.report import plotly_packed
-from mlscale.schemas.simulation import SimulationEvent, SimulationSummary
+from mlscale.schemas.simulation import PolicyComparison, SimulationEvent, SimulationSummary
 
 # A run of the simulator (``mlscale.simulate.engine.Run``), passed in: a report renders
 # an engine's results and never imports the engine, so it is not named as a type here.
@@ -354,7 +354,7 @@ def write_simulation_report(path: str, run: Run, summary: SimulationSummary) -> 
         handle.write(render_simulation(run, summary))
 
 
-def comparison_figure(runs) -> go.Figure:
+def comparison_figure(runs: Sequence[Run]) -> go.Figure:
     figure = make_subplots(
         rows=3,
         cols=1,
@@ -388,23 +388,23 @@ def comparison_figure(runs) -> go.Figure:
     return figure
 
 
-def render_comparison(result: dict, runs) -> str:
+def render_comparison(result: PolicyComparison, runs: Sequence[Run]) -> str:
     rows = []
-    for row in result["policies"]:
-        css = "best" if row["name"] == result["best"] else ("" if row["meets_sla"] else "miss")
-        manifest = html.escape(json.dumps(row["manifest"]))
+    for row in result.policies:
+        css = "best" if row.name == result.best else ("" if row.meets_sla else "miss")
+        manifest = html.escape(json.dumps(row.manifest))
         rows.append(
-            f"<tr class='{css}'><td><a href='{html.escape(row['name'])}/report.html'>{html.escape(row['name'])}</a>"
-            f"</td><td>{html.escape(row['description'])}</td><td>{'yes' if row['meets_sla'] else 'no'}</td>"
-            f"<td>{row['sla_violation_s']:.0f}</td><td>{row['cost']:.2f}</td><td>{row['node_hours']:.1f}</td>"
-            f"<td>{row['max_pods_pending']}</td><td><code>{manifest}</code></td></tr>"
+            f"<tr class='{css}'><td><a href='{html.escape(row.name)}/report.html'>{html.escape(row.name)}</a>"
+            f"</td><td>{html.escape(row.description)}</td><td>{'yes' if row.meets_sla else 'no'}</td>"
+            f"<td>{row.sla_violation_s:.0f}</td><td>{row.cost:.2f}</td><td>{row.node_hours:.1f}</td>"
+            f"<td>{row.max_pods_pending}</td><td><code>{manifest}</code></td></tr>"
         )
     chart = plotly_packed.chart(comparison_figure(runs), "comparison")
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>mlscale simulate --compare</title>
 <style>{_STYLE}</style></head>
-<body><h1>Autoscaling policies at {html.escape(result["sla"])}</h1>
-<p style="font-size: 1.2em"><b>{html.escape(result["verdict"])}</b></p>
+<body><h1>Autoscaling policies at {html.escape(result.sla)}</h1>
+<p style="font-size: 1.2em"><b>{html.escape(result.verdict)}</b></p>
 <table><tr><th>policy</th><th></th><th>meets the SLA</th><th>s over</th><th>cost (USD)</th><th>node-hours</th>
 <th>most Pending</th><th>HPA manifest values</th></tr>{"".join(rows)}</table>
 {chart}
@@ -413,6 +413,6 @@ def render_comparison(result: dict, runs) -> str:
 """
 
 
-def write_comparison_report(path: str, result: dict, runs) -> None:
+def write_comparison_report(path: str, result: PolicyComparison, runs: Sequence[Run]) -> None:
     with open(path, "w", encoding="utf-8") as handle:
         handle.write(render_comparison(result, runs))

@@ -41,6 +41,8 @@ from mlscale.schemas.plan import (
 )
 from mlscale.schemas.simulation import (
     SIMULATION_SCHEMA_VERSION,
+    PolicyComparison,
+    PolicyOutcome,
     PresetInfo,
     SimulatedCluster,
     SimulatedSla,
@@ -67,6 +69,8 @@ __all__ = [
     "PlanSizing",
     "PlanSla",
     "PlanStep",
+    "PolicyComparison",
+    "PolicyOutcome",
     "PredictedSize",
     "PresetInfo",
     "QueueFit",

@@ -89,3 +89,42 @@ class SimulationSummary(_Record):
 
     def to_json(self) -> str:
         return json.dumps(self.to_json_dict(), indent=2)
+
+
+class PolicyOutcome(_Record):
+    """One autoscaling policy of ``mlscale simulate --compare``, as compare.json lists it."""
+
+    name: str
+    description: str
+    meets_sla: bool
+    sla_violation_s: float
+    cost: float
+    node_hours: float
+    pod_hours: float
+    max_pods_pending: int
+    max_pods_ready: int
+    worst_latency_ms: float | None
+    manifest: dict[str, Any]  # the HPA's values, as Kubernetes spells them
+
+
+class PolicyComparison(_Record):
+    """compare.json: every candidate policy on the same load, and the cheapest that meets the SLA."""
+
+    schema_version: int = SIMULATION_SCHEMA_VERSION
+    sla: str
+    allowed_violation: float  # the share of the time a policy may spend over the SLA
+    best: str | None  # the cheapest that meets it; None when none does
+    verdict: str
+    policies: tuple[PolicyOutcome, ...]
+
+    def outcome(self, name: str) -> PolicyOutcome:
+        return next(p for p in self.policies if p.name == name)
+
+    def to_json_dict(self) -> dict[str, Any]:
+        """compare.json's content, ``schema_version`` first."""
+        data = self.model_dump(mode="json")
+        data.pop("schema_version")
+        return {"schema_version": self.schema_version, **data}
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_json_dict(), indent=2)
