@@ -192,7 +192,7 @@ class PlanSizing(_Frozen):
     capacity_per_pod: Number
     cpu_per_pod: Float
     workers_per_pod: Int = 1
-    memory_per_pod_mib: Float | None = None
+    memory_per_pod_mib: Number | None = None  # a whole number when not measured
     pods: Int
     cores: Float
     node_type: str
