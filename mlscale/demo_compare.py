@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -21,6 +22,8 @@ from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager, suppress
 
 from mlscale.errors import MlscaleError
+from mlscale.loadtest.runner import LoadTestSettings, run_loadtest
+from mlscale.loadtest.shapes import constant
 from mlscale.schemas.loadtest import parse_loadtest_summary
 from mlscale.serving.process import ServeProcess
 
@@ -90,8 +93,6 @@ def _warm_up(url: str, requests: int = 50) -> None:
 
 
 def _measure(url: str, out_dir: str, seconds: float, generator: tuple[int, ...] | None) -> dict:
-    from mlscale.loadtest.runner import LoadTestSettings, run_loadtest
-    from mlscale.loadtest.shapes import constant
 
     _warm_up(url)
     result = run_loadtest(
@@ -150,7 +151,6 @@ def _mlflow_server(model_uri: str, env: dict, prefix: list[str], log_path: str):
 
 def _stop_group(process: subprocess.Popen) -> None:
     """mlflow serves from a child of its launcher: stop the whole group."""
-    import signal
 
     if process.poll() is None:
         try:

@@ -187,7 +187,7 @@ def test_a_second_run_reuses_the_folder(tmp_path):
     from mlscale.capacity.pods import PodSpec
     from mlscale.demo import _kubernetes, _train
     from mlscale.loadtest.sla import parse_sla
-    from mlscale.report.index import write_index
+    from mlscale.report.index import DemoResults, write_index
     from tests.test_capacity import _measured
 
     out = str(tmp_path)
@@ -206,8 +206,8 @@ def test_a_second_run_reuses_the_folder(tmp_path):
     for version in (1, 2):
         assert _train(out, env) == f"models:/wine-quality/{version}"
         k8s = _kubernetes(plan, out)
-        assert k8s["ok"], k8s["problems"]
-        index = write_index(out, {"quick": True, "plan": plan, "k8s": k8s, "seconds": 1.0})
+        assert k8s.ok, k8s.problems
+        index = write_index(out, DemoResults(quick=True, plan=plan, k8s=k8s, seconds=1.0))
         assert "120 concurrent users" in open(index).read()
 
 
