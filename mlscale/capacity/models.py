@@ -56,7 +56,7 @@ def fit_usl(cores: Sequence[float], throughput: Sequence[float], *, coherency: b
     observed on sizes of one core or less, and a κ fitted there is noise that would
     bend every larger size down.
     """
-    from scipy.optimize import OptimizeWarning, curve_fit
+    from scipy.optimize import OptimizeWarning, curve_fit  # a second to import: only a fit needs it
 
     x = np.asarray(cores, dtype=float)
     y = np.asarray(throughput, dtype=float)

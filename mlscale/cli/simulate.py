@@ -11,6 +11,22 @@ from typing import TYPE_CHECKING
 import click
 
 from mlscale.errors import ConfigurationError
+from mlscale.loadtest.shapes import USERS, colon_pairs
+from mlscale.loadtest.sla import parse_sla
+from mlscale.simulate.settings import (
+    CPU,
+    INFLIGHT,
+    Behavior,
+    HpaSettings,
+    ManualScaling,
+    PodTemplate,
+    SimSettings,
+    Sla,
+    apply_overrides,
+    describe_settings,
+    quantile_of,
+    validate,
+)
 
 if TYPE_CHECKING:
     from mlscale.schemas.plan import Plan
@@ -31,7 +47,6 @@ def _read_plan(path: str) -> Plan:
 
 
 def _read_behavior(text: str):
-    from mlscale.simulate.settings import Behavior
 
     if text.strip().lower() == "default":
         return Behavior()
@@ -41,6 +56,7 @@ def _read_behavior(text: str):
                 text = handle.read()
         except OSError as exc:
             raise ConfigurationError(f"Cannot read the behavior file {text[1:]}: {exc.strerror}.") from None
+    # PyYAML only for --behavior: off the CLI's start-up
     import yaml
 
     try:
@@ -55,7 +71,6 @@ def _read_behavior(text: str):
 
 
 def _manual_steps(spec: str) -> tuple[tuple[float, int], ...]:
-    from mlscale.loadtest.shapes import colon_pairs
 
     def explain(part):
         return f"Cannot read {part!r} in --manual: write START_S:REPLICAS, comma-separated, e.g. 0:1,600:4,1200:8."
@@ -67,8 +82,6 @@ def _manual_steps(spec: str) -> tuple[tuple[float, int], ...]:
 
 
 def _sla(expr: str):
-    from mlscale.loadtest.sla import parse_sla
-    from mlscale.simulate.settings import Sla, quantile_of
 
     parsed = parse_sla(expr)
     bound = next((b for b in parsed.bounds if b.metric != "error_rate"), None)
@@ -82,11 +95,10 @@ def _sla(expr: str):
 
 def _base(options: dict, plan: Plan | None):
     """(settings, shape, model, name) from the preset or the profile."""
-    from mlscale.loadtest.shapes import USERS
+    # numpy, scipy and plotly: imported when the command runs, off `mlscale`'s start-up
     from mlscale.simulate.calibration import plan_kind, plan_think_time, pod_from_plan, reference_pod
     from mlscale.simulate.presets import build_preset
     from mlscale.simulate.profile import daily_shape, read_profile
-    from mlscale.simulate.settings import PodTemplate, SimSettings, Sla
 
     sources = [k for k in ("preset", "profile_file", "daily") if options[k] is not None]
     if len(sources) != 1:
@@ -120,7 +132,6 @@ def _base(options: dict, plan: Plan | None):
 
 def _apply_options(settings, options: dict):
     """Options given on the command line win over the preset's or the defaults."""
-    from mlscale.simulate.settings import CPU, INFLIGHT, HpaSettings, ManualScaling
 
     def given(key: str) -> bool:
         return options.get(key) is not None
@@ -202,7 +213,6 @@ def _apply_options(settings, options: dict):
 
 
 def _print_settings() -> None:
-    from mlscale.simulate.settings import describe_settings
 
     for key, value, doc, source in describe_settings():
         click.echo(f"{key:<42} {value:<14} {doc}" + (f"  [{source}]" if source else ""))
@@ -407,10 +417,10 @@ def simulate(**options) -> None:
     if options["list_settings"]:
         _print_settings()
         return
+    # numpy, scipy and plotly: imported when the command runs, off `mlscale`'s start-up
     from mlscale.simulate.compare import compare, default_candidates
     from mlscale.simulate.engine import simulate as run_simulation
     from mlscale.simulate.results import summarize, write_outputs
-    from mlscale.simulate.settings import HpaSettings, apply_overrides, validate
 
     plan = _read_plan(options["plan_file"]) if options["plan_file"] else None
     settings, shape, model, name = _base(options, plan)
@@ -443,6 +453,7 @@ def simulate(**options) -> None:
     run = run_simulation(settings, shape, model, name=name)
     summary = summarize(run)
     if options["preset"]:
+        # pydantic and the simulator: imported when the command runs, off `mlscale`'s start-up
         from mlscale.schemas.simulation import PresetInfo
         from mlscale.simulate.presets import PRESETS
 

@@ -30,6 +30,7 @@ import json
 import typing
 from dataclasses import dataclass, field
 
+from mlscale.capacity.sizing import NODE_TYPES
 from mlscale.errors import ConfigurationError
 
 
@@ -453,7 +454,6 @@ def apply_overrides(settings: SimSettings, assignments: typing.Iterable[str]) ->
 
 def validate(settings: SimSettings) -> None:
     """Reject settings no cluster could have, with a message that says which."""
-    from mlscale.capacity.sizing import NODE_TYPES
 
     pool, pod = settings.pool, settings.pod
     if pool.machine_type not in NODE_TYPES:
