@@ -83,10 +83,10 @@ def main() -> int:
         + (f", in {args.out}" if args.out else "")
     )
     print(
-        f"pods ready at most {summary['max_pods_ready']:,}, nodes at most {summary['max_nodes']}, "
-        f"Pending at most {summary['max_pods_pending']}; {summary['node_hours']:,.0f} node-hours, "
-        f"{summary['cost']:,.0f} USD; SLA missed for {summary['sla_violation_s']:.0f} s; "
-        f"{len(summary['events'])} events"
+        f"pods ready at most {summary.max_pods_ready:,}, nodes at most {summary.max_nodes}, "
+        f"Pending at most {summary.max_pods_pending}; {summary.node_hours:,.0f} node-hours, "
+        f"{summary.cost:,.0f} USD; SLA missed for {summary.sla_violation_s:.0f} s; "
+        f"{len(summary.events)} events"
     )
     return 0 if meets else 1
 

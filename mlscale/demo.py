@@ -25,8 +25,24 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass
 
-from mlscale.errors import MlscaleError
+from mlscale.capacity.planner import PlanSettings, run_plan
+from mlscale.capacity.pods import PodSpec, quota_supported
+from mlscale.demo_compare import DemoError, compare_servers, mlflow_server, mlscale_server
+from mlscale.examples.wine import TARGET, load_wine
+from mlscale.k8s.render import render_plan
+from mlscale.k8s.validate import validate_dir
+from mlscale.loadtest.cli import LiveLine
+from mlscale.loadtest.runner import LoadTestSettings, run_loadtest
+from mlscale.loadtest.shapes import steps
+from mlscale.loadtest.sla import parse_sla
+from mlscale.report.index import DemoResults, LoadTestHeadline, OverlayCheck, simulation_text, write_index
+from mlscale.schemas.loadtest import LoadTestSummary, parse_loadtest_summary
+from mlscale.schemas.plan import Plan
+from mlscale.schemas.simulation import SimulationSummary
 from mlscale.serving.process import ServeProcess
+from mlscale.simulate.presets import run_preset
+
+__all__ = ["DemoError", "DemoSettings", "run_demo"]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -48,10 +64,6 @@ class DemoSettings:
     @property
     def compare_s(self) -> float:
         return 3.0 if self.quick else 10.0
-
-
-class DemoError(MlscaleError):
-    """A step of the demo failed; the message says which and why."""
 
 
 STEPS = 8
@@ -87,7 +99,6 @@ def _train(out_dir: str, env: dict) -> str:
 
 
 def _score(settings: DemoSettings, url: str) -> None:
-    from mlscale.examples.wine import TARGET, load_wine
 
     wine = load_wine().head(settings.rows)
     features = wine.drop(columns=[TARGET]).astype(float)
@@ -111,10 +122,7 @@ def _score(settings: DemoSettings, url: str) -> None:
     print("metrics: " + "; ".join(served))
 
 
-def _load_test(settings: DemoSettings, url: str, out_dir: str, server_pid: int) -> dict:
-    from mlscale.loadtest.cli import LiveLine
-    from mlscale.loadtest.runner import LoadTestSettings, run_loadtest
-    from mlscale.loadtest.shapes import steps
+def _load_test(settings: DemoSettings, url: str, out_dir: str, server_pid: int) -> LoadTestSummary:
 
     load = LoadTestSettings(
         host=url,
@@ -127,15 +135,12 @@ def _load_test(settings: DemoSettings, url: str, out_dir: str, server_pid: int) 
     )
     live = LiveLine(load)
     try:
-        return run_loadtest(load, on_progress=live).summary
+        return parse_loadtest_summary(run_loadtest(load, on_progress=live).summary)
     finally:
         live.close()
 
 
-def _plan(settings: DemoSettings, model_uri: str, out_dir: str) -> dict:
-    from mlscale.capacity.planner import PlanSettings, run_plan
-    from mlscale.capacity.pods import PodSpec, quota_supported
-    from mlscale.loadtest.sla import parse_sla
+def _plan(settings: DemoSettings, model_uri: str, out_dir: str) -> Plan:
 
     # A quarter of a core (a CPU quota, as the kubelet sets a limit) keeps the pod's
     # capacity within what one load-generator core can measure; where cgroups cannot
@@ -162,25 +167,21 @@ def _plan(settings: DemoSettings, model_uri: str, out_dir: str) -> dict:
     return run_plan(plan, say=lambda text: print(text, flush=True))
 
 
-def _kubernetes(plan: dict, out_dir: str) -> dict:
-    from mlscale.k8s.render import render_plan
-    from mlscale.k8s.validate import validate_dir
+def _kubernetes(plan: Plan, out_dir: str) -> OverlayCheck:
 
     overlay = render_plan(plan, os.path.join(out_dir, "k8s"))
     report = validate_dir(overlay)
     print(report.text())
     print(f"overlay: {overlay} (on a cluster: kubectl apply -k {overlay})")
-    return {
-        "dir": overlay,
-        "ok": report.ok,
-        "objects": len(report.objects),
-        "problems": [str(p) for p in report.problems],
-    }
+    return OverlayCheck(
+        dir=overlay,
+        ok=report.ok,
+        objects=len(report.objects),
+        problems=tuple(str(p) for p in report.problems),
+    )
 
 
-def _simulate(plan: dict, out_dir: str, shown: str) -> dict:
-    from mlscale.report.index import simulation_text
-    from mlscale.simulate.presets import run_preset
+def _simulate(plan: Plan, out_dir: str, shown: str) -> dict[str, SimulationSummary]:
 
     results = {}
     for preset in ("reference-hpa", "reference-cluster-autoscaler"):
@@ -195,8 +196,6 @@ def _simulate(plan: dict, out_dir: str, shown: str) -> dict:
 
 
 def _compare(settings: DemoSettings, model_uri: str, out_dir: str, env: dict, mlscale, mlflow) -> dict:
-    from mlscale.demo_compare import compare_servers
-
     return compare_servers(
         model_uri,
         os.path.join(out_dir, "compare"),
@@ -207,20 +206,19 @@ def _compare(settings: DemoSettings, model_uri: str, out_dir: str, env: dict, ml
     )
 
 
-def run_demo(settings: DemoSettings) -> dict:
+def run_demo(settings: DemoSettings) -> DemoResults:
     """Run every step; returns the headline numbers that index.html shows."""
-    from mlscale.report.index import write_index
 
     out_dir = os.path.abspath(settings.out_dir)
     os.makedirs(out_dir, exist_ok=True)
     # An absolute store: the pods that plan starts run in other folders.
     env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{os.path.join(out_dir, 'mlflow.db')}"}
     started = time.monotonic()
-    results: dict = {"quick": settings.quick}
+    results = DemoResults(quick=settings.quick)
 
     _say(1, "train", f"the reference XGBoost model, registered in {settings.out_dir}/mlflow.db (~15 s)")
     model_uri = _train(out_dir, env)
-    results["model_uri"] = model_uri
+    results.model_uri = model_uri
     print(f"registered {model_uri}")
 
     _say(2, "serve", f"{model_uri} on 127.0.0.1, a free port (~10 s to load)")
@@ -233,8 +231,6 @@ def run_demo(settings: DemoSettings) -> dict:
 
         _say(3, "score", f"{settings.rows} rows of the wine data, one request (~1 s)")
         _score(settings, server.url)
-
-        from mlscale.loadtest.shapes import steps
 
         seconds = steps("users", settings.load_steps).duration_s
         _say(
@@ -251,15 +247,12 @@ def run_demo(settings: DemoSettings) -> dict:
             log.write(server.output + "\n")
     if code != 0:
         raise DemoError(f"the server exited with status {code} after SIGTERM (log: {log_path})")
-    latency = summary["latency_ms"]
-    results["loadtest"] = {
-        "requests": summary["requests"],
-        "failures": summary["failures"],
-        "p50_ms": latency["p50"],
-        "p95_ms": latency["p95"],
-    }
+    latency = summary.latency_ms
+    results.loadtest = LoadTestHeadline(
+        requests=summary.requests, failures=summary.failures, p50_ms=latency["p50"], p95_ms=latency["p95"]
+    )
     print(
-        f"load test: {summary['requests']} requests, {summary['failures']} failed, "
+        f"load test: {summary.requests} requests, {summary.failures} failed, "
         f"p50 {latency['p50']} ms, p95 {latency['p95']} ms; "
         f"report: {settings.out_dir}/loadtest/report.html"
     )
@@ -273,13 +266,11 @@ def run_demo(settings: DemoSettings) -> dict:
         f"(~{'80 s, most of it the pod starting under its CPU quota' if settings.quick else '3 min'})",
     )
     plan = _plan(settings, model_uri, out_dir)
-    if not plan["sizing"]:
+    if not plan.sizing:
         raise DemoError("the plan found no load that meets the SLA (see the steps above)")
-    results["plan"] = plan
-    print(plan["sizing"]["sentence"])
+    results.plan = plan
+    print(plan.sizing.sentence)
     print(f"plan: {settings.out_dir}/plan/plan.json, report: {settings.out_dir}/plan/plan.html")
-
-    from mlscale.demo_compare import mlflow_server, mlscale_server
 
     # The two servers of step 8 take ~10 and ~20 s to start: they start now, on the
     # server's core, while the overlay is validated and the simulator runs; nothing
@@ -287,8 +278,8 @@ def run_demo(settings: DemoSettings) -> dict:
     compare_dir = os.path.join(out_dir, "compare")
     with mlflow_server(model_uri, compare_dir, env) as mlflow, mlscale_server(model_uri, env) as mlscale:
         _say(6, "kubernetes", "render the overlay from the plan and validate it (~5 s)")
-        results["k8s"] = _kubernetes(plan, out_dir)
-        if not results["k8s"]["ok"]:
+        results.k8s = _kubernetes(plan, out_dir)
+        if not results.k8s.ok:
             raise DemoError("the rendered overlay did not validate (problems above)")
 
         _say(
@@ -296,7 +287,7 @@ def run_demo(settings: DemoSettings) -> dict:
             "simulate",
             "the reference's HPA and cluster-autoscaler experiments, with the plan's pods (~15 s)",
         )
-        results["simulate"] = _simulate(plan, out_dir, settings.out_dir)
+        results.simulate = _simulate(plan, out_dir, settings.out_dir)
 
         _say(
             8,
@@ -305,12 +296,12 @@ def run_demo(settings: DemoSettings) -> dict:
             f"{settings.compare_s:g} s each; both started with step 6 "
             f"(~{settings.compare_s * 2 + 15:.0f} s)",
         )
-        results["compare"] = _compare(settings, model_uri, out_dir, env, mlscale, mlflow)
+        results.compare = _compare(settings, model_uri, out_dir, env, mlscale, mlflow)
 
-    results["seconds"] = time.monotonic() - started
+    results.seconds = seconds = time.monotonic() - started
     index = write_index(out_dir, results)
     print(
-        f"\nDone in {results['seconds']:.0f} s. Everything: "
+        f"\nDone in {seconds:.0f} s. Everything: "
         f"{os.path.join(settings.out_dir, os.path.basename(index))}  "
         f"(runs: cd {settings.out_dir} && mlflow ui)"
     )

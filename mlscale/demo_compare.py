@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -20,8 +21,19 @@ import urllib.request
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager, suppress
 
-from mlscale.demo import DemoError
+from mlscale.errors import MlscaleError
+from mlscale.loadtest.runner import LoadTestSettings, run_loadtest
+from mlscale.loadtest.shapes import constant
+from mlscale.schemas.loadtest import parse_loadtest_summary
 from mlscale.serving.process import ServeProcess
+
+
+class DemoError(MlscaleError):
+    """A step of the demo failed; the message says which and why.
+
+    Defined here, in the lower of the demo's two modules: ``demo`` imports this one
+    (and re-exports the error), never the reverse."""
+
 
 USERS = 16
 # One row of the wine data, in the model's signature order.
@@ -81,8 +93,6 @@ def _warm_up(url: str, requests: int = 50) -> None:
 
 
 def _measure(url: str, out_dir: str, seconds: float, generator: tuple[int, ...] | None) -> dict:
-    from mlscale.loadtest.runner import LoadTestSettings, run_loadtest
-    from mlscale.loadtest.shapes import constant
 
     _warm_up(url)
     result = run_loadtest(
@@ -96,14 +106,14 @@ def _measure(url: str, out_dir: str, seconds: float, generator: tuple[int, ...] 
             report=False,
         )
     )
-    summary = result.summary
+    summary = parse_loadtest_summary(result.summary)
     return {
-        "rps": summary["rps"],
-        "p50_ms": summary["latency_ms"]["p50"],
-        "p99_ms": summary["latency_ms"]["p99"],
-        "failures": summary["failures"],
-        "valid": summary["valid"],
-        "problems": summary["problems"],
+        "rps": summary.rps,
+        "p50_ms": summary.latency_ms["p50"],
+        "p99_ms": summary.latency_ms["p99"],
+        "failures": summary.failures,
+        "valid": summary.valid,
+        "problems": list(summary.problems),
     }
 
 
@@ -141,7 +151,6 @@ def _mlflow_server(model_uri: str, env: dict, prefix: list[str], log_path: str):
 
 def _stop_group(process: subprocess.Popen) -> None:
     """mlflow serves from a child of its launcher: stop the whole group."""
-    import signal
 
     if process.poll() is None:
         try:

@@ -42,6 +42,7 @@ from mlscale.capacity.sizing import (
 )
 from mlscale.errors import ConfigurationError
 from mlscale.loadtest.sla import parse_sla
+from mlscale.schemas.plan import Measurement, PlanStep, parse_plan
 
 
 def server_with_capacity(capacity: float, *, saturate_at: float | None = None):
@@ -266,16 +267,18 @@ def test_the_open_loop_tail_is_erlang_c():
 
 
 def test_the_capacity_at_the_limit_is_read_between_the_bracketing_steps():
-    best = {"load": 48, "rps": 48.0, "latency_ms": 700.0, "mean_ms": 150.0}
-    failed = {"load": 64, "rps": 52.0, "latency_ms": 1300.0, "mean_ms": 300.0}
+    best = PlanStep(load=48, rps=48.0, latency_ms=700.0, mean_ms=150.0, meets=True)
+    failed = PlanStep(load=64, rps=52.0, latency_ms=1300.0, mean_ms=300.0, meets=False)
     crossing = _at_limit(best, failed, 1000.0)
-    assert crossing == pytest.approx({"load": 56, "rps": 50.0, "mean_ms": 225.0})
+    assert crossing is not None
+    assert crossing.model_dump() == pytest.approx({"load": 56, "rps": 50.0, "mean_ms": 225.0})
     assert _at_limit(best, None, 1000.0) is None  # the search hit its ceiling
-    missed_on_errors = dict(failed, latency_ms=800.0)
+    missed_on_errors = failed.model_copy(update={"latency_ms": 800.0})
     assert _at_limit(best, missed_on_errors, 1000.0) is None
 
 
-def _measurement(cpu: float, stopped_by: str = "converged") -> dict:
+def _measurement(cpu: float, stopped_by: str = "converged", **changes) -> dict:
+    """A size's search as plan.json holds it (tests/test_cli.py writes it to a file)."""
     size_ = known_size(cpu)
     best = {
         "load": round(size_.max_load * 0.95),
@@ -294,7 +297,8 @@ def _measurement(cpu: float, stopped_by: str = "converged") -> dict:
         "valid": True,
     }
     light = {"load": 4, "rps": 4.0, "latency_ms": 5.0, "mean_ms": 3.0, "meets": True, "valid": True}
-    return {
+    crossing = _at_limit(PlanStep(**best), PlanStep(**failed), 1000.0)
+    measurement = {
         "cpu": cpu,
         "workers": 1,
         "max_load": best["load"],
@@ -302,9 +306,16 @@ def _measurement(cpu: float, stopped_by: str = "converged") -> dict:
         "p95_ms_at_max": 900.0,
         "mean_ms_at_max": best["mean_ms"],
         "stopped_by": stopped_by,
-        "at_limit": _at_limit(best, failed, 1000.0),
+        "at_limit": crossing.model_dump() if crossing else None,
         "steps": [light, best, failed],
+        **changes,
     }
+    return measurement
+
+
+def _measured(cpu: float, stopped_by: str = "converged", **changes) -> Measurement:
+    """``_measurement`` through the schema, as the planner takes it."""
+    return Measurement.model_validate(_measurement(cpu, stopped_by, **changes))
 
 
 def test_a_plan_fits_converged_sizes_only_and_sizes_from_the_best_per_core():
@@ -316,24 +327,25 @@ def test_a_plan_fits_converged_sizes_only_and_sizes_from_the_best_per_core():
         pods=(PodSpec(0.25), PodSpec(0.5), PodSpec(1.0)),
         url="http://x",
     )
-    measurements = [_measurement(0.25), _measurement(0.5), _measurement(1.0)]
+    measurements = [_measured(0.25), _measured(0.5), _measured(1.0)]
     plan = _assemble(settings, measurements)
-    model = plan["model"]
-    assert model["fitted_cpus"] == [0.25, 0.5, 1.0] and model["holdout_cpu"] == 0.5
-    assert model["holdout_error"] < 0.05
-    assert [p["cpu"] for p in model["predicted"]] == [0.25, 0.5, 1.0, 2.0, 4.0]
-    sizing = plan["sizing"]
+    model = plan.model
+    assert model.fitted_cpus == (0.25, 0.5, 1.0) and model.holdout_cpu == 0.5
+    assert model.holdout_error is not None and model.holdout_error < 0.05
+    assert [p.cpu for p in model.predicted or ()] == [0.25, 0.5, 1.0, 2.0, 4.0]
+    sizing = plan.sizing
+    assert sizing is not None
     # The size that serves the most per core: here 1 CPU, as the quota costs the
     # fractional sizes more than contention costs the whole core.
-    best = max(measurements, key=lambda m: m["max_load"] / m["cpu"])
-    assert best["cpu"] == 1.0 and sizing["cpu_per_pod"] == 1.0
-    assert sizing["pods"] * sizing["capacity_per_pod"] * 0.8 >= 1000
+    best = max(measurements, key=lambda m: m.max_load / m.cpu)
+    assert best.cpu == 1.0 and sizing.cpu_per_pod == 1.0
+    assert sizing.pods * sizing.capacity_per_pod * 0.8 >= 1000
     # A size whose search hit a saturated generator is a lower bound: shown, not fitted.
-    measurements[2] = _measurement(1.0, stopped_by="invalid")
+    measurements[2] = _measured(1.0, stopped_by="invalid")
     plan = _assemble(settings, measurements)
-    assert plan["model"]["fitted_cpus"] == [0.25, 0.5]
+    assert plan.model.fitted_cpus == (0.25, 0.5)
     # Two sizes leave none to hold out: the check is a load step of the larger one.
-    assert plan["model"]["holdout"] == "step" and plan["model"]["holdout_cpu"] == 0.5
+    assert plan.model.holdout == "step" and plan.model.holdout_cpu == 0.5
 
 
 def test_one_size_is_checked_on_a_load_step_left_out():
@@ -373,16 +385,16 @@ def test_one_size_is_checked_on_a_load_step_left_out():
         "stopped_by": "converged",
         "steps": steps,
     }
-    model = _assemble(settings, [measurement])["model"]
+    model = _assemble(settings, [Measurement.model_validate(measurement)]).model
     # All steps: 1 s is crossed a third of the way from 5,632 (800 ms) to 6,144 (1,400 ms).
-    assert model["holdout_measured_load"] == pytest.approx(5632 + 512 / 3)
+    assert model.holdout_measured_load == pytest.approx(5632 + 512 / 3)
     # Without 5,632: from 5,120 (520 ms) to 6,144, 480/880 of the way.
-    assert model["holdout_step_load"] == 5632
-    assert model["holdout_predicted_load"] == pytest.approx(5120 + 1024 * 480 / 880)
-    assert model["holdout_error"] == pytest.approx(
+    assert model.holdout_step_load == 5632
+    assert model.holdout_predicted_load == pytest.approx(5120 + 1024 * 480 / 880)
+    assert model.holdout_error == pytest.approx(
         abs(5120 + 1024 * 480 / 880 - (5632 + 512 / 3)) / (5632 + 512 / 3)
     )
-    assert model["fitted_cpus"] == [1.0]
+    assert model.fitted_cpus == (1.0,)
 
 
 def test_a_quota_is_not_a_slower_core():
@@ -475,7 +487,8 @@ def _fake_loadtests(monkeypatch, rate_of, latency_ms=50.0, fail_in=None):
             "duration_s": duration,
             "latency_ms": {"p95": latency_ms, "mean": latency_ms / 2, "p50": latency_ms / 3},
             "error_rate": 0.0,
-            "sla": {"met": True},
+            "failures": 0,
+            "sla": {"expr": "p95<1s", "met": True},
             "valid": True,
             "problems": [],
         }
@@ -504,19 +517,19 @@ def test_a_step_with_too_few_requests_is_measured_again_longer_then_flagged(tmp_
     # 10 users thinking 50 ms could send 200 requests/s: a 2 s step, before it runs.
     # 30 requests/s: 60 in the 2 s step, fewer than a p95's 100; measured again for 5 s.
     runs = _fake_loadtests(monkeypatch, lambda load: 30.0)
-    log: list[dict] = []
+    log: list[PlanStep] = []
     step = planner._measure_fn(_settings(tmp_path), "http://x", None, log, lambda _: None, "s", 0.5)(10)
     assert runs == [(10, 2.0), (10, 5.0)] and step.meets
-    assert log[0]["requests"] == 150 and log[0]["enough_requests"]
-    assert log[0]["server_cpu_share"] == pytest.approx(0.6)  # 0.3 core of a 500m pod
-    assert log[0]["server_rss_mb_peak"] == 204.0
+    assert log[0].requests == 150 and log[0].enough_requests
+    assert log[0].server_cpu_share == pytest.approx(0.6)  # 0.3 core of a 500m pod
+    assert log[0].server_rss_mb_peak == 204.0
     # 5 requests/s: even the longest step (4 x 2 s) holds 40; kept, flagged, not re-run again.
     runs = _fake_loadtests(monkeypatch, lambda load: 5.0)
     log = []
     planner._measure_fn(_settings(tmp_path), "http://x", None, log, lambda _: None, "s", None)(10)
     assert runs == [(10, 2.0), (10, 8.0)]
-    assert log[0]["enough_requests"] is False and log[0]["min_requests"] == 100
-    assert log[0]["server_cpu_share"] is None  # --url: the server's CPU is not a pod's
+    assert log[0].enough_requests is False and log[0].min_requests == 100
+    assert log[0].server_cpu_share is None  # --url: the server's CPU is not a pod's
 
 
 def test_what_was_measured_is_kept_when_a_later_size_fails(tmp_path, monkeypatch):
@@ -550,6 +563,7 @@ def test_what_was_measured_is_kept_when_a_later_size_fails(tmp_path, monkeypatch
     assert [m["cpu"] for m in plan["measurements"]] == [0.5]
     assert plan["sizing"] is None and plan["incomplete"]
     assert "after 1 of 2 sizes: the model server went away" in plan["sizing_error"]
+    assert planner.read_plan(str(tmp_path / "plan.json")).incomplete  # and it reads back
     assert [load for load, _ in runs] == [8, 16, 8]  # the first size's search, then the failure
 
 
@@ -605,19 +619,27 @@ def test_a_plan_sizes_from_the_measured_cpu_and_memory_and_old_plans_still_size(
         pods=(PodSpec(0.25),),
         url="http://x",
     )
-    old = _measurement(0.25)
+    old = _measured(0.25)
     plan = _assemble(settings, [old])
-    assert plan["sizing"]["hpa"]["target_cpu_utilization"] == 80
-    assert plan["sizing"]["memory_per_pod_mib"] == 556  # unmeasured: 256 + 300 per worker
-    new = dict(_measurement(0.25), peak_rss_mb=300.0)
-    capacity = new["max_load"]
-    new["steps"] = [dict(s, server_cpu_share=0.6 * s["load"] / capacity) for s in new["steps"]]
-    sizing = _assemble(settings, [new])["sizing"]
-    assert sizing["hpa"]["target_cpu_utilization"] == 48  # 0.6 x 80 % of the capacity
-    assert sizing["memory_per_pod_mib"] == 512
+    assert plan.sizing is not None
+    assert plan.sizing.hpa.target_cpu_utilization == 80
+    assert plan.sizing.memory_per_pod_mib == 556  # unmeasured: 256 + 300 per worker
+    capacity = old.max_load
+    new = old.model_copy(
+        update={
+            "peak_rss_mb": 300.0,
+            "steps": tuple(
+                s.model_copy(update={"server_cpu_share": 0.6 * s.load / capacity}) for s in old.steps
+            ),
+        }
+    )
+    sizing = _assemble(settings, [new]).sizing
+    assert sizing is not None
+    assert sizing.hpa.target_cpu_utilization == 48  # 0.6 x 80 % of the capacity
+    assert sizing.memory_per_pod_mib == 512
     # A pod that fits no node once measured: no sizing, and the reason, not an exception.
     plan = _assemble(dataclasses.replace(settings, node_type="e2-standard-2", daemonset_cpu_m=1800), [new])
-    assert plan["sizing"] is None and "does not fit on e2-standard-2" in plan["sizing_error"]
+    assert plan.sizing is None and "does not fit on e2-standard-2" in (plan.sizing_error or "")
 
 
 @hypothesis_settings(max_examples=300, deadline=None)
@@ -740,16 +762,28 @@ def test_old_and_new_plans_load_in_the_simulator():
         pods=(PodSpec(0.25),),
         url="http://x",
     )
-    old = _assemble(settings, [_measurement(0.25)])
-    for key in ("sizing_error",):
+    # An old plan: no schema_version, no sizing_error, no reasons in its sizing.
+    old = _assemble(settings, [_measured(0.25)]).to_json_dict()
+    for key in ("sizing_error", "schema_version"):
         old.pop(key)
     for key in ("hpa_target_reason", "memory_reason"):
         old["sizing"].pop(key)
-    new = dict(_measurement(0.25), peak_rss_mb=300.0, few_requests_at=[4])
-    new["steps"] = [
-        dict(s, server_cpu_share=0.5, server_rss_mb_peak=300.0, enough_requests=True, min_requests=100)
-        for s in new["steps"]
-    ]
-    for plan, memory in ((old, 556), (_assemble(settings, [new]), 512)):
-        pod = pod_from_plan(json.loads(json.dumps(plan)))
+    measured = _measured(0.25, peak_rss_mb=300.0, few_requests_at=[4])
+    steps = tuple(
+        s.model_copy(
+            update={
+                "server_cpu_share": 0.5,
+                "server_rss_mb_peak": 300.0,
+                "enough_requests": True,
+                "min_requests": 100,
+            }
+        )
+        for s in measured.steps
+    )
+    new = _assemble(settings, [measured.model_copy(update={"steps": steps})])
+    for plan, memory in (
+        (parse_plan(json.loads(json.dumps(old))), 556),
+        (parse_plan(json.loads(new.to_json())), 512),
+    ):
+        pod = pod_from_plan(plan)
         assert pod.cpu_cores == 0.25 and pod.memory_mib == memory

@@ -187,8 +187,8 @@ def test_a_second_run_reuses_the_folder(tmp_path):
     from mlscale.capacity.pods import PodSpec
     from mlscale.demo import _kubernetes, _train
     from mlscale.loadtest.sla import parse_sla
-    from mlscale.report.index import write_index
-    from tests.test_capacity import _measurement
+    from mlscale.report.index import DemoResults, write_index
+    from tests.test_capacity import _measured
 
     out = str(tmp_path)
     env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}"}
@@ -201,35 +201,63 @@ def test_a_second_run_reuses_the_folder(tmp_path):
             pods=(PodSpec(0.25),),
             url="http://unused",
         ),
-        [_measurement(0.25)],
+        [_measured(0.25)],
     )
     for version in (1, 2):
         assert _train(out, env) == f"models:/wine-quality/{version}"
         k8s = _kubernetes(plan, out)
-        assert k8s["ok"], k8s["problems"]
-        index = write_index(out, {"quick": True, "plan": plan, "k8s": k8s, "seconds": 1.0})
+        assert k8s.ok, k8s.problems
+        index = write_index(out, DemoResults(quick=True, plan=plan, k8s=k8s, seconds=1.0))
         assert "120 concurrent users" in open(index).read()
 
 
 def test_the_simulation_sentence_never_drops_a_time():
     """The words the demo prints and index.html shows: 0 is a time, None is said."""
     from mlscale.report.index import simulation_text
+    from mlscale.schemas.simulation import SimulationSummary
 
     steps = [(0, "1 -> 3"), (120, "3 -> 6"), (900, "6 -> 2")]
-    base = {
+    # The numbers the sentence reads; the rest of a summary.json, for the schema.
+    rest = {
+        "name": "x",
+        "duration_s": 3600.0,
+        "tick_s": 1.0,
+        "load_kind": "users",
+        "sla": {"expr": "p95<1s", "percentile": "p95", "limit_ms": 1000.0},
+        "sla_met_share": 1.0,
+        "node_hours": 3.0,
+        "price_per_node_hour": 0.2,
+        "cost": 0.6,
+        "pod_hours": 3.0,
+        "max_pods_ready": 6,
+        "requests": 1000.0,
+        "failed_requests": 0.0,
+        "worst_latency_ms": 500.0,
+        "first_pending_s": 10.0,
+        "load_fall_s": 1800.0,
+        "policy": {"kind": "hpa"},
+        "cluster": {
+            "machine_type": "e2-standard-4",
+            "min_nodes": 3,
+            "max_nodes": 5,
+            "pods_per_node": 3,
+            "cluster_autoscaler": True,
+        },
+        "pod": {},
+    }
+    base = rest | {
         "max_pods_pending": 2,
         "max_nodes": 5,
-        "cluster": {"min_nodes": 3},
         "scale_up_delay_s": 60.0,
         "sla_violation_s": 0.0,
         "events": [{"time_s": t, "kind": "hpa_scale", "detail": f"{d} replicas"} for t, d in steps],
     }
-    assert "the HPA scaled the pods from 1 to 6 replicas in 2.0 min" in simulation_text(
-        base | {"scale_down_s": 0.0}
-    )
-    assert "back to the minimum nodes 0.0 min after the load fell" in simulation_text(
-        base | {"scale_down_s": 0.0}
-    )
-    assert "not reached within the replay" in simulation_text(base | {"scale_down_s": None})
-    assert "no scale-down to measure" in simulation_text(base | {"max_nodes": 3, "scale_down_s": None})
-    assert "HPA scaled" not in simulation_text(base | {"events": [], "scale_down_s": 60.0})
+
+    def text(changes: dict) -> str:
+        return simulation_text(SimulationSummary.model_validate(base | changes))
+
+    assert "the HPA scaled the pods from 1 to 6 replicas in 2.0 min" in text({"scale_down_s": 0.0})
+    assert "back to the minimum nodes 0.0 min after the load fell" in text({"scale_down_s": 0.0})
+    assert "not reached within the replay" in text({"scale_down_s": None})
+    assert "no scale-down to measure" in text({"max_nodes": 3, "scale_down_s": None})
+    assert "HPA scaled" not in text({"events": [], "scale_down_s": 60.0})

@@ -41,6 +41,7 @@ from mlscale.k8s.validate import validate_dir
 from mlscale.loadtest import CONFIG_ENV
 from mlscale.loadtest.runner import locustfile_path
 from mlscale.processes import free_port
+from mlscale.schemas.plan import Plan, PlanFileError, parse_plan
 from tests.models import small_frame
 from tests.server_process import ServerProcess
 from tests.test_loadtest_runs import fake_server
@@ -64,8 +65,9 @@ def renders(test):
 
 
 # A plan in the shape `mlscale plan` writes (trimmed to what render reads and
-# a little more): 1,200 users with 1 s of think time, 3 pods of half a CPU.
-PLAN = {
+# a little more): 1,200 users with 1 s of think time, 3 pods of half a CPU. As JSON
+# (PLAN_DATA, for the tests that damage it) and as the typed plan the code takes.
+PLAN_DATA = {
     "sla": {"expr": "p95<1s", "percentile": "p95", "limit_ms": 1000.0},
     "load_model": {"kind": "users", "think_time_s": 1.0},
     "quick": True,
@@ -104,12 +106,15 @@ PLAN = {
 }
 
 
-def rps_plan(**sizing) -> dict:
-    plan = copy.deepcopy(PLAN)
+PLAN = parse_plan(PLAN_DATA)
+
+
+def rps_plan(**sizing) -> Plan:
+    plan = copy.deepcopy(PLAN_DATA)
     plan["load_model"] = {"kind": "rps"}
     plan["sizing"].update(target_kind="rps", target_rps=1800.0, **sizing)
     del plan["sizing"]["target_users"]
-    return plan
+    return parse_plan(plan)
 
 
 def kustomize(directory: Path) -> list[dict]:
@@ -370,7 +375,7 @@ def test_a_rendered_overlay_has_the_plans_numbers_and_validates(tmp_path, overla
     resources = worker["spec"]["template"]["spec"]["containers"][0]["resources"]
     assert resources["requests"]["cpu"] == resources["limits"]["cpu"] == cpu
     assert resources["requests"]["memory"]  # the overlay's memory survives the patch
-    assert json.loads((Path(out) / "plan.json").read_text()) == PLAN
+    assert json.loads((Path(out) / "plan.json").read_text()) == {"schema_version": 1, **PLAN_DATA}
 
 
 @pytest.mark.parametrize("folder", ["rendered"])
@@ -413,11 +418,11 @@ def test_the_locust_worker_rule():
     assert [sizing_for_overlay(PLAN, o).locust_workers for o in (None, "local", "gke")] == [3, 5, 3]
     assert sizing_for_overlay(PLAN, "local").locust_worker_cpu == 0.5
     # Users count as one request per think time; with no think time, as the pods' capacity.
-    plan = copy.deepcopy(PLAN)
+    plan = copy.deepcopy(PLAN_DATA)
     plan["load_model"]["think_time_s"] = 2.0
-    assert sizing_from_plan(plan).locust_workers == 2  # 600 requests/s
+    assert sizing_from_plan(parse_plan(plan)).locust_workers == 2  # 600 requests/s
     plan["load_model"]["think_time_s"] = 0
-    assert sizing_from_plan(plan).target_rps == pytest.approx(3 * 3351.5)
+    assert sizing_from_plan(parse_plan(plan)).target_rps == pytest.approx(3 * 3351.5)
 
 
 def test_set_option_keeps_the_place_of_the_option():
@@ -447,33 +452,44 @@ def test_quantities():
     [
         (lambda p: p.update(sizing=None), "no sizing: no pod size met the SLA"),
         (lambda p: p.pop("sizing"), "no 'sizing' block"),
-        (lambda p: p["sizing"].pop("pods"), "has no 'pods'"),
-        (lambda p: p["sizing"].update(cpu_per_pod="half"), "cpu_per_pod must be a number"),
-        (lambda p: p["sizing"].update(workers_per_pod=True), "workers_per_pod must be a number"),
-        (lambda p: p["sizing"].update(pods=2.5), "pods must be a whole number"),
+        # Types are the schema's to check: the message names the field.
+        (lambda p: p["sizing"].pop("pods"), "sizing.pods: Field required"),
+        (
+            lambda p: p["sizing"].update(cpu_per_pod="half"),
+            "sizing.cpu_per_pod: Input should be a valid number",
+        ),
+        (
+            lambda p: p["sizing"].update(workers_per_pod=True),
+            "sizing.workers_per_pod: Input should be a valid integer",
+        ),
+        (lambda p: p["sizing"].update(pods=2.5), "sizing.pods: Input should be a valid integer"),
         (lambda p: p["sizing"].update(pods=9), "outside its HPA bounds 2-5"),
         (lambda p: p["sizing"]["hpa"].update(min_replicas=6), "minimum (6) is above its maximum"),
         (lambda p: p["sizing"]["hpa"].update(target_cpu_utilization=150), "between 1 and 100"),
-        (lambda p: p["sizing"].update(target_kind="qps"), "expected 'users' or 'rps'"),
+        (
+            lambda p: p["sizing"].update(target_kind="qps"),
+            "sizing.target_kind: Input should be 'users' or 'rps'",
+        ),
     ],
 )
 def test_a_bad_plan_is_a_clear_error(change, message):
-    plan = copy.deepcopy(PLAN)
+    plan = copy.deepcopy(PLAN_DATA)
     change(plan)
-    with pytest.raises(PlanError, match=re.escape(message)):
-        sizing_from_plan(plan)
+    # Every problem is a PlanFileError (PlanError is one): a ConfigurationError, one line.
+    with pytest.raises(PlanFileError, match=re.escape(message)):
+        sizing_from_plan(parse_plan(plan))
 
 
 def test_memory_defaults_when_the_plan_does_not_size_it():
-    assert "memory_per_pod_mib" not in PLAN["sizing"]
+    assert "memory_per_pod_mib" not in PLAN_DATA["sizing"]
     # From the workers (about 280 MB each, measured), never a flat 512Mi for -w 2.
     assert sizing_from_plan(PLAN).memory_mib == 856 == memory_for_workers(2)
     assert [memory_for_workers(w) for w in (1, 4)] == [556, 1456]
     # The key `mlscale plan` writes (Sizing.to_dict) wins when it holds a number.
     for value, mib in ((700.5, 701), (None, 856)):
-        plan = copy.deepcopy(PLAN)
+        plan = copy.deepcopy(PLAN_DATA)
         plan["sizing"]["memory_per_pod_mib"] = value
-        assert sizing_from_plan(plan).memory_mib == mib
+        assert sizing_from_plan(parse_plan(plan)).memory_mib == mib
 
 
 @pytest.mark.parametrize(
@@ -498,7 +514,7 @@ def test_render_reports_a_missing_or_invalid_plan_in_one_line(tmp_path, content,
 
 
 def test_read_plan_accepts_the_plan_folder(tmp_path):
-    (tmp_path / "plan.json").write_text(json.dumps(PLAN))
+    (tmp_path / "plan.json").write_text(json.dumps(PLAN_DATA))
     assert read_plan(str(tmp_path)) == PLAN
 
 
@@ -653,7 +669,7 @@ def test_validate_notices_an_edited_render(tmp_path):
 
 @renders
 def test_the_cli_renders_and_validates(tmp_path):
-    (tmp_path / "plan.json").write_text(json.dumps(PLAN))
+    (tmp_path / "plan.json").write_text(json.dumps(PLAN_DATA))
     out = tmp_path / "k8s"
     runner = CliRunner()
     result = runner.invoke(

@@ -90,12 +90,15 @@ def test_a_running_server_is_one_size(tmp_path, two_cores_no_measuring, sizes):
 
 
 def test_good_flags_reach_the_measuring(tmp_path, two_cores_no_measuring, monkeypatch):
-    """The tripwire itself: valid flags (fractional and whole sizes) get past the checks."""
-    monkeypatch.setattr(
-        planner,
-        "write_plan",
-        lambda settings, measurements: {"sizing": None, "measurements": [], "model": {}},
-    )
+    """The tripwire itself: valid flags (fractional and whole sizes) get past the checks.
+    The measuring is where the command stops (exit status 0): what a plan prints is
+    tests/test_cli.py's to check."""
+
+    def measure_then_stop(*args):
+        two_cores_no_measuring.append(args)
+        raise SystemExit(0)
+
+    monkeypatch.setattr(planner, "_measure_sizes", measure_then_stop)
     result = CliRunner().invoke(
         main,
         [

@@ -13,6 +13,8 @@ from click.testing import CliRunner
 
 from mlscale.cli.main import main
 from mlscale.loadtest.shapes import steps
+from mlscale.schemas.plan import parse_plan
+from mlscale.schemas.simulation import SimulationSummary
 from mlscale.simulate.engine import COLUMNS, simulate
 from mlscale.simulate.presets import PRESETS, build_preset, run_experiment, run_preset
 from mlscale.simulate.profile import daily_shape
@@ -25,6 +27,7 @@ from mlscale.simulate.settings import (
     SimSettings,
     apply_overrides,
 )
+from tests.test_simulate_service import sizing_block, synthetic_plan
 
 
 @pytest.fixture(scope="module")
@@ -33,7 +36,7 @@ def reference_runs():
 
 
 def kinds(summary: dict, kind: str) -> list[float]:
-    return [e["time_s"] for e in summary["events"] if e["kind"] == kind]
+    return [e.time_s for e in summary.events if e.kind == kind]
 
 
 def test_cluster_autoscaler_adds_nodes_about_a_minute_after_pods_go_pending(reference_runs):
@@ -41,8 +44,8 @@ def test_cluster_autoscaler_adds_nodes_about_a_minute_after_pods_go_pending(refe
     pending = kinds(summary, "pods_pending")[0]
     first_node = min(t for t in kinds(summary, "node_ready") if t >= pending)
     assert 50 <= first_node - pending <= 150
-    assert summary["scale_up_delay_s"] == first_node - pending
-    assert summary["max_nodes"] == 5  # 12 pods need 5 nodes, as the reference found
+    assert summary.scale_up_delay_s == first_node - pending
+    assert summary.max_nodes == 5  # 12 pods need 5 nodes, as the reference found
 
 
 def test_cluster_autoscaler_is_back_to_three_nodes_about_15_minutes_after_the_load_falls(reference_runs):
@@ -51,32 +54,32 @@ def test_cluster_autoscaler_is_back_to_three_nodes_about_15_minutes_after_the_lo
     removed = kinds(summary, "node_removed")
     assert len(removed) == 2 and removed[0] == removed[1]  # empty nodes go together
     assert 12 * 60 <= removed[-1] - fall <= 18 * 60
-    assert summary["scale_down_s"] == removed[-1] - fall
+    assert summary.scale_down_s == removed[-1] - fall
     # The HPA drops straight to 1 replica about 5 minutes after the load fell.
     drop = [
         e
-        for e in summary["events"]
-        if (e["kind"] == "hpa_scale" and e["detail"].endswith("metric 4)"))
-        or (e["kind"] == "hpa_scale" and "-> 1 replicas" in e["detail"])
+        for e in summary.events
+        if (e.kind == "hpa_scale" and e.detail.endswith("metric 4)"))
+        or (e.kind == "hpa_scale" and "-> 1 replicas" in e.detail)
     ]
-    assert drop and 300 <= drop[0]["time_s"] - fall <= 360
+    assert drop and 300 <= drop[0].time_s - fall <= 360
     assert run.columns["nodes"][-1] == 3
 
 
 def test_hpa_alone_fills_the_cluster_and_pods_stay_pending(reference_runs):
     run, summary = reference_runs["reference-hpa"]
-    assert summary["max_nodes"] == 3 and summary["scale_up_delay_s"] is None
-    assert summary["max_pods_pending"] > 0
-    fall = int(summary["load_fall_s"])
+    assert summary.max_nodes == 3 and summary.scale_up_delay_s is None
+    assert summary.max_pods_pending > 0
+    fall = int(summary.load_fall_s)
     peak = slice(fall - 600, fall)
     assert run.columns["pods_pending"][peak].min() > 0  # Pending until the load falls
     assert run.columns["pods_ready"][peak].max() == 8  # three nodes hold 8 pods
-    assert summary["sla_violation_s"] > reference_runs["reference-cluster-autoscaler"][1]["sla_violation_s"]
+    assert summary.sla_violation_s > reference_runs["reference-cluster-autoscaler"][1].sla_violation_s
 
 
 def test_manual_phases_cost_more_as_pods_are_added(reference_runs):
     run, summary = reference_runs["reference-manual"]
-    assert [e["detail"] for e in summary["events"] if e["kind"] == "manual_scale"] == [
+    assert [e.detail for e in summary.events if e.kind == "manual_scale"] == [
         "1 -> 4 replicas",
         "4 -> 8 replicas",
         "8 -> 14 replicas",
@@ -98,12 +101,12 @@ def test_run_preset_writes_the_files(tmp_path):
         "scale_up_delay_s",
         "scale_down_s",
     ):
-        assert key in summary
-    assert all({"time_s", "kind", "detail"} <= set(e) for e in summary["events"])
+        assert key in summary.to_json_dict()
+    assert all({"time_s", "kind", "detail"} <= set(e.model_dump()) for e in summary.events)
     with open(tmp_path / "timeseries.csv") as handle:
         rows = list(csv.DictReader(handle))
     assert len(rows) == 4500 and set(COLUMNS) <= set(rows[0])
-    assert json.loads((tmp_path / "summary.json").read_text())["scale_down_s"] == summary["scale_down_s"]
+    assert json.loads((tmp_path / "summary.json").read_text())["scale_down_s"] == summary.scale_down_s
     page = (tmp_path / "report.html").read_text()
     assert "<script src" not in page and "Plotly.newPlot" in page  # self-contained
     assert "reference-cluster-autoscaler" in page
@@ -115,14 +118,14 @@ def test_a_preset_with_a_plan_keeps_the_experiment_s_shape():
         "load_model": {"kind": "users", "think_time_s": 1.0},
         "measurements": [],
         "model": {"latency": {"servers": 1, "service_rate_per_s": 40.0, "delay_ms": 2.0}},
-        "sizing": {"cpu_per_pod": 0.5, "workers_per_pod": 1, "memory_per_pod_mib": 256},
+        "sizing": sizing_block(0.5, 1, 20, memory_per_pod_mib=256),
     }
-    experiment = build_preset("reference-cluster-autoscaler", plan)
+    experiment = build_preset("reference-cluster-autoscaler", parse_plan(plan))
     assert experiment.settings.pod.cpu_request_m == 500
     assert experiment.settings.hpa.max_replicas == 29  # 1.5 x the 19 half-CPU pods three nodes hold
     _, summary = run_experiment(experiment)
-    assert summary["max_pods_pending"] > 0 and summary["max_nodes"] > 3
-    assert 50 <= summary["scale_up_delay_s"] <= 150
+    assert summary.max_pods_pending > 0 and summary.max_nodes > 3
+    assert 50 <= summary.scale_up_delay_s <= 150
 
 
 def test_open_loop_overload_builds_a_backlog_that_drains():
@@ -140,7 +143,7 @@ def test_a_fixed_deployment_does_not_scale():
     settings = SimSettings(hpa=None, manual=ManualScaling(replicas=((0.0, 3),)), initial_replicas=3)
     run = simulate(settings, steps("users", "300:20"), reference_pod())
     assert set(run.columns["pods_ready"].tolist()) == {3.0}
-    assert not [e for e in run.events if e["kind"] == "hpa_scale"]
+    assert not [e for e in run.events if e.kind == "hpa_scale"]
 
 
 def test_the_in_flight_policy_scales_on_requests_in_flight():
@@ -180,8 +183,8 @@ def test_a_shorter_unneeded_time_brings_the_nodes_back_sooner(reference_runs):
         experiment, settings=apply_overrides(experiment.settings, ["autoscaler.scale_down_unneeded_s=300"])
     )
     _, summary = run_experiment(faster)
-    base = reference_runs["reference-cluster-autoscaler"][1]["scale_down_s"]
-    assert summary["scale_down_s"] == base - 300
+    base = reference_runs["reference-cluster-autoscaler"][1].scale_down_s
+    assert summary.scale_down_s == base - 300
 
 
 def test_a_day_at_scale_runs_fast():
@@ -197,7 +200,7 @@ def test_a_day_at_scale_runs_fast():
     elapsed = time.perf_counter() - started
     summary = summarize(run)
     assert len(run.columns["time_s"]) == 6 * 3600
-    assert summary["max_pods_ready"] > 300 and summary["sla_violation_s"] < 60
+    assert summary.max_pods_ready > 300 and summary.sla_violation_s < 60
     assert elapsed < 6.0, f"6 simulated hours took {elapsed:.1f} s (expected ~1 s)"
 
 
@@ -247,9 +250,17 @@ def test_cli_bad_input_is_one_clear_line(args, message, tmp_path):
 
 def test_cli_bad_plan_and_profile_files(tmp_path):
     plan = tmp_path / "plan.json"
-    plan.write_text('{"sizing": null}')
+    plan.write_text(json.dumps({**synthetic_plan(PodModel(servers=1, service_rate=100.0)), "sizing": None}))
     result = cli("--preset", "reference-hpa", "--plan", str(plan), "--out", str(tmp_path / "o"))
     assert result.exit_code == 1 and "no sizing" in result.output
+    # Not a plan at all: the schema names the first field missing, in one line.
+    plan.write_text('{"sizing": null}')
+    result = cli("--preset", "reference-hpa", "--plan", str(plan), "--out", str(tmp_path / "o"))
+    assert (
+        result.exit_code == 1
+        and "is not a plan written by `mlscale plan`: sla: Field required" in result.output
+    )
+    assert "Traceback" not in result.output and len(result.output.strip().splitlines()) == 1
     profile = tmp_path / "p.csv"
     profile.write_text("time_s,users\n0,abc\n")
     result = cli("--profile", str(profile), "--out", str(tmp_path / "o"))
@@ -273,9 +284,9 @@ def test_cli_runs_a_profile_with_limits(tmp_path):
         str(out),
     )
     assert result.exit_code == 0, result.output
-    summary = json.loads((out / "summary.json").read_text())
-    assert summary["max_pods_ready"] <= 6 and summary["max_nodes"] <= 4
-    assert summary["policy"]["manifest"]["maxReplicas"] == 6
+    summary = SimulationSummary.model_validate_json((out / "summary.json").read_text())
+    assert summary.max_pods_ready <= 6 and summary.max_nodes <= 4
+    assert summary.policy["manifest"]["maxReplicas"] == 6
     assert "simulated in" in result.output
 
 

@@ -9,6 +9,7 @@ import pytest
 
 from mlscale.capacity.models import mmc_response_quantile
 from mlscale.errors import ConfigurationError
+from mlscale.schemas.plan import PlanStep, parse_plan
 from mlscale.simulate.presets import build_preset
 from mlscale.simulate.service import (
     RHO_MAX,
@@ -84,6 +85,28 @@ def test_tables_interpolate_the_exact_model():
     assert math.isclose(opened.at(0.99)[2], held.quantiles_ms[1], rel_tol=1e-9)
 
 
+def sizing_block(cpu: float, workers: int, capacity: float, **more) -> dict:
+    """A plan's sizing block as `mlscale plan` writes it, for ``capacity`` users per pod."""
+    return {
+        "target": 100.0,
+        "target_kind": "users",
+        "capacity_per_pod": capacity,
+        "cpu_per_pod": cpu,
+        "workers_per_pod": workers,
+        "pods": 1,
+        "cores": cpu,
+        "node_type": "e2-standard-4",
+        "pods_per_node": 3,
+        "nodes": 1,
+        "hpa_min_replicas": 1,
+        "hpa_max_replicas": 2,
+        "hpa_target_cpu_utilization": 80,
+        "sentence": "",
+        "hpa": {"min_replicas": 1, "max_replicas": 2, "target_cpu_utilization": 80},
+        **more,
+    }
+
+
 def synthetic_plan(true: PodModel, think: float = 0.1, loads=(4, 8, 16, 32, 64, 128, 256, 384, 512)) -> dict:
     steps = []
     for users in loads:
@@ -103,19 +126,19 @@ def synthetic_plan(true: PodModel, think: float = 0.1, loads=(4, 8, 16, 32, 64, 
         "load_model": {"kind": "users", "think_time_s": think},
         "measurements": [{"cpu": 1.0, "workers": 1, "max_load": 384, "steps": steps}],
         "model": {},
-        "sizing": {"cpu_per_pod": 1.0, "workers_per_pod": 1, "capacity_per_pod": 384},
+        "sizing": sizing_block(1.0, 1, 384),
     }
 
 
 def test_a_plan_fit_reproduces_its_steps():
     plan = synthetic_plan(PodModel(servers=4, service_rate=500.0, delay_ms=2.0))
-    model = pod_from_plan(plan)
+    model = pod_from_plan(parse_plan(plan))
     assert model.cpu_cores == 1.0
-    rows = check_against_plan(plan, model)
+    rows = check_against_plan(parse_plan(plan), model)
     assert len(rows) == 9
-    assert max(abs(r["error"]) for r in rows) < 0.2  # each step's p95 within 20 %
+    assert max(abs(r.error) for r in rows) < 0.2  # each step's p95 within 20 %
     # The one-pod helper is what a loadtest of one pod at a constant load measures.
-    p50, p95 = pod_latency(plan, 384)
+    p50, p95 = pod_latency(parse_plan(plan), 384)
     assert abs(p95 / plan["measurements"][0]["steps"][7]["latency_ms"] - 1) < 0.2
     assert p50 < p95
 
@@ -125,7 +148,7 @@ def test_between_steps_the_calibrated_pod_predicts_what_it_did_not_see():
     plan = synthetic_plan(true, loads=(8, 32, 128, 256, 512, 640))
     for users in (20, 80, 200):  # loads the plan never measured
         exact = closed_loop(true, users, 0.1, (0.95,)).quantiles_ms[0]
-        assert abs(pod_latency(plan, users)[1] / exact - 1) < 0.15
+        assert abs(pod_latency(parse_plan(plan), users)[1] / exact - 1) < 0.15
 
 
 def test_calibration_passes_through_each_step_and_interpolates_between():
@@ -133,8 +156,8 @@ def test_calibration_passes_through_each_step_and_interpolates_between():
     steps = plan["measurements"][0]["steps"]
     for step, factor in zip(steps, (1.5, 1.5, 2.0, 2.0, 3.0, 3.0, 1.2, 1.2, 1.2), strict=False):
         step["latency_ms"] *= factor  # a server whose tail is heavier than the queue's
-    model = pod_from_plan(plan)
-    assert max(abs(r["error"]) for r in check_against_plan(plan, model)) < 1e-9
+    model = pod_from_plan(parse_plan(plan))
+    assert max(abs(r.error) for r in check_against_plan(parse_plan(plan), model)) < 1e-9
     ((quantile, points),) = model.calibration
     assert quantile == 0.95 and [load for load, _ in points] == [4, 8, 16, 32, 64, 128, 256, 384, 512]
     between = model.scale(0.95, 24)  # halfway between 16 and 32, geometric in the factor
@@ -147,17 +170,17 @@ def test_a_measured_median_calibrates_the_p50():
     plan = synthetic_plan(PodModel(servers=4, service_rate=500.0, delay_ms=2.0))
     for step in plan["measurements"][0]["steps"]:
         step["p50_ms"] = 3.0 + step["load"] / 100
-    model = pod_from_plan(plan)
+    model = pod_from_plan(parse_plan(plan))
     assert sorted(q for q, _ in model.calibration) == [0.5, 0.95]
-    assert math.isclose(pod_latency(plan, 64)[0], 3.64, rel_tol=1e-6)
+    assert math.isclose(pod_latency(parse_plan(plan), 64)[0], 3.64, rel_tol=1e-6)
 
 
 def test_the_plateau_of_a_saturated_search_is_the_capacity():
     plan = synthetic_plan(PodModel(servers=4, service_rate=500.0, delay_ms=2.0))
-    steps = plan["measurements"][0]["steps"]
+    steps = [PlanStep(**step) for step in plan["measurements"][0]["steps"]]
     assert math.isclose(saturation_throughput(steps), 2000.0, rel_tol=0.01)
     assert saturation_throughput(steps[:5]) is None  # still climbing: no plateau seen
-    assert math.isclose(pod_from_plan(plan).capacity_rps, saturation_throughput(steps))
+    assert math.isclose(pod_from_plan(parse_plan(plan)).capacity_rps, saturation_throughput(steps))
 
 
 def test_a_noisy_plan_still_drives_the_presets():
@@ -180,42 +203,58 @@ def test_a_noisy_plan_still_drives_the_presets():
         "load_model": {"kind": "users", "think_time_s": 1.0},
         "measurements": [{"cpu": 0.25, "workers": 1, "max_load": 80, "steps": steps}],
         "model": {},
-        "sizing": {"cpu_per_pod": 0.25, "workers_per_pod": 1, "capacity_per_pod": 80},
+        "sizing": sizing_block(0.25, 1, 80),
     }
-    model = pod_from_plan(plan)
-    capacity = capacity_at_sla(model, "users", plan_think_time(plan), 0.95, 1000.0)
+    model = pod_from_plan(parse_plan(plan))
+    capacity = capacity_at_sla(model, "users", plan_think_time(parse_plan(plan)), 0.95, 1000.0)
     assert 64 < capacity < 96  # between the last step that met the SLA and the first that missed
-    experiment = build_preset("reference-hpa", plan)
+    experiment = build_preset("reference-hpa", parse_plan(plan))
     assert experiment.model is not None and experiment.settings.hpa is not None
 
 
 def test_the_plan_latency_block_wins():
     plan = synthetic_plan(PodModel(servers=1, service_rate=100.0))
     plan["model"]["latency"] = {"servers": 3, "service_rate_per_s": 40.0, "delay_ms": 1.5}
-    model = pod_from_plan(plan)
+    model = pod_from_plan(parse_plan(plan))
     assert (model.servers, model.service_rate, model.delay_ms) == (3, 40.0, 1.5)
 
 
 def test_a_plan_measured_with_another_think_time_is_read_with_it():
     plan = synthetic_plan(PodModel(servers=2, service_rate=50.0), think=0.05)
-    assert plan_think_time(plan) == 0.05
+    assert plan_think_time(parse_plan(plan)) == 0.05
     plan["load_model"]["think_time_s"] = 1.0  # what the steps cannot have been measured with
-    assert math.isclose(plan_think_time(plan), 0.05, rel_tol=0.3)
+    assert math.isclose(plan_think_time(parse_plan(plan)), 0.05, rel_tol=0.3)
+
+
+def _changed(**top) -> dict:
+    """The synthetic plan with some of its blocks replaced."""
+    return {**synthetic_plan(PodModel(servers=1, service_rate=100.0)), **top}
 
 
 @pytest.mark.parametrize(
     "plan, message",
     [
-        ([], "not a JSON object"),
-        ({"sizing": None}, "no sizing"),
-        ({"sizing": {"cpu_per_pod": "x"}}, "not numbers"),
-        ({"sizing": {"cpu_per_pod": 1.0}, "measurements": []}, "no measurement"),
+        ([], "is not a plan: expected a JSON object"),
+        (_changed(sizing=None), "no sizing"),
+        # Types are the schema's to check: its message names the field.
+        (_changed(sizing=sizing_block("x", 1, 384)), "sizing.cpu_per_pod: Input should be a valid number"),
+        (_changed(model={"latency": {"servers": "x", "service_rate_per_s": 1.0}}), "model.latency.servers"),
+        (_changed(measurements=[]), "no measurement"),
         (
-            {"sizing": {"cpu_per_pod": 1.0}, "measurements": [{"cpu": 1.0, "steps": [{"rps": 0}]}]},
+            _changed(
+                measurements=[
+                    {
+                        "cpu": 1.0,
+                        "workers": 1,
+                        "max_load": 4,
+                        "steps": [{"load": 4, "rps": 0, "latency_ms": None, "meets": False}],
+                    }
+                ]
+            ),
             "no valid step",
         ),
     ],
 )
 def test_bad_plans_say_what_is_wrong(plan, message):
     with pytest.raises(ConfigurationError, match=message):
-        pod_from_plan(plan)
+        pod_from_plan(parse_plan(plan))

@@ -24,8 +24,11 @@ import math
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
+
+from mlscale.schemas.plan import CapacityFit
 
 
 @dataclass(frozen=True)
@@ -42,7 +45,7 @@ class UslFit:
         denominator = 1 + self.sigma * (n - 1) + self.kappa * n * (n - 1)
         return self.lam * n / denominator if denominator > 0 else math.inf
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return {"law": "usl", "lambda": self.lam, "sigma": self.sigma, "kappa": self.kappa}
 
 
@@ -53,7 +56,7 @@ def fit_usl(cores: Sequence[float], throughput: Sequence[float], *, coherency: b
     observed on sizes of one core or less, and a κ fitted there is noise that would
     bend every larger size down.
     """
-    from scipy.optimize import OptimizeWarning, curve_fit
+    from scipy.optimize import OptimizeWarning, curve_fit  # a second to import: only a fit needs it
 
     x = np.asarray(cores, dtype=float)
     y = np.asarray(throughput, dtype=float)
@@ -62,8 +65,9 @@ def fit_usl(cores: Sequence[float], throughput: Sequence[float], *, coherency: b
     if len(x) == 1:
         return UslFit(float(y[0] / x[0]), 0.0, 0.0)
 
-    def law(n, lam, sigma, kappa=0.0):
-        return lam * n / (1 + sigma * (n - 1) + kappa * n * (n - 1))
+    def law(n: np.ndarray, lam: float, sigma: float, kappa: float = 0.0) -> np.ndarray:
+        throughput: np.ndarray = lam * n / (1 + sigma * (n - 1) + kappa * n * (n - 1))
+        return throughput
 
     lam0 = float(max(y / x))
     with warnings.catch_warnings():
@@ -100,7 +104,7 @@ class QuotaThroughput:
             return max(self.usl.lam * (cores - self.lost_ms / self.period_ms), 0.0)
         return self.usl.throughput(cores)
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return {
             **self.usl.to_dict(),
             "law": "usl+cfs-quota",
@@ -109,7 +113,14 @@ class QuotaThroughput:
         }
 
     @classmethod
-    def from_dict(cls, model: dict) -> QuotaThroughput:
+    def from_fit(cls, model: CapacityFit) -> QuotaThroughput:
+        """The law a plan's ``model`` block holds (see ``from_dict``)."""
+        usl = UslFit(model.lam or 0.0, model.sigma or 0.0, model.kappa or 0.0)
+        lost = 0.0 if model.throttle_lost_ms is None else model.throttle_lost_ms
+        return cls(usl, lost, CFS_PERIOD_MS if model.cfs_period_ms is None else model.cfs_period_ms)
+
+    @classmethod
+    def from_dict(cls, model: dict[str, Any]) -> QuotaThroughput:
         usl = UslFit(model["lambda"], model["sigma"], model["kappa"])
         # Plans written before the quota term: the USL alone.
         return cls(usl, model.get("throttle_lost_ms", 0.0), model.get("cfs_period_ms", CFS_PERIOD_MS))
@@ -181,7 +192,7 @@ class TailModel:
             return 0.0
         return max_arrival_rate(self.quantile, budget_s, throughput_rps / servers, servers)
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return {
             "kind": self.kind,
             "quantile": self.quantile,
@@ -212,7 +223,7 @@ class CapacityModel:
     def max_load(self, cpu: float, workers: int = 1) -> float:
         return self.tail.load_at(self.max_rps(cpu), servers=workers)
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return {**self.throughput.to_dict(), "tail": self.tail.to_dict(), "largest_cpu": self.largest_cpu}
 
 
@@ -261,12 +272,21 @@ def fit_capacity(
     return CapacityModel(throughput, tail, largest_cpu=largest)
 
 
-def holdout_check(sizes: Sequence[SizeMeasurement], held_out: int, **fit_options) -> tuple[float, float]:
+def holdout_check(
+    sizes: Sequence[SizeMeasurement],
+    held_out: int,
+    *,
+    kind: str,
+    quantile: float,
+    limit_ms: float,
+    think_time_s: float,
+) -> tuple[float, float]:
     """(predicted load, relative error) at size ``held_out`` from a model fitted on the
     others alone: their throughputs and their latencies."""
     kept = [s for i, s in enumerate(sizes) if i != held_out]
     target = sizes[held_out]
-    predicted = fit_capacity(kept, **fit_options).max_load(target.cpu, target.workers)
+    fitted = fit_capacity(kept, kind=kind, quantile=quantile, limit_ms=limit_ms, think_time_s=think_time_s)
+    predicted = fitted.max_load(target.cpu, target.workers)
     return predicted, abs(predicted - target.max_load) / target.max_load
 
 

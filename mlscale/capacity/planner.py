@@ -8,21 +8,42 @@ the throughput model (``models``) and the sizing (``sizing``).
 
 from __future__ import annotations
 
-import json
 import math
 import os
-from collections.abc import Callable
-from contextlib import nullcontext
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
+from typing import Any
 
-from mlscale.capacity.models import SizeMeasurement, fit_capacity, holdout_check, holdout_error
+from mlscale.capacity.models import (
+    QuotaThroughput,
+    SizeMeasurement,
+    fit_capacity,
+    holdout_check,
+    holdout_error,
+)
 from mlscale.capacity.pods import Pod, PodSpec, check_measurable, cores_for, quota_supported
 from mlscale.capacity.search import Step, expected_rate, find_max_load, min_requests, stable, step_duration
 from mlscale.capacity.sizing import NODE_TYPES, check_node, pod_memory_mib, size
 from mlscale.errors import ConfigurationError
-from mlscale.loadtest.runner import LoadTestSettings, run_loadtest
+from mlscale.loadtest.runner import LoadTestResult, LoadTestSettings, run_loadtest
 from mlscale.loadtest.shapes import constant
 from mlscale.loadtest.sla import Sla
+from mlscale.report.plan import write_plan_report
+from mlscale.schemas.loadtest import parse_loadtest_summary
+from mlscale.schemas.plan import (
+    AtLimit,
+    CapacityFit,
+    LoadModel,
+    Measurement,
+    Plan,
+    PlanFileError,
+    PlanSizing,
+    PlanSla,
+    PlanStep,
+    read_plan_file,
+    write_plan_file,
+)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -58,11 +79,11 @@ def _measure_fn(
     settings: PlanSettings,
     url: str,
     cores: tuple[int, ...] | None,
-    log: list,
-    say,
+    log: list[PlanStep],
+    say: Callable[[str], None],
     size_label: str,
     pod_cpu: float | None,
-):
+) -> Callable[[float], Step]:
     """One step of the search: a load test at one load, re-run longer when its throughput
     is not steady or it holds too few requests for the SLA's percentile.
 
@@ -73,7 +94,7 @@ def _measure_fn(
     needed = min_requests(_QUANTILES.get(percentile, 0.95))
     longest_s = settings.step_s * 4
 
-    def run(load: float, duration_s: float):
+    def run(load: float, duration_s: float) -> LoadTestResult:
         out = os.path.join(settings.out_dir, "steps", size_label, f"{len(log):02d}")
         return run_loadtest(
             LoadTestSettings(
@@ -99,71 +120,73 @@ def _measure_fn(
     def measure(load: float) -> Step:
         # A light load cannot hold enough requests in a short step: its step is longer
         # from the start (users send at most one request per think time).
+        most_rate: float | None
         if settings.kind == "rps":
             most_rate = load
         else:
             most_rate = load / settings.think_time_s if settings.think_time_s > 0 else None
-        earlier = [(s["load"], s["rps"]) for s in log]
+        earlier = [(float(s.load), s.rps) for s in log]
         duration_s = step_duration(
             settings.step_s, needed, expected_rate(load, earlier, most_rate), longest_s
         )
         result = run(load, duration_s)
         steady = _steady_rates(result.rows)
+        summary = parse_loadtest_summary(result.summary)
         unsteady = not stable(steady) and not settings.quick
-        few = result.summary["requests"] < needed
+        few = summary.requests < needed
         again_s = settings.step_s * 2 if unsteady else 0.0
         if few:
-            again_s = max(again_s, step_duration(duration_s, needed, result.summary["rps"], longest_s))
+            again_s = max(again_s, step_duration(duration_s, needed, summary.rps, longest_s))
         if again_s > duration_s:
             why = (
                 "throughput not steady yet"
                 if unsteady
-                else f"{result.summary['requests']} requests, fewer than the {needed} a {percentile} needs"
+                else f"{summary.requests} requests, fewer than the {needed} a {percentile} needs"
             )
             say(f"  {load:g} {settings.kind}: {why}; measuring again for {again_s:.0f} s")
             result = run(load, again_s)
             steady = _steady_rates(result.rows)
-        summary = result.summary
+            summary = parse_loadtest_summary(result.summary)
         step = Step(
             load,
-            summary["latency_ms"][percentile],
-            summary["error_rate"],
-            meets=summary["sla"]["met"],
-            valid=summary["valid"],
+            summary.latency_ms[percentile],
+            summary.error_rate,
+            meets=summary.sla is not None and summary.sla.met,
+            valid=summary.valid,
         )
         cpu_cores, rss_peak = _server_use(result.rows)
         log.append(
-            {
-                "load": load,
-                "rps": summary["rps"],
-                "latency_ms": step.latency_ms,
-                "mean_ms": summary["latency_ms"].get("mean"),
-                "p50_ms": summary["latency_ms"].get("p50"),
-                "error_rate": step.error_rate,
-                "meets": step.meets,
-                "valid": step.valid,
-                "stable": stable(steady),
-                "requests": summary["requests"],
-                "min_requests": needed,
-                "enough_requests": summary["requests"] >= needed,
-                "duration_s": summary["duration_s"],
-                "server_cpu": cpu_cores,
-                "server_cpu_share": cpu_cores / pod_cpu if pod_cpu and cpu_cores is not None else None,
-                "server_rss_mb_peak": rss_peak,
-            }
+            PlanStep(
+                load=load,
+                rps=summary.rps,
+                latency_ms=step.latency_ms,
+                mean_ms=summary.latency_ms.get("mean"),
+                p50_ms=summary.latency_ms.get("p50"),
+                error_rate=step.error_rate,
+                meets=step.meets,
+                valid=step.valid,
+                stable=stable(steady),
+                requests=summary.requests,
+                min_requests=needed,
+                enough_requests=summary.requests >= needed,
+                duration_s=summary.duration_s,
+                server_cpu=cpu_cores,
+                server_cpu_share=cpu_cores / pod_cpu if pod_cpu and cpu_cores is not None else None,
+                server_rss_mb_peak=rss_peak,
+            )
         )
         value = "–" if step.latency_ms is None else f"{step.latency_ms:.1f} ms"
         left = (settings.max_steps - len(log)) * (settings.step_s + 4)
         verdict = "meets" if step.meets else "misses"
         say(
-            f"  {load:g} {settings.kind}: {percentile} {value}, {summary['rps']:.0f} req/s, "
+            f"  {load:g} {settings.kind}: {percentile} {value}, {summary.rps:.0f} req/s, "
             f"{verdict} the SLA  [step {len(log)}, at most ~{left:.0f} s left for this size]"
         )
         if not step.valid:
-            say(f"  not a valid measurement: {'; '.join(summary['problems'])}")
-        if summary["requests"] < needed:
+            say(f"  not a valid measurement: {'; '.join(summary.problems)}")
+        if summary.requests < needed:
             say(
-                f"  only {summary['requests']} requests even in {summary['duration_s']:.0f} s: this "
+                f"  only {summary.requests} requests even in {summary.duration_s:.0f} s: this "
                 f"{percentile} is rough (a {percentile} needs {needed}); flagged in plan.json"
             )
         return step
@@ -171,7 +194,7 @@ def _measure_fn(
     return measure
 
 
-def _server_use(rows: list[dict]) -> tuple[float | None, float | None]:
+def _server_use(rows: list[dict[str, Any]]) -> tuple[float | None, float | None]:
     """The server's mean CPU (cores) while the load held, and its peak resident memory (MB);
     None where they were not measured (a remote server)."""
     held = [r for r in rows if r.get("users") is not None or r.get("target_rps") is not None][1:]
@@ -188,37 +211,42 @@ def _far_below(limit_ms: float | None) -> Callable[[Step], bool] | None:
     return lambda step: step.latency_ms is not None and step.latency_ms < limit_ms / 10
 
 
-def _limit_ms(sla) -> float | None:
+def _limit_ms(sla: Sla) -> float | None:
     percentile = sla.percentile
     return next((b.limit for b in sla.bounds if b.metric == percentile), None)
 
 
-def _bracket(measurement: dict) -> tuple[dict | None, dict | None]:
+def _bracket(measurement: Measurement) -> tuple[PlanStep | None, PlanStep | None]:
     """The step at the capacity found, and the lightest valid step above it that missed."""
-    steps = measurement["steps"]
-    best = next((s for s in steps if s["load"] == measurement["max_load"] and s["meets"]), None)
-    above = [s for s in steps if s["valid"] and not s["meets"] and s["load"] > (best or {"load": 0})["load"]]
-    return best, min(above, key=lambda s: s["load"], default=None)
+    steps = measurement.steps
+    best = next((s for s in steps if s.load == measurement.max_load and s.meets), None)
+    floor = best.load if best else 0
+    above = [s for s in steps if s.valid and not s.meets and s.load > floor]
+    return best, min(above, key=lambda s: s.load, default=None)
 
 
-def _at_limit(best: dict | None, failed: dict | None, limit_ms: float | None) -> dict | None:
+def _at_limit(best: PlanStep | None, failed: PlanStep | None, limit_ms: float | None) -> AtLimit | None:
     """Where the percentile crosses the limit, between the last load that met the SLA
     and the first that missed it (linear in between): the capacity the model predicts,
     free of where the search's steps happened to fall."""
-    if not (best and failed and limit_ms) or failed["latency_ms"] is None:
+    if not (best and failed and limit_ms) or failed.latency_ms is None or best.latency_ms is None:
         return None
-    low, high = best["latency_ms"], failed["latency_ms"]
-    if not low < limit_ms <= high or best["mean_ms"] is None or failed["mean_ms"] is None:
+    low, high = best.latency_ms, failed.latency_ms
+    if not low < limit_ms <= high or best.mean_ms is None or failed.mean_ms is None:
         return None  # the miss was on errors, or the latencies are not in order
     share = (limit_ms - low) / (high - low)
 
-    def between(key: str) -> float:
-        return best[key] + share * (failed[key] - best[key])
+    def between(a: float, b: float) -> float:
+        return a + share * (b - a)
 
-    return {"load": between("load"), "rps": between("rps"), "mean_ms": between("mean_ms")}
+    return AtLimit(
+        load=between(best.load, failed.load),
+        rps=between(best.rps, failed.rps),
+        mean_ms=between(best.mean_ms, failed.mean_ms),
+    )
 
 
-def _steady_rates(rows: list[dict]) -> list[float]:
+def _steady_rates(rows: list[dict[str, Any]]) -> list[float]:
     """Requests per second while the load held: without the first (users starting)
     and the seconds after the shape ended."""
     held = [r for r in rows if r.get("users") is not None or r.get("target_rps") is not None]
@@ -251,7 +279,7 @@ def check_plan(settings: PlanSettings, *, available_cores: int, quota: bool) -> 
     check_sizing(settings, settings.pods)
 
 
-def check_sizing(settings: PlanSettings, pods) -> None:
+def check_sizing(settings: PlanSettings, pods: Sequence[PodSpec]) -> None:
     """The target, price, node type and DaemonSets, and that each of ``pods`` (sizes with
     ``cpu`` and ``workers``) fits a node with the memory it would get unmeasured."""
     flag = f"--target-{settings.kind}"
@@ -277,14 +305,14 @@ def check_sizing(settings: PlanSettings, pods) -> None:
         )
 
 
-def run_plan(settings: PlanSettings, say: Callable[[str], None] = print) -> dict:
+def run_plan(settings: PlanSettings, say: Callable[[str], None] = print) -> Plan:
     """Measure every pod size, then fit and size; writes plan.json and plan.html.
 
     When a size fails (or Ctrl-C) after others were measured, plan.json is still
     written with what was measured, no sizing, and the reason; then the error goes on."""
     check_plan(settings, available_cores=os.cpu_count() or 1, quota=quota_supported())
     os.makedirs(settings.out_dir, exist_ok=True)
-    measurements: list[dict] = []
+    measurements: list[Measurement] = []
     try:
         _measure_sizes(settings, say, measurements)
     except BaseException as exc:
@@ -307,23 +335,37 @@ def run_plan(settings: PlanSettings, say: Callable[[str], None] = print) -> dict
     return write_plan(settings, measurements)
 
 
-def write_plan(settings: PlanSettings, measurements: list[dict], stopped: str | None = None) -> dict:
-    """Fit and size from measurements (new, or an earlier plan's) and write the plan.
+def write_plan(
+    settings: PlanSettings, measurements: Sequence[Measurement], stopped: str | None = None
+) -> Plan:
+    """Fit and size from measurements (new, or an earlier plan's) and write the plan:
+    plan.json through its schema, and plan.html.
 
     ``stopped``: why the measuring ended early; the plan then has no sizing."""
     os.makedirs(settings.out_dir, exist_ok=True)
     plan = _assemble(settings, measurements)
     if stopped:
-        plan.update(sizing=None, sizing_error=stopped, incomplete=True)
-    with open(os.path.join(settings.out_dir, "plan.json"), "w") as handle:
-        json.dump(plan, handle, indent=2)
-    from mlscale.report.plan import write_plan_report
-
-    write_plan_report(os.path.join(settings.out_dir, "plan.html"), plan)
+        plan = plan.model_copy(update={"sizing": None, "sizing_error": stopped, "incomplete": True})
+    write_plan_file(os.path.join(settings.out_dir, "plan.json"), plan)
+    write_plan_report(os.path.join(settings.out_dir, "plan.html"), plan, _throughput_curve(plan))
     return plan
 
 
-def _measure_sizes(settings: PlanSettings, say: Callable[[str], None], measurements: list[dict]) -> None:
+def _throughput_curve(plan: Plan) -> list[tuple[float, float]]:
+    """The fitted throughput at 50 sizes up to twice the largest measured (or the
+    largest predicted): the report draws it, and must not fit anything itself."""
+    points = [m.cpu for m in plan.measurements if m.max_load]
+    if plan.model.lam is None or not points:
+        return []
+    law = QuotaThroughput.from_fit(plan.model)
+    predicted = [p.cpu for p in plan.model.predicted or ()]
+    top = max(max(points) * 2, max(predicted, default=0))
+    return [(top * i / 50, law.throughput(top * i / 50)) for i in range(1, 51)]
+
+
+def _measure_sizes(
+    settings: PlanSettings, say: Callable[[str], None], measurements: list[Measurement]
+) -> None:
     """Appends to ``measurements`` as each size finishes, so a failure keeps the others."""
     for index, spec in enumerate(settings.pods, 1):
         say(f"[{index}/{len(settings.pods)}] pod of {spec.label}")
@@ -332,10 +374,13 @@ def _measure_sizes(settings: PlanSettings, say: Callable[[str], None], measureme
             server_cores = cores_for(spec)
             generator_cores = tuple(c for c in range(os.cpu_count() or 1) if c not in server_cores)
         env = {**os.environ, "MLFLOW_TRACKING_URI": settings.tracking_uri} if settings.tracking_uri else None
-        pod = Pod(settings.model_uri, spec, env=env) if settings.model_uri else nullcontext()
-        log: list[dict] = []
+        pod: AbstractContextManager[Pod | None] = (
+            Pod(settings.model_uri, spec, env=env) if settings.model_uri else nullcontext()
+        )
+        log: list[PlanStep] = []
         with pod as running:
-            url = running.url if settings.model_uri else settings.url
+            url = running.url if running is not None else settings.url
+            assert url is not None  # check_plan: a model URI or a URL
             result = find_max_load(
                 _measure_fn(
                     settings,
@@ -352,23 +397,23 @@ def _measure_sizes(settings: PlanSettings, say: Callable[[str], None], measureme
                 max_steps=settings.max_steps,
                 far_below=_far_below(_limit_ms(settings.sla)),
             )
-        best = next((s for s in log if s["load"] == result.max_load and s["meets"]), None)
-        peaks = [s["server_rss_mb_peak"] for s in log if s.get("server_rss_mb_peak") is not None]
-        thin = [s["load"] for s in log if not s["enough_requests"]]
+        best = next((s for s in log if s.load == result.max_load and s.meets), None)
+        peaks = [s.server_rss_mb_peak for s in log if s.server_rss_mb_peak is not None]
+        thin = [s.load for s in log if not s.enough_requests]
         measurements.append(
-            {
-                "cpu": spec.cpu,
-                "workers": spec.workers,
-                "max_users": result.max_load if settings.kind == "users" else None,
-                "max_load": result.max_load,
-                "max_rps": best["rps"] if best else 0.0,
-                "p95_ms_at_max": best["latency_ms"] if best else None,
-                "mean_ms_at_max": best["mean_ms"] if best else None,
-                "stopped_by": result.stopped_by,
-                "peak_rss_mb": max(peaks) if peaks else None,
-                "few_requests_at": thin,
-                "steps": log,
-            }
+            Measurement(
+                cpu=spec.cpu,
+                workers=spec.workers,
+                max_users=result.max_load if settings.kind == "users" else None,
+                max_load=result.max_load,
+                max_rps=best.rps if best else 0.0,
+                p95_ms_at_max=best.latency_ms if best else None,
+                mean_ms_at_max=best.mean_ms if best else None,
+                stopped_by=result.stopped_by,
+                peak_rss_mb=max(peaks) if peaks else None,
+                few_requests_at=tuple(thin),
+                steps=tuple(log),
+            )
         )
         note = {
             "converged": "",
@@ -382,22 +427,12 @@ def _measure_sizes(settings: PlanSettings, say: Callable[[str], None], measureme
         say(f"  capacity: {result.max_load} {settings.kind} at {settings.sla.expr}{note}")
 
 
-def read_plan(path: str) -> dict:
-    """An earlier plan.json, checked enough to re-size from it."""
-    try:
-        with open(path, encoding="utf-8") as handle:
-            plan = json.load(handle)
-        plan["sla"]["expr"], plan["load_model"]["kind"]
-        for m in plan["measurements"]:
-            m["cpu"], m["workers"], m["max_load"], m["steps"]
-    except OSError as exc:
-        raise ConfigurationError(f"Cannot read the plan {path}: {exc.strerror}.") from None
-    except (ValueError, KeyError, TypeError) as exc:
-        raise ConfigurationError(
-            f"{path} is not a plan written by `mlscale plan` ({type(exc).__name__}: {exc}); "
-            "run `mlscale plan` to make one."
-        ) from None
-    return plan
+def read_plan(path: str) -> Plan:
+    """An earlier plan.json, to re-size from its measurements: through the schema, so a
+    damaged plan is a ConfigurationError naming the field, never a traceback."""
+    if not os.path.exists(path):
+        raise PlanFileError(f"Cannot read the plan {path}: No such file or directory.")
+    return read_plan_file(path)
 
 
 _QUANTILES = {"p50": 0.5, "p90": 0.9, "p95": 0.95, "p99": 0.99, "p999": 0.999, "max": 0.9999}
@@ -405,40 +440,44 @@ _QUANTILES = {"p50": 0.5, "p90": 0.9, "p95": 0.95, "p99": 0.99, "p999": 0.999, "
 _PREDICTED_CPUS = (0.25, 0.5, 1.0, 2.0, 4.0)
 
 
-def _fit(settings: PlanSettings, measurements: list[dict]) -> dict:
-    """The capacity model through the sizes whose search converged, and its hold-out check.
+def _fit(
+    settings: PlanSettings, measurements: Sequence[Measurement]
+) -> tuple[CapacityFit, list[Measurement]]:
+    """The capacity model through the sizes whose search converged, and its hold-out check;
+    and the measurements with where each crosses the limit (``at_limit``).
 
     A size stopped by the search's ceiling, its step budget or a saturated generator has
     only a lower bound on its capacity, which would bend the fit: it is shown, not fitted.
     """
     percentile = settings.sla.percentile or "p95"
     limit = _limit_ms(settings.sla)
-    model: dict = {"holdout_error": None, "fitted_cpus": []}
-    for m in measurements:
-        m["at_limit"] = _at_limit(*_bracket(m), limit) if limit else None
-    converged = [m for m in measurements if m["stopped_by"] == "converged" and m["at_limit"]]
+    # Key order as plan.json has always had it: the hold-out error first.
+    model: dict[str, Any] = {"holdout_error": None, "fitted_cpus": []}
+    measurements = [
+        m.model_copy(update={"at_limit": _at_limit(*_bracket(m), limit) if limit else None})
+        for m in measurements
+    ]
+    converged = [m for m in measurements if m.stopped_by == "converged" and m.at_limit]
     if not converged or limit is None:
         model["note"] = "no size's search converged on a latency percentile: nothing to fit"
-        return model
+        return CapacityFit.model_validate(model), measurements
     sizes = [
         SizeMeasurement(
-            cpu=m["cpu"],
-            workers=m["workers"],
-            max_load=m["at_limit"]["load"],
-            max_rps=m["at_limit"]["rps"],
+            cpu=m.cpu,
+            workers=m.workers,
+            max_load=m.at_limit.load,
+            max_rps=m.at_limit.rps,
             percentile_ms=limit,
-            mean_ms=m["at_limit"]["mean_ms"],
-            lightest_ms=min(s["latency_ms"] for s in m["steps"] if s["latency_ms"] is not None),
+            mean_ms=m.at_limit.mean_ms,
+            lightest_ms=min(s.latency_ms for s in m.steps if s.latency_ms is not None),
         )
-        for m in sorted(converged, key=lambda m: m["cpu"])
+        for m in sorted(converged, key=lambda m: m.cpu)
+        if m.at_limit is not None
     ]
-    options = dict(
-        kind=settings.kind,
-        quantile=_QUANTILES.get(percentile, 0.95),
-        limit_ms=limit,
-        think_time_s=settings.think_time_s,
+    quantile = _QUANTILES.get(percentile, 0.95)
+    fitted = fit_capacity(
+        sizes, kind=settings.kind, quantile=quantile, limit_ms=limit, think_time_s=settings.think_time_s
     )
-    fitted = fit_capacity(sizes, **options)
     model.update(fitted.to_dict())
     model["fitted_cpus"] = [s.cpu for s in sizes]
     model["predicted"] = [
@@ -449,7 +488,14 @@ def _fit(settings: PlanSettings, measurements: list[dict]) -> dict:
         # The middle size, fitted from the smaller and the larger: an interpolation,
         # which is what the model is used for between measured sizes.
         middle = len(sizes) // 2
-        predicted, error = holdout_check(sizes, middle, **options)
+        predicted, error = holdout_check(
+            sizes,
+            middle,
+            kind=settings.kind,
+            quantile=quantile,
+            limit_ms=limit,
+            think_time_s=settings.think_time_s,
+        )
         model.update(
             holdout_cpu=sizes[middle].cpu,
             holdout_predicted_load=predicted,
@@ -460,82 +506,86 @@ def _fit(settings: PlanSettings, measurements: list[dict]) -> dict:
             ),
         )
     else:
-        model.update(_step_holdout(max(converged, key=lambda m: m["cpu"]), limit))
-    return model
+        model.update(_step_holdout(max(converged, key=lambda m: m.cpu), limit))
+    return CapacityFit.model_validate(model), measurements
 
 
-def _step_holdout(measurement: dict, limit_ms: float) -> dict:
+def _step_holdout(measurement: Measurement, limit_ms: float) -> dict[str, Any]:
     """With fewer than three sizes, the hold-out is a load step: the capacity is read
     again without the step it rests on (the last load that met the SLA), from the
     next lighter one, and compared with the capacity read from all the steps."""
     best, failed = _bracket(measurement)
-    if best is None or measurement["at_limit"] is None:
+    if best is None or measurement.at_limit is None:
         return {"note": "a hold-out check needs a second load that met the SLA below the capacity"}
-    lighter = [s for s in measurement["steps"] if s["valid"] and s["meets"] and s["load"] < best["load"]]
+    lighter = [s for s in measurement.steps if s.valid and s.meets and s.load < best.load]
     if not lighter:
         return {"note": "a hold-out check needs a second load that met the SLA below the capacity"}
-    without = _at_limit(max(lighter, key=lambda s: s["load"]), failed, limit_ms)
+    without = _at_limit(max(lighter, key=lambda s: s.load), failed, limit_ms)
     if without is None:
         return {"note": "the capacity cannot be read without its nearest step"}
-    measured = measurement["at_limit"]["load"]
+    measured = measurement.at_limit.load
     return {
         "holdout": "step",
-        "holdout_cpu": measurement["cpu"],
-        "holdout_step_load": best["load"],
-        "holdout_predicted_load": without["load"],
+        "holdout_cpu": measurement.cpu,
+        "holdout_step_load": best.load,
+        "holdout_predicted_load": without.load,
         "holdout_measured_load": measured,
-        "holdout_error": abs(without["load"] - measured) / measured,
+        "holdout_error": abs(without.load - measured) / measured,
     }
 
 
-def _assemble(settings: PlanSettings, measurements: list[dict]) -> dict:
-    usable = [m for m in measurements if m["max_load"]]
-    model = _fit(settings, measurements)
+def _assemble(settings: PlanSettings, measurements: Sequence[Measurement]) -> Plan:
+    """The plan of ``measurements``: fitted and sized."""
+    model, measurements = _fit(settings, measurements)
+    usable = [m for m in measurements if m.max_load]
     # Size with the pod that serves the most per core.
-    best = max(usable, key=lambda m: m["max_load"] / m["cpu"], default=None)
-    sizing, sizing_error = None, None
+    best = max(usable, key=lambda m: (m.max_load or 0) / m.cpu, default=None)
+    sizing: PlanSizing | None = None
+    sizing_error = None
     if best is None:
         sizing_error = "no pod size met the SLA at any load measured"
     else:
         # The pod's CPU share at each load it was measured at (plans before it was
         # recorded, and --url, have none: the HPA target falls back to 80 %).
         cpu_by_load = [
-            (s["load"], s["server_cpu_share"])
-            for s in best["steps"]
-            if s.get("valid", True) and s.get("server_cpu_share") is not None
+            (float(s.load), s.server_cpu_share)
+            for s in best.steps
+            if s.valid and s.server_cpu_share is not None
         ]
         try:
-            sizing = size(
-                target=settings.target,
-                target_kind=settings.kind,
-                capacity_per_pod=best["max_load"],
-                cpu_per_pod=best["cpu"],
-                workers_per_pod=best["workers"],
-                sla_text=settings.sla.describe(),
-                node_type=settings.node_type,
-                peak_rss_mb=best.get("peak_rss_mb"),
-                cpu_by_load=cpu_by_load,
-                daemonset_cpu_m=settings.daemonset_cpu_m,
-                price_per_node_hour=settings.price_per_node_hour,
-            ).to_dict()
+            sizing = PlanSizing.model_validate(
+                size(
+                    target=settings.target,
+                    target_kind=settings.kind,
+                    capacity_per_pod=best.max_load or 0,
+                    cpu_per_pod=best.cpu,
+                    workers_per_pod=best.workers,
+                    sla_text=settings.sla.describe(),
+                    node_type=settings.node_type,
+                    peak_rss_mb=best.peak_rss_mb,
+                    cpu_by_load=cpu_by_load,
+                    daemonset_cpu_m=settings.daemonset_cpu_m,
+                    price_per_node_hour=settings.price_per_node_hour,
+                ).to_dict()
+            )
         except ConfigurationError as exc:
             # The measurements are worth keeping: plan.json says why there is no sizing.
             sizing_error = str(exc)
-    return {
-        "sla": {
-            "expr": settings.sla.expr,
-            "percentile": settings.sla.percentile,
-            "limit_ms": next((b.limit for b in settings.sla.bounds if b.metric != "error_rate"), None),
-        },
-        "load_model": {
-            "kind": settings.kind,
-            "think_time_s": settings.think_time_s,
-            "rows_per_request": settings.rows_per_request,
-            "mix": settings.mix,
-        },
-        "quick": settings.quick,
-        "measurements": measurements,
-        "model": model,
-        "sizing": sizing,
-        "sizing_error": sizing_error,
-    }
+    return Plan(
+        sla=PlanSla(
+            expr=settings.sla.expr,
+            percentile=settings.sla.percentile,
+            limit_ms=next((b.limit for b in settings.sla.bounds if b.metric != "error_rate"), None),
+        ),
+        load_model=LoadModel(
+            kind="users" if settings.kind == "users" else "rps",
+            think_time_s=settings.think_time_s,
+            rows_per_request=settings.rows_per_request,
+            mix=settings.mix,
+        ),
+        quick=settings.quick,
+        measurements=tuple(measurements),
+        model=model,
+        sizing=sizing,
+        sizing_error=sizing_error,
+    )

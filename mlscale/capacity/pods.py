@@ -101,7 +101,7 @@ def check_measurable(spec: PodSpec, *, available: int, quota: bool) -> None:
 class Pod:
     """``mlscale serve`` pinned and limited like a pod; a context manager."""
 
-    def __init__(self, model_uri: str, spec: PodSpec, *, env: dict | None = None) -> None:
+    def __init__(self, model_uri: str, spec: PodSpec, *, env: dict[str, str] | None = None) -> None:
         self.spec = spec
         check_measurable(spec, available=os.cpu_count() or 1, quota=quota_supported())
         self.cores = cores_for(spec)

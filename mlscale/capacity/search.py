@@ -11,6 +11,8 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from mlscale.schemas.plan import StopReason
+
 
 @dataclass(frozen=True)
 class Step:
@@ -27,7 +29,7 @@ class SearchResult:
     steps: tuple[Step, ...]
     # The failing load above max_load (None when the search hit its ceiling).
     first_failure: float | None
-    stopped_by: str  # "converged", "ceiling", "invalid", "max_steps", "floor"
+    stopped_by: StopReason
 
 
 def find_max_load(

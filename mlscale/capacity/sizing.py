@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
+from typing import Any
 
 from mlscale.errors import ConfigurationError
 
@@ -36,7 +37,7 @@ _CPU_RESERVED = ((1, 0.06), (1, 0.01), (2, 0.005), (math.inf, 0.0025))
 _MEMORY_RESERVED = ((4, 0.25), (4, 0.20), (8, 0.10), (112, 0.06), (math.inf, 0.02))
 
 
-def _tiered(total: float, tiers) -> float:
+def _tiered(total: float, tiers: tuple[tuple[float, float], ...]) -> float:
     reserved, left = 0.0, total
     for size, share in tiers:
         part = min(left, size)
@@ -159,7 +160,7 @@ class Sizing:
     monthly_cost: float | None
     sentence: str
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data[f"target_{self.target_kind}"] = self.target
         data["hpa"] = {

@@ -4,11 +4,32 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import time
+from typing import TYPE_CHECKING
 
 import click
 
 from mlscale.errors import ConfigurationError
+from mlscale.loadtest.shapes import USERS, colon_pairs
+from mlscale.loadtest.sla import parse_sla
+from mlscale.simulate.settings import (
+    CPU,
+    INFLIGHT,
+    Behavior,
+    HpaSettings,
+    ManualScaling,
+    PodTemplate,
+    SimSettings,
+    Sla,
+    apply_overrides,
+    describe_settings,
+    quantile_of,
+    validate,
+)
+
+if TYPE_CHECKING:
+    from mlscale.schemas.plan import Plan
 
 _PRESET_HELP = (
     "Replay an experiment of the reference scenario: reference-manual, reference-hpa or "
@@ -16,23 +37,16 @@ _PRESET_HELP = (
 )
 
 
-def _read_plan(path: str) -> dict:
-    try:
-        with open(path, encoding="utf-8") as handle:
-            plan = json.load(handle)
-    except OSError as exc:
-        raise ConfigurationError(f"Cannot read the plan {path}: {exc.strerror}.") from None
-    except ValueError as exc:
-        raise ConfigurationError(
-            f"The plan {path} is not JSON ({exc}); give the plan.json of `mlscale plan`."
-        ) from None
-    if not isinstance(plan, dict):
-        raise ConfigurationError(f"The plan {path} is not a plan.json of `mlscale plan`.")
-    return plan
+def _read_plan(path: str) -> Plan:
+    """The plan through its schema: a damaged one is a ConfigurationError naming the field."""
+    from mlscale.schemas.plan import read_plan_file  # pydantic: off the CLI's start-up
+
+    if not os.path.exists(path):
+        raise ConfigurationError(f"Cannot read the plan {path}: No such file or directory.")
+    return read_plan_file(path)
 
 
 def _read_behavior(text: str):
-    from mlscale.simulate.settings import Behavior
 
     if text.strip().lower() == "default":
         return Behavior()
@@ -42,6 +56,7 @@ def _read_behavior(text: str):
                 text = handle.read()
         except OSError as exc:
             raise ConfigurationError(f"Cannot read the behavior file {text[1:]}: {exc.strerror}.") from None
+    # PyYAML only for --behavior: off the CLI's start-up
     import yaml
 
     try:
@@ -56,7 +71,6 @@ def _read_behavior(text: str):
 
 
 def _manual_steps(spec: str) -> tuple[tuple[float, int], ...]:
-    from mlscale.loadtest.shapes import colon_pairs
 
     def explain(part):
         return f"Cannot read {part!r} in --manual: write START_S:REPLICAS, comma-separated, e.g. 0:1,600:4,1200:8."
@@ -68,8 +82,6 @@ def _manual_steps(spec: str) -> tuple[tuple[float, int], ...]:
 
 
 def _sla(expr: str):
-    from mlscale.loadtest.sla import parse_sla
-    from mlscale.simulate.settings import Sla, quantile_of
 
     parsed = parse_sla(expr)
     bound = next((b for b in parsed.bounds if b.metric != "error_rate"), None)
@@ -81,18 +93,12 @@ def _sla(expr: str):
     return Sla(percentile=bound.metric, limit_ms=bound.limit)
 
 
-def _base(options: dict, plan: dict | None):
+def _base(options: dict, plan: Plan | None):
     """(settings, shape, model, name) from the preset or the profile."""
-    from mlscale.loadtest.shapes import USERS
+    # numpy, scipy and plotly: imported when the command runs, off `mlscale`'s start-up
+    from mlscale.simulate.calibration import plan_kind, plan_think_time, pod_from_plan, reference_pod
     from mlscale.simulate.presets import build_preset
     from mlscale.simulate.profile import daily_shape, read_profile
-    from mlscale.simulate.service import (
-        plan_kind,
-        plan_think_time,
-        pod_from_plan,
-        reference_pod,
-    )
-    from mlscale.simulate.settings import PodTemplate, SimSettings, Sla
 
     sources = [k for k in ("preset", "profile_file", "daily") if options[k] is not None]
     if len(sources) != 1:
@@ -113,10 +119,7 @@ def _base(options: dict, plan: dict | None):
             )
         model = pod_from_plan(plan)
         think = plan_think_time(plan) if plan_kind(plan) == USERS else 1.0
-        plan_sla = plan.get("sla") or {}
-        sla = Sla(
-            percentile=plan_sla.get("percentile") or "p95", limit_ms=float(plan_sla.get("limit_ms") or 1000)
-        )
+        sla = Sla(percentile=plan.sla.percentile or "p95", limit_ms=plan.sla.limit_ms or 1000.0)
     else:
         cores = (options["pod_cpu"] or 1000) / 1000
         model = reference_pod(cores=cores)
@@ -129,7 +132,6 @@ def _base(options: dict, plan: dict | None):
 
 def _apply_options(settings, options: dict):
     """Options given on the command line win over the preset's or the defaults."""
-    from mlscale.simulate.settings import CPU, INFLIGHT, HpaSettings, ManualScaling
 
     def given(key: str) -> bool:
         return options.get(key) is not None
@@ -211,7 +213,6 @@ def _apply_options(settings, options: dict):
 
 
 def _print_settings() -> None:
-    from mlscale.simulate.settings import describe_settings
 
     for key, value, doc, source in describe_settings():
         click.echo(f"{key:<42} {value:<14} {doc}" + (f"  [{source}]" if source else ""))
@@ -416,10 +417,10 @@ def simulate(**options) -> None:
     if options["list_settings"]:
         _print_settings()
         return
+    # numpy, scipy and plotly: imported when the command runs, off `mlscale`'s start-up
     from mlscale.simulate.compare import compare, default_candidates
     from mlscale.simulate.engine import simulate as run_simulation
     from mlscale.simulate.results import summarize, write_outputs
-    from mlscale.simulate.settings import HpaSettings, apply_overrides, validate
 
     plan = _read_plan(options["plan_file"]) if options["plan_file"] else None
     settings, shape, model, name = _base(options, plan)
@@ -438,41 +439,43 @@ def simulate(**options) -> None:
             out_dir=out_dir,
             allowed_violation=options["allowed_violation"] / 100,
         )
-        for row in result["policies"]:
+        for row in result.policies:
             click.echo(
-                f"  {row['name']:<14} {'meets' if row['meets_sla'] else 'misses'} the SLA "
-                f"({row['sla_violation_s']:.0f} s over), {row['cost']:.2f} USD, "
-                f"{row['node_hours']:.1f} node-hours"
+                f"  {row.name:<14} {'meets' if row.meets_sla else 'misses'} the SLA "
+                f"({row.sla_violation_s:.0f} s over), {row.cost:.2f} USD, "
+                f"{row.node_hours:.1f} node-hours"
             )
-        click.echo(result["verdict"])
-        if result["best"]:
-            best = next(r for r in result["policies"] if r["name"] == result["best"])
-            click.echo(f"HPA values: {json.dumps(best['manifest'])}")
+        click.echo(result.verdict)
+        if result.best:
+            click.echo(f"HPA values: {json.dumps(result.outcome(result.best).manifest)}")
         click.echo(f"Comparison: {out_dir}/compare.json, report: {out_dir}/report.html")
         return
     run = run_simulation(settings, shape, model, name=name)
     summary = summarize(run)
     if options["preset"]:
+        # pydantic and the simulator: imported when the command runs, off `mlscale`'s start-up
+        from mlscale.schemas.simulation import PresetInfo
         from mlscale.simulate.presets import PRESETS
 
-        summary["preset"] = {"name": options["preset"], "description": PRESETS[options["preset"]]}
+        preset = PresetInfo(name=options["preset"], description=PRESETS[options["preset"]])
+        summary = summary.model_copy(update={"preset": preset})
     elapsed = time.perf_counter() - started
     write_outputs(out_dir, run, summary)
     written = time.perf_counter() - started - elapsed
     click.echo(
-        f"{name}: {_minutes(summary['duration_s'])} simulated in {elapsed:.1f} s, "
+        f"{name}: {_minutes(summary.duration_s)} simulated in {elapsed:.1f} s, "
         f"files written in {written:.1f} s"
     )
     click.echo(f"Pod: {model.source}")
     click.echo(
-        f"SLA {summary['sla']['expr']} missed for {summary['sla_violation_s']:.0f} s "
-        f"({100 * (1 - summary['sla_met_share']):.1f} %); {summary['node_hours']:.2f} node-hours, "
-        f"{summary['cost']:.2f} USD; at most {summary['max_pods_pending']} pod(s) Pending"
+        f"SLA {summary.sla.expr} missed for {summary.sla_violation_s:.0f} s "
+        f"({100 * (1 - summary.sla_met_share):.1f} %); {summary.node_hours:.2f} node-hours, "
+        f"{summary.cost:.2f} USD; at most {summary.max_pods_pending} pod(s) Pending"
     )
-    if summary["scale_up_delay_s"] is not None:
-        click.echo(f"First node Ready {summary['scale_up_delay_s']:.0f} s after pods went Pending")
-    if summary["scale_down_s"] is not None:
+    if summary.scale_up_delay_s is not None:
+        click.echo(f"First node Ready {summary.scale_up_delay_s:.0f} s after pods went Pending")
+    if summary.scale_down_s is not None:
         click.echo(
-            f"Back to {settings.pool.min_nodes} nodes {_minutes(summary['scale_down_s'])} after the load fell"
+            f"Back to {settings.pool.min_nodes} nodes {_minutes(summary.scale_down_s)} after the load fell"
         )
     click.echo(f"Results: {out_dir}/timeseries.csv, {out_dir}/summary.json, {out_dir}/report.html")

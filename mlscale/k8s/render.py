@@ -14,7 +14,6 @@ does the copying and writing.
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 from pathlib import Path
@@ -27,6 +26,7 @@ from mlscale.k8s import LOCUST_CONTAINER, LOCUST_WORKER, SERVER, SERVER_CONTAINE
 from mlscale.k8s.objects import cpu_millicores
 from mlscale.k8s.paths import deploy_root, overlay_dir
 from mlscale.k8s.plan import RPS_PER_LOCUST_WORKER, DeploySizing, sizing_from_plan
+from mlscale.schemas.plan import Plan
 
 # The first line of every kustomization this module writes: a folder that has
 # a kustomization without it is someone else's, and is never overwritten.
@@ -45,9 +45,7 @@ _OWNED = (
 )
 
 
-def render_plan(
-    plan: dict[str, Any], out_dir: str, *, overlay: str | None = None, model_uri: str | None = None
-) -> str:
+def render_plan(plan: Plan, out_dir: str, *, overlay: str | None = None, model_uri: str | None = None) -> str:
     """Write an overlay sized from ``plan`` to ``out_dir``; returns the folder's path.
 
     ``overlay`` (``"local"`` or ``"gke"``) builds on that overlay instead of the
@@ -76,11 +74,11 @@ def render_plan(
     files = overlay_files(sizing, resource=resource, server_args=server_args, model_uri=model_uri)
     for name, text in files.items():
         (out / name).write_text(text, encoding="utf-8")
-    (out / PLAN_FILE).write_text(json.dumps(plan, indent=2) + "\n", encoding="utf-8")
+    (out / PLAN_FILE).write_text(plan.to_json() + "\n", encoding="utf-8")
     return str(out)
 
 
-def sizing_for_overlay(plan: dict[str, Any], overlay: str | None) -> DeploySizing:
+def sizing_for_overlay(plan: Plan, overlay: str | None) -> DeploySizing:
     """The plan's sizing, with the Locust workers counted for the overlay's worker CPU.
 
     The local overlay gives each worker half a CPU: rendering on it needs twice

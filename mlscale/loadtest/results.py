@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from mlscale.loadtest.histograms import Store, latency_ms, new_histogram, values_at_percentiles
 from mlscale.loadtest.shapes import Shape
 from mlscale.loadtest.sla import Sla
+from mlscale.schemas.loadtest import LoadTestSummary
 
 # A load generator process busier than this is not measuring the server any more.
 GENERATOR_CPU_LIMIT = 0.9
@@ -53,7 +54,7 @@ def warmup_s(shape: Shape, config: dict) -> float:
     return first / spawn_rate + float(config.get("think_time_s") or 0.0) + 1.0
 
 
-def summarize(
+def build_summary(
     store: Store,
     *,
     start: float,
@@ -63,7 +64,7 @@ def summarize(
     sla: Sla | None,
     problems: list[str],
     config: dict,
-) -> dict:
+) -> LoadTestSummary:
     """The run's summary: counts, rates, exact percentiles, validity and SLA verdict."""
     overall = _merged(store)
     failures = Counter()
@@ -136,7 +137,27 @@ def summarize(
             "dropped": dropped,
             "service_latency_ms": latency_ms(_merged(store, "service")),
         }
-    return summary
+    # Through the schema: the keys set are the keys summary.json has always had.
+    return LoadTestSummary.model_validate(summary)
+
+
+def summarize(
+    store: Store,
+    *,
+    start: float,
+    end: float,
+    shape: Shape,
+    samples: list[Sample],
+    sla: Sla | None,
+    problems: list[str],
+    config: dict,
+) -> dict:
+    """summary.json's content (``build_summary``, as JSON data): the runner's entry point,
+    which adds its notes and writes it. Its readers take it back through
+    ``mlscale.schemas.loadtest.parse_loadtest_summary``."""
+    return build_summary(
+        store, start=start, end=end, shape=shape, samples=samples, sla=sla, problems=problems, config=config
+    ).to_json_dict()
 
 
 def timeseries(store: Store, *, start: float, shape: Shape, samples: list[Sample]) -> list[dict]:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import html
 import json
+from typing import Any
 
 import plotly.graph_objects as go
 from plotly.offline import get_plotlyjs
@@ -16,6 +17,7 @@ from plotly.subplots import make_subplots
 from mlscale.loadtest.histograms import Store
 from mlscale.loadtest.results import latency_distribution
 from mlscale.loadtest.shapes import Shape
+from mlscale.schemas.loadtest import LoadTestSummary, parse_loadtest_summary
 
 MEDIAN = "#2ca02c"  # the reference's green
 P95 = "#ff7f0e"  # the reference's orange
@@ -145,32 +147,31 @@ def _fmt(value: object, unit: str = "") -> str:
     return f"{value:,}{unit}" if isinstance(value, int) else html.escape(str(value))
 
 
-def _summary_html(summary: dict) -> str:
-    latency = summary["latency_ms"]
+def _summary_html(summary: LoadTestSummary) -> str:
+    latency = summary.latency_ms
     cells = [
-        ("requests", _fmt(summary["requests"])),
-        ("failures", _fmt(summary["failures"])),
-        ("requests/s", _fmt(summary["rps"])),
+        ("requests", _fmt(summary.requests)),
+        ("failures", _fmt(summary.failures)),
+        ("requests/s", _fmt(summary.rps)),
         *[(name, _fmt(latency[name], " ms")) for name in ("p50", "p90", "p95", "p99", "p999", "max")],
     ]
     head = "".join(f"<th>{html.escape(k)}</th>" for k, _ in cells)
     body = "".join(f"<td>{v}</td>" for _, v in cells)
-    verdict = "valid" if summary["valid"] else "INVALID"
+    verdict = "valid" if summary.valid else "INVALID"
     parts = [
         f"<table><tr>{head}</tr><tr>{body}</tr></table>",
         f"<p class='{verdict.lower()}'>Measurement: <b>{verdict}</b></p>",
     ]
-    for problem in summary["problems"]:
+    for problem in summary.problems:
         parts.append(f"<p class='invalid'>⚠ {html.escape(problem)}</p>")
-    if summary.get("sla"):
-        sla = summary["sla"]
-        state = "met" if sla["met"] else "MISSED"
-        parts.append(f"<p>SLA <code>{html.escape(sla['expr'])}</code>: <b>{state}</b></p>")
-    if summary["errors"]:
+    if summary.sla:
+        sla = summary.sla
+        state = "met" if sla.met else "MISSED"
+        parts.append(f"<p>SLA <code>{html.escape(sla.expr)}</code>: <b>{state}</b></p>")
+    if summary.errors:
         rows = "".join(
-            f"<tr><td>{html.escape(e['kind'])}</td><td>{html.escape(e['error'])}</td>"
-            f"<td>{e['count']:,}</td></tr>"
-            for e in summary["errors"]
+            f"<tr><td>{html.escape(e.kind)}</td><td>{html.escape(e.error)}</td><td>{e.count:,}</td></tr>"
+            for e in summary.errors
         )
         parts.append(f"<table><tr><th>request</th><th>error</th><th>count</th></tr>{rows}</table>")
     return "\n".join(parts)
@@ -184,7 +185,12 @@ th, td { border: 1px solid #ccc; padding: 4px 10px; text-align: right; }
 """
 
 
-def render_report(summary: dict, rows: list[dict], store: Store, shape: Shape) -> str:
+def render_report(
+    summary: LoadTestSummary | dict[str, Any], rows: list[dict], store: Store, shape: Shape
+) -> str:
+    """report.html's text. ``summary``: the summary, or summary.json's data as the runner
+    holds it, read here through the schema."""
+    summary = parse_loadtest_summary(summary)
     figures = [
         latency_figure(rows, shape),
         throughput_figure(rows, shape),
@@ -196,12 +202,12 @@ def render_report(summary: dict, rows: list[dict], store: Store, shape: Shape) -
     charts = "\n".join(
         f.to_html(full_html=False, include_plotlyjs=False, config={"displaylogo": False}) for f in figures
     )
-    config = html.escape(json.dumps(summary["config"], indent=2))
+    config = html.escape(json.dumps(summary.config, indent=2))
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>mlscale load test</title>
 <style>{_STYLE}</style>
 <script>{get_plotlyjs()}</script></head>
-<body><h1>Load test of {html.escape(summary["config"]["host"])}</h1>
+<body><h1>Load test of {html.escape(str(summary.config["host"]))}</h1>
 {_summary_html(summary)}
 {charts}
 <details><summary>Configuration</summary><pre>{config}</pre></details>
@@ -209,6 +215,8 @@ def render_report(summary: dict, rows: list[dict], store: Store, shape: Shape) -
 """
 
 
-def write_report(path: str, summary: dict, rows: list[dict], store: Store, shape: Shape) -> None:
+def write_report(
+    path: str, summary: LoadTestSummary | dict[str, Any], rows: list[dict], store: Store, shape: Shape
+) -> None:
     with open(path, "w", encoding="utf-8") as handle:
         handle.write(render_report(summary, rows, store, shape))

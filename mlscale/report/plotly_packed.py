@@ -22,6 +22,7 @@ import html
 
 import numpy as np
 import plotly.graph_objects as go
+from plotly.offline import get_plotlyjs
 
 _UNSAFE = (0, 13, ord("<"))  # the 7-bit values written as U+0100 + value
 
@@ -93,8 +94,6 @@ def unpack(text: str) -> bytes:
 @functools.lru_cache(maxsize=1)
 def packed_plotlyjs() -> str:
     """plotly.js, gzipped and packed: once per process (it takes ~0.2 s)."""
-    from plotly.offline import get_plotlyjs
-
     return pack(gzip.compress(get_plotlyjs().encode("utf-8"), compresslevel=9, mtime=0))
 
 

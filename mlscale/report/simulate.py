@@ -15,12 +15,19 @@ from __future__ import annotations
 import html
 import json
 import math
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from mlscale.report import plotly_packed
+from mlscale.schemas.simulation import PolicyComparison, SimulationEvent, SimulationSummary
+
+# A run of the simulator (``mlscale.simulate.engine.Run``), passed in: a report renders
+# an engine's results and never imports the engine, so it is not named as a type here.
+Run = Any
 
 MEDIAN = "#2ca02c"  # the reference's green
 P95 = "#ff7f0e"  # the reference's orange
@@ -106,7 +113,7 @@ def _line(run, column: str, *, log: bool = False, **style) -> go.Scatter:
     return go.Scatter(x=(run.columns["time_s"][index] / 60).astype(np.float32), y=y, **style)
 
 
-def timeline_figure(run, summary: dict) -> go.Figure:
+def timeline_figure(run: Run, summary: SimulationSummary) -> go.Figure:
     settings = run.settings
     figure = make_subplots(
         rows=6,
@@ -216,7 +223,7 @@ def timeline_figure(run, summary: dict) -> go.Figure:
         annotation_text=f"SLA {settings.sla.expr}",
         annotation_position="top left",
     )
-    _event_markers(figure, summary["events"])
+    _event_markers(figure, summary.events)
     figure.update_yaxes(type="log", title_text="ms", row=6, col=1)
     figure.update_yaxes(rangemode="tozero", row=2, col=1)
     figure.update_yaxes(rangemode="tozero", row=3, col=1)
@@ -241,33 +248,33 @@ def _resolution_note(run) -> str:
     return f" (lowest and highest of every {seconds:g} s; timeseries.csv has every tick)"
 
 
-def _event_markers(figure: go.Figure, events: list[dict]) -> None:
-    kinds = [k for k in _EVENT_STYLE if any(e["kind"] == k for e in events)]
+def _event_markers(figure: go.Figure, events: Sequence[SimulationEvent]) -> None:
+    kinds = [k for k in _EVENT_STYLE if any(e.kind == k for e in events)]
     for row, kind in enumerate(kinds):
         label, color, symbol = _EVENT_STYLE[kind]
-        chosen = [e for e in events if e["kind"] == kind]
+        chosen = [e for e in events if e.kind == kind]
         figure.add_trace(
             go.Scatter(
-                x=[e["time_s"] / 60 for e in chosen],
+                x=[e.time_s / 60 for e in chosen],
                 y=[row] * len(chosen),
                 mode="markers",
                 name=label,
                 marker={"color": color, "symbol": symbol, "size": 9},
-                text=[e["detail"] for e in chosen],
+                text=[e.detail for e in chosen],
                 hovertemplate="%{text}<extra>" + html.escape(label) + "</extra>",
             ),
             row=1,
             col=1,
         )
     # The few events that explain the story get a line through every chart.
-    key = [e for e in events if e["kind"] in ("pods_pending", "node_ready", "load_fall", "scale_down")]
+    key = [e for e in events if e.kind in ("pods_pending", "node_ready", "load_fall", "scale_down")]
     if len(key) <= 30:
         for event in key:
             figure.add_vline(
-                x=event["time_s"] / 60,
+                x=event.time_s / 60,
                 line_dash="dot",
                 line_width=1,
-                line_color=_EVENT_STYLE[event["kind"]][1],
+                line_color=_EVENT_STYLE[event.kind][1],
             )
 
 
@@ -279,21 +286,21 @@ def _fmt(value, unit: str = "", digits: int = 1) -> str:
     return f"{value}{unit}"
 
 
-def _summary_html(summary: dict) -> str:
-    duration = summary["duration_s"]
+def _summary_html(summary: SimulationSummary) -> str:
+    duration = summary.duration_s
     cells = [
-        ("SLA", html.escape(summary["sla"]["expr"])),
+        ("SLA", html.escape(summary.sla.expr)),
         (
             "time over the SLA",
-            (f"{_fmt(summary['sla_violation_s'], ' s', 0)} ({100 * (1 - summary['sla_met_share']):.1f} %)"),
+            (f"{_fmt(summary.sla_violation_s, ' s', 0)} ({100 * (1 - summary.sla_met_share):.1f} %)"),
         ),
-        ("node-hours", _fmt(summary["node_hours"], "", 2)),
-        ("cost", f"{summary['cost']:.2f} USD at {summary['price_per_node_hour']:g}/node-hour"),
-        ("most pods Pending", _fmt(summary["max_pods_pending"])),
-        ("most pods ready / nodes", f"{summary['max_pods_ready']} / {summary['max_nodes']}"),
-        ("first node Ready after pods went Pending", _fmt(summary["scale_up_delay_s"], " s", 0)),
-        ("back to the minimum nodes after the load fell", _minutes(summary["scale_down_s"])),
-        ("failed requests", _fmt(summary["failed_requests"], "", 0)),
+        ("node-hours", _fmt(summary.node_hours, "", 2)),
+        ("cost", f"{summary.cost:.2f} USD at {summary.price_per_node_hour:g}/node-hour"),
+        ("most pods Pending", _fmt(summary.max_pods_pending)),
+        ("most pods ready / nodes", f"{summary.max_pods_ready} / {summary.max_nodes}"),
+        ("first node Ready after pods went Pending", _fmt(summary.scale_up_delay_s, " s", 0)),
+        ("back to the minimum nodes after the load fell", _minutes(summary.scale_down_s)),
+        ("failed requests", _fmt(summary.failed_requests, "", 0)),
         ("simulated", _minutes(duration)),
     ]
     rows = "".join(f"<tr><th>{html.escape(k)}</th><td>{v}</td></tr>" for k, v in cells)
@@ -314,12 +321,13 @@ th, td { border: 1px solid #ccc; padding: 4px 10px; text-align: left; }
 """
 
 
-def render_simulation(run, summary: dict) -> str:
+def render_simulation(run: Run, summary: SimulationSummary) -> str:
     chart = plotly_packed.chart(timeline_figure(run, summary), "timeline")
-    title = summary.get("preset", {}).get("name") or summary.get("name") or "simulation"
-    description = summary.get("preset", {}).get("description", "")
-    policy = html.escape(json.dumps(summary["policy"], indent=2))
-    pod = summary["pod"]
+    title = (summary.preset.name if summary.preset else "") or summary.name or "simulation"
+    description = summary.preset.description if summary.preset else ""
+    policy = html.escape(json.dumps(summary.policy, indent=2))
+    pod = summary.pod
+    cluster = summary.cluster
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>mlscale simulate: {html.escape(title)}</title>
 <style>{_STYLE}</style></head>
@@ -327,26 +335,26 @@ def render_simulation(run, summary: dict) -> str:
 <p>{html.escape(description)}</p>
 {_summary_html(summary)}
 <p>Pod: {html.escape(pod["source"])}; M/M/{pod["servers"]}, {pod["capacity_rps"]:.1f} requests/s at most,
-{pod["cpu_request_m"]}m CPU. Cluster: {summary["cluster"]["min_nodes"]}–{summary["cluster"]["max_nodes"]}
-{html.escape(summary["cluster"]["machine_type"])} nodes, {summary["cluster"]["pods_per_node"]} pods per new node.</p>
+{pod["cpu_request_m"]}m CPU. Cluster: {cluster.min_nodes}–{cluster.max_nodes}
+{html.escape(cluster.machine_type)} nodes, {cluster.pods_per_node} pods per new node.</p>
 {chart}
 <details><summary>Policy (the manifest's values)</summary><pre>{policy}</pre></details>
-<details><summary>Events ({len(summary["events"])})</summary><pre>{html.escape(_events_text(summary["events"]))}</pre></details>
+<details><summary>Events ({len(summary.events)})</summary><pre>{html.escape(_events_text(summary.events))}</pre></details>
 {plotly_packed.library()}
 </body></html>
 """
 
 
-def _events_text(events: list[dict]) -> str:
-    return "\n".join(f"{e['time_s']:>9.0f} s  {e['kind']:<15} {e['detail']}" for e in events)
+def _events_text(events: Sequence[SimulationEvent]) -> str:
+    return "\n".join(f"{e.time_s:>9.0f} s  {e.kind:<15} {e.detail}" for e in events)
 
 
-def write_simulation_report(path: str, run, summary: dict) -> None:
+def write_simulation_report(path: str, run: Run, summary: SimulationSummary) -> None:
     with open(path, "w", encoding="utf-8") as handle:
         handle.write(render_simulation(run, summary))
 
 
-def comparison_figure(runs) -> go.Figure:
+def comparison_figure(runs: Sequence[Run]) -> go.Figure:
     figure = make_subplots(
         rows=3,
         cols=1,
@@ -380,23 +388,23 @@ def comparison_figure(runs) -> go.Figure:
     return figure
 
 
-def render_comparison(result: dict, runs) -> str:
+def render_comparison(result: PolicyComparison, runs: Sequence[Run]) -> str:
     rows = []
-    for row in result["policies"]:
-        css = "best" if row["name"] == result["best"] else ("" if row["meets_sla"] else "miss")
-        manifest = html.escape(json.dumps(row["manifest"]))
+    for row in result.policies:
+        css = "best" if row.name == result.best else ("" if row.meets_sla else "miss")
+        manifest = html.escape(json.dumps(row.manifest))
         rows.append(
-            f"<tr class='{css}'><td><a href='{html.escape(row['name'])}/report.html'>{html.escape(row['name'])}</a>"
-            f"</td><td>{html.escape(row['description'])}</td><td>{'yes' if row['meets_sla'] else 'no'}</td>"
-            f"<td>{row['sla_violation_s']:.0f}</td><td>{row['cost']:.2f}</td><td>{row['node_hours']:.1f}</td>"
-            f"<td>{row['max_pods_pending']}</td><td><code>{manifest}</code></td></tr>"
+            f"<tr class='{css}'><td><a href='{html.escape(row.name)}/report.html'>{html.escape(row.name)}</a>"
+            f"</td><td>{html.escape(row.description)}</td><td>{'yes' if row.meets_sla else 'no'}</td>"
+            f"<td>{row.sla_violation_s:.0f}</td><td>{row.cost:.2f}</td><td>{row.node_hours:.1f}</td>"
+            f"<td>{row.max_pods_pending}</td><td><code>{manifest}</code></td></tr>"
         )
     chart = plotly_packed.chart(comparison_figure(runs), "comparison")
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>mlscale simulate --compare</title>
 <style>{_STYLE}</style></head>
-<body><h1>Autoscaling policies at {html.escape(result["sla"])}</h1>
-<p style="font-size: 1.2em"><b>{html.escape(result["verdict"])}</b></p>
+<body><h1>Autoscaling policies at {html.escape(result.sla)}</h1>
+<p style="font-size: 1.2em"><b>{html.escape(result.verdict)}</b></p>
 <table><tr><th>policy</th><th></th><th>meets the SLA</th><th>s over</th><th>cost (USD)</th><th>node-hours</th>
 <th>most Pending</th><th>HPA manifest values</th></tr>{"".join(rows)}</table>
 {chart}
@@ -405,6 +413,6 @@ def render_comparison(result: dict, runs) -> str:
 """
 
 
-def write_comparison_report(path: str, result: dict, runs) -> None:
+def write_comparison_report(path: str, result: PolicyComparison, runs: Sequence[Run]) -> None:
     with open(path, "w", encoding="utf-8") as handle:
         handle.write(render_comparison(result, runs))

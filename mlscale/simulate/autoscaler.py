@@ -29,8 +29,10 @@ passed" means at the first loop at or after it.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from mlscale.simulate.cluster import NODE_UP, Cluster
 from mlscale.simulate.settings import AutoscalerSettings
@@ -46,7 +48,9 @@ def nodes_to_add(*, unschedulable: int, pods_fit: int, upcoming: int, nodes: int
     return max(0, min(needed, max_nodes - nodes))
 
 
-def unneeded_nodes(*, utilization, pods, free_slots, blocked, threshold: float) -> np.ndarray:
+def unneeded_nodes(
+    *, utilization: ArrayLike, pods: ArrayLike, free_slots: ArrayLike, blocked: ArrayLike, threshold: float
+) -> np.ndarray:
     """Which nodes are unneeded [CA]: under the threshold, not blocked (kube-system
     pods), and their pods fit in the room left on the nodes that stay. Candidates
     are tried from the least utilised; the room their pods take is reserved."""
@@ -84,7 +88,9 @@ def in_cooldown(
 
 
 class ClusterAutoscaler:
-    def __init__(self, settings: AutoscalerSettings, cluster: Cluster, *, say):
+    def __init__(
+        self, settings: AutoscalerSettings, cluster: Cluster, *, say: Callable[[float, str, str], None]
+    ) -> None:
         self.settings = settings
         self.cluster = cluster
         self.pool = cluster.pool

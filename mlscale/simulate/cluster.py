@@ -30,6 +30,7 @@ from __future__ import annotations
 import heapq
 import math
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -67,11 +68,13 @@ class NodeShape:
 
 
 class Cluster:
-    def __init__(self, pool: NodePool, pod: PodTemplate, *, events=None):
+    def __init__(
+        self, pool: NodePool, pod: PodTemplate, *, events: Callable[[float, str, str], None] | None = None
+    ) -> None:
         self.pool, self.pod = pool, pod
         self.shape = NodeShape.of(pool, pod)
         self.say = events or (lambda time, kind, detail: None)
-        self._heap: list[tuple] = []
+        self._heap: list[tuple[float, int, int, int, int]] = []
         self._sequence = 0
         # Pods: slots are reused once a pod is gone; ``generation`` tells a stale
         # event (for a pod deleted before it became Ready) from a live one.
@@ -122,7 +125,7 @@ class Cluster:
         size = max(64, 2 * len(self.p_alive))
         extra = size - len(self.p_alive)
 
-        def grow(array, fill):
+        def grow(array: np.ndarray, fill: float) -> np.ndarray:
             return np.concatenate([array, np.full(extra, fill, dtype=array.dtype)])
 
         self.p_generation = grow(self.p_generation, 0)
@@ -136,7 +139,7 @@ class Cluster:
         size = max(16, 2 * len(self.n_state))
         extra = size - len(self.n_state)
 
-        def grow(array, fill):
+        def grow(array: np.ndarray, fill: float) -> np.ndarray:
             return np.concatenate([array, np.full(extra, fill, dtype=array.dtype)])
 
         self.n_state = grow(self.n_state, REMOVED)

@@ -13,14 +13,16 @@ autoscaler for a few seconds should not disqualify every policy.
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 from dataclasses import dataclass
+from typing import Any
 
 from mlscale.loadtest.shapes import Shape
+from mlscale.report.simulate import write_comparison_report
+from mlscale.schemas.simulation import PolicyComparison, PolicyOutcome
 from mlscale.simulate.engine import simulate
+from mlscale.simulate.queue import PodModel, capacity_at_sla, closed_loop, open_loop
 from mlscale.simulate.results import summarize, write_outputs
-from mlscale.simulate.service import PodModel, capacity_at_sla, closed_loop, open_loop
 from mlscale.simulate.settings import (
     CPU,
     INFLIGHT,
@@ -60,7 +62,7 @@ def inflight_target(
 def default_candidates(
     base: HpaSettings, model: PodModel, kind: str, settings: SimSettings
 ) -> list[Candidate]:
-    def hpa(**changes) -> HpaSettings:
+    def hpa(**changes: Any) -> HpaSettings:
         return dataclasses.replace(base, **changes)
 
     target = inflight_target(model, kind, settings.think_time_s, settings)
@@ -97,9 +99,10 @@ def compare(
     out_dir: str | None = None,
     allowed_violation: float = 0.01,
     report: bool = True,
-) -> dict:
-    """Run every candidate; name the cheapest that meets the SLA."""
-    rows = []
+) -> PolicyComparison:
+    """Run every candidate; name the cheapest that meets the SLA. With ``out_dir``,
+    each candidate's outputs in its own folder, compare.json and the report."""
+    rows: list[PolicyOutcome] = []
     runs = []
     for candidate in candidates:
         run = simulate(
@@ -108,50 +111,47 @@ def compare(
         summary = summarize(run)
         if out_dir:
             write_outputs(os.path.join(out_dir, candidate.name), run, summary, report=report)
-        meets = summary["sla_violation_s"] <= allowed_violation * summary["duration_s"]
         rows.append(
-            {
-                "name": candidate.name,
-                "description": candidate.description,
-                "meets_sla": meets,
-                "sla_violation_s": summary["sla_violation_s"],
-                "cost": summary["cost"],
-                "node_hours": summary["node_hours"],
-                "pod_hours": summary["pod_hours"],
-                "max_pods_pending": summary["max_pods_pending"],
-                "max_pods_ready": summary["max_pods_ready"],
-                "worst_latency_ms": summary["worst_latency_ms"],
-                "manifest": candidate.hpa.manifest(),
-            }
+            PolicyOutcome(
+                name=candidate.name,
+                description=candidate.description,
+                meets_sla=summary.sla_violation_s <= allowed_violation * summary.duration_s,
+                sla_violation_s=summary.sla_violation_s,
+                cost=summary.cost,
+                node_hours=summary.node_hours,
+                pod_hours=summary.pod_hours,
+                max_pods_pending=summary.max_pods_pending,
+                max_pods_ready=summary.max_pods_ready,
+                worst_latency_ms=summary.worst_latency_ms,
+                manifest=candidate.hpa.manifest(),
+            )
         )
         runs.append(run)
-    meeting = [r for r in rows if r["meets_sla"]]
-    best = min(meeting, key=lambda r: r["cost"]) if meeting else None
+    meeting = [r for r in rows if r.meets_sla]
+    best = min(meeting, key=lambda r: r.cost) if meeting else None
     if best:
         verdict = (
-            f"{best['name']} is the cheapest policy that meets {settings.sla.expr}: "
-            f"{best['cost']:.2f} USD ({best['node_hours']:.1f} node-hours), "
-            f"{best['sla_violation_s']:.0f} s over the limit"
+            f"{best.name} is the cheapest policy that meets {settings.sla.expr}: "
+            f"{best.cost:.2f} USD ({best.node_hours:.1f} node-hours), "
+            f"{best.sla_violation_s:.0f} s over the limit"
         )
     else:
-        closest = min(rows, key=lambda r: r["sla_violation_s"])
+        closest = min(rows, key=lambda r: r.sla_violation_s)
         verdict = (
             f"No policy meets {settings.sla.expr} (at most {allowed_violation * 100:g} % of the time "
-            f"over); the closest is {closest['name']} ({closest['sla_violation_s']:.0f} s over)"
+            f"over); the closest is {closest.name} ({closest.sla_violation_s:.0f} s over)"
         )
-    result = {
-        "sla": settings.sla.expr,
-        "allowed_violation": allowed_violation,
-        "best": best and best["name"],
-        "verdict": verdict,
-        "policies": rows,
-    }
+    result = PolicyComparison(
+        sla=settings.sla.expr,
+        allowed_violation=allowed_violation,
+        best=best.name if best else None,
+        verdict=verdict,
+        policies=tuple(rows),
+    )
     if out_dir:
         os.makedirs(out_dir, exist_ok=True)
         with open(os.path.join(out_dir, "compare.json"), "w") as handle:
-            json.dump(result, handle, indent=2)
+            handle.write(result.to_json())
         if report:
-            from mlscale.report.simulate import write_comparison_report
-
             write_comparison_report(os.path.join(out_dir, "report.html"), result, runs)
     return result

@@ -23,6 +23,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass, field
+from typing import Any, cast
 
 import numpy as np
 
@@ -32,8 +33,9 @@ from mlscale.simulate.autoscaler import ClusterAutoscaler
 from mlscale.simulate.cluster import NODE_UP, Cluster
 from mlscale.simulate.metrics import CpuSeries, last_scrape, sample_windows
 from mlscale.simulate.profile import sample
-from mlscale.simulate.service import REPORTED, RHO_MAX, ClosedTable, OpenTable, PodModel
+from mlscale.simulate.queue import REPORTED, RHO_MAX, PodModel
 from mlscale.simulate.settings import CPU, SimSettings, validate
+from mlscale.simulate.tables import ClosedTable, OpenTable
 
 COLUMNS = (
     "time_s",
@@ -64,7 +66,7 @@ class Run:
     model: PodModel
     kind: str  # users or rps
     columns: dict[str, np.ndarray]
-    events: list[dict] = field(default_factory=list)
+    events: list[dict[str, Any]] = field(default_factory=list)
     sla_column: str = "p95_ms"
     name: str = ""
 
@@ -127,11 +129,12 @@ class _Engine:
         self.dt = settings.tick_s
         self.load = sample(shape, self.dt)
         self.ticks = len(self.load)
-        self.events: list[dict] = []
+        self.events: list[dict[str, Any]] = []
         sla_q = settings.sla.quantile
         self.quantiles = REPORTED if sla_q in REPORTED else (*REPORTED, sla_q)
         self.sla_index = self.quantiles.index(sla_q)
         self.closed = shape.kind == USERS
+        self.table: ClosedTable | OpenTable
         if self.closed:
             self.table = ClosedTable(model, settings.think_time_s, self.quantiles, float(self.load.max()))
         else:
@@ -156,6 +159,7 @@ class _Engine:
         """The replicas the HPA would settle at for ``offered``: a run starts in steady
         state unless told otherwise (the presets start, as the reference did, at 1)."""
         hpa = self.settings.hpa
+        assert hpa is not None  # only asked with an HPA
 
         def metric(pods: int) -> float:
             if self.closed:
@@ -217,6 +221,7 @@ class _Engine:
     def _cpu_proposal(self, now: float) -> hpa_rules.Proposal:
         settings = self.settings
         metrics, hpa = settings.metrics, settings.hpa
+        assert hpa is not None  # proposals come from the HPA's sync
         scrape = last_scrape(now, metrics.resolution_s, metrics.phase_s)
         if scrape is None:
             return hpa_rules.Proposal(None, None, "no scrape yet")
@@ -246,7 +251,7 @@ class _Engine:
             fresh_min_s=metrics.fresh_container_min_s,
             started=started,
         )
-        usage_m = 1000 * self.series.pod_usage_cores(
+        usage = 1000 * self.series.pod_usage_cores(
             ready_since=ready_at, window_start=window_start, window_end=scrape
         )
         classes = hpa_rules.group_pods(
@@ -267,12 +272,13 @@ class _Engine:
             target_percent=hpa.target,
             tolerance=hpa.tolerance,
             classes=classes,
-            usage_m=usage_m,
+            usage_m=usage,
             request_m=pods.request_m,
         )
 
     def _inflight_proposal(self, now: float) -> hpa_rules.Proposal:
         settings = self.settings
+        assert settings.hpa is not None  # proposals come from the HPA's sync
         scrape = last_scrape(now, settings.metrics.inflight_scrape_s, settings.metrics.phase_s)
         if scrape is None or self.cluster.active == 0:
             return hpa_rules.Proposal(None, None, "no scrape yet")
@@ -288,6 +294,7 @@ class _Engine:
 
     def hpa_sync(self, now: float) -> None:
         hpa = self.settings.hpa
+        assert hpa is not None  # synced only with an HPA
         propose = self._cpu_proposal if hpa.metric == CPU else self._inflight_proposal
         current = self.desired
         decision = hpa_rules.reconcile(
@@ -328,7 +335,7 @@ class _Engine:
         # One tuple a tick, made into columns at the end: cheaper than a store into
         # each of 17 arrays every tick. Only what the controllers read back (the CPU
         # series, the in-flight gauge) goes to its array as the run goes.
-        rows: list[tuple] = []
+        rows: list[tuple[float, ...]] = []
         record = rows.append
         pending_since = None
         cumulative = self.series.cumulative
@@ -353,10 +360,10 @@ class _Engine:
                 self.set_nodes(node_steps.pop(0)[1], now)
             if cluster.dirty and cluster.unbound:
                 cluster.schedule(now)
-            if now >= next_hpa:
+            if hpa is not None and now >= next_hpa:
                 next_hpa += hpa.sync_period_s
                 self.hpa_sync(now)
-            if now >= next_ca:
+            if self.autoscaler is not None and now >= next_ca:
                 next_ca += settings.autoscaler.scan_interval_s
                 evicted = self.autoscaler.run_once(now)
                 if evicted:
@@ -420,7 +427,7 @@ class _Engine:
             name=self.name,
         )
 
-    def serve(self, offered: float, ready: int) -> tuple:
+    def serve(self, offered: float, ready: int) -> tuple[float, float, float, float, float, float, float]:
         """(served rps, busy share, in flight, failed rps, p50, p95, SLA percentile)
         for one tick of ``offered`` load on ``ready`` pods.
 
@@ -435,7 +442,8 @@ class _Engine:
             failed = offered / max(self.settings.think_time_s, 1e-3) if self.closed else offered
             return 0.0, 0.0, 0.0, failed, math.nan, math.nan, math.nan
         if self.closed:
-            throughput, busy, in_flight, p50, p95, p_sla = self.table.serving(offered / ready, self.sla_index)
+            closed = cast(ClosedTable, self.table)  # a closed loop's table (see __init__)
+            throughput, busy, in_flight, p50, p95, p_sla = closed.serving(offered / ready, self.sla_index)
             return (throughput * ready, busy, in_flight * ready, 0.0, p50, p95, p_sla)
         capacity = ready * self.model.capacity_rps
         timeout_s = self.settings.service.timeout_s
@@ -447,7 +455,8 @@ class _Engine:
             backlog = capacity * timeout_s
         self.backlog = backlog
         rho = offered / capacity
-        mean, p50, p95, p_sla = self.table.serving(min(RHO_MAX, rho), self.sla_index)
+        opened = cast(OpenTable, self.table)  # an open loop's table (see __init__)
+        mean, p50, p95, p_sla = opened.serving(min(RHO_MAX, rho), self.sla_index)
         queued_ms = 1000 * backlog / capacity
         served = min(offered + before / dt, capacity)
         busy = 1.0 if (backlog > 0 or rho >= 1) else rho

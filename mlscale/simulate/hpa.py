@@ -16,9 +16,11 @@ whether an event exactly one period old still counts.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from mlscale.simulate.settings import Behavior, HpaSettings, ScalingRules
 
@@ -29,14 +31,14 @@ READY, UNREADY, MISSING, IGNORED = 0, 1, 2, 3
 def group_pods(
     *,
     now: float,
-    deleting,
-    running,
-    ready,
-    start_time,
-    ready_since,
-    has_metric,
-    metric_time,
-    metric_window,
+    deleting: ArrayLike,
+    running: ArrayLike,
+    ready: ArrayLike,
+    start_time: ArrayLike,
+    ready_since: ArrayLike,
+    has_metric: ArrayLike,
+    metric_time: ArrayLike,
+    metric_window: ArrayLike,
     cpu_initialization_period: float,
     initial_readiness_delay: float,
 ) -> np.ndarray:
@@ -73,7 +75,7 @@ def group_pods(
     return classes
 
 
-def _utilization(usage_m, request_m) -> int:
+def _utilization(usage_m: ArrayLike, request_m: ArrayLike) -> int:
     """floor(100 · Σusage / Σrequest) over the pods given, in integer millicores [U]."""
     return round(float(np.sum(usage_m))) * 100 // round(float(np.sum(request_m)))
 
@@ -86,7 +88,13 @@ class Proposal:
 
 
 def cpu_replicas(
-    *, current: int, target_percent: float, tolerance: float, classes, usage_m, request_m
+    *,
+    current: int,
+    target_percent: float,
+    tolerance: float,
+    classes: ArrayLike,
+    usage_m: ArrayLike,
+    request_m: ArrayLike,
 ) -> Proposal:
     """Desired replicas for a CPU Utilization target: ``GetResourceReplicas`` [R].
 
@@ -162,12 +170,12 @@ def external_average_replicas(
 class HpaMemory:
     """What the controller remembers between syncs, per HPA [H]."""
 
-    recommendations: list[list] = field(default_factory=list)  # [time, replicas]
-    scale_up_events: list[list] = field(default_factory=list)  # [time, change]
-    scale_down_events: list[list] = field(default_factory=list)
+    recommendations: list[list[float]] = field(default_factory=list)  # [time, replicas]
+    scale_up_events: list[list[float]] = field(default_factory=list)  # [time, change]
+    scale_down_events: list[list[float]] = field(default_factory=list)
 
 
-def _record(entries: list[list], now: float, value: int, is_old) -> None:
+def _record(entries: list[list[float]], now: float, value: int, is_old: Callable[[float], bool]) -> None:
     """Replace the last outdated entry, or append: as the controller keeps its lists."""
     old = [i for i, (t, _) in enumerate(entries) if is_old(t)]
     if old:
@@ -194,13 +202,13 @@ def normalize_legacy(
     _record(memory.recommendations, now, desired, lambda t: t < cutoff)
     scale_up_limit = int(max(2.0 * current, 4.0))  # scaleUpLimitFactor, scaleUpLimitMinimum
     maximum = min(max_replicas, scale_up_limit)
-    return max(min_replicas, min(stabilized, maximum))
+    return int(max(min_replicas, min(stabilized, maximum)))
 
 
-def _change_in_period(events: list[list], now: float, period_s: float) -> int:
+def _change_in_period(events: list[list[float]], now: float, period_s: float) -> int:
     """getReplicasChangePerPeriod [H]: events strictly inside the period."""
     cutoff = now - period_s
-    return sum(change for t, change in events if t > cutoff)
+    return sum(int(change) for t, change in events if t > cutoff)
 
 
 def scale_up_limit(rules: ScalingRules, memory: HpaMemory, now: float, current: int) -> int:
@@ -254,15 +262,15 @@ def normalize_behavior(
     """``normalizeDesiredReplicasWithBehaviors`` [H]: stabilise (up: the smallest
     recommendation in its window, down: the largest), then the policies' rate."""
     up_window = behavior.scale_up.stabilization_window_s or 0
-    down_window = behavior.scale_down.stabilization_window_s
-    down_window = default_down_window_s if down_window is None else down_window
+    stated = behavior.scale_down.stabilization_window_s
+    down_window = default_down_window_s if stated is None else stated
     up_cutoff, down_cutoff = now - up_window, now - down_window
     up, down = desired, desired
     for t, r in memory.recommendations:
         if t > up_cutoff:
-            up = min(up, r)
+            up = min(up, int(r))
         if t > down_cutoff:
-            down = max(down, r)
+            down = max(down, int(r))
     stabilized = min(max(current, up), down)
     _record(memory.recommendations, now, desired, lambda t: t < up_cutoff and t < down_cutoff)
     if stabilized > current:
@@ -299,7 +307,9 @@ class Decision:
     reason: str
 
 
-def reconcile(memory: HpaMemory, settings: HpaSettings, *, now: float, current: int, propose) -> Decision:
+def reconcile(
+    memory: HpaMemory, settings: HpaSettings, *, now: float, current: int, propose: Callable[[], Proposal]
+) -> Decision:
     """One sync of one HPA, ``reconcileAutoscaler`` [H]: ``propose()`` returns the
     metric's ``Proposal`` and is not called when current is outside [min, max]."""
     if not memory.recommendations:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 
 def last_scrape(now: float, resolution_s: float, phase_s: float) -> float | None:
@@ -26,19 +27,21 @@ def last_scrape(now: float, resolution_s: float, phase_s: float) -> float | None
     return phase_s + math.floor((now - phase_s) / resolution_s + 1e-9) * resolution_s
 
 
-def sample_windows(*, scrape: float, resolution_s: float, fresh_min_s: float, started) -> tuple:
+def sample_windows(
+    *, scrape: float, resolution_s: float, fresh_min_s: float, started: ArrayLike
+) -> tuple[np.ndarray, np.ndarray]:
     """(has_metric, window_start) of each container at a scrape [MS pod.go].
 
     ``started``: container start times (−inf for pods older than the simulation).
     The window ends at the scrape; it starts at the previous scrape, or at the
     container's start for a fresh container (age in [fresh_min_s, resolution))."""
-    started = np.asarray(started, dtype=float)
+    starts = np.asarray(started, dtype=float)
     with np.errstate(invalid="ignore"):
-        two_samples = started < scrape - resolution_s
-        age = scrape - started
+        two_samples = starts < scrape - resolution_s
+        age = scrape - starts
         fresh = (age >= fresh_min_s) & (age < resolution_s)
     has_metric = two_samples | fresh
-    window_start = np.where(two_samples, scrape - resolution_s, started)
+    window_start = np.where(two_samples, scrape - resolution_s, starts)
     return has_metric, window_start
 
 
@@ -51,12 +54,13 @@ class CpuSeries:
         self.cumulative = np.zeros(ticks + 1)
         self.first_rate = 0.0
 
-    def at(self, times) -> np.ndarray:
+    def at(self, times: ArrayLike) -> np.ndarray:
         """Cumulative CPU-seconds at tick times (may be before the start)."""
-        times = np.asarray(times, dtype=float)
-        index = np.rint(np.maximum(times, 0) / self.tick_s).astype(np.int64)
+        at = np.asarray(times, dtype=float)
+        index = np.rint(np.maximum(at, 0) / self.tick_s).astype(np.int64)
         np.minimum(index, len(self.cumulative) - 1, out=index)
-        return np.where(times >= 0, self.cumulative[index], self.first_rate * times)
+        result: np.ndarray = np.where(at >= 0, self.cumulative[index], self.first_rate * at)
+        return result
 
     def value_at(self, time: float) -> float:
         """``at`` for one time, without the arrays (round() rounds half to even, as rint)."""
@@ -70,14 +74,17 @@ class CpuSeries:
         span = window_end - window_start
         return (self.value_at(window_end) - self.value_at(window_start)) / (span if span > 0 else 1.0)
 
-    def pod_usage_cores(self, *, ready_since, window_start, window_end: float) -> np.ndarray:
+    def pod_usage_cores(
+        self, *, ready_since: ArrayLike, window_start: ArrayLike, window_end: float
+    ) -> np.ndarray:
         """Each pod's CPU rate over [window_start, window_end]: it used the serving
         share from when it became Ready, nothing before (start-up is not modelled).
         NaN window (no metric) or NaN ready time (never Ready): no use."""
-        window_start = np.asarray(window_start, dtype=float)
-        begin = np.maximum(window_start, np.asarray(ready_since, dtype=float))  # NaN stays NaN
+        starts = np.asarray(window_start, dtype=float)
+        begin = np.maximum(starts, np.asarray(ready_since, dtype=float))  # NaN stays NaN
         begin = np.where(np.isnan(begin), window_end, np.minimum(begin, window_end))
         end_value = self.value_at(window_end)
-        span = window_end - window_start
+        span = window_end - starts
         span = np.where(span > 0, span, 1.0)  # NaN compares false: no window, no use
-        return (end_value - self.at(begin)) / span
+        usage: np.ndarray = (end_value - self.at(begin)) / span
+        return usage

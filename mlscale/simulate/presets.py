@@ -31,17 +31,13 @@ from dataclasses import dataclass
 
 from mlscale.errors import ConfigurationError
 from mlscale.loadtest.shapes import Shape, Stage
+from mlscale.schemas.plan import Plan
+from mlscale.schemas.simulation import PresetInfo, SimulationSummary
+from mlscale.simulate.calibration import plan_kind, plan_think_time, pod_from_plan, reference_pod
 from mlscale.simulate.cluster import NodeShape
 from mlscale.simulate.engine import Run, simulate
-from mlscale.simulate.service import (
-    PodModel,
-    capacity_at_sla,
-    load_at_busy,
-    plan_kind,
-    plan_think_time,
-    pod_from_plan,
-    reference_pod,
-)
+from mlscale.simulate.queue import PodModel, capacity_at_sla, load_at_busy
+from mlscale.simulate.results import summarize, write_outputs
 from mlscale.simulate.settings import (
     HpaSettings,
     ManualScaling,
@@ -90,7 +86,7 @@ def _pods_on(nodes: int, pool: NodePool, pod: PodTemplate) -> int:
     return total
 
 
-def build_preset(name: str, plan: dict | None = None) -> Experiment:
+def build_preset(name: str, plan: Plan | None = None) -> Experiment:
     """The settings, load and pod of a preset; with ``plan``, the plan's pod."""
     if name not in PRESETS:
         raise ConfigurationError(f"Unknown preset {name!r}; known: {', '.join(PRESETS)}.")
@@ -102,10 +98,7 @@ def build_preset(name: str, plan: dict | None = None) -> Experiment:
         kind, think = plan_kind(plan), plan_think_time(plan)
     sla = Sla(percentile="p95", limit_ms=1000.0)
     if plan is not None:
-        plan_sla = plan.get("sla") or {}
-        sla = Sla(
-            percentile=plan_sla.get("percentile") or "p95", limit_ms=float(plan_sla.get("limit_ms") or 1000.0)
-        )
+        sla = Sla(percentile=plan.sla.percentile or "p95", limit_ms=plan.sla.limit_ms or 1000.0)
     capacity = capacity_at_sla(model, kind, think, sla.quantile, sla.limit_ms)
     if capacity <= 0:
         raise ConfigurationError(
@@ -139,18 +132,16 @@ def build_preset(name: str, plan: dict | None = None) -> Experiment:
 
 def run_experiment(
     experiment: Experiment, out_dir: str | None = None, *, report: bool = True
-) -> tuple[Run, dict]:
-    from mlscale.simulate.results import summarize, write_outputs
-
+) -> tuple[Run, SimulationSummary]:
     run = simulate(experiment.settings, experiment.shape, experiment.model, name=experiment.name)
-    summary = summarize(run)
-    summary["preset"] = {"name": experiment.name, "description": PRESETS.get(experiment.name, "")}
+    preset = PresetInfo(name=experiment.name, description=PRESETS.get(experiment.name, ""))
+    summary = summarize(run).model_copy(update={"preset": preset})
     if out_dir:
         write_outputs(out_dir, run, summary, report=report)
     return run, summary
 
 
-def run_preset(name: str, out_dir: str, plan: dict | None = None) -> dict:
+def run_preset(name: str, out_dir: str, plan: Plan | None = None) -> SimulationSummary:
     """Replay a preset, write timeseries.csv, summary.json and report.html to
     ``out_dir``, and return the summary (``scale_up_delay_s``: first node Ready
     after the first pod went Pending; ``scale_down_s``: nodes back at the minimum

@@ -27,7 +27,8 @@ def sample(shape: Shape, tick_s: float) -> np.ndarray:
     v1 = np.array([s.end_value for s in shape.stages])[index]
     length = np.maximum(end - begin, 1e-12)
     share = np.clip((t - begin) / length, 0.0, 1.0)
-    return v0 + (v1 - v0) * share
+    result: np.ndarray = v0 + (v1 - v0) * share
+    return result
 
 
 def daily_shape(

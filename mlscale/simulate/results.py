@@ -8,13 +8,22 @@ cost, the delays the reference measured by hand; and the files.
 
 from __future__ import annotations
 
-import json
 import os
+from typing import Any
 
 import numpy as np
 
+from mlscale.report.simulate import write_simulation_report
+from mlscale.schemas.simulation import (
+    SimulatedCluster,
+    SimulatedSla,
+    SimulationEvent,
+    SimulationSummary,
+)
+from mlscale.simulate.cluster import NodeShape
 from mlscale.simulate.engine import Run
 from mlscale.simulate.profile import load_fall_s
+from mlscale.simulate.settings import HpaSettings, SimSettings
 
 
 def sla_violations(run: Run) -> np.ndarray:
@@ -22,7 +31,8 @@ def sla_violations(run: Run) -> np.ndarray:
     latency = run.columns[run.sla_column]
     load = run.columns["load"]
     with np.errstate(invalid="ignore"):
-        return (load > 0) & ((latency > run.settings.sla.limit_ms) | np.isnan(latency))
+        missed: np.ndarray = (load > 0) & ((latency > run.settings.sla.limit_ms) | np.isnan(latency))
+    return missed
 
 
 def _intervals(mask: np.ndarray, tick_s: float) -> list[tuple[float, float]]:
@@ -59,7 +69,8 @@ def scale_down_s(run: Run) -> tuple[float | None, float | None]:
     return fall, (float(back[0] * dt) if len(back) else None)
 
 
-def summarize(run: Run) -> dict:
+def summarize(run: Run) -> SimulationSummary:
+    """The run's totals, delays and events: summary.json's content."""
     settings, columns = run.settings, run.columns
     dt = settings.tick_s
     violations = sla_violations(run)
@@ -81,47 +92,45 @@ def summarize(run: Run) -> dict:
     latency = columns[run.sla_column]
     served = columns["rps"]
     hpa = settings.hpa if settings.manual is None else None
-    return {
-        "name": run.name,
-        "duration_s": float(len(columns["time_s"]) * dt),
-        "tick_s": dt,
-        "load_kind": run.kind,
-        "sla": {
-            "expr": settings.sla.expr,
-            "percentile": settings.sla.percentile,
-            "limit_ms": settings.sla.limit_ms,
-        },
-        "sla_violation_s": float(violations.sum() * dt),
-        "sla_met_share": float(1 - violations.mean()) if len(violations) else 1.0,
-        "node_hours": node_hours,
-        "price_per_node_hour": price,
-        "cost": node_hours * price,
-        "pod_hours": float(columns["pods_ready"].sum() * dt / 3600),
-        "max_pods_pending": int(columns["pods_pending"].max()),
-        "max_pods_ready": int(columns["pods_ready"].max()),
-        "max_nodes": int(columns["nodes"].max()),
-        "requests": float(served.sum() * dt),
-        "failed_requests": float(columns["failed_rps"].sum() * dt),
-        "worst_latency_ms": _finite_max(latency),
-        "first_pending_s": next((e["time_s"] for e in run.events if e["kind"] == "pods_pending"), None),
-        "scale_up_delay_s": scale_up_delay_s(run),
-        "load_fall_s": fall,
-        "scale_down_s": down,
-        "policy": _policy(settings, hpa),
-        "cluster": {
-            "machine_type": settings.pool.machine_type,
-            "min_nodes": settings.pool.min_nodes,
-            "max_nodes": settings.pool.max_nodes,
-            "pods_per_node": _pods_per_node(settings),
-            "cluster_autoscaler": settings.autoscaler_enabled,
-        },
-        "pod": run.model.to_dict()
+    return SimulationSummary(
+        name=run.name,
+        duration_s=float(len(columns["time_s"]) * dt),
+        tick_s=dt,
+        load_kind=run.kind,
+        sla=SimulatedSla(
+            expr=settings.sla.expr, percentile=settings.sla.percentile, limit_ms=settings.sla.limit_ms
+        ),
+        sla_violation_s=float(violations.sum() * dt),
+        sla_met_share=float(1 - violations.mean()) if len(violations) else 1.0,
+        node_hours=node_hours,
+        price_per_node_hour=price,
+        cost=node_hours * price,
+        pod_hours=float(columns["pods_ready"].sum() * dt / 3600),
+        max_pods_pending=int(columns["pods_pending"].max()),
+        max_pods_ready=int(columns["pods_ready"].max()),
+        max_nodes=int(columns["nodes"].max()),
+        requests=float(served.sum() * dt),
+        failed_requests=float(columns["failed_rps"].sum() * dt),
+        worst_latency_ms=_finite_max(latency),
+        first_pending_s=next((e["time_s"] for e in run.events if e["kind"] == "pods_pending"), None),
+        scale_up_delay_s=scale_up_delay_s(run),
+        load_fall_s=fall,
+        scale_down_s=down,
+        policy=_policy(settings, hpa),
+        cluster=SimulatedCluster(
+            machine_type=settings.pool.machine_type,
+            min_nodes=settings.pool.min_nodes,
+            max_nodes=settings.pool.max_nodes,
+            pods_per_node=_pods_per_node(settings),
+            cluster_autoscaler=settings.autoscaler_enabled,
+        ),
+        pod=run.model.to_dict()
         | {
             "cpu_request_m": settings.pod.cpu_request_m,
             "memory_request_mib": settings.pod.memory_request_mib,
         },
-        "events": events,
-    }
+        events=tuple(SimulationEvent.model_validate(e) for e in events),
+    )
 
 
 def _finite_max(values: np.ndarray) -> float | None:
@@ -129,13 +138,11 @@ def _finite_max(values: np.ndarray) -> float | None:
     return float(finite.max()) if len(finite) else None
 
 
-def _pods_per_node(settings) -> int:
-    from mlscale.simulate.cluster import NodeShape
-
+def _pods_per_node(settings: SimSettings) -> int:
     return NodeShape.of(settings.pool, settings.pod).pods_fit
 
 
-def _policy(settings, hpa) -> dict:
+def _policy(settings: SimSettings, hpa: HpaSettings | None) -> dict[str, Any]:
     if settings.manual is not None:
         return {
             "kind": "manual",
@@ -187,15 +194,16 @@ _INTEGER_COLUMNS = (
 )
 
 
-def write_outputs(out_dir: str, run: Run, summary: dict | None = None, *, report: bool = True) -> dict:
-    """timeseries.csv, summary.json and report.html in ``out_dir``; returns the summary."""
+def write_outputs(
+    out_dir: str, run: Run, summary: SimulationSummary | None = None, *, report: bool = True
+) -> SimulationSummary:
+    """timeseries.csv, summary.json (through its schema) and report.html in ``out_dir``;
+    returns the summary."""
     os.makedirs(out_dir, exist_ok=True)
     summary = summary or summarize(run)
     write_timeseries(os.path.join(out_dir, "timeseries.csv"), run)
     with open(os.path.join(out_dir, "summary.json"), "w") as handle:
-        json.dump(summary, handle, indent=2)
+        handle.write(summary.to_json())
     if report:
-        from mlscale.report.simulate import write_simulation_report
-
         write_simulation_report(os.path.join(out_dir, "report.html"), run, summary)
     return summary

@@ -30,10 +30,11 @@ import json
 import typing
 from dataclasses import dataclass, field
 
+from mlscale.capacity.sizing import NODE_TYPES
 from mlscale.errors import ConfigurationError
 
 
-def _p(default, doc: str, source: str = ""):
+def _p(default: typing.Any, doc: str, source: str = "") -> typing.Any:
     """A field with its explanation and where its default comes from."""
     return field(default=default, metadata={"doc": doc, "source": source})
 
@@ -160,7 +161,7 @@ class ScalingPolicy:
     value: int
     period_s: int
 
-    def to_k8s(self) -> dict:
+    def to_k8s(self) -> dict[str, typing.Any]:
         return {"type": self.type, "value": self.value, "periodSeconds": self.period_s}
 
 
@@ -173,8 +174,11 @@ class ScalingRules:
     select_policy: str  # "Max", "Min" or "Disabled"
     policies: tuple[ScalingPolicy, ...]
 
-    def to_k8s(self) -> dict:
-        data: dict = {"selectPolicy": self.select_policy, "policies": [p.to_k8s() for p in self.policies]}
+    def to_k8s(self) -> dict[str, typing.Any]:
+        data: dict[str, typing.Any] = {
+            "selectPolicy": self.select_policy,
+            "policies": [p.to_k8s() for p in self.policies],
+        }
         if self.stabilization_window_s is not None:
             data["stabilizationWindowSeconds"] = self.stabilization_window_s
         return data
@@ -190,11 +194,11 @@ class Behavior:
     scale_up: ScalingRules = DEFAULT_SCALE_UP
     scale_down: ScalingRules = DEFAULT_SCALE_DOWN
 
-    def to_k8s(self) -> dict:
+    def to_k8s(self) -> dict[str, typing.Any]:
         return {"scaleUp": self.scale_up.to_k8s(), "scaleDown": self.scale_down.to_k8s()}
 
     @classmethod
-    def from_k8s(cls, data: dict) -> Behavior:
+    def from_k8s(cls, data: dict[str, typing.Any]) -> Behavior:
         """A ``spec.behavior`` as Kubernetes writes it, defaults filled in as [V2] does."""
         if not isinstance(data, dict) or set(data) - {"scaleUp", "scaleDown"}:
             raise ConfigurationError(
@@ -206,7 +210,7 @@ class Behavior:
         )
 
 
-def _rules(data: dict | None, default: ScalingRules, name: str) -> ScalingRules:
+def _rules(data: dict[str, typing.Any] | None, default: ScalingRules, name: str) -> ScalingRules:
     if data is None:
         return default
     try:
@@ -263,9 +267,9 @@ class HpaSettings:
     )
     phase_s: float = _p(0.0, "time of the first sync")
 
-    def manifest(self) -> dict:
+    def manifest(self) -> dict[str, typing.Any]:
         """The values to put in the HPA manifest."""
-        data: dict = {"minReplicas": self.min_replicas, "maxReplicas": self.max_replicas}
+        data: dict[str, typing.Any] = {"minReplicas": self.min_replicas, "maxReplicas": self.max_replicas}
         if self.metric == CPU:
             data["metrics"] = [
                 {
@@ -398,7 +402,7 @@ def describe_settings(settings: SimSettings | None = None) -> list[tuple[str, st
     return rows
 
 
-def _coerce(text: str, annotation, key: str):
+def _coerce(text: str, annotation: object, key: str) -> object:
     kind = str(annotation)  # a string: annotations are not evaluated (__future__)
     optional = "None" in kind
     if optional and text.lower() in ("none", "null", ""):
@@ -442,14 +446,14 @@ def apply_overrides(settings: SimSettings, assignments: typing.Iterable[str]) ->
         if isinstance(value, (int, float)) and not isinstance(value, bool) and value < 0:
             raise ConfigurationError(f"--set {key}: must not be negative.")
         updated = dataclasses.replace(target, **{name: value})
-        settings = dataclasses.replace(settings, **{section: updated}) if section else updated
+        changes: dict[str, typing.Any] = {section: updated}
+        settings = dataclasses.replace(settings, **changes) if section else updated
     validate(settings)
     return settings
 
 
 def validate(settings: SimSettings) -> None:
     """Reject settings no cluster could have, with a message that says which."""
-    from mlscale.capacity.sizing import NODE_TYPES
 
     pool, pod = settings.pool, settings.pod
     if pool.machine_type not in NODE_TYPES:
