@@ -23,10 +23,12 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest
 
-# ruff (lint and format) over the package, the tests and the benchmarks.
+# ruff (lint and format) over the package, the tests and the benchmarks; then mypy over the
+# package (configured in pyproject.toml: strict on model, protocol, capacity, simulate, schemas).
 lint: $(STAMP)
 	$(BIN)/ruff check mlscale tests benchmarks
 	$(BIN)/ruff format --check mlscale tests benchmarks
+	$(BIN)/mypy
 
 format: $(STAMP)
 	$(BIN)/ruff check --fix mlscale tests benchmarks
