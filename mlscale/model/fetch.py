@@ -36,7 +36,8 @@ def fetch_model(uri: str, dst_path: str) -> str:
         ) from None
     if "error" in answer:
         raise ModelLoadError(answer["error"])
-    return answer["path"]
+    path: str = answer["path"]
+    return path
 
 
 def main(argv: list[str]) -> int:

@@ -14,9 +14,14 @@ from __future__ import annotations
 
 import ctypes
 import math
+from typing import SupportsInt
 
 import numpy as np
 import orjson
+
+# Imported only by mlscale.model.native for a model that XGBoost already loaded.
+import xgboost
+from xgboost import core
 
 
 class DenseXGBoostPredict:
@@ -24,13 +29,11 @@ class DenseXGBoostPredict:
 
     def __init__(
         self,
-        booster: object,
+        booster: xgboost.Booster,
         *,
-        iteration_range: tuple[int, int] = (0, 0),
+        iteration_range: tuple[SupportsInt, SupportsInt] = (0, 0),
         missing: float = math.nan,
     ) -> None:
-        from xgboost import core
-
         self._booster = booster  # keeps the handle alive
         self._handle = booster.handle
         self._call = core._LIB.XGBoosterPredictFromDense

@@ -49,8 +49,8 @@ def _uvicorn_config(settings: ServeSettings, app: object, **extra: object) -> uv
 
 def build_app(settings: ServeSettings):
     """Load the model and build the app (used in-process and by each worker)."""
-    from mlscale.model import load_model
     from mlscale.serving.app import ScoringApp
+    from mlscale.serving.loading import load_model
     from mlscale.serving.memory import fix_mmap_threshold
     from mlscale.serving.metrics import Metrics
 
