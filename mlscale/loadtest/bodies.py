@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 
 from mlscale.errors import ConfigurationError
+from mlscale.loadtest.records import BodyKindRecord, PoolRecord
 from mlscale.loadtest.shapes import colon_pairs
 
 FORMATS = {
@@ -72,6 +73,7 @@ def load_frame(path: str | None = None, target: str | None = "quality") -> pd.Da
 
 def frame_from_signature(model_uri: str, rows: int = 512, seed: int = 0) -> pd.DataFrame:
     """Random rows that fit a model's input signature (numbers, strings, booleans)."""
+    # heavy: mlflow takes about 1 s to import; only --from-signature needs it
     from mlflow.exceptions import MlflowException
     from mlflow.models import get_model_info
 
@@ -85,7 +87,7 @@ def frame_from_signature(model_uri: str, rows: int = 512, seed: int = 0) -> pd.D
             "give --data with rows instead."
         )
     rng = np.random.default_rng(seed)
-    columns = {}
+    columns: dict[str | None, np.ndarray] = {}
     for spec in signature.inputs.inputs:
         type_name = getattr(getattr(spec, "type", None), "name", None)
         if type_name in ("double", "float"):
@@ -120,10 +122,12 @@ def encode_body(rows: pd.DataFrame, fmt: str) -> str:
 @dataclass(frozen=True)
 class BodyPool:
     content_type: str
-    kinds: list[dict]  # {"name", "rows", "weight", "bodies": [str, ...]}
+    kinds: list[BodyKindRecord]
 
-    def to_dict(self) -> dict:
-        return asdict(self)
+    def to_dict(self) -> PoolRecord:
+        # Copies, as dataclasses.asdict made: the caller may change what it gets.
+        kinds: list[BodyKindRecord] = [{**kind, "bodies": list(kind["bodies"])} for kind in self.kinds]
+        return {"content_type": self.content_type, "kinds": kinds}
 
 
 def build_pool(
@@ -133,13 +137,13 @@ def build_pool(
     if fmt not in FORMATS:
         raise ConfigurationError(f"Unknown body format {fmt!r}; use one of {', '.join(FORMATS)}.")
     rng = np.random.default_rng(seed)
-    out = []
+    out: list[BodyKindRecord] = []
     for kind in kinds:
         bodies = []
         for _ in range(per_kind):
             picks = rng.integers(0, len(frame), size=kind.rows)
             bodies.append(encode_body(frame.iloc[picks], fmt))
-        out.append({**asdict(kind), "bodies": bodies})
+        out.append({"name": kind.name, "rows": kind.rows, "weight": kind.weight, "bodies": bodies})
     return BodyPool(FORMATS[fmt], out)
 
 

@@ -14,9 +14,10 @@ from __future__ import annotations
 import csv
 import itertools
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 from mlscale.errors import ConfigurationError
+from mlscale.loadtest.records import ShapeRecord, StageRecord
 
 USERS = "users"
 RPS = "rps"
@@ -62,12 +63,21 @@ class Shape:
         index = self.stage_index(t)
         return None if index is None else self.stages[index].value_at(t)
 
-    def to_dict(self) -> dict:
-        return {"kind": self.kind, "stages": [asdict(s) for s in self.stages]}
+    def to_dict(self) -> ShapeRecord:
+        return {"kind": self.kind, "stages": [_stage_record(s) for s in self.stages]}
 
     @classmethod
-    def from_dict(cls, data: dict) -> Shape:
+    def from_dict(cls, data: ShapeRecord) -> Shape:
         return cls(data["kind"], tuple(Stage(**s) for s in data["stages"]))
+
+
+def _stage_record(stage: Stage) -> StageRecord:
+    return {
+        "start_s": stage.start_s,
+        "end_s": stage.end_s,
+        "start_value": stage.start_value,
+        "end_value": stage.end_value,
+    }
 
 
 def _check_kind(kind: str) -> None:
