@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from mlscale.errors import ConfigurationError
+from mlscale.examples.wine import data_path
 from mlscale.loadtest.records import BodyKindRecord, PoolRecord
 from mlscale.loadtest.shapes import colon_pairs
 
@@ -57,8 +58,6 @@ def _kind_name(rows: int) -> str:
 
 def load_frame(path: str | None = None, target: str | None = "quality") -> pd.DataFrame:
     """The request rows: a CSV or parquet file (default: the wine data), target dropped."""
-    from mlscale.examples.wine import data_path
-
     path = path or data_path()
     try:
         frame = pd.read_parquet(path) if path.endswith((".parquet", ".pq")) else pd.read_csv(path)

@@ -18,7 +18,7 @@ from mlscale.errors import ModelLoadError
 from mlscale.model.native import NativePredict
 from mlscale.model.signature import NumericSignature
 
-if TYPE_CHECKING:  # mlflow is heavy to import; the CLI imports this module without needing it
+if TYPE_CHECKING:  # mlflow takes about 1 s to import: importing mlscale.model must not load it
     from mlflow.pyfunc import PyFuncModel
     from mlflow.types import Schema
 

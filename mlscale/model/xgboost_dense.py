@@ -22,6 +22,7 @@ import orjson
 # Imported only by mlscale.model.native for a model that XGBoost already loaded.
 import xgboost
 from xgboost import core
+from xgboost._typing import c_bst_ulong  # where xgboost.core takes it from
 
 
 class DenseXGBoostPredict:
@@ -38,7 +39,7 @@ class DenseXGBoostPredict:
         self._handle = booster.handle
         self._call = core._LIB.XGBoosterPredictFromDense
         self._check = core._check_call
-        self._ulong = core.c_bst_ulong
+        self._ulong = c_bst_ulong
         # The same arguments inplace_predict sends; "missing" as XGBoost's own JSON does.
         self._args = core.make_jcargs(
             type=0,

@@ -13,10 +13,14 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, cast
+from typing import cast
 
+import numpy as np
 import orjson
+import pandas as pd
 from mlflow.exceptions import MlflowException
+from mlflow.pyfunc import PyFuncModel
+from mlflow.types import Schema
 
 from mlscale.model import checks
 from mlscale.model.loader import LoadedModel, download_model, load_pyfunc
@@ -25,12 +29,6 @@ from mlscale.model.signature import NumericSignature
 from mlscale.protocol.encode import encode_predictions
 from mlscale.protocol.fast import decode_matrix
 from mlscale.protocol.pyfunc import JSON, Predictor, parse
-
-if TYPE_CHECKING:
-    import numpy as np
-    import pandas as pd
-    from mlflow.pyfunc import PyFuncModel
-    from mlflow.types import Schema
 
 logger = logging.getLogger("mlscale.model")
 
