@@ -40,7 +40,7 @@ def parse_mix(spec: str | None, rows_per_request: int = 1) -> list[RequestKind]:
         return [RequestKind(_kind_name(rows_per_request), rows_per_request, 1.0)]
     kinds = []
 
-    def explain(part):
+    def explain(part: str) -> str:
         return f"Cannot read {part!r} in --mix: write ROWS:WEIGHT pairs, for example 1:90,100:10."
 
     for rows, weight, part in colon_pairs(spec, (int, float), explain):

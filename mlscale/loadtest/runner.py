@@ -18,7 +18,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from importlib import resources
 
@@ -35,7 +35,7 @@ from mlscale.loadtest.bodies import (
 from mlscale.loadtest.histograms import Store
 from mlscale.loadtest.records import LocustConfig, Progress
 from mlscale.loadtest.resources import ResourceMonitor, find_server_pid
-from mlscale.loadtest.results import summarize, timeseries
+from mlscale.loadtest.results import Sample, summarize, timeseries
 from mlscale.loadtest.shapes import RPS, Shape
 from mlscale.loadtest.sla import Sla, parse_sla
 
@@ -214,7 +214,8 @@ def run_loadtest(
         ]
     )
     log_path = os.path.join(out, "locust.log")
-    processes: list[subprocess.Popen] = []
+    # The master (text: its progress lines are read) and the workers (their output dropped).
+    processes: list[subprocess.Popen[str] | subprocess.Popen[bytes]] = []
     log = open(log_path, "w")
     try:
         if settings.workers == 0:
@@ -310,7 +311,7 @@ def _read_progress(master: subprocess.Popen[str], on_progress: Callable[[Progres
                 on_progress(json.loads(line[len(PROGRESS_PREFIX) :]))
 
 
-def _wait(master: subprocess.Popen, deadline: float) -> bool:
+def _wait(master: subprocess.Popen[str], deadline: float) -> bool:
     """Wait for Locust to finish; True when it had to be stopped at the deadline."""
     try:
         master.wait(timeout=max(deadline - time.monotonic(), 1))
@@ -324,7 +325,7 @@ def _wait(master: subprocess.Popen, deadline: float) -> bool:
         return True
 
 
-def _stop_all(processes: list[subprocess.Popen]) -> None:
+def _stop_all(processes: Sequence[subprocess.Popen[str] | subprocess.Popen[bytes]]) -> None:
     for process in processes:
         if process.poll() is None:
             process.send_signal(signal.SIGTERM)
@@ -348,7 +349,7 @@ def _tail(path: str, lines: int = 15) -> str:
 def collect(
     settings: LoadTestSettings,
     out: str,
-    samples: list,
+    samples: list[Sample],
     *,
     killed: bool = False,
     returncode: int | None = None,

@@ -14,7 +14,9 @@ from __future__ import annotations
 import csv
 import itertools
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 from mlscale.errors import ConfigurationError
 from mlscale.loadtest.records import ShapeRecord, StageRecord
@@ -71,6 +73,10 @@ class Shape:
         return cls(data["kind"], tuple(Stage(**s) for s in data["stages"]))
 
 
+First = TypeVar("First")
+Second = TypeVar("Second")
+
+
 def _stage_record(stage: Stage) -> StageRecord:
     return {
         "start_s": stage.start_s,
@@ -101,9 +107,14 @@ def ramp(kind: str, start: float, end: float, duration_s: float) -> Shape:
     return Shape(kind, (Stage(0.0, _positive("The duration", duration_s), start, end),))
 
 
-def colon_pairs(spec: str, cast: tuple, explain) -> list[tuple]:
-    """``"A:B,C:D"`` as typed pairs; ``explain(part)`` words the error for a bad one."""
-    pairs = []
+def colon_pairs(
+    spec: str,
+    cast: tuple[Callable[[str], First], Callable[[str], Second]],
+    explain: Callable[[str], str],
+) -> list[tuple[First, Second, str]]:
+    """``"A:B,C:D"`` as typed pairs, each with its text; ``explain(part)`` words the error
+    for a bad one."""
+    pairs: list[tuple[First, Second, str]] = []
     for part in (p.strip() for p in spec.split(",") if p.strip()):
         try:
             first, second = part.split(":")
@@ -118,7 +129,7 @@ def steps(kind: str, spec: str) -> Shape:
     _check_kind(kind)
     stages, start = [], 0.0
 
-    def explain(part):
+    def explain(part: str) -> str:
         return (
             f"Cannot read the step {part!r}: write steps as SECONDS:VALUE, "
             "comma-separated, for example 60:10,60:20,60:40."

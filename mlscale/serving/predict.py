@@ -7,7 +7,7 @@ work leaves the event loop in one piece when the batcher runs it in a thread.
 from __future__ import annotations
 
 from collections.abc import Hashable, Sequence
-from typing import TypeGuard
+from typing import TypeGuard, cast
 
 import numpy as np
 import pandas as pd
@@ -84,7 +84,7 @@ def pyfunc_batch(predictor: Predictor) -> BatchFunction[ParsedRequest, bytes]:
         if len(requests) == 1:
             return [one(requests[0])]
         # batch_key merges DataFrames only.
-        frames: list[pd.DataFrame] = [r.data for r in requests]
+        frames = cast("list[pd.DataFrame]", [r.data for r in requests])
         sizes = [len(frame) for frame in frames]
         merged = pd.concat(frames, ignore_index=True)
         try:
@@ -112,7 +112,7 @@ def batch_key(request: ParsedRequest) -> Hashable:
         return object()  # unique: never merged
     index = data.index
     # A request with its own index may have a model that reads it; keep it alone.
-    if type(index).__name__ != "RangeIndex" or index.start != 0 or index.step != 1:
+    if type(index) is not pd.RangeIndex or index.start != 0 or index.step != 1:
         return object()
     try:
         return (tuple(data.columns), tuple(str(t) for t in data.dtypes))
