@@ -59,9 +59,9 @@ def _uvicorn_config(
 
 def build_app(settings: ServeSettings) -> ScoringApp:
     """Load the model and build the app (used in-process and by each worker)."""
-    # Here, not at the top: the app and the loader import mlflow (about 1 s), which the
-    # supervisor of N workers never needs; prometheus_client must be imported after
-    # PROMETHEUS_MULTIPROC_DIR is set (_serve_workers sets it).
+    # Here, not at the top: the app and the loader import mlflow (about 1 s), the metrics
+    # prometheus_client; neither the supervisor of N workers nor `mlscale serve --env-manager`
+    # (which hands over to the model's own Python) needs them.
     from mlscale.serving.app import ScoringApp
     from mlscale.serving.loading import load_model
     from mlscale.serving.metrics import Metrics
