@@ -23,11 +23,13 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest
 
-# ruff (lint and format) over the package, the tests and the benchmarks; import-linter
-# for the layers (pyproject.toml, [tool.importlinter]).
+# ruff (lint and format) over the package, the tests and the benchmarks; mypy over the
+# package (strict on model, protocol, capacity, simulate, schemas); import-linter for the
+# layers. All configured in pyproject.toml.
 lint: $(STAMP)
 	$(BIN)/ruff check mlscale tests benchmarks
 	$(BIN)/ruff format --check mlscale tests benchmarks
+	$(BIN)/mypy
 	$(BIN)/lint-imports
 
 format: $(STAMP)

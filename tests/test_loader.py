@@ -8,7 +8,7 @@ import shutil
 import pytest
 
 from mlscale.errors import ModelLoadError
-from mlscale.model import load_model
+from mlscale.serving.loading import load_model
 
 
 @pytest.mark.parametrize(

@@ -10,10 +10,10 @@ import orjson
 import pytest
 from mlflow.exceptions import MlflowException
 
-from mlscale.model import load_model
 from mlscale.model.checks import split_rows
 from mlscale.protocol.fast import decode_matrix
 from mlscale.protocol.pyfunc import JSON, Predictor, parse
+from mlscale.serving.loading import load_model
 from mlscale.serving.predict import batch_key, native_batch, pyfunc_batch
 from tests.models import color_frame, small_frame
 

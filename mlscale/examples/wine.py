@@ -12,6 +12,7 @@ import os
 from dataclasses import dataclass
 from importlib import resources
 
+import numpy as np
 import pandas as pd
 
 from mlscale.errors import TrainingError
@@ -59,7 +60,6 @@ def train(settings: TrainSettings) -> TrainResult:
     """Train, log and register the model; returns ``models:/<name>/<version>``."""
     # Imported here: they are heavy, and only training needs them.
     import mlflow
-    import numpy as np
     from mlflow.exceptions import MlflowException
     from mlflow.models import infer_signature
     from sklearn.metrics import mean_absolute_error, mean_squared_error, r2_score

@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 
 from mlscale.errors import ConfigurationError
+from mlscale.examples.wine import data_path
+from mlscale.loadtest.records import BodyKindRecord, PoolRecord
 from mlscale.loadtest.shapes import colon_pairs
 
 FORMATS = {
@@ -38,7 +40,7 @@ def parse_mix(spec: str | None, rows_per_request: int = 1) -> list[RequestKind]:
         return [RequestKind(_kind_name(rows_per_request), rows_per_request, 1.0)]
     kinds = []
 
-    def explain(part):
+    def explain(part: str) -> str:
         return f"Cannot read {part!r} in --mix: write ROWS:WEIGHT pairs, for example 1:90,100:10."
 
     for rows, weight, part in colon_pairs(spec, (int, float), explain):
@@ -56,8 +58,6 @@ def _kind_name(rows: int) -> str:
 
 def load_frame(path: str | None = None, target: str | None = "quality") -> pd.DataFrame:
     """The request rows: a CSV or parquet file (default: the wine data), target dropped."""
-    from mlscale.examples.wine import data_path
-
     path = path or data_path()
     try:
         frame = pd.read_parquet(path) if path.endswith((".parquet", ".pq")) else pd.read_csv(path)
@@ -72,6 +72,7 @@ def load_frame(path: str | None = None, target: str | None = "quality") -> pd.Da
 
 def frame_from_signature(model_uri: str, rows: int = 512, seed: int = 0) -> pd.DataFrame:
     """Random rows that fit a model's input signature (numbers, strings, booleans)."""
+    # heavy: mlflow takes about 1 s to import; only --from-signature needs it
     from mlflow.exceptions import MlflowException
     from mlflow.models import get_model_info
 
@@ -85,7 +86,7 @@ def frame_from_signature(model_uri: str, rows: int = 512, seed: int = 0) -> pd.D
             "give --data with rows instead."
         )
     rng = np.random.default_rng(seed)
-    columns = {}
+    columns: dict[str | None, np.ndarray] = {}
     for spec in signature.inputs.inputs:
         type_name = getattr(getattr(spec, "type", None), "name", None)
         if type_name in ("double", "float"):
@@ -120,10 +121,12 @@ def encode_body(rows: pd.DataFrame, fmt: str) -> str:
 @dataclass(frozen=True)
 class BodyPool:
     content_type: str
-    kinds: list[dict]  # {"name", "rows", "weight", "bodies": [str, ...]}
+    kinds: list[BodyKindRecord]
 
-    def to_dict(self) -> dict:
-        return asdict(self)
+    def to_dict(self) -> PoolRecord:
+        # Copies, as dataclasses.asdict made: the caller may change what it gets.
+        kinds: list[BodyKindRecord] = [{**kind, "bodies": list(kind["bodies"])} for kind in self.kinds]
+        return {"content_type": self.content_type, "kinds": kinds}
 
 
 def build_pool(
@@ -133,13 +136,13 @@ def build_pool(
     if fmt not in FORMATS:
         raise ConfigurationError(f"Unknown body format {fmt!r}; use one of {', '.join(FORMATS)}.")
     rng = np.random.default_rng(seed)
-    out = []
+    out: list[BodyKindRecord] = []
     for kind in kinds:
         bodies = []
         for _ in range(per_kind):
             picks = rng.integers(0, len(frame), size=kind.rows)
             bodies.append(encode_body(frame.iloc[picks], fmt))
-        out.append({**asdict(kind), "bodies": bodies})
+        out.append({"name": kind.name, "rows": kind.rows, "weight": kind.weight, "bodies": bodies})
     return BodyPool(FORMATS[fmt], out)
 
 

@@ -4,16 +4,21 @@ from __future__ import annotations
 
 import sys
 import time
+from typing import Any
 
 import click
 
 from mlscale.errors import ConfigurationError
 from mlscale.loadtest import shapes
-from mlscale.loadtest.runner import LoadTestSettings, check_host, run_loadtest
+from mlscale.loadtest.records import Progress
+from mlscale.loadtest.runner import LoadTestResult, LoadTestSettings, check_host, run_loadtest
 from mlscale.loadtest.sla import parse_sla
 
+# The command's options as click passes them: flag name -> value, of each flag's own type.
+Options = dict[str, Any]
 
-def shape_from_options(options: dict) -> shapes.Shape:
+
+def shape_from_options(options: Options) -> shapes.Shape:
     users, rate = options["users"], options["rate"]
     if users is not None and rate is not None:
         raise ConfigurationError("Give --users (closed loop) or --rate (open loop), not both.")
@@ -40,7 +45,7 @@ def shape_from_options(options: dict) -> shapes.Shape:
     return shapes.constant(kind, base, duration or 30.0)
 
 
-def settings_from_options(options: dict) -> LoadTestSettings:
+def settings_from_options(options: Options) -> LoadTestSettings:
     if options["data"] and options["signature_of"]:
         raise ConfigurationError("Give --data or --from-signature, not both.")
     return LoadTestSettings(
@@ -74,7 +79,7 @@ class LiveLine:
         self.started = time.monotonic()
         self.tty = sys.stderr.isatty()
 
-    def __call__(self, progress: dict) -> None:
+    def __call__(self, progress: Progress) -> None:
         elapsed = time.monotonic() - self.started
         total = self.settings.shape.duration_s
         load = (
@@ -98,7 +103,7 @@ class LiveLine:
             click.echo("", err=True)
 
 
-def run_from_options(options: dict) -> int:
+def run_from_options(options: Options) -> int:
     settings = settings_from_options(options)
     mode = "open loop" if settings.mode == "open" else "closed loop"
     click.echo(
@@ -114,12 +119,12 @@ def run_from_options(options: dict) -> int:
     return report_result(result)
 
 
-def report_result(result) -> int:
+def report_result(result: LoadTestResult) -> int:
     """The run's verdict on the terminal; the exit status (1: the SLA was missed)."""
     summary = result.summary
     latency = summary["latency_ms"]
 
-    def fmt(v):
+    def fmt(v: float | None) -> str:
         return "–" if v is None else f"{v:.1f} ms"
 
     click.echo(

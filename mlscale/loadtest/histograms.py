@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 import numpy as np
 from hdrh.histogram import HdrHistogram
 
+from mlscale.loadtest.records import EncodedWindow
+
 LOWEST_US = 1
 HIGHEST_US = 3_600_000_000
 DIGITS = 3
@@ -88,7 +90,9 @@ def latency_ms(histogram: HdrHistogram) -> dict[str, float | None]:
     if histogram.get_total_count() == 0:
         return {**dict.fromkeys(PERCENTILES), "max": None, "mean": None}
     at = values_at_percentiles(histogram, list(PERCENTILES.values()))
-    values = {name: value / 1000 for name, value in zip(PERCENTILES, at, strict=True)}
+    values: dict[str, float | None] = {
+        name: value / 1000 for name, value in zip(PERCENTILES, at, strict=True)
+    }
     values["max"] = histogram.get_max_value() / 1000
     values["mean"] = round(mean_us(histogram) / 1000, 3)
     return values
@@ -101,7 +105,7 @@ class Window:
     latency: dict[str, HdrHistogram] = field(default_factory=lambda: defaultdict(new_histogram))
     # Latency measured from the actual send (open loop only: the uncorrected view).
     service: dict[str, HdrHistogram] = field(default_factory=lambda: defaultdict(new_histogram))
-    failures: Counter = field(default_factory=Counter)  # (kind, error) -> count
+    failures: Counter[tuple[str, str]] = field(default_factory=Counter)  # (kind, error) -> count
     late: int = 0  # open loop: requests sent later than scheduled
     dropped: int = 0  # open loop: requests not sent because too many were in flight
 
@@ -127,13 +131,13 @@ class Recorder:
     def dropped(self, second: int) -> None:
         self.windows[second].dropped += 1
 
-    def drain(self, before: int | None = None) -> list[dict]:
+    def drain(self, before: int | None = None) -> list[EncodedWindow]:
         """Encode and forget the windows older than ``before`` (all when None)."""
         seconds = sorted(s for s in self.windows if before is None or s < before)
         return [encode_window(s, self.windows.pop(s)) for s in seconds]
 
 
-def encode_window(second: int, window: Window) -> dict:
+def encode_window(second: int, window: Window) -> EncodedWindow:
     def encoded(histograms: dict[str, HdrHistogram]) -> dict[str, str]:
         # HdrHistogram's own wire format: compressed, then base64 (ASCII).
         return {kind: h.encode().decode("ascii") for kind, h in histograms.items()}
@@ -142,7 +146,7 @@ def encode_window(second: int, window: Window) -> dict:
         "second": second,
         "latency": encoded(window.latency),
         "service": encoded(window.service),
-        "failures": [[kind, error, n] for (kind, error), n in window.failures.items()],
+        "failures": [(kind, error, n) for (kind, error), n in window.failures.items()],
         "late": window.late,
         "dropped": window.dropped,
     }
@@ -158,7 +162,7 @@ class Store:
     def __init__(self) -> None:
         self.windows: dict[int, Window] = defaultdict(Window)
 
-    def add(self, encoded_windows: list[dict]) -> None:
+    def add(self, encoded_windows: list[EncodedWindow]) -> None:
         for data in encoded_windows:
             window = self.windows[int(data["second"])]
             for kind, text in data["latency"].items():
@@ -170,5 +174,5 @@ class Store:
             window.late += data["late"]
             window.dropped += data["dropped"]
 
-    def encode(self) -> list[dict]:
+    def encode(self) -> list[EncodedWindow]:
         return [encode_window(s, self.windows[s]) for s in sorted(self.windows)]

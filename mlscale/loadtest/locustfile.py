@@ -25,6 +25,7 @@ import os
 import random
 import sys
 import time
+from dataclasses import dataclass, field
 
 import gevent
 from locust import LoadTestShape, User, events, task
@@ -33,14 +34,15 @@ from locust.runners import MasterRunner, WorkerRunner
 from mlscale.loadtest import CONFIG_ENV, PROGRESS_PREFIX, RESULTS_FILE
 from mlscale.loadtest.client import Connection, ConnectionPool, Target, build_request
 from mlscale.loadtest.histograms import Recorder, Store, new_histogram, values_at_percentiles
+from mlscale.loadtest.records import LocustConfig, LocustResults, PoolRecord, Progress
 from mlscale.loadtest.shapes import Shape
 
 
-def _load_config() -> dict:
+def _load_config() -> LocustConfig:
     path = os.environ.get(CONFIG_ENV)
     if path:
         with open(path) as handle:
-            config = json.load(handle)
+            config: LocustConfig = json.load(handle)
         # The bodies: a file beside the configuration (`mlscale loadtest`), or inline
         # (one file, as in a Kubernetes ConfigMap), or else the reference's wine rows.
         if "pool" not in config and config.get("bodies"):
@@ -57,12 +59,12 @@ def _load_config() -> dict:
         "think": "constant",
         "path": "/invocations",
         "pool": _reference_pool(),
-        "shape": None,
-        "out": None,
     }
 
 
-def _reference_pool() -> dict:
+def _reference_pool() -> PoolRecord:
+    # Only without a configured pool; the bodies module brings pandas (about 0.3 s) into
+    # every Locust process otherwise.
     from mlscale.loadtest.bodies import build_pool, load_frame, parse_mix
 
     return build_pool(load_frame(), parse_mix(None), "split").to_dict()
@@ -79,12 +81,25 @@ if os.environ.get("MLSCALE_AUTH_TOKEN"):
 KINDS = [kind["name"] for kind in POOL["kinds"]]
 WEIGHTS = [kind["weight"] for kind in POOL["kinds"]]
 BODIES = {kind["name"]: [b.encode() for b in kind["bodies"]] for kind in POOL["kinds"]}
-SHAPE = Shape.from_dict(CONFIG["shape"]) if CONFIG.get("shape") else None
+_SHAPE_RECORD = CONFIG.get("shape")
+SHAPE = Shape.from_dict(_SHAPE_RECORD) if _SHAPE_RECORD else None
 LATE_S = CONFIG.get("late_threshold_s", 0.01)
 
 recorder = Recorder()
 store = Store()
-_state = {"start": None, "end": None, "workers": [], "cpu_warnings": 0}
+
+
+@dataclass
+class _TestState:
+    """The running test's times, workers and warnings, for its results file."""
+
+    start: float | None = None
+    end: float | None = None
+    workers: list[tuple[int, int | None]] = field(default_factory=list)
+    cpu_warnings: int = 0
+
+
+_state = _TestState()
 # Once the shape is over, users are stopped and the generators get this long to
 # send their last seconds before Locust quits. Locust's own quit does not wait
 # for workers' last messages, so this is what makes the results complete.
@@ -124,7 +139,9 @@ def _describe(status: int, error: object) -> str:
     return type(error).__name__ if error is not None else "no response"
 
 
-def _send(user: User, connection: Connection | ConnectionPool, intended: float | None = None) -> None:
+def _send(
+    user: ScoringUser | ArrivalUser, connection: Connection | ConnectionPool, intended: float | None = None
+) -> None:
     """One request; latency from ``intended`` (open loop) or from the send (closed)."""
     kind, request = user.requests.pick()
     started = time.perf_counter()
@@ -219,7 +236,7 @@ class ArrivalUser(User):
         poisson = CONFIG.get("arrival", "poisson") == "poisson"
         limit = CONFIG.get("max_in_flight", 1000)
         in_flight = [0]
-        start = _state["start"] or time.time()
+        start = _state.start or time.time()
         offset = time.perf_counter() - (time.time() - start)  # perf_counter at test start
         scheduled = time.perf_counter()
 
@@ -251,17 +268,20 @@ class ArrivalUser(User):
 
 
 if SHAPE is not None:
+    _CONFIGURED_SHAPE: Shape = SHAPE  # not None here, for the class below
 
     class ConfiguredShape(LoadTestShape):
         """Users (closed loop) or dispatchers (open loop) over the configured shape."""
 
-        def tick(self):
+        shape = _CONFIGURED_SHAPE
+
+        def tick(self) -> tuple[int, float] | None:
             elapsed = self.get_run_time()
-            value = SHAPE.value_at(elapsed)
+            value = self.shape.value_at(elapsed)
             if value is None:
-                if _state["end"] is None:
-                    _state["end"] = time.time()
-                if elapsed < SHAPE.duration_s + _DRAIN_S:
+                if _state.end is None:
+                    _state.end = time.time()
+                if elapsed < self.shape.duration_s + _DRAIN_S:
                     return 0, 10_000  # stop the users; their last seconds are still coming
                 return None
             if CONFIG["mode"] == "open":
@@ -275,7 +295,8 @@ def _flush(runner, everything: bool = False) -> None:
     if not windows:
         return
     if isinstance(runner, WorkerRunner):
-        runner.send_message("mlscale_windows", windows)
+        # Locust annotates the data as a dict; any value msgpack encodes travels (a list here).
+        runner.send_message("mlscale_windows", windows)  # type: ignore[arg-type]
     else:
         store.add(windows)
 
@@ -304,8 +325,8 @@ def _progress(environment) -> None:
             merged.add(histogram)
         failures = sum(window.failures.values())
     workers = runner.worker_count if isinstance(runner, MasterRunner) else None
-    _state["workers"].append([second, workers])
-    line = {
+    _state.workers.append((second, workers))
+    line: Progress = {
         "second": second,
         "users": runner.user_count,
         "requests": merged.get_total_count(),
@@ -332,12 +353,12 @@ def _on_test_start(environment, **_kwargs) -> None:
     # web UI or API): each test's results are its own.
     if not isinstance(environment.runner, WorkerRunner):
         store.windows.clear()
-        _state.update(start=time.time(), end=None, workers=[], cpu_warnings=0)
+        _state.start, _state.end, _state.workers, _state.cpu_warnings = time.time(), None, [], 0
 
 
 @events.cpu_warning.add_listener
 def _on_cpu_warning(environment, cpu_usage, **_kwargs) -> None:
-    _state["cpu_warnings"] += 1
+    _state.cpu_warnings += 1
 
 
 @events.test_stop.add_listener
@@ -345,16 +366,16 @@ def _on_test_stop(environment, **_kwargs) -> None:
     _flush(environment.runner, everything=True)
     if isinstance(environment.runner, WorkerRunner):
         return
-    _state["end"] = _state["end"] or time.time()
+    _state.end = _state.end or time.time()
     out = CONFIG.get("out")
     if not out:
         return
-    results = {
-        "start": _state["start"],
-        "end": _state["end"],
+    results: LocustResults = {
+        "start": _state.start,
+        "end": _state.end,
         "windows": store.encode(),
-        "workers": _state["workers"],
-        "cpu_warnings": _state["cpu_warnings"],
+        "workers": _state.workers,
+        "cpu_warnings": _state.cpu_warnings,
         "expected_workers": getattr(environment.parsed_options, "expect_workers", None),
     }
     # Written whole, then renamed: a reader polling for the file never sees half of it.
@@ -372,6 +393,7 @@ def _summarize(environment, out: str) -> None:
     master itself: in a cluster no mlscale process waits for them. The server's CPU
     and memory are the cluster's to show (``mlscale stack loadtest`` adds them from
     the container engine when it writes its own copy)."""
+    # Only a master that summarizes needs the runner, and the report (plotly) it brings.
     from mlscale.loadtest.runner import collect, settings_from_config
 
     host = environment.host or os.environ.get("TARGET_HOST") or ""

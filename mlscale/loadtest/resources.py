@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import threading
 import time
+import urllib.request
+from typing import NamedTuple, TypedDict
 from urllib.parse import urlparse
 
 import psutil
+from prometheus_client.parser import text_string_to_metric_families
 
 from mlscale.loadtest.results import Sample
 
@@ -25,8 +28,12 @@ def find_server_pid(host_url: str) -> int | None:
         connections = psutil.net_connections(kind="tcp")
     except (psutil.AccessDenied, OSError):
         return None
-    pids = {c.pid for c in connections if c.status == psutil.CONN_LISTEN and c.laddr.port == port}
-    pids.discard(None)
+    # A listening socket's laddr is an address; only unconnected UNIX sockets have an empty one.
+    pids = {
+        c.pid
+        for c in connections
+        if c.status == psutil.CONN_LISTEN and c.laddr and c.laddr.port == port and c.pid is not None
+    }
     if not pids:
         return None
     # With several workers on one socket, the supervisor is their common parent.
@@ -40,6 +47,14 @@ def find_server_pid(host_url: str) -> int | None:
     return min(pids)
 
 
+class TreeReading(NamedTuple):
+    """One reading of a process tree, since the previous one."""
+
+    cpu_s: float  # CPU seconds the whole tree used
+    rss_mb: float  # its resident memory now
+    per_process: dict[int, float]  # CPU seconds by process id
+
+
 class _Tree:
     """CPU seconds and RSS of a process and its descendants, between two readings."""
 
@@ -47,7 +62,7 @@ class _Tree:
         self.root = psutil.Process(pid)
         self._last: dict[int, float] = {}
 
-    def read(self) -> tuple[float, float, dict[int, float]] | None:
+    def read(self) -> TreeReading | None:
         """(CPU seconds used since the last read, RSS in MB, CPU seconds per process);
         None once the process is gone (a dead server is not one using no memory)."""
         try:
@@ -56,7 +71,9 @@ class _Tree:
                 return None
         except psutil.Error:
             return None
-        used, rss, per_process, seen = 0.0, 0.0, {}, {}
+        used, rss = 0.0, 0.0
+        per_process: dict[int, float] = {}
+        seen: dict[int, float] = {}
         for process in processes:
             try:
                 times = process.cpu_times()
@@ -69,7 +86,15 @@ class _Tree:
             per_process[process.pid] = delta
             used += delta
         self._last = seen
-        return used, rss, per_process
+        return TreeReading(used, rss, per_process)
+
+
+class ServerInternals(TypedDict):
+    """The server's own view of each second, as the sample's fields of the same names."""
+
+    in_flight: float | None
+    queue_wait_ms: float | None  # mean queue wait of the requests batched in that second
+    batch_rows: float | None  # mean rows per predict call
 
 
 class ServerMetrics:
@@ -85,14 +110,10 @@ class ServerMetrics:
         self.url = url
         self._last: dict[str, tuple[float, float]] = {}
 
-    def read(self) -> dict[str, float | None]:
-        empty = {"in_flight": None, "queue_wait_ms": None, "batch_rows": None}
+    def read(self) -> ServerInternals:
+        empty = ServerInternals(in_flight=None, queue_wait_ms=None, batch_rows=None)
         if self.url is None:
             return empty
-        import urllib.request
-
-        from prometheus_client.parser import text_string_to_metric_families
-
         try:
             with urllib.request.urlopen(self.url, timeout=0.5) as response:
                 text = response.read().decode()
@@ -103,8 +124,11 @@ class ServerMetrics:
         if "mlscale_in_flight_requests" not in families:
             self.url = None
             return empty
-        values = dict(empty)
-        values["in_flight"] = sum(s.value for s in families["mlscale_in_flight_requests"].samples)
+        values = ServerInternals(
+            in_flight=sum(s.value for s in families["mlscale_in_flight_requests"].samples),
+            queue_wait_ms=None,
+            batch_rows=None,
+        )
         for name in self._SUMS:
             family = families.get(name)
             if family is None:
@@ -115,8 +139,10 @@ class ServerMetrics:
             self._last[name] = (total, count)
             if previous and count > previous[1]:
                 mean = (total - previous[0]) / (count - previous[1])
-                key = "queue_wait_ms" if name == "mlscale_queue_wait_seconds" else "batch_rows"
-                values[key] = mean * 1000 if key == "queue_wait_ms" else mean
+                if name == "mlscale_queue_wait_seconds":
+                    values["queue_wait_ms"] = mean * 1000
+                else:
+                    values["batch_rows"] = mean
         return values
 
 
@@ -144,7 +170,7 @@ class ResourceMonitor:
         self._thread.join(5)
         return self.samples
 
-    def _read(self) -> tuple:
+    def _read(self) -> tuple[TreeReading | None, list[TreeReading]]:
         server = self._server.read() if self._server else None
         generators = [reading for tree in self._generators if (reading := tree.read()) is not None]
         return server, generators
@@ -156,14 +182,14 @@ class ResourceMonitor:
             elapsed = max(now - last, 1e-3)
             last = now
             server, generators = self._read()
-            per_process = [d / elapsed for g in generators for d in g[2].values()]
+            per_process = [d / elapsed for g in generators for d in g.per_process.values()]
             internals = self._metrics.read()
             self.samples.append(
                 Sample(
                     second=int(time.time()) - 1,
-                    server_cpu=server[0] / elapsed if server else None,
-                    server_rss_mb=server[1] if server else None,
-                    generator_cpu=sum(g[0] for g in generators) / elapsed if generators else None,
+                    server_cpu=server.cpu_s / elapsed if server else None,
+                    server_rss_mb=server.rss_mb if server else None,
+                    generator_cpu=sum(g.cpu_s for g in generators) / elapsed if generators else None,
                     generator_cpu_max=max(per_process, default=None),
                     **internals,
                 )

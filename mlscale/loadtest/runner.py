@@ -9,6 +9,7 @@ success, failure and Ctrl-C, and the whole run is bounded in time.
 from __future__ import annotations
 
 import contextlib
+import csv
 import json
 import os
 import signal
@@ -17,7 +18,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from importlib import resources
 
@@ -32,8 +33,9 @@ from mlscale.loadtest.bodies import (
     write_pool,
 )
 from mlscale.loadtest.histograms import Store
+from mlscale.loadtest.records import LocustConfig, Progress
 from mlscale.loadtest.resources import ResourceMonitor, find_server_pid
-from mlscale.loadtest.results import summarize, timeseries
+from mlscale.loadtest.results import Sample, summarize, timeseries
 from mlscale.loadtest.shapes import RPS, Shape
 from mlscale.loadtest.sla import Sla, parse_sla
 
@@ -130,7 +132,7 @@ def locust_config(
     bodies: str | None = None,
     pool: BodyPool | None = None,
     summarize: bool = False,
-) -> dict:
+) -> LocustConfig:
     """The locustfile's configuration (what ``MLSCALE_LOADTEST_CONFIG`` names) for ``settings``.
 
     Paths are as the Locust processes see them, which in a container is not
@@ -141,7 +143,7 @@ def locust_config(
     time series and report at the end of each test (in a cluster, where no
     mlscale process waits for its results), from :func:`settings_from_config`.
     """
-    config = {
+    config: LocustConfig = {
         "mode": settings.mode,
         "shape": settings.shape.to_dict(),
         "spawn_rate": settings.spawn_rate,
@@ -164,7 +166,7 @@ def locust_config(
     return config
 
 
-def settings_from_config(config: dict, *, host: str, out_dir: str) -> LoadTestSettings:
+def settings_from_config(config: LocustConfig, *, host: str, out_dir: str) -> LoadTestSettings:
     """The settings a locustfile configuration was written from, as far as the
     summary needs them (the shape, the user's behaviour, the workers, the SLA)."""
     return LoadTestSettings(
@@ -178,12 +180,12 @@ def settings_from_config(config: dict, *, host: str, out_dir: str) -> LoadTestSe
         arrival=config.get("arrival", "poisson"),
         workers=config.get("workers", 0),
         max_in_flight=config.get("max_in_flight", 1000),
-        sla=parse_sla(config["sla"]) if config.get("sla") else None,
+        sla=parse_sla(sla) if (sla := config.get("sla")) else None,
     )
 
 
 def run_loadtest(
-    settings: LoadTestSettings, on_progress: Callable[[dict], None] | None = None
+    settings: LoadTestSettings, on_progress: Callable[[Progress], None] | None = None
 ) -> LoadTestResult:
     out = os.path.abspath(settings.out_dir)
     os.makedirs(out, exist_ok=True)
@@ -212,7 +214,8 @@ def run_loadtest(
         ]
     )
     log_path = os.path.join(out, "locust.log")
-    processes: list[subprocess.Popen] = []
+    # The master (text: its progress lines are read) and the workers (their output dropped).
+    processes: list[subprocess.Popen[str] | subprocess.Popen[bytes]] = []
     log = open(log_path, "w")
     try:
         if settings.workers == 0:
@@ -300,14 +303,15 @@ def run_loadtest(
     )
 
 
-def _read_progress(master: subprocess.Popen, on_progress: Callable[[dict], None] | None) -> None:
+def _read_progress(master: subprocess.Popen[str], on_progress: Callable[[Progress], None] | None) -> None:
+    assert master.stdout is not None  # started with stdout=PIPE
     for line in master.stdout:
         if line.startswith(PROGRESS_PREFIX) and on_progress is not None:
             with contextlib.suppress(ValueError, TypeError):
                 on_progress(json.loads(line[len(PROGRESS_PREFIX) :]))
 
 
-def _wait(master: subprocess.Popen, deadline: float) -> bool:
+def _wait(master: subprocess.Popen[str], deadline: float) -> bool:
     """Wait for Locust to finish; True when it had to be stopped at the deadline."""
     try:
         master.wait(timeout=max(deadline - time.monotonic(), 1))
@@ -321,7 +325,7 @@ def _wait(master: subprocess.Popen, deadline: float) -> bool:
         return True
 
 
-def _stop_all(processes: list[subprocess.Popen]) -> None:
+def _stop_all(processes: Sequence[subprocess.Popen[str] | subprocess.Popen[bytes]]) -> None:
     for process in processes:
         if process.poll() is None:
             process.send_signal(signal.SIGTERM)
@@ -345,7 +349,7 @@ def _tail(path: str, lines: int = 15) -> str:
 def collect(
     settings: LoadTestSettings,
     out: str,
-    samples: list,
+    samples: list[Sample],
     *,
     killed: bool = False,
     returncode: int | None = None,
@@ -409,6 +413,8 @@ def collect(
     rows = timeseries(store, start=start, shape=settings.shape, samples=samples)
     _write_outputs(out, summary, rows)
     if settings.report:
+        # Here, not at the top: plotly takes about 0.4 s to import, and the report layer sits
+        # above this one (it imports loadtest), so this upward import stays out of module load.
         from mlscale.report.loadtest import write_report
 
         write_report(os.path.join(out, "report.html"), summary, rows, store, settings.shape)
@@ -416,8 +422,6 @@ def collect(
 
 
 def _write_outputs(out: str, summary: dict, rows: list[dict]) -> None:
-    import csv
-
     with open(os.path.join(out, "summary.json"), "w") as handle:
         json.dump(summary, handle, indent=2)
     columns = [

@@ -14,9 +14,12 @@ from __future__ import annotations
 import csv
 import itertools
 import math
-from dataclasses import asdict, dataclass
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TypeVar
 
 from mlscale.errors import ConfigurationError
+from mlscale.loadtest.records import ShapeRecord, StageRecord
 
 USERS = "users"
 RPS = "rps"
@@ -62,12 +65,25 @@ class Shape:
         index = self.stage_index(t)
         return None if index is None else self.stages[index].value_at(t)
 
-    def to_dict(self) -> dict:
-        return {"kind": self.kind, "stages": [asdict(s) for s in self.stages]}
+    def to_dict(self) -> ShapeRecord:
+        return {"kind": self.kind, "stages": [_stage_record(s) for s in self.stages]}
 
     @classmethod
-    def from_dict(cls, data: dict) -> Shape:
+    def from_dict(cls, data: ShapeRecord) -> Shape:
         return cls(data["kind"], tuple(Stage(**s) for s in data["stages"]))
+
+
+First = TypeVar("First")
+Second = TypeVar("Second")
+
+
+def _stage_record(stage: Stage) -> StageRecord:
+    return {
+        "start_s": stage.start_s,
+        "end_s": stage.end_s,
+        "start_value": stage.start_value,
+        "end_value": stage.end_value,
+    }
 
 
 def _check_kind(kind: str) -> None:
@@ -91,9 +107,14 @@ def ramp(kind: str, start: float, end: float, duration_s: float) -> Shape:
     return Shape(kind, (Stage(0.0, _positive("The duration", duration_s), start, end),))
 
 
-def colon_pairs(spec: str, cast: tuple, explain) -> list[tuple]:
-    """``"A:B,C:D"`` as typed pairs; ``explain(part)`` words the error for a bad one."""
-    pairs = []
+def colon_pairs(
+    spec: str,
+    cast: tuple[Callable[[str], First], Callable[[str], Second]],
+    explain: Callable[[str], str],
+) -> list[tuple[First, Second, str]]:
+    """``"A:B,C:D"`` as typed pairs, each with its text; ``explain(part)`` words the error
+    for a bad one."""
+    pairs: list[tuple[First, Second, str]] = []
     for part in (p.strip() for p in spec.split(",") if p.strip()):
         try:
             first, second = part.split(":")
@@ -108,7 +129,7 @@ def steps(kind: str, spec: str) -> Shape:
     _check_kind(kind)
     stages, start = [], 0.0
 
-    def explain(part):
+    def explain(part: str) -> str:
         return (
             f"Cannot read the step {part!r}: write steps as SECONDS:VALUE, "
             "comma-separated, for example 60:10,60:20,60:40."

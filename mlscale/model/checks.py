@@ -16,12 +16,16 @@ random rows when the signature is numeric.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING, TypeGuard
 
 import numpy as np
 import orjson
 
 from mlscale.model.native import NativePredict, same_predictions
 from mlscale.model.signature import NumericSignature
+
+if TYPE_CHECKING:  # pandas comes in with mlflow; a type here only
+    import pandas as pd
 
 _RANDOM_ROWS = 8
 
@@ -42,7 +46,9 @@ def split_rows(raw: object, sizes: Sequence[int]) -> list[object] | None:
     return None
 
 
-def sample_document(signature: NumericSignature, example_rows: list[list[float]]) -> dict:
+def sample_document(
+    signature: NumericSignature, example_rows: list[list[float]]
+) -> dict[str, dict[str, list[str] | list[list[float]]]]:
     """A ``dataframe_split`` body: the example rows, then seeded random rows."""
     data = list(example_rows)
     rng = np.random.default_rng(0)
@@ -54,15 +60,20 @@ def sample_document(signature: NumericSignature, example_rows: list[list[float]]
     return {"dataframe_split": {"columns": list(signature.names), "data": data}}
 
 
-def input_example(local_path: str) -> object | None:
+def input_example(local_path: str) -> pd.DataFrame | None:
     """The model's saved input example as a DataFrame, if it has one."""
     try:
-        from mlflow.models import Model
+        from mlflow.models import Model  # heavy (about 1 s); only model loading needs it
 
-        example = Model.load(local_path).load_input_example(local_path)
+        # MLflow annotates the example as a string; it is whatever was saved (often a DataFrame).
+        example: object = Model.load(local_path).load_input_example(local_path)
     except Exception:  # an example is a bonus; its absence or oddity is not an error
         return None
-    return example if hasattr(example, "columns") and len(example) else None
+    return example if _is_frame(example) and len(example) else None
+
+
+def _is_frame(value: object) -> TypeGuard[pd.DataFrame]:
+    return hasattr(value, "columns")
 
 
 def check_native(native: NativePredict, matrix: np.ndarray, expected: object) -> tuple[str | None, bool]:
@@ -79,31 +90,7 @@ def check_native(native: NativePredict, matrix: np.ndarray, expected: object) ->
     return None, all(np.array_equal(a, actual[i : i + 1], equal_nan=True) for i, a in enumerate(alone))
 
 
-def pyfunc_merges_exactly(predict, frame: object, rows: int = 4) -> bool:
-    """Whether pyfunc answers a merged call exactly as row-by-row calls (encoded).
-
-    A few rows suffice to see a size-dependent summation, and a slow model is
-    called ``rows + 1`` times at start-up, so the check stays short.
-    """
-    from mlscale.protocol.encode import encode_predictions
-
-    frame = frame.iloc[:rows].reset_index(drop=True)
-    if len(frame) < 2:
-        return False
-    try:
-        merged = split_rows(predict(frame, None), [1] * len(frame))
-        if merged is None:
-            return False
-        for i, part in enumerate(merged):
-            alone = predict(frame.iloc[i : i + 1].reset_index(drop=True), None)
-            if encode_predictions(alone) != encode_predictions(part):
-                return False
-    except Exception:
-        return False
-    return True
-
-
-def sample_frame_body(frame: object) -> bytes:
+def sample_frame_body(frame: pd.DataFrame) -> bytes:
     """A JSON body carrying a DataFrame, for MLflow's parser."""
     return orjson.dumps(
         {

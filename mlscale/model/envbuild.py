@@ -12,10 +12,15 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
+from importlib.metadata import PackageNotFoundError, metadata, requires
 
+import yaml
+
+import mlscale
 from mlscale.model.environment import (
+    SERVING_PACKAGES,
     EnvironmentSpec,
     Interpreter,
     ModelEnvironmentError,
@@ -145,8 +150,6 @@ def read_model_environment(uri: str, workdir: str) -> ModelEnvironment:
 
 def _python_env_file(mlmodel_text: str) -> str:
     """The file the pyfunc flavour names for virtualenv, python_env.yaml by default."""
-    import yaml
-
     try:
         flavors = (yaml.safe_load(mlmodel_text) or {}).get("flavors") or {}
         env = (flavors.get("python_function") or {}).get("env")
@@ -163,7 +166,7 @@ def _reader(uri: str, workdir: str) -> Callable[[str], str | None]:
         mlmodel = read("MLmodel")
     except ModelEnvironmentError:
         # Some URIs only download whole (MLflow 3's models:/m-<id>); a wrong one fails
-        # here too, with the loader's explanation.
+        # here too, with the loader's explanation. The loader brings numpy (about 0.1 s).
         from mlscale.model.loader import download_model
 
         return _local_reader(download_model(uri, os.path.join(workdir, "model")))
@@ -184,7 +187,7 @@ def _local_reader(folder: str) -> Callable[[str], str | None]:
 def _remote_reader(uri: str, workdir: str) -> Callable[[str], str | None]:
     """Downloads single files of the model: its environment is a few hundred bytes,
     and the server downloads the model itself once it runs."""
-    import mlflow.artifacts
+    import mlflow.artifacts  # heavy (about 1 s): only a remote model URI needs it
 
     listings: dict[str, set[str]] = {}  # folder -> its files: a missing file is no error
 
@@ -211,8 +214,9 @@ def _remote_reader(uri: str, workdir: str) -> Callable[[str], str | None]:
 
 
 @contextlib.contextmanager
-def _resolving(uri: str):
+def _resolving(uri: str) -> Iterator[None]:
     """MLflow's errors, as the loader words them."""
+    # heavy: mlflow (about 1 s) and, with the loader, numpy; only resolving a URI needs them
     from mlflow.exceptions import MlflowException
 
     from mlscale.model.loader import _explain_resolution_error
@@ -230,10 +234,6 @@ def _resolving(uri: str):
 
 def _declared_requirements() -> list[str]:
     """mlscale's dependency list, from its installed metadata (pyproject.toml)."""
-    from importlib.metadata import PackageNotFoundError, requires
-
-    from mlscale.model.environment import SERVING_PACKAGES
-
     try:
         return list(requires("mlscale") or [])
     except PackageNotFoundError:  # run from a bare source tree: any version
@@ -241,8 +241,6 @@ def _declared_requirements() -> list[str]:
 
 
 def _requires_python() -> str | None:
-    from importlib.metadata import PackageNotFoundError, metadata
-
     try:
         return metadata("mlscale")["Requires-Python"]
     except (PackageNotFoundError, KeyError):
@@ -250,8 +248,6 @@ def _requires_python() -> str | None:
 
 
 def _mlscale_dir() -> str:
-    import mlscale
-
     return os.path.dirname(os.path.realpath(mlscale.__file__))
 
 
@@ -445,7 +441,7 @@ def _install_inputs(uri: str, model: ModelEnvironment, workdir: str) -> str:
             os.symlink(os.path.abspath(os.path.join(uri, entry)), os.path.join(inputs, entry))
         return inputs
     if model.needs_model_files:
-        from mlscale.model.loader import download_model
+        from mlscale.model.loader import download_model  # brings numpy; only this case needs it
 
         return download_model(uri, inputs)
     os.makedirs(inputs)
@@ -458,6 +454,8 @@ def _install_inputs(uri: str, model: ModelEnvironment, workdir: str) -> str:
 
 def _uv_binary() -> str:
     try:
+        # Inside the try: where uv's wheel is missing (mlscale installed without its dependencies),
+        # the import fails and the uv on PATH is used.
         from uv import find_uv_bin
 
         return find_uv_bin()

@@ -24,6 +24,11 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import NoReturn
 
+import yaml
+from packaging.requirements import InvalidRequirement, Requirement
+from packaging.specifiers import SpecifierSet
+from packaging.utils import canonicalize_name
+
 from mlscale.errors import MlscaleError
 
 MANAGERS = ("uv", "virtualenv")
@@ -67,8 +72,6 @@ def parse_python_version(text: str) -> tuple[int, ...]:
 
 def parse_python_env(text: str) -> tuple[str, list[str], list[str]]:
     """python_env.yaml -> (Python version, build dependencies, dependencies), as written."""
-    import yaml
-
     try:
         # BaseLoader keeps every scalar a string: ``python: 3.10`` would otherwise read 3.1.
         data = yaml.load(text, Loader=yaml.BaseLoader)
@@ -100,9 +103,6 @@ def included_file(line: str) -> str | None:
 def requirement_name(line: str) -> str | None:
     """The canonical name of the project a requirement line installs; None for
     options, URLs and paths."""
-    from packaging.requirements import InvalidRequirement, Requirement
-    from packaging.utils import canonicalize_name
-
     if line.startswith("-"):
         return None
     try:  # without per-requirement options such as --hash
@@ -127,9 +127,6 @@ def select_serving(declared: Sequence[str], model_names: set[str]) -> list[str]:
 
     The model's own pins win (mlflow, numpy, pandas, its flavour): they are what
     it was trained and tested with."""
-    from packaging.requirements import Requirement
-    from packaging.utils import canonicalize_name
-
     serving = {canonicalize_name(name) for name in SERVING_PACKAGES}
     chosen = []
     for line in declared:
@@ -142,11 +139,10 @@ def select_serving(declared: Sequence[str], model_names: set[str]) -> list[str]:
 
 def pin_conflicts(model_lines: Sequence[str], declared: Sequence[str]) -> list[str]:
     """A note for each ``==`` pin of the model on a serving package outside mlscale's range."""
-    from packaging.requirements import InvalidRequirement, Requirement
-    from packaging.utils import canonicalize_name
-
     serving = {canonicalize_name(name) for name in SERVING_PACKAGES}
-    ranges = {canonicalize_name(Requirement(line).name): Requirement(line).specifier for line in declared}
+    ranges: dict[str, SpecifierSet] = {
+        canonicalize_name(Requirement(line).name): Requirement(line).specifier for line in declared
+    }
     notes = []
     for line in model_lines:
         name = requirement_name(line)
@@ -167,8 +163,6 @@ def pin_conflicts(model_lines: Sequence[str], declared: Sequence[str]) -> list[s
 def python_support_error(uri: str, requested: str, supported: str | None) -> str | None:
     """Why mlscale's server cannot run on the model's Python (``supported`` is
     mlscale's Requires-Python), or None when it can."""
-    from packaging.specifiers import SpecifierSet
-
     if not supported or SpecifierSet(supported).contains(requested, prereleases=True):
         return None
     return (
@@ -368,7 +362,7 @@ def prepare_environment(
     uri: str, manager: str, *, cache_dir: str | None = None, say: Callable[[str], None] = lambda text: None
 ) -> str:
     """The Python of the model's environment: cached, or built now."""
-    from mlscale.model.envbuild import prepare
+    from mlscale.model.envbuild import prepare  # a cycle: envbuild builds on this module
 
     return prepare(uri, manager, cache_dir=cache_dir or cache_root(os.environ), say=say)
 

@@ -15,11 +15,12 @@ import sys
 
 from mlscale.errors import ModelLoadError
 
+# Loaded with the mlscale.model package anyway; mlflow itself only loads inside download_model.
+from mlscale.model.loader import download_model
+
 
 def fetch_model(uri: str, dst_path: str) -> str:
     """A local folder holding the model; remote URIs are downloaded by a child process."""
-    from mlscale.model.loader import download_model
-
     if os.path.isdir(uri):
         return download_model(uri)
     child = subprocess.run(
@@ -36,12 +37,11 @@ def fetch_model(uri: str, dst_path: str) -> str:
         ) from None
     if "error" in answer:
         raise ModelLoadError(answer["error"])
-    return answer["path"]
+    path: str = answer["path"]
+    return path
 
 
 def main(argv: list[str]) -> int:
-    from mlscale.model.loader import download_model
-
     uri, dst_path = argv
     os.makedirs(dst_path, exist_ok=True)
     try:

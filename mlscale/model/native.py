@@ -17,8 +17,13 @@ import inspect
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, cast
 
 import numpy as np
+
+if TYPE_CHECKING:  # mlflow and xgboost are heavy to import; the caller has loaded them already
+    import xgboost
+    from mlflow.pyfunc import PyFuncModel
 
 NativePredict = Callable[[np.ndarray], np.ndarray]
 
@@ -33,7 +38,7 @@ class NativeChoice:
     reason: str
 
 
-def native_candidates(pyfunc_model: object) -> list[NativeChoice]:
+def native_candidates(pyfunc_model: PyFuncModel) -> list[NativeChoice]:
     """The library's own predict functions behind a pyfunc model, fastest first.
 
     Each candidate still has to match pyfunc on sample rows before it is used;
@@ -75,6 +80,7 @@ def _column_major(predict: NativePredict) -> NativePredict:
 
 
 def _xgboost_candidates(raw: object) -> list[NativeChoice]:
+    # Only XGBoost models need xgboost (about 0.5 s to import) and the C API path.
     import xgboost
 
     from mlscale.model.xgboost_dense import DenseXGBoostPredict
@@ -85,21 +91,23 @@ def _xgboost_candidates(raw: object) -> list[NativeChoice]:
             # pyfunc predicts through a DMatrix; inplace_predict skips building one.
             NativeChoice(raw.inplace_predict, "xgboost Booster.inplace_predict"),
         ]
-    candidates = []
+    # Otherwise mlflow.xgboost saved a model of XGBoost's scikit-learn API.
+    model = cast("xgboost.XGBModel", raw)
+    candidates: list[NativeChoice] = []
     # Regressors (not classifiers, whose predict decodes labels) predict values in place.
-    if not isinstance(raw, xgboost.XGBClassifier) and raw._can_use_inplace_predict():
+    if not isinstance(model, xgboost.XGBClassifier) and model._can_use_inplace_predict():
         dense = DenseXGBoostPredict(
-            raw.get_booster(),
-            iteration_range=raw._get_iteration_range(None),
-            missing=raw.missing,
+            model.get_booster(),
+            iteration_range=model._get_iteration_range(None),
+            missing=model.missing,
         )
         candidates.append(NativeChoice(dense, "xgboost C API, dense"))
-    predict = raw.predict
+    predict = model.predict
     if "validate_features" in inspect.signature(predict).parameters:
         # The matrix carries no column names; the fast path has already put
         # the columns in the signature's order, which is the training order.
         predict = functools.partial(predict, validate_features=False)
-    candidates.append(NativeChoice(predict, f"xgboost {type(raw).__name__}.predict"))
+    candidates.append(NativeChoice(predict, f"xgboost {type(model).__name__}.predict"))
     return candidates
 
 

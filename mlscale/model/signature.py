@@ -10,11 +10,15 @@ specs, no signature) goes through MLflow's own parser.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
+if TYPE_CHECKING:  # mlflow is heavy to import; the schema comes from an already loaded model
+    from mlflow.types import Schema
+
 # MLflow data type name -> the numpy dtype MLflow's parser casts the column to.
-_NUMERIC_TYPES: dict[str, np.dtype] = {
+_NUMERIC_TYPES: dict[str, np.dtype[np.number]] = {
     "double": np.dtype(np.float64),
     "float": np.dtype(np.float32),
     "long": np.dtype(np.int64),
@@ -41,7 +45,7 @@ class NumericSignature:
         return len(self.names)
 
     @classmethod
-    def from_schema(cls, schema: object | None) -> NumericSignature | None:
+    def from_schema(cls, schema: Schema | None) -> NumericSignature | None:
         """Build from an ``mlflow.types.Schema``; None when the fast path cannot apply."""
         if schema is None or getattr(schema, "is_tensor_spec", lambda: True)():
             return None
@@ -55,6 +59,8 @@ class NumericSignature:
             type_name = getattr(getattr(spec, "type", None), "name", None)
             if type_name not in _NUMERIC_TYPES or not getattr(spec, "required", True):
                 return None
+            if spec.name is None:
+                return None  # MLflow names every column or none; has_input_names saw the first
             names.append(spec.name)
             dtype = _NUMERIC_TYPES[type_name]
             if dtype.kind == "i":

@@ -14,9 +14,15 @@ from __future__ import annotations
 
 import ctypes
 import math
+from typing import SupportsInt
 
 import numpy as np
 import orjson
+
+# Imported only by mlscale.model.native for a model that XGBoost already loaded.
+import xgboost
+from xgboost import core
+from xgboost._typing import c_bst_ulong  # where xgboost.core takes it from
 
 
 class DenseXGBoostPredict:
@@ -24,18 +30,16 @@ class DenseXGBoostPredict:
 
     def __init__(
         self,
-        booster: object,
+        booster: xgboost.Booster,
         *,
-        iteration_range: tuple[int, int] = (0, 0),
+        iteration_range: tuple[SupportsInt, SupportsInt] = (0, 0),
         missing: float = math.nan,
     ) -> None:
-        from xgboost import core
-
         self._booster = booster  # keeps the handle alive
         self._handle = booster.handle
         self._call = core._LIB.XGBoosterPredictFromDense
         self._check = core._check_call
-        self._ulong = core.c_bst_ulong
+        self._ulong = c_bst_ulong
         # The same arguments inplace_predict sends; "missing" as XGBoost's own JSON does.
         self._args = core.make_jcargs(
             type=0,

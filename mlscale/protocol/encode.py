@@ -15,6 +15,9 @@ from io import StringIO
 import numpy as np
 import orjson
 
+# Loaded with mlflow.pyfunc by every process that serves (protocol.pyfunc imports it too).
+from mlflow.pyfunc import scoring_server
+
 _ORJSON_NUMPY = orjson.OPT_SERIALIZE_NUMPY
 
 
@@ -35,8 +38,6 @@ def encode_predictions(raw: object, *, unwrapped: bool = False) -> bytes:
 
 
 def _mlflow_encode(raw: object, unwrapped: bool) -> bytes:
-    from mlflow.pyfunc import scoring_server
-
     out = StringIO()
     if unwrapped:
         scoring_server.unwrapped_predictions_to_json(raw, out)

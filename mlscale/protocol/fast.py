@@ -9,6 +9,8 @@ valid request, keeps MLflow's behaviour, and only the common case is fast.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 
 from mlscale.model.signature import NumericSignature
@@ -78,7 +80,7 @@ def _from_records(records: object, signature: NumericSignature) -> np.ndarray | 
     return None if matrix is None else _apply_casts(matrix, signature)
 
 
-def _to_matrix(rows: list, width: int) -> np.ndarray | None:
+def _to_matrix(rows: Sequence[object], width: int) -> np.ndarray | None:
     try:
         matrix = np.array(rows)
     except (ValueError, TypeError, OverflowError):
@@ -91,7 +93,7 @@ def _to_matrix(rows: list, width: int) -> np.ndarray | None:
     return matrix.astype(np.float64, copy=False)
 
 
-def _column_positions(columns: list, signature: NumericSignature) -> list[int] | None:
+def _column_positions(columns: Sequence[object], signature: NumericSignature) -> list[int] | None:
     if len(set(map(_hashable, columns))) != len(columns):
         return None
     where = {name: i for i, name in enumerate(columns) if type(name) is str}

@@ -12,6 +12,7 @@ import inspect
 import traceback
 from dataclasses import dataclass
 from io import BytesIO, StringIO
+from typing import TYPE_CHECKING, Any
 
 import orjson
 from mlflow.exceptions import MlflowException
@@ -21,6 +22,13 @@ from mlflow.utils.proto_json_utils import MlflowInvalidInputException
 
 from mlscale.protocol.errors import UnsupportedMediaType
 from mlscale.protocol.fast import FORMAT_KEYS, LLM_KEYS
+
+if TYPE_CHECKING:
+    from mlflow.pyfunc import PyFuncModel
+    from mlflow.types import Schema
+
+# Inference parameters as MLflow passes them to ``predict``: a JSON object's members.
+Params = dict[str, Any]
 
 JSON = "application/json"
 CSV = "text/csv"
@@ -57,13 +65,13 @@ class ParsedRequest:
     """A request body after MLflow's parsing: what ``model.predict`` receives."""
 
     data: object
-    params: dict | None
+    params: Params | None
     # MLflow's unified LLM format answers without the ``predictions`` wrapper.
     unwrapped: bool
 
 
 def parse(
-    body: bytes, mime: str, model: object, schema: object, *, accept_legacy_split: bool
+    body: bytes, mime: str, model: PyFuncModel, schema: Schema | None, *, accept_legacy_split: bool
 ) -> ParsedRequest:
     """Parse a body as MLflow does; raises ``MlflowException`` for bad input."""
     if mime == JSON:
@@ -79,7 +87,9 @@ def parse(
             raise MlflowInvalidInputException(
                 f"Ensure that input is a valid UTF-8 encoded string. Error: '{exc!r}'"
             ) from exc
-        return ParsedRequest(mlflow_scoring.parse_csv_input(StringIO(text), schema), None, False)
+        # MLflow's annotation says Schema, but None (its own default) is what it is given without one.
+        frame = mlflow_scoring.parse_csv_input(StringIO(text), schema)  # type: ignore[arg-type]
+        return ParsedRequest(frame, None, False)
     return ParsedRequest(mlflow_scoring.parse_parquet_input(BytesIO(body)), None, False)
 
 
@@ -99,11 +109,11 @@ def _wrap_legacy_split(body: bytes) -> object:
 class Predictor:
     """``model.predict`` with MLflow's error rules around it."""
 
-    def __init__(self, model: object) -> None:
+    def __init__(self, model: PyFuncModel) -> None:
         self.model = model
         self._takes_params = "params" in inspect.signature(model.predict).parameters
 
-    def __call__(self, data: object, params: dict | None) -> object:
+    def __call__(self, data: object, params: Params | None) -> object:
         try:
             if self._takes_params:
                 return self.model.predict(data, params=params)

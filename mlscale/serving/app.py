@@ -14,15 +14,19 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
+from typing import Any
 
+import numpy as np
 import orjson
 from mlflow.exceptions import MlflowException
 from mlflow.utils.proto_json_utils import MlflowInvalidInputException
 from mlflow.version import VERSION as MLFLOW_VERSION
 
 from mlscale.model.loader import LoadedModel
+from mlscale.model.signature import NumericSignature
 from mlscale.protocol import pyfunc as generic
 from mlscale.protocol.errors import (
     JSON,
@@ -41,6 +45,14 @@ from mlscale.serving.predict import batch_key, native_batch, pyfunc_batch
 from mlscale.serving.settings import ServeSettings
 
 logger = logging.getLogger("mlscale.serving")
+
+# ASGI's callables, as uvicorn calls the app: a scope and messages are dicts whose keys
+# depend on their "type" (the ASGI specification), read here by key.
+Scope = dict[str, Any]
+Message = dict[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+Headers = list[tuple[bytes, bytes]]
 
 # Bodies larger than this are decoded in a thread so the event loop keeps serving.
 _INLINE_DECODE_BYTES = 256 * 1024
@@ -61,18 +73,19 @@ _CLOSE = [(b"connection", b"close")]
 _NOT_ALLOWED = b'{"detail":"Method Not Allowed"}'
 
 
-def _headers(content_type: bytes, body: bytes, extra: list | None = None) -> list:
+def _headers(content_type: bytes, body: bytes, extra: Headers | None = None) -> Headers:
     headers = [(b"content-type", content_type), (b"content-length", b"%d" % len(body))]
     return headers + extra if extra else headers
 
 
-async def _respond(send, status: int, body: bytes, headers: list) -> None:
+async def _respond(send: Send, status: int, body: bytes, headers: Headers) -> None:
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
 
 
-def _header(scope: dict, name: bytes) -> bytes | None:
-    for key, value in scope["headers"]:
+def _header(scope: Scope, name: bytes) -> bytes | None:
+    headers: Headers = scope["headers"]
+    for key, value in headers:
         if key == name:
             return value
     return None
@@ -90,13 +103,17 @@ class ClientDisconnected(Exception):
 def _row_count(data: object) -> int:
     """Rows in a parsed input, for the batch budget; a scalar or 0-d array is one."""
     try:
-        return max(len(data), 1)
+        # Scalars have no len(): the TypeError is the test, cheaper than an isinstance per request.
+        return max(len(data), 1)  # type: ignore[arg-type]
     except TypeError:
         return 1
 
 
 class ScoringApp:
     """One worker's scoring server for one loaded model."""
+
+    # The signature the fast path decodes against; set when there is a native path.
+    _signature: NumericSignature
 
     def __init__(self, settings: ServeSettings, model: LoadedModel, metrics: Metrics) -> None:
         self.settings = settings
@@ -107,8 +124,10 @@ class ScoringApp:
         self._token = BearerToken(settings.auth_token) if settings.auth_token else None
         # One thread runs the model: batching relies on calls not overlapping.
         self._model_thread = ThreadPoolExecutor(1, thread_name_prefix="mlscale-predict")
-        self._native: Batcher | None = None
-        if model.native is not None:
+        self._native: Batcher[np.ndarray, bytes] | None = None
+        # load_model picks a native path only for a numeric signature.
+        if model.native is not None and model.signature is not None:
+            self._signature = model.signature
             self._native = Batcher(
                 native_batch(model.native),
                 _batch_settings(settings, model.native_batchable),
@@ -126,7 +145,7 @@ class ScoringApp:
         )
         metrics.model_load.set(model.load_seconds)
 
-    async def __call__(self, scope, receive, send) -> None:
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
         if kind == "http":
             await self._http(scope, receive, send)
@@ -135,7 +154,7 @@ class ScoringApp:
 
     # -- lifecycle ---------------------------------------------------------
 
-    async def _lifespan(self, receive, send) -> None:
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
         while True:
             message = await receive()
             if message["type"] == "lifespan.startup":
@@ -168,7 +187,7 @@ class ScoringApp:
 
     # -- routing -----------------------------------------------------------
 
-    async def _http(self, scope, receive, send) -> None:
+    async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
         path = scope["path"].encode()
         route = _ROUTES.get(path)
         if route is None and path.endswith(b"/") and path.rstrip(b"/") in _ROUTES:
@@ -207,7 +226,7 @@ class ScoringApp:
         self.metrics.count(endpoint, status)
         await _respond(send, status, body, _headers(content_type, body))
 
-    async def _redirect(self, scope, send, path: bytes) -> None:
+    async def _redirect(self, scope: Scope, send: Send, path: bytes) -> None:
         host = _header(scope, b"host")
         scheme = scope.get("scheme", "http").encode()
         location = (scheme + b"://" + host + path) if host else path
@@ -225,7 +244,7 @@ class ScoringApp:
 
     # -- scoring -----------------------------------------------------------
 
-    async def _invocations(self, scope, receive, send) -> None:
+    async def _invocations(self, scope: Scope, receive: Receive, send: Send) -> None:
         started = time.perf_counter()
         metrics = self.metrics
         metrics.in_flight.inc()
@@ -243,11 +262,11 @@ class ScoringApp:
                 status, body = error.get_http_status_code(), error.serialize_as_json().encode()
                 headers = _headers(JSON, body)
             except TimeoutError:
-                error = DeadlineExceeded(
+                deadline = DeadlineExceeded(
                     "Request processing time exceeded limit "
                     f"({self.settings.timeout_s:g} s; raise it with -t/--timeout)."
                 )
-                status, body, headers = error.status, error.body, _headers(JSON, error.body)
+                status, body, headers = deadline.status, deadline.body, _headers(JSON, deadline.body)
             except ClientDisconnected:
                 status = 499  # nginx's code for it, in the metrics only
                 return
@@ -261,7 +280,7 @@ class ScoringApp:
             metrics.latency.observe(time.perf_counter() - started)
             metrics.count("invocations", status)
 
-    async def _score(self, scope, receive) -> bytes:
+    async def _score(self, scope: Scope, receive: Receive) -> bytes:
         content_type = _header(scope, b"content-type")
         if content_type == b"application/json":
             mime = generic.JSON
@@ -301,16 +320,14 @@ class ScoringApp:
                 f"The body could not be parsed: {type(exc).__name__}: {first_line}"
             ) from exc
 
-    def _decode(self, body: bytes):
+    def _decode(self, body: bytes) -> np.ndarray | None:
         try:
             document = orjson.loads(body)
         except orjson.JSONDecodeError:
             return None  # MLflow's parser words the error
-        return decode_matrix(
-            document, self.model.signature, accept_legacy_split=self.settings.accept_legacy_split
-        )
+        return decode_matrix(document, self._signature, accept_legacy_split=self.settings.accept_legacy_split)
 
-    async def _read_body(self, scope, receive) -> bytes:
+    async def _read_body(self, scope: Scope, receive: Receive) -> bytes:
         limit = self.settings.max_body_bytes
         declared = _header(scope, b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > limit:

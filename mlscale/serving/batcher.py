@@ -25,10 +25,14 @@ import time
 from collections.abc import Callable, Hashable, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass
+from typing import Generic, TypeVar
 
 from mlscale.protocol.errors import Overloaded
 
-BatchFunction = Callable[[Sequence[object]], Sequence[object]]
+Payload = TypeVar("Payload")
+Outcome = TypeVar("Outcome")
+# Payloads in, one outcome per payload out: a value, or the exception its request raises.
+BatchFunction = Callable[[Sequence[Payload]], Sequence[Outcome | BaseException]]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -39,11 +43,11 @@ class BatchSettings:
 
 
 @dataclass(slots=True)
-class _Pending:
-    payload: object
+class _Pending(Generic[Payload, Outcome]):
+    payload: Payload
     rows: int
     key: Hashable
-    future: asyncio.Future
+    future: asyncio.Future[Outcome]
     enqueued: float
 
 
@@ -55,10 +59,10 @@ class BatchObserver:
     def batch(self, requests: int, rows: int, seconds: float) -> None: ...
 
 
-class Batcher:
+class Batcher(Generic[Payload, Outcome]):
     def __init__(
         self,
-        predict_batch: BatchFunction,
+        predict_batch: BatchFunction[Payload, Outcome],
         settings: BatchSettings,
         *,
         executor: Executor | None = None,
@@ -73,9 +77,9 @@ class Batcher:
         self._executor = executor
         self._inline_max_rows = inline_max_rows if executor is not None else None
         self._observer = observer or BatchObserver()
-        self._queue: collections.deque[_Pending] = collections.deque()
+        self._queue: collections.deque[_Pending[Payload, Outcome]] = collections.deque()
         self._wakeup = asyncio.Event()
-        self._task: asyncio.Task | None = None
+        self._task: asyncio.Task[None] | None = None
 
     @property
     def queued(self) -> int:
@@ -96,14 +100,14 @@ class Batcher:
                 pending.future.cancel()
         self._queue.clear()
 
-    async def submit(self, payload: object, rows: int, key: Hashable = None) -> object:
+    async def submit(self, payload: Payload, rows: int, key: Hashable = None) -> Outcome:
         """Queue one request and wait for its outcome; raises what the model raised."""
         if len(self._queue) >= self._settings.max_queue:
             raise Overloaded(
                 f"The server is at capacity ({self._settings.max_queue} requests queued). "
                 "Retry after the delay in Retry-After, or add replicas."
             )
-        future = asyncio.get_running_loop().create_future()
+        future: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
         self._queue.append(_Pending(payload, rows, key, future, time.perf_counter()))
         self._wakeup.set()
         return await future
@@ -120,7 +124,9 @@ class Batcher:
                 batch = await self._gather_more(batch)
             await self._execute(batch)
 
-    def _take_batch(self, batch: list[_Pending] | None = None) -> list[_Pending]:
+    def _take_batch(
+        self, batch: list[_Pending[Payload, Outcome]] | None = None
+    ) -> list[_Pending[Payload, Outcome]]:
         """Pop requests from the front while they share a key and fit the row budget."""
         batch = batch or []
         rows = sum(p.rows for p in batch)
@@ -137,7 +143,7 @@ class Batcher:
             rows += pending.rows
         return batch
 
-    async def _gather_more(self, batch: list[_Pending]) -> list[_Pending]:
+    async def _gather_more(self, batch: list[_Pending[Payload, Outcome]]) -> list[_Pending[Payload, Outcome]]:
         deadline = batch[0].enqueued + self._settings.max_wait_s
         while sum(p.rows for p in batch) < self._settings.max_batch_rows:
             remaining = deadline - time.perf_counter()
@@ -152,7 +158,7 @@ class Batcher:
                 break  # the next request cannot join this batch
         return batch
 
-    async def _execute(self, batch: list[_Pending]) -> None:
+    async def _execute(self, batch: list[_Pending[Payload, Outcome]]) -> None:
         live = [p for p in batch if not p.future.done()]
         if not live:
             return
@@ -161,6 +167,7 @@ class Batcher:
             self._observer.queue_wait(started - pending.enqueued)
         payloads = [p.payload for p in live]
         rows = sum(p.rows for p in live)
+        outcomes: Sequence[Outcome | BaseException]
         try:
             if self._inline_max_rows is None or rows <= self._inline_max_rows:
                 outcomes = self._predict_batch(payloads)

@@ -126,7 +126,9 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
 
     # -- half-close --------------------------------------------------------
 
-    def eof_received(self) -> bool | None:
+    # asyncio.Protocol's eof_received may return True (keep the transport open for writing);
+    # uvicorn annotates its own as returning None only.
+    def eof_received(self) -> bool | None:  # type: ignore[override]
         """Keep the connection open for the answers to requests that arrived whole."""
         self._client_done = True
         self._cancel_head_timer()

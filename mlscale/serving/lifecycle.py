@@ -18,6 +18,7 @@ import gc
 import signal
 import threading
 from collections.abc import Callable
+from types import FrameType
 
 
 def on_sigterm(begin_drain: Callable[[], None], delay_s: float) -> None:
@@ -29,7 +30,7 @@ def on_sigterm(begin_drain: Callable[[], None], delay_s: float) -> None:
         return
     loop = asyncio.get_running_loop()
 
-    def handle(signum: int, frame: object) -> None:
+    def handle(signum: int, frame: FrameType | None) -> None:
         begin_drain()
         if delay_s > 0:
             loop.call_soon_threadsafe(loop.call_later, delay_s, previous, signum, None)

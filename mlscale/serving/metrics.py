@@ -58,9 +58,10 @@ class Metrics:
     """The server's metrics; one instance per worker process."""
 
     def __init__(self) -> None:
-        self._multiprocess = multiprocess_dir() is not None
-        if self._multiprocess:
-            forget_dead_workers(multiprocess_dir())
+        directory = multiprocess_dir()
+        self._multiprocess = directory is not None
+        if directory is not None:
+            forget_dead_workers(directory)
         # A registry of our own, so that several apps in one process (tests) do not clash.
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
@@ -116,7 +117,7 @@ class Metrics:
             multiprocess_mode="max",
             registry=r,
         )
-        self._request_children: dict[tuple[str, int], object] = {}
+        self._request_children: dict[tuple[str, int], Counter] = {}
 
     def count(self, endpoint: str, status: int) -> None:
         child = self._request_children.get((endpoint, status))

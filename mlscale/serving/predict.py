@@ -6,15 +6,18 @@ work leaves the event loop in one piece when the batcher runs it in a thread.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Hashable, Sequence
+from typing import TypeGuard, cast
 
 import numpy as np
+import pandas as pd
 
 from mlscale.model.checks import split_rows
 from mlscale.model.native import NativePredict
 from mlscale.protocol.encode import encode_predictions
 from mlscale.protocol.errors import ServingError
 from mlscale.protocol.pyfunc import ParsedRequest, Predictor, unexpected_model_error
+from mlscale.serving.batcher import BatchFunction
 
 
 class OutputNotSerializable(ServingError):
@@ -33,7 +36,7 @@ def _encode(raw: object, *, unwrapped: bool = False) -> bytes:
         ) from exc
 
 
-def native_batch(predict: NativePredict):
+def native_batch(predict: NativePredict) -> BatchFunction[np.ndarray, bytes]:
     """A batch function over float64 matrices for a native predict function."""
 
     def guarded(matrix: np.ndarray) -> np.ndarray:
@@ -42,13 +45,13 @@ def native_batch(predict: NativePredict):
         except Exception as exc:  # the model's own failure: MLflow's 400, as on pyfunc
             raise unexpected_model_error() from exc
 
-    def one(matrix: np.ndarray) -> object:
+    def one(matrix: np.ndarray) -> bytes | Exception:
         try:
             return _encode(guarded(matrix))
         except Exception as exc:
             return exc
 
-    def run(matrices: Sequence[np.ndarray]) -> list[object]:
+    def run(matrices: Sequence[np.ndarray]) -> Sequence[bytes | BaseException]:
         if len(matrices) == 1:
             return [_encode(guarded(matrices[0]))]
         try:
@@ -61,7 +64,7 @@ def native_batch(predict: NativePredict):
     return run
 
 
-def pyfunc_batch(predictor: Predictor):
+def pyfunc_batch(predictor: Predictor) -> BatchFunction[ParsedRequest, bytes]:
     """A batch function over parsed requests, through pyfunc's predict.
 
     Requests are only merged when the batcher's key says they are compatible
@@ -71,19 +74,19 @@ def pyfunc_batch(predictor: Predictor):
     alone.
     """
 
-    def one(request: ParsedRequest) -> object:
+    def one(request: ParsedRequest) -> bytes | Exception:
         try:
             return _encode(predictor(request.data, request.params), unwrapped=request.unwrapped)
         except Exception as exc:
             return exc
 
-    def run(requests: Sequence[ParsedRequest]) -> list[object]:
+    def run(requests: Sequence[ParsedRequest]) -> Sequence[bytes | BaseException]:
         if len(requests) == 1:
             return [one(requests[0])]
-        import pandas as pd
-
-        sizes = [len(r.data) for r in requests]
-        merged = pd.concat([r.data for r in requests], ignore_index=True)
+        # batch_key merges DataFrames only.
+        frames = cast("list[pd.DataFrame]", [r.data for r in requests])
+        sizes = [len(frame) for frame in frames]
+        merged = pd.concat(frames, ignore_index=True)
         try:
             raw = predictor(merged, None)
         except Exception:
@@ -91,7 +94,7 @@ def pyfunc_batch(predictor: Predictor):
         parts = split_rows(raw, sizes)
         if parts is None:
             return [one(r) for r in requests]
-        outcomes: list[object] = []
+        outcomes: list[bytes | BaseException] = []
         for part in parts:
             try:
                 outcomes.append(_encode(part))
@@ -102,16 +105,20 @@ def pyfunc_batch(predictor: Predictor):
     return run
 
 
-def batch_key(request: ParsedRequest) -> object:
+def batch_key(request: ParsedRequest) -> Hashable:
     """Requests with equal keys may share one predict call; None-like keys never match."""
     data = request.data
-    if request.params or request.unwrapped or not hasattr(data, "dtypes") or not len(data):
+    if request.params or request.unwrapped or not _is_frame(data) or not len(data):
         return object()  # unique: never merged
     index = data.index
     # A request with its own index may have a model that reads it; keep it alone.
-    if type(index).__name__ != "RangeIndex" or index.start != 0 or index.step != 1:
+    if type(index) is not pd.RangeIndex or index.start != 0 or index.step != 1:
         return object()
     try:
         return (tuple(data.columns), tuple(str(t) for t in data.dtypes))
     except TypeError:
         return object()
+
+
+def _is_frame(data: object) -> TypeGuard[pd.DataFrame]:
+    return hasattr(data, "dtypes")  # what MLflow's parser makes of a DataFrame body

@@ -14,7 +14,7 @@ import sys
 import threading
 import time
 import urllib.request
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 _RUNNING = re.compile(r"Uvicorn running on http://[^:]+:(\d+)")
 
@@ -25,7 +25,7 @@ class ServeProcess:
         args: Sequence[str],
         *,
         prefix: Sequence[str] = (),
-        env: dict | None = None,
+        env: Mapping[str, str] | None = None,
         cwd: str | None = None,
     ) -> None:
         """``prefix`` goes before the interpreter (``taskset -c 0``, say)."""
@@ -45,6 +45,7 @@ class ServeProcess:
         threading.Thread(target=self._read, daemon=True).start()
 
     def _read(self) -> None:
+        assert self.process.stdout is not None  # opened with stdout=PIPE
         for line in self.process.stdout:
             self.lines.append(line.rstrip())
             match = _RUNNING.search(line)

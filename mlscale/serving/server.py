@@ -15,6 +15,7 @@ import os
 import sys
 import tempfile
 from dataclasses import replace
+from typing import TYPE_CHECKING
 
 import uvicorn
 from uvicorn.config import STARTUP_FAILURE
@@ -24,12 +25,19 @@ from mlscale.errors import ModelLoadError
 from mlscale.logs import configure_logging
 from mlscale.serving.http import BoundedHttpToolsProtocol
 from mlscale.serving.lifecycle import exit_quietly_after_signals
+from mlscale.serving.memory import fix_mmap_threshold
 from mlscale.serving.settings import SETTINGS_ENV, ServeSettings
+
+if TYPE_CHECKING:  # the app module imports mlflow (about 1 s): build_app imports it when it is needed
+    from mlscale.serving.app import ScoringApp
 
 logger = logging.getLogger("mlscale.serving")
 
 
-def _uvicorn_config(settings: ServeSettings, app: object, **extra: object) -> uvicorn.Config:
+def _uvicorn_config(
+    settings: ServeSettings, app: ScoringApp | str, *, factory: bool = False, workers: int | None = None
+) -> uvicorn.Config:
+    """``app`` is the app itself, or with ``factory`` the import path of the function making it."""
     return uvicorn.Config(
         app,
         host=settings.host,
@@ -41,17 +49,21 @@ def _uvicorn_config(settings: ServeSettings, app: object, **extra: object) -> uv
         # /metrics counters say what they would.
         access_log=False,
         log_level=settings.log_level,
-        timeout_graceful_shutdown=settings.graceful_timeout_s,
+        # uvicorn annotates int but waits with asyncio, which takes fractions of a second too.
+        timeout_graceful_shutdown=settings.graceful_timeout_s,  # type: ignore[arg-type]
         timeout_keep_alive=75,
-        **extra,
+        factory=factory,
+        workers=workers,
     )
 
 
-def build_app(settings: ServeSettings):
+def build_app(settings: ServeSettings) -> ScoringApp:
     """Load the model and build the app (used in-process and by each worker)."""
-    from mlscale.model import load_model
+    # Here, not at the top: the app and the loader import mlflow (about 1 s), the metrics
+    # prometheus_client; neither the supervisor of N workers nor `mlscale serve --env-manager`
+    # (which hands over to the model's own Python) needs them.
     from mlscale.serving.app import ScoringApp
-    from mlscale.serving.memory import fix_mmap_threshold
+    from mlscale.serving.loading import load_model
     from mlscale.serving.metrics import Metrics
 
     fix_mmap_threshold()  # before the model's own buffers are allocated
@@ -71,7 +83,7 @@ def build_app(settings: ServeSettings):
     return ScoringApp(settings, model, Metrics())
 
 
-def worker_app():
+def worker_app() -> ScoringApp:
     """uvicorn's app factory in each worker process; settings come in the environment."""
     settings = ServeSettings.from_json(os.environ[SETTINGS_ENV])
     configure_logging(settings.log_level)
@@ -99,7 +111,7 @@ class _Supervisor(Multiprocess):
 
 def serve(settings: ServeSettings) -> int:
     """Serve until stopped; returns the process exit status."""
-    from mlscale.model.fetch import fetch_model
+    from mlscale.model.fetch import fetch_model  # mlscale.model brings numpy, which only workers need
 
     with tempfile.TemporaryDirectory(prefix="mlscale-serve-") as workdir:
         local = fetch_model(settings.model_uri, os.path.join(workdir, "model"))
@@ -114,6 +126,8 @@ def serve(settings: ServeSettings) -> int:
 
 
 def _serve_workers(settings: ServeSettings, workdir: str) -> int:
+    # Not at the top: the metrics module imports prometheus_client (about 40 ms), which the
+    # supervisor needs only for this name.
     from mlscale.serving.metrics import MULTIPROC_ENV
 
     metrics_dir = os.path.join(workdir, "metrics")
