@@ -15,6 +15,7 @@ from dataclasses import dataclass, replace
 from mlscale.capacity import pods
 from mlscale.capacity.planner import PlanSettings, check_plan, check_sizing
 from mlscale.loadtest.sla import parse_sla
+from mlscale.schemas.plan import CapacityFit, Plan
 
 # The search's step length, precision and step budget: a quick plan trades error bars
 # for minutes.
@@ -47,17 +48,17 @@ class PlanRequest:
     quick: bool = False
 
 
-def resized_from(request: PlanRequest, earlier: dict) -> PlanRequest:
+def resized_from(request: PlanRequest, earlier: Plan) -> PlanRequest:
     """The request re-sizing from an earlier plan (``--from-plan``): the earlier plan's
     SLA, load model and quickness are kept, since its measurements were made with them."""
-    load_model = earlier["load_model"]
+    load_model = earlier.load_model
     return replace(
         request,
-        sla=earlier["sla"]["expr"],
-        think_time_s=load_model["think_time_s"],
-        rows_per_request=load_model.get("rows_per_request", 1),
-        mix=load_model.get("mix"),
-        quick=earlier["quick"],
+        sla=earlier.sla.expr,
+        think_time_s=load_model.think_time_s,
+        rows_per_request=load_model.rows_per_request,
+        mix=load_model.mix,
+        quick=earlier.quick,
     )
 
 
@@ -99,16 +100,16 @@ def check_plan_settings(settings: PlanSettings, *, resizing: bool) -> None:
         check_plan(settings, available_cores=os.cpu_count() or 1, quota=pods.quota_supported())
 
 
-def model_check_line(model: dict) -> str:
+def model_check_line(model: CapacityFit) -> str:
     """The capacity model's check, one line: what a reader needs to trust the plan."""
-    error = model.get("holdout_error")
+    error = model.holdout_error
     if error is None:
-        return f"Model: {model.get('note', 'not fitted')}."
-    if model.get("holdout") == "step":
-        what = f"the {model['holdout_cpu']:g}-CPU capacity read without its nearest load step"
+        return f"Model: {model.note or 'not fitted'}."
+    if model.holdout == "step":
+        what = f"the {model.holdout_cpu:g}-CPU capacity read without its nearest load step"
     else:
-        what = f"{model['holdout_cpu']:g} CPU predicted from the other sizes"
+        what = f"{model.holdout_cpu:g} CPU predicted from the other sizes"
     return (
-        f"Model check: {what}: {model['holdout_predicted_load']:.0f} against "
-        f"{model['holdout_measured_load']:.0f} measured, {error * 100:.1f} % hold-out error."
+        f"Model check: {what}: {model.holdout_predicted_load:.0f} against "
+        f"{model.holdout_measured_load:.0f} measured, {error * 100:.1f} % hold-out error."
     )

@@ -32,7 +32,8 @@ class _Group(click.Group):
             return super().invoke(ctx)
         except MlscaleError as exc:
             error = click.ClickException(str(exc))
-            error.exit_code = exc.exit_code
+            # click declares exit_code on the class; its main reads this instance's.
+            error.exit_code = exc.exit_code  # type: ignore[misc]
             raise error from exc
 
 

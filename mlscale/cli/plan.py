@@ -176,10 +176,10 @@ def plan(**options) -> None:
     if earlier is not None:
         if options["model_uri"] or options["url"]:
             raise click.UsageError("--from-plan measures nothing: drop -m/--url.")
-        if earlier["load_model"]["kind"] != kind:
+        if earlier.load_model.kind != kind:
             raise click.UsageError(
-                f"{options['from_plan']} measured {earlier['load_model']['kind']}: give "
-                f"--target-{earlier['load_model']['kind']} to re-size from it."
+                f"{options['from_plan']} measured {earlier.load_model.kind}: give "
+                f"--target-{earlier.load_model.kind} to re-size from it."
             )
         request = resized_from(request, earlier)
     try:
@@ -190,17 +190,17 @@ def plan(**options) -> None:
         # answered like click's own usage errors (status 2, with the usage line).
         raise click.UsageError(str(exc)) from None
     if earlier is not None:
-        result = write_plan(settings, earlier["measurements"])
+        result = write_plan(settings, earlier.measurements)
     else:
         result = run_plan(settings, say=lambda text: click.echo(text, err=True))
-    click.echo(model_check_line(result["model"]))
-    if result["sizing"]:
-        click.echo(result["sizing"]["sentence"])
-    elif result.get("sizing_error") and any(m["max_load"] for m in result["measurements"]):
+    click.echo(model_check_line(result.model))
+    if result.sizing:
+        click.echo(result.sizing.sentence)
+    elif result.sizing_error and any(m.max_load for m in result.measurements):
         # Measured, but the sizing failed (a pod bigger than the node once its memory
         # was measured): an error, with the measurements kept for --from-plan.
         raise click.ClickException(
-            f"No sizing: {result['sizing_error']} The measurements are in "
+            f"No sizing: {result.sizing_error} The measurements are in "
             f"{options['out_dir']}/plan.json: re-size with --from-plan."
         )
     else:

@@ -168,7 +168,8 @@ def serve(**options) -> None:
         os.environ["MLFLOW_TRACKING_URI"] = options["tracking_uri"]
     if env_manager in ("uv", "virtualenv"):
         # heavy (0.15 s) and only for --env-manager uv/virtualenv.
-        from mlscale.model.environment import exec_server, prepare_environment
+        from mlscale.model.envbuild import prepare_environment
+        from mlscale.model.environment import exec_server
 
         # Build the model's environment (or find it cached), then become, in the same
         # process, this command run by its Python with --env-manager local.

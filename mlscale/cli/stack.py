@@ -204,6 +204,7 @@ def loadtest(name: str, **options) -> None:
     # heavy: the load-test runner and its report (pandas, plotly: 0.8 s).
     from mlscale.containers.stack_loadtest import run, target
     from mlscale.loadtest.cli import LiveLine, report_result, settings_from_options
+    from mlscale.loadtest.records import Progress
 
     engine = find_engine()
     _plan, locust = target(engine, name, say=lambda line: None)
@@ -227,7 +228,7 @@ def loadtest(name: str, **options) -> None:
     )
     live: list[LiveLine] = []  # made at the first progress line: the run's own clock
 
-    def progress(line: dict) -> None:
+    def progress(line: Progress) -> None:
         if not live:
             live.append(LiveLine(settings))
         live[0](line)

@@ -114,6 +114,7 @@ def installed_version(name: str) -> str | None:
 def serving_requirements() -> dict[str, Requirement]:
     """mlscale's serving requirements by canonical name, with the ranges of its
     package metadata (pyproject's dependencies)."""
+    declared: dict[str, Requirement]
     try:
         declared = {
             canonicalize_name(Requirement(line).name): Requirement(line)
@@ -165,7 +166,7 @@ def rewrite_requirements(
             if not re.match(r"^[a-z][a-z0-9+.-]*://", line):
                 files.append(line)
             continue
-        name = canonicalize_name(requirement.name)
+        name: str = canonicalize_name(requirement.name)
         if _CUDA_LIBRARY.match(name):
             notes.append(f"left out {line}: a CUDA library, of no use in a CPU image")
             continue
@@ -499,7 +500,7 @@ def _tracking_uri(uri: str | None) -> Iterator[None]:
     finally:
         if uri and previous is None:
             os.environ.pop("MLFLOW_TRACKING_URI", None)
-        elif uri:
+        elif uri and previous is not None:
             os.environ["MLFLOW_TRACKING_URI"] = previous
 
 

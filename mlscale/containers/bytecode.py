@@ -21,6 +21,7 @@ model that does not load fails the build with mlscale's own message.
 from __future__ import annotations
 
 import compileall
+import importlib
 import py_compile
 import sys
 import sysconfig
@@ -40,8 +41,10 @@ def main(argv: list[str]) -> int:
         return 1
     # Imported here, not at the top: only once sys.dont_write_bytecode is set, so that
     # only the compile below writes bytecode (in its mode). The CLI first: what
-    # `python -m mlscale serve` imports, so that its bytecode is written too.
-    import mlscale.cli.main  # noqa: F401
+    # `python -m mlscale serve` imports, so that its bytecode is written too. By name: this
+    # build step loads the CLI's modules and never calls them, so it is no dependency of
+    # the container layer on the CLI above it.
+    importlib.import_module("mlscale.cli.main")
     from mlscale.errors import ModelLoadError
     from mlscale.serving.server import _uvicorn_config, build_app
     from mlscale.serving.settings import ServeSettings

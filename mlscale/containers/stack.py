@@ -16,7 +16,7 @@ import secrets as token
 import shutil
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -111,7 +111,7 @@ def default_source() -> Path:
     return overlay_dir("local")
 
 
-def render(source: Path, run_config: dict | None = None) -> list[dict[str, Any]]:
+def render(source: Path, run_config: Mapping[str, object] | None = None) -> list[dict[str, Any]]:
     """The objects of ``source`` with the load test component, as ``kubectl
     kustomize`` renders them; ``run_config`` replaces the component's configuration.
 
@@ -175,11 +175,11 @@ def image_map(
         )
     names = sorted({by_repository[r].name for r in wanted})
     if running is not None:
-        built = {name: running.get(f"mlscale/{name}") for name in names}
-        missing = [name for name, image in built.items() if image is None]
+        replayed = {name: running.get(f"mlscale/{name}") for name in names}
+        missing = [name for name, image in replayed.items() if image is None]
         if missing:
             raise ContainerError(f"the stack runs no {', '.join(missing)} image to replay")
-        return {r: built[by_repository[r].name] for r in wanted}
+        return {r: replayed[by_repository[r].name] or "" for r in wanted}
     if build:
         built = {
             b.name: b.content_tag for b in build_images(engine, root=find_repository(), names=names, say=say)
@@ -203,7 +203,7 @@ def running_images(engine: Engine, name: str) -> dict[str, str]:
     """``mlscale/NAME`` -> the image stack ``name``'s containers run (the official
     Postgres image counts as mlscale/postgres, the role it plays)."""
     done = engine.run("ps", "--filter", f"label={STACK_LABEL}={name}", "--format", "json")
-    found = {}
+    found: dict[str, str] = {}
     for container in json.loads(done.stdout or "[]") or []:
         image = container.get("Image") or ""
         repository = image_repository(image).removeprefix("localhost/")
@@ -215,7 +215,7 @@ def running_images(engine: Engine, name: str) -> dict[str, str]:
 
 
 def _containers(objects: list[dict]) -> list[dict]:
-    found = []
+    found: list[dict] = []
     for obj in objects:
         spec = ((obj.get("spec") or {}).get("template") or {}).get("spec") or {}
         found += spec.get("containers") or []
@@ -227,7 +227,7 @@ def plan_stack(
     settings: UpSettings,
     *,
     say: Say,
-    run_config: dict | None = None,
+    run_config: Mapping[str, object] | None = None,
     host_ports: dict[str, int] | None = None,
     running: dict[str, str] | None = None,
 ) -> StackPlan:
@@ -542,12 +542,12 @@ def down(engine: Engine, name: str, *, keep_data: bool = False, say: Say) -> lis
         tiers.setdefault(int((pod.get("Labels") or {}).get(TIER_LABEL, 0)), []).append(pod)
     for tier in sorted(tiers, reverse=True):
         with ThreadPoolExecutor(max_workers=len(tiers[tier])) as pool:
-            for pod in pool.map(lambda pod: _stop_pod(engine, pod), tiers[tier]):
-                say(f"  pod {pod}: stopped")
+            for stopped in pool.map(lambda pod: _stop_pod(engine, pod), tiers[tier]):
+                say(f"  pod {stopped}: stopped")
     if pods:
-        names = [pod["Name"] for pod in pods]
-        engine.run("pod", "rm", "--force", "--time", "5", *names, timeout=300)
-        removed += [f"pod {pod}" for pod in names]
+        pod_names = [pod["Name"] for pod in pods]
+        engine.run("pod", "rm", "--force", "--time", "5", *pod_names, timeout=300)
+        removed += [f"pod {pod}" for pod in pod_names]
     removed += remove_configmap_volumes(engine, pods)
     for network in _stack_networks(engine, name):
         engine.run("network", "rm", "--force", network, timeout=60)

@@ -33,6 +33,7 @@ from mlscale.containers.stats import EngineMonitor, busiest_share
 from mlscale.containers.translate import PodPlan, StackPlan
 from mlscale.errors import ConfigurationError, ContainerError
 from mlscale.loadtest import RESULTS_FILE
+from mlscale.loadtest.records import Progress
 from mlscale.loadtest.runner import LoadTestResult, LoadTestSettings, collect, locust_config, request_pool
 
 #: Where the master writes its results in its container: the component's "out".
@@ -115,7 +116,7 @@ def run(
     settings: LoadTestSettings,
     *,
     say: stack.Say,
-    on_progress: Callable[[dict], None] | None = None,
+    on_progress: Callable[[Progress], None] | None = None,
 ) -> LoadTestResult:
     """Run ``settings`` from the stack's Locust pods; the results go to
     ``settings.out_dir`` on this machine."""
@@ -258,7 +259,7 @@ def _swarm(locust_url: str) -> None:
         raise ContainerError(f"the Locust master did not start the test: {reply.get('message')}")
 
 
-def _follow(locust_url: str, limit_s: float, on_progress: Callable[[dict], None] | None) -> bool:
+def _follow(locust_url: str, limit_s: float, on_progress: Callable[[Progress], None] | None) -> bool:
     """Poll the master once a second until its test stops; True when it had to be
     stopped at ``limit_s``."""
     deadline = time.monotonic() + limit_s

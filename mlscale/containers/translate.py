@@ -340,7 +340,10 @@ def _container(
 ) -> tuple[Obj, ContainerPlan, list[str]]:
     c = copy.deepcopy(container)
     name = c["name"]
-    env, values, secret_vars, words = [], {}, {}, []
+    env: list[Obj] = []
+    values: dict[str, str] = {}
+    secret_vars: dict[str, tuple[str, str]] = {}
+    words: list[str] = []
     for var in c.get("env") or []:
         var_name = var["name"]
         if "value" in var:
@@ -415,19 +418,20 @@ def _probe(probe: Obj | None, container: Obj, where: str) -> Probe | None:
     if not probe:
         return None
     period = float(probe.get("periodSeconds", 10))
-    timing = dict(
-        period_s=period,
-        timeout_s=float(probe.get("timeoutSeconds", 1)),
-        allowed_s=float(probe.get("initialDelaySeconds", 0))
-        + period * int(probe.get("failureThreshold", 3))
-        + 60,
+    timeout_s = float(probe.get("timeoutSeconds", 1))
+    allowed_s = (
+        float(probe.get("initialDelaySeconds", 0)) + period * int(probe.get("failureThreshold", 3)) + 60
     )
     if "exec" in probe:
-        return Probe("exec", command=tuple(probe["exec"]["command"]), **timing)
+        command = tuple(probe["exec"]["command"])
+        return Probe("exec", command=command, period_s=period, timeout_s=timeout_s, allowed_s=allowed_s)
     for kind, key in (("http", "httpGet"), ("tcp", "tcpSocket")):
         if key in probe:
             port = _port_number(probe[key]["port"], container, where)
-            return Probe(kind, port=port, path=probe[key].get("path", "/"), **timing)
+            path = probe[key].get("path", "/")
+            return Probe(
+                kind, port=port, path=path, period_s=period, timeout_s=timeout_s, allowed_s=allowed_s
+            )
     raise ConfigurationError(f"{where}: a probe of a kind the stack cannot poll ({', '.join(probe)})")
 
 

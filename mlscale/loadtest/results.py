@@ -67,7 +67,7 @@ def build_summary(
 ) -> LoadTestSummary:
     """The run's summary: counts, rates, exact percentiles, validity and SLA verdict."""
     overall = _merged(store)
-    failures = Counter()
+    failures: Counter[tuple[str, str]] = Counter()  # (kind, error) -> count
     for window in store.windows.values():
         failures.update(window.failures)
     failed = sum(failures.values())

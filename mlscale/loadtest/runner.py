@@ -35,7 +35,7 @@ from mlscale.loadtest.bodies import (
 from mlscale.loadtest.histograms import Store
 from mlscale.loadtest.records import LocustConfig, Progress
 from mlscale.loadtest.resources import ResourceMonitor, find_server_pid
-from mlscale.loadtest.results import Sample, summarize, timeseries
+from mlscale.loadtest.results import Sample, latency_distribution, summarize, timeseries
 from mlscale.loadtest.shapes import RPS, Shape
 from mlscale.loadtest.sla import Sla, parse_sla
 
@@ -413,11 +413,12 @@ def collect(
     rows = timeseries(store, start=start, shape=settings.shape, samples=samples)
     _write_outputs(out, summary, rows)
     if settings.report:
-        # Here, not at the top: plotly takes about 0.4 s to import, and the report layer sits
-        # above this one (it imports loadtest), so this upward import stays out of module load.
+        # Here, not at the top: plotly takes about 0.4 s to import, and the capacity search
+        # runs its many short steps without a report.
         from mlscale.report.loadtest import write_report
 
-        write_report(os.path.join(out, "report.html"), summary, rows, store, settings.shape)
+        distribution = latency_distribution(store)
+        write_report(os.path.join(out, "report.html"), summary, rows, distribution, settings.shape)
     return LoadTestResult(summary, rows, out)
 
 

@@ -24,6 +24,7 @@ from mlscale.model.environment import (
     EnvironmentSpec,
     Interpreter,
     ModelEnvironmentError,
+    cache_root,
     choose_interpreter,
     create_command,
     included_file,
@@ -43,6 +44,13 @@ from mlscale.model.environment import (
 )
 
 _REQUIREMENTS_FILE = ".mlscale-requirements.txt"  # written beside the model's own files
+
+
+def prepare_environment(
+    uri: str, manager: str, *, cache_dir: str | None = None, say: Callable[[str], None] = lambda text: None
+) -> str:
+    """The Python of the model's environment: cached, or built now."""
+    return prepare(uri, manager, cache_dir=cache_dir or cache_root(os.environ), say=say)
 
 
 def prepare(uri: str, manager: str, *, cache_dir: str, say: Callable[[str], None]) -> str:

@@ -2,7 +2,7 @@
 
 MLflow saves, next to every model, the Python version it was logged with
 (python_env.yaml) and its pip requirements (requirements.txt). From them
-``prepare_environment`` builds a virtual environment, with uv or with
+``envbuild.prepare_environment`` builds a virtual environment, with uv or with
 ``python -m venv`` and pip (MLflow's virtualenv manager), adds what mlscale's
 server needs, and caches it under a hash of those inputs; ``exec_server`` then
 replaces this process with ``mlscale serve`` running inside it.
@@ -20,7 +20,7 @@ import json
 import os
 import re
 import sys
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import NoReturn
 
@@ -356,15 +356,6 @@ def python_of(env_dir: str) -> str:
 
 
 # --- the entry points ----------------------------------------------------------------------
-
-
-def prepare_environment(
-    uri: str, manager: str, *, cache_dir: str | None = None, say: Callable[[str], None] = lambda text: None
-) -> str:
-    """The Python of the model's environment: cached, or built now."""
-    from mlscale.model.envbuild import prepare  # a cycle: envbuild builds on this module
-
-    return prepare(uri, manager, cache_dir=cache_dir or cache_root(os.environ), say=say)
 
 
 def exec_server(python: str, argv: Sequence[str]) -> NoReturn:

@@ -8,16 +8,18 @@ from __future__ import annotations
 
 import html
 import json
-from typing import Any
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 import plotly.graph_objects as go
 from plotly.offline import get_plotlyjs
 from plotly.subplots import make_subplots
 
-from mlscale.loadtest.histograms import Store
-from mlscale.loadtest.results import latency_distribution
-from mlscale.loadtest.shapes import Shape
 from mlscale.schemas.loadtest import LoadTestSummary, parse_loadtest_summary
+
+if TYPE_CHECKING:
+    # For annotations only: the load-test engine calls this report, never the reverse.
+    from mlscale.loadtest.shapes import Shape
 
 MEDIAN = "#2ca02c"  # the reference's green
 P95 = "#ff7f0e"  # the reference's orange
@@ -115,8 +117,7 @@ def internals_figure(rows: list[dict], shape: Shape) -> go.Figure | None:
     return figure
 
 
-def distribution_figure(store: Store) -> go.Figure:
-    points = latency_distribution(store)
+def distribution_figure(points: Sequence[tuple[float, float]]) -> go.Figure:
     figure = go.Figure()
     figure.add_trace(
         go.Scatter(
@@ -186,17 +187,21 @@ th, td { border: 1px solid #ccc; padding: 4px 10px; text-align: right; }
 
 
 def render_report(
-    summary: LoadTestSummary | dict[str, Any], rows: list[dict], store: Store, shape: Shape
+    summary: LoadTestSummary | dict[str, Any],
+    rows: list[dict],
+    distribution: Sequence[tuple[float, float]],
+    shape: Shape,
 ) -> str:
     """report.html's text. ``summary``: the summary, or summary.json's data as the runner
-    holds it, read here through the schema."""
+    holds it, read here through the schema. ``distribution``: the latency distribution's
+    (percentile, ms) points, which the run computes from its histograms."""
     summary = parse_loadtest_summary(summary)
     figures = [
         latency_figure(rows, shape),
         throughput_figure(rows, shape),
         resources_figure(rows, shape),
         internals_figure(rows, shape),
-        distribution_figure(store),
+        distribution_figure(distribution),
     ]
     figures = [f for f in figures if f is not None]
     charts = "\n".join(
@@ -216,7 +221,11 @@ def render_report(
 
 
 def write_report(
-    path: str, summary: LoadTestSummary | dict[str, Any], rows: list[dict], store: Store, shape: Shape
+    path: str,
+    summary: LoadTestSummary | dict[str, Any],
+    rows: list[dict],
+    distribution: Sequence[tuple[float, float]],
+    shape: Shape,
 ) -> None:
     with open(path, "w", encoding="utf-8") as handle:
-        handle.write(render_report(summary, rows, store, shape))
+        handle.write(render_report(summary, rows, distribution, shape))
