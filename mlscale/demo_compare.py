@@ -12,18 +12,17 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import socket
 import subprocess
 import sys
 import time
 import urllib.request
 from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager, suppress
+from contextlib import ExitStack, contextmanager
 
 from mlscale.errors import MlscaleError
 from mlscale.loadtest.runner import LoadTestSettings, run_loadtest
 from mlscale.loadtest.shapes import constant
+from mlscale.processes import free_port, start_group, stop_group
 from mlscale.schemas.loadtest import parse_loadtest_summary
 from mlscale.serving.process import ServeProcess
 
@@ -58,12 +57,6 @@ def _cores() -> tuple[list[str], tuple[int, ...] | None]:
     if (os.cpu_count() or 1) < 2:
         return [], None
     return ["taskset", "-c", "0"], tuple(range(1, os.cpu_count() or 2))
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _wait_ready(url: str, process: subprocess.Popen, timeout_s: float) -> bool:
@@ -118,13 +111,13 @@ def _measure(url: str, out_dir: str, seconds: float, generator: tuple[int, ...] 
 
 
 def _mlflow_server(model_uri: str, env: dict, prefix: list[str], log_path: str):
-    port = _free_port()
+    port = free_port()
     bin_dir = os.path.dirname(sys.executable)
     # mlflow launches uvicorn by name: this environment's must come first on PATH.
     env = {**env, "PATH": f"{bin_dir}{os.pathsep}{env.get('PATH', '')}"}
     env.pop("MLFLOW_MODELS_WORKERS", None)
     log = open(log_path, "wb")
-    process = subprocess.Popen(
+    process = start_group(
         [
             *prefix,
             os.path.join(bin_dir, "mlflow"),
@@ -143,25 +136,9 @@ def _mlflow_server(model_uri: str, env: dict, prefix: list[str], log_path: str):
         stderr=subprocess.STDOUT,
         stdin=subprocess.DEVNULL,
         env=env,
-        start_new_session=True,
     )
     log.close()
     return process, f"http://127.0.0.1:{port}"
-
-
-def _stop_group(process: subprocess.Popen) -> None:
-    """mlflow serves from a child of its launcher: stop the whole group."""
-
-    if process.poll() is None:
-        try:
-            os.killpg(process.pid, signal.SIGTERM)
-            process.wait(15)
-        except (ProcessLookupError, subprocess.TimeoutExpired):
-            pass
-    if process.poll() is None:
-        with suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGKILL)
-        process.wait()
 
 
 @contextmanager
@@ -174,7 +151,7 @@ def mlflow_server(model_uri: str, out_dir: str, env: dict) -> Iterator[tuple[sub
     try:
         yield process, url
     finally:
-        _stop_group(process)
+        stop_group(process, grace_s=15)  # mlflow serves from a child of its launcher
 
 
 @contextmanager

@@ -13,12 +13,11 @@ import csv
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from importlib import resources
 
@@ -38,6 +37,7 @@ from mlscale.loadtest.resources import ResourceMonitor, find_server_pid
 from mlscale.loadtest.results import Sample, latency_distribution, summarize, timeseries
 from mlscale.loadtest.shapes import RPS, Shape
 from mlscale.loadtest.sla import Sla, parse_sla
+from mlscale.processes import free_port, start_group, stop_groups
 
 # Locust needs a moment to start and to stop its users; past this the run is killed.
 _GRACE_S = 60.0
@@ -100,12 +100,6 @@ class LoadTestResult:
     summary: dict
     rows: list[dict]
     out_dir: str
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def locustfile_path() -> str:
@@ -219,18 +213,17 @@ def run_loadtest(
     log = open(log_path, "w")
     try:
         if settings.workers == 0:
-            master = subprocess.Popen(
+            master = start_group(
                 _locust(*common, *settings.extra_locust_args, cores=settings.cpu_affinity),
                 env=env,
                 stdout=subprocess.PIPE,
                 stderr=log,
                 text=True,
-                start_new_session=True,
             )
             processes.append(master)
         else:
-            port = _free_port()
-            master = subprocess.Popen(
+            port = free_port()
+            master = start_group(
                 # A worker that never connects (it died starting) ends the run in
                 # _WORKERS_WAIT_S with Locust's message, instead of at the deadline.
                 _locust(
@@ -251,12 +244,11 @@ def run_loadtest(
                 stdout=subprocess.PIPE,
                 stderr=log,
                 text=True,
-                start_new_session=True,
             )
             processes.append(master)
             for _ in range(settings.workers):
                 processes.append(
-                    subprocess.Popen(
+                    start_group(
                         _locust(
                             "--worker",
                             "--master-host",
@@ -270,7 +262,6 @@ def run_loadtest(
                         env=env,
                         stdout=subprocess.DEVNULL,
                         stderr=log,
-                        start_new_session=True,
                     )
                 )
         server_pid = settings.server_pid or find_server_pid(settings.host)
@@ -284,7 +275,7 @@ def run_loadtest(
         samples = monitor.stop()
         reader.join(5)
     finally:
-        _stop_all(processes)
+        stop_groups(processes, grace_s=15)
         log.close()
 
     note = (
@@ -323,19 +314,6 @@ def _wait(master: subprocess.Popen[str], deadline: float) -> bool:
         except subprocess.TimeoutExpired:
             master.kill()
         return True
-
-
-def _stop_all(processes: Sequence[subprocess.Popen[str] | subprocess.Popen[bytes]]) -> None:
-    for process in processes:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-    for process in processes:
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
 
 
 def _tail(path: str, lines: int = 15) -> str:

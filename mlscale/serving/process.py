@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import os
 import re
-import signal
 import subprocess
 import sys
 import threading
 import time
 import urllib.request
 from collections.abc import Mapping, Sequence
+
+from mlscale.processes import start_group, stop_group
 
 _RUNNING = re.compile(r"Uvicorn running on http://[^:]+:(\d+)")
 
@@ -33,14 +34,13 @@ class ServeProcess:
         self.lines: list[str] = []
         self.port: int | None = None
         self._port_found = threading.Event()
-        self.process = subprocess.Popen(
+        self.process = start_group(
             self.args,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
             cwd=cwd,
             env={**os.environ, **(env or {})},
-            start_new_session=True,
         )
         threading.Thread(target=self._read, daemon=True).start()
 
@@ -90,16 +90,4 @@ class ServeProcess:
         children (the model download's, uvicorn's workers) get no terminal signal
         and would outlive it if only the server were told.
         """
-        self._signal_group(signal.SIGTERM)
-        try:
-            return self.process.wait(grace_s)
-        except subprocess.TimeoutExpired:
-            pass
-        self._signal_group(signal.SIGKILL)
-        return self.process.wait()
-
-    def _signal_group(self, signum: int) -> None:
-        try:
-            os.killpg(self.process.pid, signum)
-        except ProcessLookupError:
-            pass  # the server and all of its group are already gone
+        return stop_group(self.process, grace_s)
