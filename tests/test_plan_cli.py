@@ -10,6 +10,8 @@ import mlscale.capacity.planner as planner
 import mlscale.capacity.pods as pods
 from mlscale.capacity.settings import PlanRequest, model_check_line, plan_settings, resized_from
 from mlscale.cli.main import main
+from mlscale.schemas.plan import CapacityFit, LoadModel
+from tests.test_k8s import PLAN
 
 
 @pytest.fixture
@@ -142,11 +144,13 @@ def test_a_request_becomes_the_planners_settings():
 
 
 def test_re_sizing_keeps_the_earlier_plans_sla_and_load_model():
-    earlier = {
-        "sla": {"expr": "p99<500ms"},
-        "load_model": {"kind": "users", "think_time_s": 2.0, "mix": "1:90,100:10"},
-        "quick": False,
-    }
+    earlier = PLAN.model_copy(
+        update={
+            "sla": PLAN.sla.model_copy(update={"expr": "p99<500ms"}),
+            "load_model": LoadModel(kind="users", think_time_s=2.0, mix="1:90,100:10"),
+            "quick": False,
+        }
+    )
     asked = PlanRequest(sla="p95<1s", kind="users", target=10, out_dir="o", quick=True, rows_per_request=5)
     request = resized_from(asked, earlier)
     assert (request.sla, request.think_time_s, request.rows_per_request, request.mix, request.quick) == (
@@ -160,18 +164,18 @@ def test_re_sizing_keeps_the_earlier_plans_sla_and_load_model():
 
 
 def test_the_model_check_is_one_line():
-    assert model_check_line({}) == "Model: not fitted."
-    assert model_check_line({"note": "one size"}) == "Model: one size."
-    size = {
-        "holdout_error": 0.124,
-        "holdout": "size",
-        "holdout_cpu": 1.0,
-        "holdout_predicted_load": 7000.4,
-        "holdout_measured_load": 8000,
-    }
+    assert model_check_line(CapacityFit()) == "Model: not fitted."
+    assert model_check_line(CapacityFit(note="one size")) == "Model: one size."
+    size = CapacityFit(
+        holdout_error=0.124,
+        holdout=None,
+        holdout_cpu=1.0,
+        holdout_predicted_load=7000.4,
+        holdout_measured_load=8000,
+    )
     assert model_check_line(size) == (
         "Model check: 1 CPU predicted from the other sizes: 7000 against 8000 measured, 12.4 % hold-out error."
     )
-    assert model_check_line({**size, "holdout": "step"}).startswith(
+    assert model_check_line(size.model_copy(update={"holdout": "step"})).startswith(
         "Model check: the 1-CPU capacity read without its nearest load step: 7000"
     )
