@@ -25,6 +25,7 @@ from click.testing import CliRunner
 
 from mlscale.cli.main import main
 from mlscale.k8s import LOCUSTFILE_IN_IMAGE
+from mlscale.k8s.kubectl import find_kubectl
 from mlscale.k8s.placeholders import find_placeholders
 from mlscale.k8s.plan import (
     PlanError,
@@ -50,7 +51,7 @@ DEPLOY = ROOT / "deploy"
 DOCKER = ROOT / "docker"
 
 needs_kubectl = pytest.mark.skipif(
-    shutil.which("kubectl") is None, reason="kubectl (which bundles kustomize) is not installed"
+    find_kubectl() is None, reason="kubectl (which bundles kustomize) is not installed"
 )
 needs_schemas = pytest.mark.skipif(
     __import__("importlib").util.find_spec("kubernetes_validate") is None,
@@ -114,7 +115,7 @@ def rps_plan(**sizing) -> dict:
 
 def kustomize(directory: Path) -> list[dict]:
     done = subprocess.run(
-        ["kubectl", "kustomize", str(directory)], capture_output=True, text=True, timeout=60, check=True
+        [find_kubectl(), "kustomize", str(directory)], capture_output=True, text=True, timeout=60, check=True
     )
     return [doc for doc in yaml.safe_load_all(done.stdout) if doc]
 

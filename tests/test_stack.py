@@ -43,10 +43,11 @@ from mlscale.containers.translate import (
     translate,
 )
 from mlscale.errors import ConfigurationError
+from mlscale.k8s.kubectl import find_kubectl
 
 ROOT = Path(__file__).resolve().parents[1]
 needs_kubectl = pytest.mark.skipif(
-    shutil.which("kubectl") is None,
+    find_kubectl() is None,
     reason="kubectl (which bundles kustomize) is not installed: the "
     "stack renders the overlay with `kubectl kustomize`",
 )
@@ -70,7 +71,7 @@ PUBLISH = (
 def local_plan():
     from mlscale.containers.stack import default_source, render
 
-    if shutil.which("kubectl") is None:
+    if find_kubectl() is None:
         pytest.skip("kubectl (which bundles kustomize) is not installed")
     objects = render(default_source())
     return objects, translate(objects, StackSettings("st", IMAGES, PUBLISH))

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import configparser
 import os
-import shutil
 import socket
 import subprocess
 import sys
@@ -20,6 +19,8 @@ from pathlib import Path
 
 import httpx
 import pytest
+
+from mlscale.k8s.kubectl import find_kubectl
 
 ROOT = Path(__file__).resolve().parents[1]
 COMPONENT = ROOT / "deploy" / "components" / "tracking-basic-auth"
@@ -210,12 +211,10 @@ def test_the_model_server_signs_in_with_the_reader_account(tracking, tmp_path):
     assert "401" in anonymous.stderr or "credentials" in anonymous.stderr.lower()
 
 
-@pytest.mark.skipif(
-    shutil.which("kubectl") is None, reason="kubectl (which bundles kustomize) is not installed"
-)
+@pytest.mark.skipif(find_kubectl() is None, reason="kubectl (which bundles kustomize) is not installed")
 def test_the_gke_overlay_runs_the_component_with_one_image_version():
     rendered = subprocess.run(
-        ["kubectl", "kustomize", str(ROOT / "deploy" / "overlays" / "gke")],
+        [find_kubectl(), "kustomize", str(ROOT / "deploy" / "overlays" / "gke")],
         capture_output=True,
         text=True,
         timeout=120,
