@@ -57,7 +57,12 @@ def test_the_quick_demo_runs_end_to_end(quick_demo):
     assert seconds < QUICK_DEMO_S, f"the quick demo took {seconds:.0f} s (promised: under 3 minutes)"
     # Every step says what it does and how long it should take.
     steps = re.findall(r"^== \d+/\d+ .*$", run.stdout, re.M)
-    assert len(steps) == 8, steps
+    # Numbered 1 to N out of N, in order, and the loop's stages in the loop's order
+    # (not the count copied from the demo's code).
+    numbers = [tuple(map(int, re.match(r"== (\d+)/(\d+)", step).groups())) for step in steps]
+    assert numbers == [(n, len(steps)) for n in range(1, len(steps) + 1)], steps
+    names = [re.match(r"== \d+/\d+ ([\w-]+):", step)[1] for step in steps]
+    assert names == ["train", "serve", "score", "load", "plan", "kubernetes", "simulate", "compare"], steps
     for step in steps:
         assert re.search(r"\(~\d+ (s|min)\b", step), f"no time estimate: {step}"
     assert "registered models:/wine-quality/1" in run.stdout

@@ -46,11 +46,18 @@ from mlscale.errors import ConfigurationError
 from mlscale.k8s.kubectl import find_kubectl
 
 ROOT = Path(__file__).resolve().parents[1]
-needs_kubectl = pytest.mark.skipif(
+_without_kubectl = pytest.mark.skipif(
     find_kubectl() is None,
     reason="kubectl (which bundles kustomize) is not installed: the "
     "stack renders the overlay with `kubectl kustomize`",
 )
+
+
+def needs_kubectl(test):
+    """For tests that run kubectl: skipped without it, and slow (a process each)."""
+    return pytest.mark.slow(_without_kubectl(test))
+
+
 IMAGES = {
     "mlscale/server": "localhost/mlscale/server:0.1.0",
     "mlscale/tracking": "localhost/mlscale/tracking:0.1.0",

@@ -211,6 +211,7 @@ def test_the_model_server_signs_in_with_the_reader_account(tracking, tmp_path):
     assert "401" in anonymous.stderr or "credentials" in anonymous.stderr.lower()
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(find_kubectl() is None, reason="kubectl (which bundles kustomize) is not installed")
 def test_the_gke_overlay_runs_the_component_with_one_image_version():
     rendered = subprocess.run(
