@@ -92,25 +92,25 @@ def clients(model_paths):
 # --- the fast tier ---------------------------------------------------------------
 #
 # `make test-fast` runs the tests not marked `slow`: no server processes, Locust
-# runs, containers, kubectl renders or training. A test is slow when it is marked,
-# when it uses one of the fixtures below (each starts processes or trains the
-# reference model), or when its module is one whose every test does. While an
-# unmarked test runs, starting a process is refused, so a test that starts one
-# without the mark fails in both tiers instead of slowing the fast one.
+# runs, containers, kubectl renders or training. A test is slow when it or its
+# module (``pytestmark``) is marked, or when it uses one of the fixtures below,
+# each of which starts processes or trains the reference model. While an unmarked
+# test runs, starting a process is refused, so a test that starts one without the
+# mark fails in both tiers instead of slowing the fast one.
 
 SLOW_FIXTURES = frozenset(
     {
         "wine_registry",  # trains and registers the reference model
         "quick_demo",  # runs `mlscale demo --quick`
-        "slow_model",  # for tests of server processes
-        "servers",  # server processes
-        "server",
-        "tracking",  # an MLflow tracking server
-        "images",  # container images
-        "local_plan",  # `kubectl kustomize`
-        "pypi",  # model environments built from the package index
-        "models",  # the reference model, for images
-        "wine_image",
+        "slow_model",  # test_faults, test_server_process: for server processes
+        "servers",  # test_hostile_input: server processes
+        "server",  # test_security: a server process
+        "tracking",  # test_tracking_auth: an MLflow tracking server
+        "images",  # test_images: container images
+        "local_plan",  # test_stack: `kubectl kustomize`
+        "pypi",  # test_env_manager: model environments from the package index
+        "models",  # test_build_image: the reference model trained, for images
+        "wine_image",  # test_build_image: images
         "sklearn_image",
     }
 )
@@ -119,7 +119,6 @@ _PROCESS_EVENTS = frozenset(
     {"subprocess.Popen", "os.fork", "os.forkpty", "os.posix_spawn", "os.spawn", "os.exec", "os.system"}
 )
 _running_pure: list[str] = []  # the node id of the unmarked test running, if any
-
 
 # Libraries' own probes, not processes a test starts: ctypes.util.find_library runs
 # ldconfig (mlscale.serving.memory finds libc that way when an app is built).

@@ -184,10 +184,11 @@ def test_the_leftover_check_finds_a_child_that_carries_the_folder_only_in_its_en
     assert processes_mentioning(str(tmp_path)) == []
 
 
-def test_a_second_run_reuses_the_folder(tmp_path):
-    """What a second run does differently, step by step: training registers the next
-    version in the same store, the overlay is rendered again over the first one's,
-    the index is rewritten."""
+def test_a_second_run_reuses_the_folder(quick_demo):
+    """What a second run does differently, step by step, in the quick demo's own
+    folder after its first run (which registered version 1, rendered the overlay and
+    wrote the index): training registers the next version in the same store, the
+    overlay is rendered again over the first one's, the index is rewritten."""
     from mlscale.capacity.planner import PlanSettings, _assemble
     from mlscale.capacity.pods import PodSpec
     from mlscale.demo import _kubernetes, _train
@@ -195,8 +196,11 @@ def test_a_second_run_reuses_the_folder(tmp_path):
     from mlscale.report.index import write_index
     from tests.test_capacity import _measurement
 
-    out = str(tmp_path)
-    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}"}
+    folder, first = quick_demo
+    assert first.returncode == 0, "the demo failed: see test_the_quick_demo_runs_end_to_end"
+    assert "registered models:/wine-quality/1" in first.stdout
+    out = str(folder)
+    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{folder / 'mlflow.db'}"}
     plan = _assemble(
         PlanSettings(
             sla=parse_sla("p95<1s"),
@@ -208,12 +212,11 @@ def test_a_second_run_reuses_the_folder(tmp_path):
         ),
         [_measurement(0.25)],
     )
-    for version in (1, 2):
-        assert _train(out, env) == f"models:/wine-quality/{version}"
-        k8s = _kubernetes(plan, out)
-        assert k8s["ok"], k8s["problems"]
-        index = write_index(out, {"quick": True, "plan": plan, "k8s": k8s, "seconds": 1.0})
-        assert "120 concurrent users" in open(index).read()
+    assert _train(out, env) == "models:/wine-quality/2"
+    k8s = _kubernetes(plan, out)
+    assert k8s["ok"], k8s["problems"]
+    index = write_index(out, {"quick": True, "plan": plan, "k8s": k8s, "seconds": 1.0})
+    assert "120 concurrent users" in open(index).read()
 
 
 def test_the_simulation_sentence_never_drops_a_time():
