@@ -216,7 +216,7 @@ def test_a_second_run_reuses_the_folder(quick_demo):
     k8s = _kubernetes(plan, out)
     assert k8s["ok"], k8s["problems"]
     index = write_index(out, {"quick": True, "plan": plan, "k8s": k8s, "seconds": 1.0})
-    assert "120 concurrent users" in open(index).read()
+    assert "120 concurrent users" in Path(index).read_text()
 
 
 def test_the_simulation_sentence_never_drops_a_time():
