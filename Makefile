@@ -1,12 +1,13 @@
-# mlscale: `make demo` runs the whole loop locally; `make test` runs the test suite.
-# Both create .venv and install mlscale into it on first use.
+# mlscale: `make demo` runs the whole loop locally; `make test` runs the test suite,
+# `make test-fast` its pure tests (no processes, Locust, containers or training).
+# Each creates .venv and installs mlscale into it on first use.
 
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test lint format bench bench-loadgen audit images engine clean
+.PHONY: install demo test test-fast lint format bench bench-loadgen audit images engine clean
 
 install: $(STAMP)
 
@@ -22,6 +23,10 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest
+
+# The tests not marked slow (tests/conftest.py says which are): under 2 minutes.
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -m 'not slow'
 
 # ruff (lint and format) over the package, the tests and the benchmarks; mypy over the
 # package (strict on model, protocol, capacity, simulate, schemas); import-linter for the

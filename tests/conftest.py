@@ -10,12 +10,10 @@ from __future__ import annotations
 
 import contextlib
 import os
-import warnings
+import sys
 from collections.abc import Iterator
 
 import pytest
-
-warnings.filterwarnings("ignore", message=".*valid feature names.*")
 
 
 @pytest.fixture(scope="session")
@@ -89,3 +87,69 @@ def clients(model_paths):
             for name, path in model_paths.items()
         }
         yield pairs
+
+
+# --- the fast tier ---------------------------------------------------------------
+#
+# `make test-fast` runs the tests not marked `slow`: no server processes, Locust
+# runs, containers, kubectl renders or training. A test is slow when it or its
+# module (``pytestmark``) is marked, or when it uses one of the fixtures below,
+# each of which starts processes or trains the reference model. While an unmarked
+# test runs, starting a process is refused, so a test that starts one without the
+# mark fails in both tiers instead of slowing the fast one.
+
+SLOW_FIXTURES = frozenset(
+    {
+        "wine_registry",  # trains and registers the reference model
+        "quick_demo",  # runs `mlscale demo --quick`
+        "slow_model",  # test_faults, test_server_process: for server processes
+        "servers",  # test_hostile_input: server processes
+        "server",  # test_security: a server process
+        "tracking",  # test_tracking_auth: an MLflow tracking server
+        "images",  # test_images: container images
+        "local_plan",  # test_stack: `kubectl kustomize`
+        "pypi",  # test_env_manager: model environments from the package index
+        "models",  # test_build_image: the reference model trained, for images
+        "wine_image",  # test_build_image: images
+        "sklearn_image",
+    }
+)
+# Events of the audit hook (PEP 578) that start a process.
+_PROCESS_EVENTS = frozenset(
+    {"subprocess.Popen", "os.fork", "os.forkpty", "os.posix_spawn", "os.spawn", "os.exec", "os.system"}
+)
+_running_pure: list[str] = []  # the node id of the unmarked test running, if any
+
+# Libraries' own probes, not processes a test starts: ctypes.util.find_library runs
+# ldconfig (mlscale.serving.memory finds libc that way when an app is built).
+_PROBES = frozenset({"ldconfig"})
+
+
+def _refuse_processes_in_pure_tests(event: str, args: tuple) -> None:
+    if not _running_pure or event not in _PROCESS_EVENTS:
+        return
+    if event == "subprocess.Popen":
+        command = args[1] if isinstance(args[1], (list, tuple)) else [args[1]]
+        if command and os.path.basename(str(command[0])) in _PROBES:
+            return
+    raise RuntimeError(f"{_running_pure[0]} starts a process ({event}): mark it `slow`")
+
+
+sys.addaudithook(_refuse_processes_in_pure_tests)
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if SLOW_FIXTURES.intersection(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item):
+    if item.get_closest_marker("slow") is not None:
+        return (yield)
+    _running_pure.append(item.nodeid)
+    try:
+        return (yield)
+    finally:
+        _running_pure.clear()

@@ -729,6 +729,7 @@ def _stand_in(monkeypatch, ready):
     return started
 
 
+@pytest.mark.slow
 def test_ctrl_c_while_a_pod_starts_stops_its_server(monkeypatch):
     def interrupted():
         raise KeyboardInterrupt
@@ -739,6 +740,7 @@ def test_ctrl_c_while_a_pod_starts_stops_its_server(monkeypatch):
     assert started[0].process.poll() is not None  # stopped, not left running
 
 
+@pytest.mark.slow
 def test_a_failed_cpu_limit_stops_the_server_it_started(monkeypatch):
     started = _stand_in(monkeypatch, lambda: True)
 

@@ -80,6 +80,7 @@ def test_mlflow_environment_variables_set_the_defaults(monkeypatch):
     assert (settings.workers, settings.timeout_s, settings.port, settings.host) == (3, 7, 6001, "0.0.0.0")
 
 
+@pytest.mark.slow
 def test_train_prints_the_registered_uri_last(tmp_path):
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     run = subprocess.run(

@@ -33,10 +33,12 @@ import json
 import re
 import threading
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 
 from tests.conftest import mlflow_client, mlscale_client
 from tests.models import color_frame, small_frame
@@ -96,6 +98,86 @@ def encode(document: object) -> bytes:
     if isinstance(document, bytes):
         return document
     return json.dumps(document).encode()
+
+
+# ---------------------------------------------------------------------------
+# The cases file: table-like cases as data (tests/conformance_cases.yaml)
+# ---------------------------------------------------------------------------
+
+CASES_FILE = Path(__file__).with_name("conformance_cases.yaml")
+
+# The parts of a body that the cases file names by a tag, built from a model's rows.
+_PARTS = {
+    "split": split_of,
+    "records": records_of,
+    "data": lambda frame: split_of(frame)["data"],
+    "columns": lambda frame: list(frame.columns),
+    "lists": lambda frame: frame.to_dict(orient="list"),
+    "first_row": lambda frame: split_of(frame)["data"][0],
+    "data_without_last_column": lambda frame: [row[:-1] for row in split_of(frame)["data"]],
+}
+
+
+@dataclass(frozen=True)
+class FromRows:
+    """A tagged part of a body (``!split {index: [1]}``), built from the model's valid rows."""
+
+    part: str
+    extra: dict
+
+    def build(self, frame: pd.DataFrame) -> object:
+        if self.part == "split":
+            return split_of(frame, **self.extra)
+        assert not self.extra, f"!{self.part} takes no keys"
+        return _PARTS[self.part](frame)
+
+
+class _CaseLoader(yaml.SafeLoader):
+    """YAML with the cases file's tags."""
+
+
+def _from_rows_constructor(part: str):
+    def construct(loader: yaml.SafeLoader, node: yaml.Node) -> FromRows:
+        return FromRows(part, loader.construct_mapping(node, deep=True))
+
+    return construct
+
+
+for _part in _PARTS:
+    _CaseLoader.add_constructor(f"!{_part}", _from_rows_constructor(_part))
+_CaseLoader.add_constructor(
+    "!exactly_one_key_of",
+    lambda loader, node: exactly_one_key_message(loader.construct_sequence(node)),
+)
+
+
+def _built(node: object, frame: pd.DataFrame | None) -> object:
+    if isinstance(node, FromRows):
+        assert frame is not None, "a tagged part needs a model's rows"
+        return node.build(frame)
+    if isinstance(node, dict):
+        return {key: _built(value, frame) for key, value in node.items()}
+    if isinstance(node, list):
+        return [_built(value, frame) for value in node]
+    return node
+
+
+def body_of(case: dict, frame: pd.DataFrame | None = None) -> bytes:
+    """A case's body: ``raw`` as written (one character a byte), else ``body`` as JSON."""
+    if "raw" in case:
+        raw = case["raw"]
+        if frame is not None:
+            raw = raw.replace("$first_column", str(frame.columns[0]))
+        return raw.encode("latin-1")
+    return json.dumps(_built(case["body"], frame)).encode(case.get("encoding", "utf-8"))
+
+
+CASES: dict[str, list] = yaml.load(CASES_FILE.read_text(), _CaseLoader)  # a SafeLoader with the file's tags
+
+
+def cases(section: str) -> list:
+    """A section's cases as parameters named by their ``id``."""
+    return [pytest.param(case, id=case["id"]) for case in CASES[section]]
 
 
 # ---------------------------------------------------------------------------
@@ -340,19 +422,9 @@ def native_calls(client) -> float:
 @pytest.mark.parametrize(
     ("method", "path", "status"),
     [
-        ("GET", "/ping", 200),
-        ("GET", "/health", 200),
-        ("GET", "/version", 200),
-        ("HEAD", "/ping", 405),
-        ("POST", "/ping", 405),
-        ("POST", "/health", 405),
-        ("GET", "/invocations", 405),
-        ("PUT", "/invocations", 405),
-        ("GET", "/nope", 404),
-        ("POST", "/predict", 404),
-        ("GET", "//ping", 404),
+        pytest.param(c["method"], c["path"], c["status"], id=f"{c['method']}-{c['path']}-{c['status']}")
+        for c in CASES["endpoints"]
     ],
-    ids=lambda v: str(v) if not isinstance(v, int) else None,
 )
 def test_endpoints(both, name, method, path, status):
     ours, theirs = both(name, method, path)
@@ -415,15 +487,7 @@ def test_not_found_and_not_allowed_bodies(both):
 
 
 @pytest.mark.parametrize("name", ALL_MODELS)
-@pytest.mark.parametrize(
-    "content_type",
-    [
-        "application/json",
-        "application/json; charset=UTF-8",
-        "application/json;charset=utf-8",
-        "application/json ; charset=utf-8",
-    ],
-)
+@pytest.mark.parametrize("content_type", CASES["json_content_types_accepted"])
 def test_json_content_types_accepted(invoke, name, content_type):
     document = {"dataframe_split": split_of(frame_for(name))}
     assert_same_answer(*invoke(name, document, content_type), status=200)
@@ -459,43 +523,16 @@ def test_csv_value_that_cannot_be_cast(invoke, name):
 
 
 @pytest.mark.parametrize("name", ["xgboost", "sklearn_pipeline", "no_signature"])
-@pytest.mark.parametrize(
-    ("body", "content_type"),
-    [
-        (b"f0,f1\n1.5,2.0\n", CSV_CT),  # missing column
-        (b"\xff\xfe,f1\n1,2\n", CSV_CT),  # not UTF-8
-        (b"", CSV_CT),
-        (b"not parquet at all", PARQUET_CT),
-    ],
-    ids=["csv-missing-column", "csv-invalid-utf8", "csv-empty", "parquet-garbage"],
-)
-def test_bad_csv_and_parquet_bodies(invoke, name, body, content_type):
-    ours, theirs = invoke(name, body, content_type)
+@pytest.mark.parametrize("case", cases("bad_csv_and_parquet_bodies"))
+def test_bad_csv_and_parquet_bodies(invoke, name, case):
+    ours, theirs = invoke(name, body_of(case), case["content_type"])
+
     assert 400 <= theirs.status_code < 500
     assert_same_answer(ours, theirs)
 
 
 @pytest.mark.parametrize("name", ["xgboost", "sklearn_pipeline"])
-@pytest.mark.parametrize(
-    "content_type",
-    [
-        "application/json; charset=latin-1",
-        'application/json; charset="utf-8"',
-        "application/json; charset=utf-16",
-        "text/csv; charset=ascii",
-        "application/json; format=pandas-split",
-        "application/json; format=pandas-records",
-        "application/json;",
-        "text/csv; header=present",
-        "application/csv",
-        "text/plain",
-        "Application/JSON",
-        "application/JSON",
-        "application/x-www-form-urlencoded",
-        "",
-    ],
-    ids=lambda ct: ct or "empty",
-)
+@pytest.mark.parametrize("content_type", CASES["content_types_rejected"], ids=lambda ct: ct or "empty")
 def test_content_types_rejected_with_415(invoke, name, content_type):
     document = {"dataframe_split": split_of(frame_for(name))}
     ours, theirs = invoke(name, document, content_type)
@@ -533,139 +570,14 @@ def test_missing_content_type_is_a_clear_415(invoke, name):
 # ---------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Case:
-    """A request body built from a model's valid frame, and what MLflow answers."""
-
-    id: str
-    build: object  # frame -> document (or bytes)
-    # What the checklist says MLflow answers (None: not stated), or {model: status}
-    # with "*" for the other models.
-    status: int | dict | None = None
-    message: str | None = None  # a regex, where MLflow's message embeds a set
-
-
-def _cases(*cases: Case):
-    return [pytest.param(case, id=case.id) for case in cases]
-
-
-_SIGNED_200 = {"*": 200, "no_signature": None}
-
-JSON_BODY_CASES = _cases(
-    Case("invalid-json", lambda f: b'{"dataframe_split": ', 400),
-    Case("invalid-json-single-quotes", lambda f: b"{'dataframe_split': {}}", 400),
-    Case("invalid-json-empty-body", lambda f: b"", 400),
-    Case("invalid-json-trailing-garbage", lambda f: b'{"inputs": [1]} x', 400),
-    Case(
-        "invalid-utf8",
-        lambda f: b'{"dataframe_records": [{"' + f.columns[0].encode() + b'": "\xff\xfe"}]}',
-        400,
-    ),
-    Case("top-level-empty-list", lambda f: [], 400),
-    Case("top-level-list", lambda f: records_of(f), 400),
-    Case("top-level-int", lambda f: 5, 400),
-    Case("top-level-float", lambda f: 1.5, 400),
-    Case("top-level-string", lambda f: "abc", 400),
-    Case("top-level-null", lambda f: None, 400),
-    Case("top-level-bool", lambda f: True, 400),
-    Case("no-key-empty", lambda f: {}, 400, exactly_one_key_message([])),
-    Case("no-key-unknown", lambda f: {"data": [[1, 2, 3]], "foo": 1}, 400, exactly_one_key_message([])),
-    Case("no-key-params-only", lambda f: {"params": {"a": 1}}, 400, exactly_one_key_message([])),
-    Case(
-        "two-keys-split-records",
-        lambda f: {"dataframe_split": split_of(f), "dataframe_records": records_of(f)},
-        400,
-        exactly_one_key_message(["dataframe_split", "dataframe_records"]),
-    ),
-    Case(
-        "two-keys-inputs-instances",
-        lambda f: {"inputs": records_of(f), "instances": records_of(f), "x": 1},
-        400,
-        exactly_one_key_message(["inputs", "instances"]),
-    ),
-    Case(
-        "unknown-extra-keys-dropped",
-        lambda f: {"dataframe_split": split_of(f), "foo": 1, "meta": {"a": [1]}},
-        200,
-    ),
-    Case(
-        "records-unknown-extra-keys-dropped",
-        lambda f: {"extra": None, "dataframe_records": records_of(f)},
-        200,
-    ),
-    Case("split-not-dict-list", lambda f: {"dataframe_split": split_of(f)["data"]}, 400),
-    Case("split-not-dict-string", lambda f: {"dataframe_split": "abc"}, 400),
-    Case("split-not-dict-null", lambda f: {"dataframe_split": None}, 400),
-    Case(
-        "split-extra-key",
-        lambda f: {"dataframe_split": split_of(f, orient="split")},
-        400,
-        r"Invalid input\. Dataframe split format must have 'data' field and optionally"
-        r" 'columns' and 'index' fields\. Got \{('(columns|data|orient)'(, )?){3}\}\.'",
-    ),
-    Case(
-        "split-no-data",
-        lambda f: {"dataframe_split": {"columns": list(f.columns)}},
-        400,
-        r"Invalid input\. Dataframe split format must have 'data' field and optionally"
-        r" 'columns' and 'index' fields\. Got \{'columns'\}\.'",
-    ),
-    Case("split-with-index", lambda f: {"dataframe_split": split_of(f, index=[7, 8, 9])}, 200),
-    Case("split-with-string-index", lambda f: {"dataframe_split": split_of(f, index=["a", "b", "c"])}, 200),
-    Case("split-index-wrong-length", lambda f: {"dataframe_split": split_of(f, index=[1])}, 400),
-    Case("split-without-columns", lambda f: {"dataframe_split": {"data": split_of(f)["data"]}}),
-    Case(
-        "split-ragged-short-row",
-        lambda f: {
-            "dataframe_split": {"columns": list(f.columns), "data": [row[:-1] for row in split_of(f)["data"]]}
-        },
-        400,
-    ),
-    # pandas pads a short row with None when another row is full: then the schema decides.
-    Case(
-        "split-ragged-mixed-rows",
-        lambda f: {"dataframe_split": {"columns": list(f.columns), "data": [split_of(f)["data"][0], [1]]}},
-    ),
-    Case("split-empty-dict", lambda f: {"dataframe_split": {}}, 400),
-    Case("records-not-list-dict", lambda f: {"dataframe_records": split_of(f)}, 400),
-    Case("records-not-list-string", lambda f: {"dataframe_records": "abc"}, 400),
-    Case("records-of-lists", lambda f: {"dataframe_records": split_of(f)["data"]}),
-    # Without a signature, MLflow hands the model a dict of arrays, which sklearn rejects.
-    Case("inputs-list-of-dicts", lambda f: {"inputs": records_of(f)}, _SIGNED_200),
-    Case("instances-list-of-dicts", lambda f: {"instances": records_of(f)}, _SIGNED_200),
-    Case("inputs-dict-of-lists", lambda f: {"inputs": f.to_dict(orient="list")}, _SIGNED_200),
-    Case("instances-dict-of-lists", lambda f: {"instances": f.to_dict(orient="list")}),
-    Case("inputs-scalar", lambda f: {"inputs": 5}),
-    Case("inputs-ragged-2d", lambda f: {"inputs": [[1.0, 2.0, 3], [1.0]]}),
-    Case("inputs-null", lambda f: {"inputs": None}),
-    Case("inputs-empty-list", lambda f: {"inputs": []}),
-    Case("inputs-list-of-empty-list", lambda f: {"inputs": [[]]}),
-    Case("split-no-columns-no-data", lambda f: {"dataframe_split": {"columns": [], "data": []}}),
-    Case("records-of-empty-dict", lambda f: {"dataframe_records": [{}]}),
-    Case("records-of-scalars", lambda f: {"dataframe_records": [1, 2]}),
-    Case(
-        "params-no-schema-ignored",
-        lambda f: {"dataframe_split": split_of(f), "params": {"alpha": 1, "b": "x"}},
-        200,
-    ),
-    Case("params-no-schema-records", lambda f: {"dataframe_records": records_of(f), "params": {}}, 200),
-    Case("params-not-a-dict", lambda f: {"dataframe_split": split_of(f), "params": "x"}),
-    Case("llm-prompt-key", lambda f: {"prompt": "hello"}),
-    Case(
-        "llm-messages-key-with-format-key",
-        lambda f: {"messages": [{"role": "user", "content": "hi"}], "dataframe_split": split_of(f)},
-    ),
-    Case("llm-input-key", lambda f: {"input": records_of(f)}),
-)
-
-
 @pytest.mark.parametrize("name", ALL_MODELS)
-@pytest.mark.parametrize("case", JSON_BODY_CASES)
+@pytest.mark.parametrize("case", cases("json_bodies"))
 def test_json_bodies(invoke, name, case):
-    status = case.status
-    if isinstance(status, dict):
+    status = case.get("status")
+    if isinstance(status, dict):  # per model, "*" for the others
         status = status.get(name, status["*"])
-    assert_same_answer(*invoke(name, case.build(frame_for(name))), status=status, message=case.message)
+    body = body_of(case, frame_for(name))
+    assert_same_answer(*invoke(name, body), status=status, message=case.get("message"))
 
 
 def test_json_error_messages_are_mlflows(invoke):
@@ -708,43 +620,21 @@ def test_inputs_2d_list_without_signature_is_accepted(invoke, key):
     assert_same_answer(*invoke("no_signature", {key: frame.to_numpy().tolist()}), status=200)
 
 
-@pytest.mark.parametrize(
-    ("body", "status"),
-    [
-        pytest.param({"inputs": [[1, 2]], "params": {"temperature": 2}}, 200, id="known-param"),
-        pytest.param({"inputs": [[1, 2]], "params": {"temperature": 0.1, "tag": "a"}}, 200, id="all-params"),
-        pytest.param({"inputs": [[1, 2]], "params": {"zzz": 1, "tag": "b"}}, 200, id="unknown-param-dropped"),
-        pytest.param({"inputs": [[1, 2]]}, 200, id="missing-params-get-defaults"),
-        pytest.param({"inputs": [[1, 2]], "params": {}}, 200, id="empty-params"),
-        pytest.param({"inputs": [[1, 2]], "params": {"temperature": "hot"}}, 400, id="wrong-type"),
-        pytest.param({"inputs": [[1, 2]], "params": "x"}, 400, id="not-a-dict-string"),
-        pytest.param({"inputs": [[1, 2]], "params": [1]}, 400, id="not-a-dict-list"),
-        pytest.param(
-            {"dataframe_records": [{"a": 1}], "params": {"tag": "r"}}, 200, id="records-with-params"
-        ),
-    ],
-)
-def test_params_with_a_params_schema(invoke, body, status):
-    ours, theirs = invoke("echo", body)
+@pytest.mark.parametrize("case", cases("params_with_a_params_schema"))
+def test_params_with_a_params_schema(invoke, case):
+    status = case["status"]
+    ours, theirs = invoke("echo", body_of(case))
+
     assert_same_answer(ours, theirs, status=status)
     if status == 200:
         params = theirs.json()["predictions"]["params"]
         assert set(params) == {"temperature", "tag"}  # unknown dropped, missing defaulted
 
 
-@pytest.mark.parametrize(
-    "body",
-    [
-        pytest.param({"inputs": 5}, id="int"),
-        pytest.param({"inputs": "hello"}, id="string"),
-        pytest.param({"instances": 2.5}, id="instances-float"),
-        pytest.param({"inputs": [1, 2, 3]}, id="1d-list"),
-        pytest.param({"inputs": {"a": 1, "b": "x"}}, id="dict-of-scalars"),
-    ],
-)
-def test_scalar_and_1d_inputs_on_a_model_that_takes_them(invoke, body):
+@pytest.mark.parametrize("case", cases("scalar_and_1d_inputs"))
+def test_scalar_and_1d_inputs_on_a_model_that_takes_them(invoke, case):
     """A model without an input schema takes whatever ``inputs`` holds, scalars included."""
-    assert_same_answer(*invoke("echo", body))
+    assert_same_answer(*invoke("echo", body_of(case)))
 
 
 @pytest.mark.parametrize("content_type", [CSV_CT, PARQUET_CT])
@@ -763,20 +653,10 @@ def test_params_error_messages(invoke):
     assert "Invalid parameters found: {" in ours.json()["message"]
 
 
-@pytest.mark.parametrize(
-    "body",
-    [
-        pytest.param({"messages": [{"role": "user", "content": "hi"}]}, id="messages"),
-        pytest.param(
-            {"prompt": "say hi", "temperature": 0.1, "other": [1]}, id="prompt-with-param-and-extra"
-        ),
-        pytest.param({"input": ["a", "b"], "tag": "t"}, id="input"),
-        pytest.param({"input": "x", "inputs": {"a": [1]}}, id="input-and-inputs"),
-        pytest.param({"prompt": "x", "params": {"temperature": 3}}, id="prompt-with-params-key"),
-    ],
-)
-def test_llm_inputs_are_passed_raw_and_unwrapped(invoke, body):
-    ours, theirs = invoke("echo", body)
+@pytest.mark.parametrize("case", cases("llm_inputs"))
+def test_llm_inputs_are_passed_raw_and_unwrapped(invoke, case):
+    ours, theirs = invoke("echo", body_of(case))
+
     assert_same_answer(ours, theirs, status=200)
     assert "predictions" not in theirs.json()  # the unified LLM format has no wrapper
 
@@ -794,104 +674,10 @@ def _records(*records) -> dict:
     return {"dataframe_records": list(records)}
 
 
-SCHEMA_CASES = [
-    pytest.param(_split_rows(["1.5", 2.0, 3]), 200, id="string-into-double"),
-    pytest.param(_split_rows(["1e2", "-0.25", "3"]), 200, id="strings-into-all-columns"),
-    pytest.param(_split_rows([1.0, 2.0, 3.7], [1.0, 2.0, -3.7]), 200, id="float-into-long-truncated"),
-    pytest.param(_split_rows([1.0, 2.0, 3.0], [0.5, 1.5, 4.0]), 200, id="int-valued-floats"),
-    pytest.param(_split_rows([1.0, 2.0, 0.9999999]), 200, id="nearly-one-into-long"),
-    pytest.param(_split_rows([1.0, 2.0, None]), 400, id="null-into-long"),
-    pytest.param(_split_rows([1.0, 2.0, "abc"]), 400, id="abc-into-long"),
-    pytest.param(_split_rows(["abc", 2.0, 3]), 400, id="abc-into-double"),
-    pytest.param(_split_rows([None, 2.0, 3]), None, id="null-into-double"),
-    pytest.param(_split_rows([1, 2, 3], [4, 5, 6]), 200, id="ints-into-double"),
-    pytest.param(_split_rows([True, 2.0, False]), None, id="bools"),
-    pytest.param(_split_rows([1.0, 2.0, 1e20]), None, id="huge-into-long"),
-    pytest.param(_split_rows([1.0, 2.0, 2**53 + 1]), None, id="beyond-2-53-into-long"),
-    pytest.param(_split_rows([2**60, 2.0, 3]), 200, id="big-int-into-double"),
-    pytest.param(_split_rows([1.5, 2.0, "3"]), 200, id="string-int-into-long"),
-    pytest.param(_split_rows([[1.0], 2.0, 3]), None, id="nested-list-value"),
-    pytest.param(_split_rows([1.0, 2.0], columns=("f0", "f1")), 400, id="missing-column"),
-    pytest.param(
-        _split_rows([1.0, 2.0, 3, 9.5, "x"], columns=("f0", "f1", "f2", "e", "s")),
-        200,
-        id="extra-columns-dropped",
-    ),
-    pytest.param(_split_rows([3, 2.5, 1.25], columns=("f2", "f1", "f0")), 200, id="column-order"),
-    pytest.param(
-        _split_rows([3, 1.25, 9, 2.5], columns=("f2", "f0", "zz", "f1")), 200, id="column-order-and-extra"
-    ),
-    pytest.param(
-        _split_rows([1.0, 2.0, 3, 4], columns=("f0", "f1", "f2", "f2")), None, id="duplicate-column"
-    ),
-    # {"predictions": []} where the model takes 0 rows (see the test below); lightgbm
-    # and sklearn raise on 0 rows, so MLflow answers them 400.
-    pytest.param(_split_rows(columns=("f0", "f1", "f2")), None, id="empty-data"),
-    pytest.param(_records(), 400, id="empty-records"),  # no columns at all
-    pytest.param(_records({"f0": "1.5", "f1": 2, "f2": 3}), 200, id="records-string-into-double"),
-    pytest.param(_records({"f0": 1.5, "f1": 2, "f2": 3.7}), 200, id="records-truncated"),
-    pytest.param(_records({"f0": 1.5, "f1": 2, "f2": None}), 400, id="records-null-into-long"),
-    pytest.param(_records({"f0": 1.5, "f1": 2}), 400, id="records-missing-column"),
-    pytest.param(
-        _records({"f0": 1.5, "f1": 2, "f2": 1}, {"f0": 1.5, "f1": 2}), 400, id="records-missing-in-one-row"
-    ),
-    pytest.param(_records({"f2": 1, "x": "y", "f1": 2, "f0": 0.5}), 200, id="records-order-and-extra"),
-    pytest.param(
-        b'{"dataframe_split": {"columns": ["f0", "f1", "f2"], "data": '
-        b"[[NaN, 2.0, 1], [Infinity, -Infinity, 2]]}}",
-        None,
-        id="nan-and-infinity-tokens",
-    ),
-    pytest.param(
-        b'{"dataframe_split": {"columns": ["f0", "f1", "f2"], "data": [[1e400, 2.0, 1]]}}',
-        None,
-        id="overflowing-literal",
-    ),
-    pytest.param(
-        b'{"dataframe_split": {"columns": ["f0", "f1", "f2"], "data": [[1.0, 2.0, NaN]]}}',
-        400,
-        id="nan-into-long",
-    ),
-    pytest.param(_split_rows([1.0, 2.0, 2**63]), None, id="int64-overflow-into-long"),
-    pytest.param(_split_rows([1.0, 2.0, -(2**63)]), None, id="int64-min-into-long"),
-    pytest.param(
-        b'{"dataframe_split": {"columns": ["f0", "f1", "f2"], "data": [[9, 9, 9]]}, '
-        b'"dataframe_split": {"columns": ["f0", "f1", "f2"], "data": [[1.5, 2, 3]]}}',
-        200,
-        id="duplicate-format-key-last-wins",
-    ),
-    pytest.param(
-        b'{"dataframe_records": [{"f0": 9, "f1": 2, "f2": 3, "f0": 1.5}]}',
-        200,
-        id="duplicate-record-key-last-wins",
-    ),
-    pytest.param(b"\xef\xbb\xbf" + encode(_split_rows([1.5, 2.0, 3])), None, id="utf8-bom"),
-    pytest.param(json.dumps(_split_rows([1.5, 2.0, 3])).encode("utf-16"), None, id="utf16-body"),
-    pytest.param({"dataframe_split": {"columns": None, "data": [[1.5, 2.0, 3]]}}, None, id="columns-null"),
-    pytest.param(
-        {"dataframe_split": {"columns": [0, "f0", "f1", "f2"], "data": [[7, 1.5, 2, 3]]}},
-        None,
-        id="non-string-extra-column",
-    ),
-    pytest.param(
-        {"dataframe_records": [{"f0": 1.5, "f1": 2, "f2": 3}, [1.5, 2, 3]]},
-        None,
-        id="records-with-a-list-row",
-    ),
-    pytest.param({"inputs": {"f0": [1.5], "f1": [2.0], "f2": [3]}}, 200, id="inputs-exact-types"),
-    # MLflow casts ``inputs`` by the schema too (200 on 3.17.2, not stated in the checklist).
-    pytest.param({"inputs": {"f0": [1.5], "f1": [2.0], "f2": [3.7]}}, None, id="inputs-float-into-long"),
-    pytest.param({"inputs": {"f0": ["1.5"], "f1": [2.0], "f2": [3]}}, None, id="inputs-string-into-double"),
-    pytest.param({"inputs": {"f0": [1.5], "f1": [2.0], "f2": [None]}}, None, id="inputs-null-into-long"),
-    pytest.param({"inputs": {"f0": [1], "f1": [2], "f2": [3]}}, 200, id="inputs-int-into-double"),
-    pytest.param({"inputs": [{"f0": 1.5, "f1": 2.0}]}, 400, id="inputs-missing-column"),
-]
-
-
 @pytest.mark.parametrize("name", F_SIGNED)
-@pytest.mark.parametrize(("document", "status"), SCHEMA_CASES)
-def test_schema_enforcement(invoke, name, document, status):
-    assert_same_answer(*invoke(name, document), status=status)
+@pytest.mark.parametrize("case", cases("schema_enforcement"))
+def test_schema_enforcement(invoke, name, case):
+    assert_same_answer(*invoke(name, body_of(case)), status=case.get("status"))
 
 
 def _parquet(frame: pd.DataFrame) -> bytes:
@@ -904,44 +690,12 @@ def _typed(**columns) -> pd.DataFrame:
     return pd.DataFrame({name: pd.Series(values, dtype=dtype) for name, (values, dtype) in columns.items()})
 
 
-# Parquet is not cast at parse time, so these reach ``_enforce_schema`` (stage B) as typed.
-STAGE_B_CASES = [
-    pytest.param(
-        _typed(f0=([1.5], "float64"), f1=([2.0], "float64"), f2=([3], "int64")), 200, id="exact-types"
-    ),
-    pytest.param(
-        _typed(f0=([1.5], "float32"), f1=([2.0], "float32"), f2=([3], "int32")),
-        200,
-        id="float32-and-int32-upcast",
-    ),
-    pytest.param(_typed(f0=([1], "int8"), f1=([2], "int16"), f2=([3], "int8")), 200, id="small-ints"),
-    pytest.param(
-        _typed(f0=([1], "int64"), f1=([2.0], "float64"), f2=([3], "int64")), None, id="long-into-double"
-    ),
-    pytest.param(
-        _typed(f0=([1.5], "float64"), f1=([2.0], "float64"), f2=([3.7], "float64")),
-        400,
-        id="double-into-long",
-    ),
-    pytest.param(
-        _typed(f0=(["1.5"], "object"), f1=([2.0], "float64"), f2=([3], "int64")), 400, id="string-into-double"
-    ),
-    pytest.param(
-        _typed(f0=([True], "bool"), f1=([2.0], "float64"), f2=([3], "int64")), None, id="bool-into-double"
-    ),
-    pytest.param(
-        _typed(f1=([2.0], "float64"), f0=([1.5], "float64"), f2=([3], "int64"), x=(["y"], "object")),
-        200,
-        id="order-and-extra",
-    ),
-    pytest.param(_typed(f0=([1.5], "float64"), f1=([2.0], "float64")), 400, id="missing"),
-]
-
-
 @pytest.mark.parametrize("name", F_SIGNED)
-@pytest.mark.parametrize(("frame", "status"), STAGE_B_CASES)
-def test_schema_enforcement_of_typed_columns(invoke, name, frame, status):
-    assert_same_answer(*invoke(name, _parquet(frame), PARQUET_CT), status=status)
+@pytest.mark.parametrize("case", cases("schema_enforcement_of_typed_columns"))
+def test_schema_enforcement_of_typed_columns(invoke, name, case):
+    """Parquet is not cast at parse time: these reach ``_enforce_schema`` as typed."""
+    frame = _typed(**{column: tuple(spec) for column, spec in case["frame"].items()})
+    assert_same_answer(*invoke(name, _parquet(frame), PARQUET_CT), status=case.get("status"))
 
 
 def test_incompatible_types_message(invoke):
@@ -976,28 +730,9 @@ def test_empty_data_answers_empty_predictions(invoke, name):
     assert ours.json() == {"predictions": []}
 
 
-PIPELINE_CASES = [
-    pytest.param(_split_rows(["red", 1.5], columns=("color", "size")), 200, id="plain"),
-    pytest.param(_split_rows(["red", "1.5"], columns=("color", "size")), 200, id="string-into-double"),
-    pytest.param(_split_rows(["red", 2], columns=("color", "size")), 200, id="int-into-double"),
-    pytest.param(_split_rows([1.5, "red"], columns=("size", "color")), 200, id="column-order"),
-    pytest.param(_split_rows(["purple", 1.5], columns=("color", "size")), 200, id="unknown-category"),
-    pytest.param(_split_rows([3, 1.5], columns=("color", "size")), None, id="int-into-string"),
-    pytest.param(_split_rows([None, 1.5], columns=("color", "size")), None, id="null-into-string"),
-    pytest.param(_split_rows(["red", None], columns=("color", "size")), None, id="null-into-double"),
-    pytest.param(_split_rows(["red", "abc"], columns=("color", "size")), 400, id="abc-into-double"),
-    pytest.param(_split_rows([1.5], columns=("size",)), 400, id="missing-column"),
-    pytest.param(_split_rows(["red", 1.5, 7], columns=("color", "size", "x")), 200, id="extra-column"),
-    pytest.param(_split_rows(columns=("color", "size")), None, id="empty-data"),
-    pytest.param(_records({"color": "blue", "size": 0.5}, {"size": 2, "color": "red"}), 200, id="records"),
-    pytest.param({"inputs": {"color": ["red"], "size": [1.5]}}, 200, id="inputs"),
-    pytest.param({"inputs": {"color": [1], "size": [1.5]}}, None, id="inputs-int-into-string"),
-]
-
-
-@pytest.mark.parametrize(("document", "status"), PIPELINE_CASES)
-def test_schema_enforcement_string_column(invoke, document, status):
-    assert_same_answer(*invoke("sklearn_pipeline", document), status=status)
+@pytest.mark.parametrize("case", cases("schema_enforcement_string_column"))
+def test_schema_enforcement_string_column(invoke, case):
+    assert_same_answer(*invoke("sklearn_pipeline", body_of(case)), status=case.get("status"))
 
 
 # ---------------------------------------------------------------------------
@@ -1175,28 +910,12 @@ def test_legacy_split_accepted_on_request(legacy_clients, invoke, name, with_ind
     assert_same_answer(ours, theirs, status=200)
 
 
-@pytest.mark.parametrize(
-    ("document", "message"),
-    [
-        pytest.param({"columns": ["f0"], "foo": 1}, exactly_one_key_message([]), id="no-data-key"),
-        pytest.param(
-            {"dataframe_split": {"columns": ["f0", "f1", "f2"], "data": [[1, 2, 3]]}, "data": [[1, 2, 3]]},
-            None,
-            id="format-key-wins",
-        ),
-        pytest.param({"prompt": "x", "data": [[1, 2, 3]]}, None, id="llm-key-wins"),
-        pytest.param([1, 2], None, id="list"),
-        pytest.param(5, None, id="scalar"),
-        pytest.param(None, None, id="null"),
-        pytest.param(b"{", None, id="invalid-json"),
-    ],
-)
-def test_legacy_opt_in_leaves_other_bodies_alone(legacy_clients, invoke, document, message):
-    ours = legacy_clients["xgboost"].post(
-        "/invocations", content=encode(document), headers={"content-type": JSON_CT}
-    )
-    _, theirs = invoke("xgboost", document)
-    assert_same_answer(ours, theirs, message=message)
+@pytest.mark.parametrize("case", cases("legacy_opt_in_leaves_other_bodies_alone"))
+def test_legacy_opt_in_leaves_other_bodies_alone(legacy_clients, invoke, case):
+    body = body_of(case)
+    ours = legacy_clients["xgboost"].post("/invocations", content=body, headers={"content-type": JSON_CT})
+    _, theirs = invoke("xgboost", body)
+    assert_same_answer(ours, theirs, message=case.get("message"))
 
 
 # ---------------------------------------------------------------------------
@@ -1322,34 +1041,7 @@ def test_body_over_the_limit_is_a_413(model_paths, invoke):
 # ---------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(
-    "kind",
-    [
-        "ok",
-        "float32",
-        "nan",
-        "float32_nan",
-        "int",
-        "bool",
-        "matrix",
-        "fortran_matrix",
-        "3d",
-        "0d_array",
-        "numpy_scalar",
-        "uint64",
-        "float16",
-        "empty_array",
-        "series",
-        "series_unnamed",
-        "frame",
-        "dict",
-        "str",
-        "bytes",
-        "datetime",
-        "list",
-        "unicode",
-    ],
-)
+@pytest.mark.parametrize("kind", CASES["output_kinds"])
 def test_output_encoding(invoke, kind):
     ours, theirs = invoke("behaviour", _kind(kind))
     assert_same_answer(ours, theirs, status=200)

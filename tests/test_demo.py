@@ -57,7 +57,12 @@ def test_the_quick_demo_runs_end_to_end(quick_demo):
     assert seconds < QUICK_DEMO_S, f"the quick demo took {seconds:.0f} s (promised: under 3 minutes)"
     # Every step says what it does and how long it should take.
     steps = re.findall(r"^== \d+/\d+ .*$", run.stdout, re.M)
-    assert len(steps) == 8, steps
+    # Numbered 1 to N out of N, in order, and the loop's stages in the loop's order
+    # (not the count copied from the demo's code).
+    numbers = [tuple(map(int, re.match(r"== (\d+)/(\d+)", step).groups())) for step in steps]
+    assert numbers == [(n, len(steps)) for n in range(1, len(steps) + 1)], steps
+    names = [re.match(r"== \d+/\d+ ([\w-]+):", step)[1] for step in steps]
+    assert names == ["train", "serve", "score", "load", "plan", "kubernetes", "simulate", "compare"], steps
     for step in steps:
         assert re.search(r"\(~\d+ (s|min)\b", step), f"no time estimate: {step}"
     assert "registered models:/wine-quality/1" in run.stdout
@@ -179,10 +184,11 @@ def test_the_leftover_check_finds_a_child_that_carries_the_folder_only_in_its_en
     assert processes_mentioning(str(tmp_path)) == []
 
 
-def test_a_second_run_reuses_the_folder(tmp_path):
-    """What a second run does differently, step by step: training registers the next
-    version in the same store, the overlay is rendered again over the first one's,
-    the index is rewritten."""
+def test_a_second_run_reuses_the_folder(quick_demo):
+    """What a second run does differently, step by step, in the quick demo's own
+    folder after its first run (which registered version 1, rendered the overlay and
+    wrote the index): training registers the next version in the same store, the
+    overlay is rendered again over the first one's, the index is rewritten."""
     from mlscale.capacity.planner import PlanSettings, _assemble
     from mlscale.capacity.pods import PodSpec
     from mlscale.demo import _kubernetes, _train
@@ -190,8 +196,11 @@ def test_a_second_run_reuses_the_folder(tmp_path):
     from mlscale.report.index import DemoResults, write_index
     from tests.test_capacity import _measured
 
-    out = str(tmp_path)
-    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}"}
+    folder, first = quick_demo
+    assert first.returncode == 0, "the demo failed: see test_the_quick_demo_runs_end_to_end"
+    assert "registered models:/wine-quality/1" in first.stdout
+    out = str(folder)
+    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{folder / 'mlflow.db'}"}
     plan = _assemble(
         PlanSettings(
             sla=parse_sla("p95<1s"),
@@ -203,12 +212,11 @@ def test_a_second_run_reuses_the_folder(tmp_path):
         ),
         [_measured(0.25)],
     )
-    for version in (1, 2):
-        assert _train(out, env) == f"models:/wine-quality/{version}"
-        k8s = _kubernetes(plan, out)
-        assert k8s.ok, k8s.problems
-        index = write_index(out, DemoResults(quick=True, plan=plan, k8s=k8s, seconds=1.0))
-        assert "120 concurrent users" in open(index).read()
+    assert _train(out, env) == "models:/wine-quality/2"
+    k8s = _kubernetes(plan, out)
+    assert k8s.ok, k8s.problems
+    index = write_index(out, DemoResults(quick=True, plan=plan, k8s=k8s, seconds=1.0))
+    assert "120 concurrent users" in Path(index).read_text()
 
 
 def test_the_simulation_sentence_never_drops_a_time():

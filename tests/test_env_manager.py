@@ -227,6 +227,7 @@ def test_a_missing_python_says_which_and_what_to_do():
     assert "python3.11-venv" in venv_only
 
 
+@pytest.mark.slow
 def test_this_python_is_found():
     found = find_interpreters(sys.version_info[:2], os.environ)
     assert any(
@@ -434,6 +435,7 @@ def _serve(*args: str, cache: Path, timeout: float = 120) -> subprocess.Complete
     )
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("manager", ["uv", "virtualenv"])
 def test_a_python_39_model_gets_a_clear_error(tmp_path, manager):
     model = _fake_model(tmp_path / "model", "3.9.18")
@@ -443,6 +445,7 @@ def test_a_python_39_model_gets_a_clear_error(tmp_path, manager):
     assert "Traceback" not in run.stderr and len(run.stderr.strip().splitlines()) == 1
 
 
+@pytest.mark.slow
 def test_a_python_missing_here_gets_a_clear_error(tmp_path):
     model = _fake_model(tmp_path / "model", "3.99.1")
     run = _serve("-m", model, "--env-manager", "uv", cache=tmp_path / "envs")

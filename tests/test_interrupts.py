@@ -33,6 +33,7 @@ def test_a_signal_unwinds_once_and_the_handlers_come_back(signum, name, status):
     assert (signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)) == before
 
 
+@pytest.mark.slow
 def test_stop_descendants_stops_a_child_in_a_session_of_its_own(tmp_path):
     """As the demo's children are: no terminal signal reaches them."""
     marker = str(tmp_path)

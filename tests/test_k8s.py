@@ -26,6 +26,7 @@ from click.testing import CliRunner
 
 from mlscale.cli.main import main
 from mlscale.k8s import LOCUSTFILE_IN_IMAGE
+from mlscale.k8s.kubectl import find_kubectl
 from mlscale.k8s.objects import Problem, cpu_millicores, memory_mib
 from mlscale.k8s.placeholders import find_placeholders
 from mlscale.k8s.plan import (
@@ -50,9 +51,16 @@ ROOT = Path(__file__).resolve().parents[1]
 DEPLOY = ROOT / "deploy"
 DOCKER = ROOT / "docker"
 
-needs_kubectl = pytest.mark.skipif(
-    shutil.which("kubectl") is None, reason="kubectl (which bundles kustomize) is not installed"
+_without_kubectl = pytest.mark.skipif(
+    find_kubectl() is None, reason="kubectl (which bundles kustomize) is not installed"
 )
+
+
+def needs_kubectl(test):
+    """For tests that run kubectl: skipped without it, and slow (a process each)."""
+    return pytest.mark.slow(_without_kubectl(test))
+
+
 needs_schemas = pytest.mark.skipif(
     __import__("importlib").util.find_spec("kubernetes_validate") is None,
     reason="kubernetes-validate (the OpenAPI schemas) is not installed",
@@ -119,7 +127,7 @@ def rps_plan(**sizing) -> Plan:
 
 def kustomize(directory: Path) -> list[dict]:
     done = subprocess.run(
-        ["kubectl", "kustomize", str(directory)], capture_output=True, text=True, timeout=60, check=True
+        [find_kubectl(), "kustomize", str(directory)], capture_output=True, text=True, timeout=60, check=True
     )
     return [doc for doc in yaml.safe_load_all(done.stdout) if doc]
 
@@ -948,6 +956,7 @@ def test_the_server_image_lists_pyprojects_dependencies_but_the_load_test_ones()
     assert declared - serving == {"locust", "hdrhistogram", "plotly", "scipy", "pyyaml", "uv"}
 
 
+@pytest.mark.slow
 def test_the_server_serves_without_what_its_image_leaves_out(model_paths, tmp_path):
     """`mlscale serve` (and the child that resolves the model) with the load-test and
     report libraries unimportable, as in the server image: a model loads and answers."""

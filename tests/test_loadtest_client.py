@@ -100,7 +100,9 @@ def test_an_error_status_is_an_answer_and_a_hang_up_is_raised(http_server):
     target = _target(http_server)
     request = build_request(target, "/invocations", b"{}", {})
     http_server.mode = "error"
-    assert Connection(target).send(request).status == 503
+    connection = Connection(target)
+    assert connection.send(request).status == 503
+    connection.close()
     # A fresh connection that the server drops without a byte: an error to count,
     # not retried (only a reused connection that went stale is retried).
     http_server.mode = "hang-up"

@@ -63,6 +63,7 @@ def test_broken_pages_are_caught(page, problem):
     assert any(problem in p for p in check_page(page)), check_page(page)
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (apt-get install chromium)")
 def test_the_browser_reports_console_errors_and_runs_scripts(tmp_path):
     page = tmp_path / "page.html"

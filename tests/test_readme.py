@@ -81,6 +81,36 @@ def test_a_command_fenced_otherwise_is_caught(fence):
     assert unmarked_commands(f"```{fence}\nmlscale serve:   2539 req/s, p50 5 ms\n```\n") == []
 
 
+# A curl command inside a fenced block (not the word in a comment after a #).
+_CURL = re.compile(r"^[^#\n]*?(?:^|[\s;&|(])curl\s[^\n]*", re.M)
+
+
+def curls_without_fail(text: str) -> list[str]:
+    """curl commands in the README's blocks that exit 0 on an error answer: without
+    ``--fail`` (or ``--fail-with-body``) a 404 or a 500 would pass the README test."""
+    return [
+        m.group(0).strip()
+        for block in _FENCE.finditer(text)
+        for m in _CURL.finditer(block["body"])
+        if "--fail" not in m.group(0).split(" #", 1)[0]  # a trailing comment does not count
+    ]
+
+
+def test_every_curl_fails_on_an_error_answer():
+    text = README.read_text()
+    assert "curl " in text, "the README lost its curl examples?"
+    assert curls_without_fail(text) == []
+
+
+def test_a_curl_without_fail_is_caught():
+    block = "```bash\n{}\n```\n"
+    assert curls_without_fail(block.format("curl -s localhost:5000/ping")) != []
+    assert curls_without_fail(block.format("x=1; curl -s localhost:5000/ping  # --fail")) != []
+    assert curls_without_fail(block.format("curl -s --fail localhost:5000/ping")) == []
+    assert curls_without_fail(block.format("curl -s --fail-with-body localhost:5000/ping")) == []
+    assert curls_without_fail(block.format("ls  # curl localhost is not run here")) == []
+
+
 def test_the_rewrites_all_apply():
     text = "\n".join(body for why, body in blocks() if why is None)
     for written, _ in REWRITES:

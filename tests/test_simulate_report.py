@@ -90,6 +90,7 @@ def test_a_long_run_s_page_is_light_its_data_file_complete_and_its_chart_keeps_t
         assert np.isclose(drawn[:, None], minutes[None, :], atol=1e-3).any(), column
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (apt-get install chromium)")
 def test_a_long_run_s_page_draws_in_a_browser(long_run):
     _, out = long_run

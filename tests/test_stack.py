@@ -44,6 +44,7 @@ from mlscale.containers.translate import (
     translate,
 )
 from mlscale.errors import ConfigurationError
+from mlscale.k8s.kubectl import find_kubectl
 from mlscale.k8s.render import render_plan
 from mlscale.k8s.validate import validate_dir
 from mlscale.loadtest import shapes
@@ -52,11 +53,18 @@ from mlscale.loadtest.sla import parse_sla
 from tests.containers import engine_or_skip
 
 ROOT = Path(__file__).resolve().parents[1]
-needs_kubectl = pytest.mark.skipif(
-    shutil.which("kubectl") is None,
+_without_kubectl = pytest.mark.skipif(
+    find_kubectl() is None,
     reason="kubectl (which bundles kustomize) is not installed: the "
     "stack renders the overlay with `kubectl kustomize`",
 )
+
+
+def needs_kubectl(test):
+    """For tests that run kubectl: skipped without it, and slow (a process each)."""
+    return pytest.mark.slow(_without_kubectl(test))
+
+
 IMAGES = {
     "mlscale/server": "localhost/mlscale/server:0.1.0",
     "mlscale/tracking": "localhost/mlscale/tracking:0.1.0",
@@ -75,7 +83,7 @@ PUBLISH = (
 
 @pytest.fixture(scope="module")
 def local_plan():
-    if shutil.which("kubectl") is None:
+    if find_kubectl() is None:
         pytest.skip("kubectl (which bundles kustomize) is not installed")
     objects = render(default_source())
     return objects, translate(objects, StackSettings("st", IMAGES, PUBLISH))

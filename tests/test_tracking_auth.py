@@ -10,8 +10,8 @@ makes, as the model server's Deployment does.
 from __future__ import annotations
 
 import configparser
+import functools
 import os
-import shutil
 import subprocess
 import sys
 import time
@@ -20,12 +20,14 @@ from pathlib import Path
 import httpx
 import pytest
 
+from mlscale.k8s.kubectl import find_kubectl
 from mlscale.processes import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 COMPONENT = ROOT / "deploy" / "components" / "tracking-basic-auth"
 ADMIN = ("admin", "admin-secret-0123456789")
 READER = ("model-server", "reader-secret-0123456789")
+_REQUEST_TIMEOUT_S = 30
 
 pytestmark = pytest.mark.skipif(
     __import__("importlib").util.find_spec("flask_wtf") is None,
@@ -120,27 +122,36 @@ def _create_reader(url: str) -> subprocess.CompletedProcess:
     )
 
 
+@pytest.fixture(scope="module")
+def first_reader_job(tracking) -> subprocess.CompletedProcess:
+    """The account Job's first run on the tracking server (a Python process that
+    imports MLflow: run once, and read by the tests that need the account)."""
+    return _create_reader(tracking)
+
+
 def test_anonymous_requests_are_refused_and_the_health_probe_is_not(tracking):
-    assert httpx.get(f"{tracking}/health").status_code == 200  # the probes need no password
+    # httpx's 5 s default timed out on the first search on a busy 2-core machine.
+    get = functools.partial(httpx.get, timeout=_REQUEST_TIMEOUT_S)
+    assert get(f"{tracking}/health").status_code == 200  # the probes need no password
     search = f"{tracking}/api/2.0/mlflow/experiments/search?max_results=1"
-    assert httpx.get(search).status_code == 401
-    assert httpx.get(search, auth=("admin", "wrong")).status_code == 401
-    assert httpx.get(search, auth=ADMIN).status_code == 200
+    assert get(search).status_code == 401
+    assert get(search, auth=("admin", "wrong")).status_code == 401
+    assert get(search, auth=ADMIN).status_code == 200
 
 
-def test_the_job_makes_the_reader_once_and_sets_its_password_again(tracking):
-    first = _create_reader(tracking)
+def test_the_job_makes_the_reader_once_and_sets_its_password_again(tracking, first_reader_job):
+    first = first_reader_job
     assert first.returncode == 0, first.stderr[-3000:]
     assert "created user 'model-server'" in first.stdout
     again = _create_reader(tracking)
     assert again.returncode == 0, again.stderr[-3000:]
     assert "exists" in again.stdout
     search = f"{tracking}/api/2.0/mlflow/experiments/search?max_results=1"
-    assert httpx.get(search, auth=READER).status_code == 200
+    assert httpx.get(search, auth=READER, timeout=_REQUEST_TIMEOUT_S).status_code == 200
 
 
-def test_the_model_server_signs_in_with_the_reader_account(tracking, tmp_path):
-    assert _create_reader(tracking).returncode == 0
+def test_the_model_server_signs_in_with_the_reader_account(tracking, first_reader_job, tmp_path):
+    assert first_reader_job.returncode == 0
     train = subprocess.run(
         [sys.executable, "-m", "mlscale", "train", "--tracking-uri", tracking],
         cwd=tmp_path,
@@ -205,12 +216,11 @@ def test_the_model_server_signs_in_with_the_reader_account(tracking, tmp_path):
     assert "401" in anonymous.stderr or "credentials" in anonymous.stderr.lower()
 
 
-@pytest.mark.skipif(
-    shutil.which("kubectl") is None, reason="kubectl (which bundles kustomize) is not installed"
-)
+@pytest.mark.slow
+@pytest.mark.skipif(find_kubectl() is None, reason="kubectl (which bundles kustomize) is not installed")
 def test_the_gke_overlay_runs_the_component_with_one_image_version():
     rendered = subprocess.run(
-        ["kubectl", "kustomize", str(ROOT / "deploy" / "overlays" / "gke")],
+        [find_kubectl(), "kustomize", str(ROOT / "deploy" / "overlays" / "gke")],
         capture_output=True,
         text=True,
         timeout=120,

@@ -18,7 +18,6 @@ problems when the folder is about to be applied (``for_apply``).
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +26,7 @@ from typing import Any
 import yaml
 
 from mlscale.errors import ConfigurationError, MlscaleError
+from mlscale.k8s.kubectl import find_kubectl
 from mlscale.k8s.objects import Problem, name_of
 from mlscale.k8s.placeholders import find_placeholders, placeholder_problems
 from mlscale.k8s.plan import PlanError, read_plan, sizing_from_plan
@@ -141,7 +141,7 @@ class RenderError(MlscaleError):
 
 def kustomize(directory: Path) -> list[dict[str, Any]]:
     """The objects ``kubectl kustomize directory`` renders."""
-    kubectl = shutil.which("kubectl")
+    kubectl = find_kubectl()
     if kubectl is None:
         raise ConfigurationError(
             "kubectl is not on PATH: install it (https://kubernetes.io/docs/tasks/tools/); "

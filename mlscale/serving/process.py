@@ -46,12 +46,13 @@ class ServeProcess:
 
     def _read(self) -> None:
         assert self.process.stdout is not None  # opened with stdout=PIPE
-        for line in self.process.stdout:
-            self.lines.append(line.rstrip())
-            match = _RUNNING.search(line)
-            if match and self.port is None:
-                self.port = int(match.group(1))
-                self._port_found.set()
+        with self.process.stdout:  # closed at the end, by the one thread that reads it
+            for line in self.process.stdout:
+                self.lines.append(line.rstrip())
+                match = _RUNNING.search(line)
+                if match and self.port is None:
+                    self.port = int(match.group(1))
+                    self._port_found.set()
         self._port_found.set()  # the process ended: stop waiting
 
     @property
