@@ -3,7 +3,7 @@
 In-process clients drive the real ASGI apps (mlscale's and MLflow's own scoring
 app) through Starlette's TestClient, which runs the app's lifespan; tests that
 need a real socket, real processes or signals start ``mlscale serve`` instead
-(see ``tests/server_process.py``).
+(see ``tests/support/server_process.py``).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import pytest
 
 @pytest.fixture(scope="session")
 def model_paths(tmp_path_factory) -> dict[str, str]:
-    from tests.models import build_all
+    from tests.support.models import build_all
 
     return build_all(str(tmp_path_factory.mktemp("models")))
 

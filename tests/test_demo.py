@@ -20,8 +20,8 @@ from pathlib import Path
 import psutil
 import pytest
 
-from tests.leftovers import processes_mentioning
-from tests.pages import CHROMIUM, check_page, has_chart_data, open_in_browser
+from tests.support.leftovers import processes_mentioning
+from tests.support.pages import CHROMIUM, check_page, has_chart_data, open_in_browser
 
 pytestmark = pytest.mark.slow
 
@@ -194,7 +194,7 @@ def test_a_second_run_reuses_the_folder(quick_demo):
     from mlscale.demo import _kubernetes, _train
     from mlscale.loadtest.sla import parse_sla
     from mlscale.report.index import DemoResults, write_index
-    from tests.test_capacity import _measured
+    from tests.capacity.test_capacity import _measured
 
     folder, first = quick_demo
     assert first.returncode == 0, "the demo failed: see test_the_quick_demo_runs_end_to_end"

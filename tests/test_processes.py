@@ -8,8 +8,12 @@ import subprocess
 import sys
 
 import psutil
+import pytest
 
 from mlscale.processes import free_port, signal_group, start_group, stop_group, stop_groups
+
+# They start real process groups (Python children that sleep or ignore SIGTERM).
+pytestmark = pytest.mark.slow
 
 
 def test_a_free_port_can_be_bound():
