@@ -101,7 +101,7 @@ def main() -> int:
                         rows_per_request=rows_per_request,
                         mix=plan["load_model"].get("mix"),
                     )
-                ).summary
+                ).summary.to_json_dict()
                 latency = summary["latency_ms"]
                 if load in remeasured:
                     remeasured[load].append({**latency, "rps": summary["rps"], "valid": summary["valid"]})

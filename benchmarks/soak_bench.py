@@ -245,7 +245,7 @@ def main() -> int:
                     **common,
                 )
             )
-            capacity_rps = capacity.summary["rps"]
+            capacity_rps = capacity.summary.rps
             rate = args.load * capacity_rps
             print(
                 f"Capacity {capacity_rps:.0f} requests/s; soaking at {rate:.0f}/s for {args.minutes:g} min ...",
@@ -278,12 +278,13 @@ def main() -> int:
         "load": args.load,
         "minutes": args.minutes,
         "capacity_rps": capacity_rps,
-        "capacity_valid": capacity.summary["valid"],
+        "capacity_valid": capacity.summary.valid,
         "rate_rps": rate,
         "summary": {
-            k: soak.summary[k] for k in ("requests", "failures", "rps", "latency_ms", "valid", "problems")
+            k: soak.summary.to_json_dict()[k]
+            for k in ("requests", "failures", "rps", "latency_ms", "valid", "problems")
         },
-        "verdict": verdict(soak.summary, minutes),
+        "verdict": verdict(soak.summary.to_json_dict(), minutes),
         "per_minute": [{k: v for k, v in m.items() if k != "histogram"} for m in minutes],
     }
     os.makedirs(args.out, exist_ok=True)

@@ -36,7 +36,7 @@ from mlscale.loadtest.runner import LoadTestSettings, run_loadtest
 from mlscale.loadtest.shapes import steps
 from mlscale.loadtest.sla import parse_sla
 from mlscale.report.index import DemoResults, LoadTestHeadline, OverlayCheck, simulation_text, write_index
-from mlscale.schemas.loadtest import LoadTestSummary, parse_loadtest_summary
+from mlscale.schemas.loadtest import LoadTestSummary
 from mlscale.schemas.plan import Plan
 from mlscale.schemas.simulation import SimulationSummary
 from mlscale.serving.process import ServeProcess
@@ -135,7 +135,7 @@ def _load_test(settings: DemoSettings, url: str, out_dir: str, server_pid: int) 
     )
     live = LiveLine(load)
     try:
-        return parse_loadtest_summary(run_loadtest(load, on_progress=live).summary)
+        return run_loadtest(load, on_progress=live).summary
     finally:
         live.close()
 

@@ -23,7 +23,6 @@ from mlscale.errors import MlscaleError
 from mlscale.loadtest.runner import LoadTestSettings, run_loadtest
 from mlscale.loadtest.shapes import constant
 from mlscale.processes import free_port, start_group, stop_group
-from mlscale.schemas.loadtest import parse_loadtest_summary
 from mlscale.serving.process import ServeProcess
 
 
@@ -99,7 +98,7 @@ def _measure(url: str, out_dir: str, seconds: float, generator: tuple[int, ...] 
             report=False,
         )
     )
-    summary = parse_loadtest_summary(result.summary)
+    summary = result.summary
     return {
         "rps": summary.rps,
         "p50_ms": summary.latency_ms["p50"],

@@ -30,7 +30,6 @@ from mlscale.loadtest.runner import LoadTestResult, LoadTestSettings, run_loadte
 from mlscale.loadtest.shapes import constant
 from mlscale.loadtest.sla import Sla
 from mlscale.report.plan import write_plan_report
-from mlscale.schemas.loadtest import parse_loadtest_summary
 from mlscale.schemas.plan import (
     AtLimit,
     CapacityFit,
@@ -131,7 +130,7 @@ def _measure_fn(
         )
         result = run(load, duration_s)
         steady = _steady_rates(result.rows)
-        summary = parse_loadtest_summary(result.summary)
+        summary = result.summary
         unsteady = not stable(steady) and not settings.quick
         few = summary.requests < needed
         again_s = settings.step_s * 2 if unsteady else 0.0
@@ -146,7 +145,7 @@ def _measure_fn(
             say(f"  {load:g} {settings.kind}: {why}; measuring again for {again_s:.0f} s")
             result = run(load, again_s)
             steady = _steady_rates(result.rows)
-            summary = parse_loadtest_summary(result.summary)
+            summary = result.summary
         step = Step(
             load,
             summary.latency_ms[percentile],

@@ -122,23 +122,23 @@ def run_from_options(options: Options) -> int:
 def report_result(result: LoadTestResult) -> int:
     """The run's verdict on the terminal; the exit status (1: the SLA was missed)."""
     summary = result.summary
-    latency = summary["latency_ms"]
+    latency = summary.latency_ms
 
     def fmt(v: float | None) -> str:
         return "–" if v is None else f"{v:.1f} ms"
 
     click.echo(
-        f"{summary['requests']} requests, {summary['failures']} failed, "
-        f"{summary['rps']:.1f} req/s; p50 {fmt(latency['p50'])}, p95 {fmt(latency['p95'])}, "
+        f"{summary.requests} requests, {summary.failures} failed, "
+        f"{summary.rps:.1f} req/s; p50 {fmt(latency['p50'])}, p95 {fmt(latency['p95'])}, "
         f"p99 {fmt(latency['p99'])}, max {fmt(latency['max'])}"
     )
-    for error in summary["errors"][:5]:
-        click.echo(f"  {error['count']} × {error['error']} ({error['kind']})")
-    for problem in summary["problems"]:
+    for error in summary.errors[:5]:
+        click.echo(f"  {error.count} × {error.error} ({error.kind})")
+    for problem in summary.problems:
         click.echo(f"INVALID: {problem}", err=True)
     click.echo(f"Report: {result.out_dir}/report.html")
-    if summary["sla"] is not None:
-        verdict = "met" if summary["sla"]["met"] else "MISSED"
-        click.echo(f"SLA {summary['sla']['expr']}: {verdict}")
-        return 0 if summary["sla"]["met"] else 1
+    if summary.sla is not None:
+        verdict = "met" if summary.sla.met else "MISSED"
+        click.echo(f"SLA {summary.sla.expr}: {verdict}")
+        return 0 if summary.sla.met else 1
     return 0

@@ -141,25 +141,6 @@ def build_summary(
     return LoadTestSummary.model_validate(summary)
 
 
-def summarize(
-    store: Store,
-    *,
-    start: float,
-    end: float,
-    shape: Shape,
-    samples: list[Sample],
-    sla: Sla | None,
-    problems: list[str],
-    config: dict,
-) -> dict:
-    """summary.json's content (``build_summary``, as JSON data): the runner's entry point,
-    which adds its notes and writes it. Its readers take it back through
-    ``mlscale.schemas.loadtest.parse_loadtest_summary``."""
-    return build_summary(
-        store, start=start, end=end, shape=shape, samples=samples, sla=sla, problems=problems, config=config
-    ).to_json_dict()
-
-
 def timeseries(store: Store, *, start: float, shape: Shape, samples: list[Sample]) -> list[dict]:
     """One row per second of the run, from its first second to its last."""
     by_second = {s.second: s for s in samples}

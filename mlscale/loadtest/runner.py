@@ -34,10 +34,11 @@ from mlscale.loadtest.bodies import (
 from mlscale.loadtest.histograms import Store
 from mlscale.loadtest.records import LocustConfig, Progress
 from mlscale.loadtest.resources import ResourceMonitor, find_server_pid
-from mlscale.loadtest.results import Sample, latency_distribution, summarize, timeseries
+from mlscale.loadtest.results import Sample, build_summary, latency_distribution, timeseries
 from mlscale.loadtest.shapes import RPS, Shape
 from mlscale.loadtest.sla import Sla, parse_sla
 from mlscale.processes import free_port, start_group, stop_groups
+from mlscale.schemas.loadtest import LoadTestSummary
 
 # Locust needs a moment to start and to stop its users; past this the run is killed.
 _GRACE_S = 60.0
@@ -97,7 +98,7 @@ class LoadTestSettings:
 
 @dataclass(frozen=True)
 class LoadTestResult:
-    summary: dict
+    summary: LoadTestSummary
     rows: list[dict]
     out_dir: str
 
@@ -296,10 +297,11 @@ def run_loadtest(
 
 def _read_progress(master: subprocess.Popen[str], on_progress: Callable[[Progress], None] | None) -> None:
     assert master.stdout is not None  # started with stdout=PIPE
-    for line in master.stdout:
-        if line.startswith(PROGRESS_PREFIX) and on_progress is not None:
-            with contextlib.suppress(ValueError, TypeError):
-                on_progress(json.loads(line[len(PROGRESS_PREFIX) :]))
+    with master.stdout:  # closed at the end, by the one thread that reads it
+        for line in master.stdout:
+            if line.startswith(PROGRESS_PREFIX) and on_progress is not None:
+                with contextlib.suppress(ValueError, TypeError):
+                    on_progress(json.loads(line[len(PROGRESS_PREFIX) :]))
 
 
 def _wait(master: subprocess.Popen[str], deadline: float) -> bool:
@@ -376,7 +378,7 @@ def collect(
                 f"a load generator worker was lost during the run ({min(seen)} of "
                 f"{settings.workers} left): the load was lower than asked."
             )
-    summary = summarize(
+    summary = build_summary(
         store,
         start=start,
         end=end,
@@ -387,7 +389,7 @@ def collect(
         config=settings.describe(),
     )
     if notes:
-        summary["notes"] = list(notes)
+        summary = summary.model_copy(update={"notes": tuple(notes)})
     rows = timeseries(store, start=start, shape=settings.shape, samples=samples)
     _write_outputs(out, summary, rows)
     if settings.report:
@@ -400,9 +402,9 @@ def collect(
     return LoadTestResult(summary, rows, out)
 
 
-def _write_outputs(out: str, summary: dict, rows: list[dict]) -> None:
+def _write_outputs(out: str, summary: LoadTestSummary, rows: list[dict]) -> None:
     with open(os.path.join(out, "summary.json"), "w") as handle:
-        json.dump(summary, handle, indent=2)
+        handle.write(summary.to_json())
     columns = [
         "elapsed_s",
         "stage",

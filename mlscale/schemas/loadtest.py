@@ -1,6 +1,6 @@
 """summary.json of a load test: the totals, the exact percentiles, validity, the SLA.
 
-Written by ``mlscale.loadtest.results.summarize`` through :class:`LoadTestSummary`;
+Built by ``mlscale.loadtest.results.build_summary`` as a :class:`LoadTestSummary`;
 the planner, the demo and the reports read it through the same class. Unknown keys
 are ignored (``extra="ignore"``): a summary is also written by the Locust master
 inside a container image that may be a newer mlscale, and the readers need only

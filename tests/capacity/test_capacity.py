@@ -42,6 +42,7 @@ from mlscale.capacity.sizing import (
 )
 from mlscale.errors import ConfigurationError
 from mlscale.loadtest.sla import parse_sla
+from mlscale.schemas.loadtest import LoadTestSummary
 from mlscale.schemas.plan import Measurement, PlanStep, parse_plan
 
 
@@ -492,7 +493,7 @@ def _fake_loadtests(monkeypatch, rate_of, latency_ms=50.0, fail_in=None):
             "valid": True,
             "problems": [],
         }
-        return type("Result", (), {"summary": summary, "rows": rows})()
+        return type("Result", (), {"summary": LoadTestSummary.model_validate(summary), "rows": rows})()
 
     monkeypatch.setattr(planner, "run_loadtest", run_loadtest)
     return runs

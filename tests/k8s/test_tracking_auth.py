@@ -201,7 +201,7 @@ def test_the_model_server_signs_in_with_the_reader_account(tracking, first_reade
         assert 3 < answer.json()["predictions"][0] < 9
     finally:
         server.terminate()
-        server.wait(30)
+        server.communicate(timeout=30)  # reads and closes its stderr pipe
     # Without the account the same command fails with a message, not a traceback.
     anonymous = subprocess.run(
         serve,

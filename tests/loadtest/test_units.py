@@ -19,7 +19,7 @@ from mlscale.loadtest.histograms import (
     record,
     values_at_percentiles,
 )
-from mlscale.loadtest.results import Sample, summarize, timeseries
+from mlscale.loadtest.results import Sample, build_summary, timeseries
 from mlscale.loadtest.sla import parse_sla
 
 
@@ -137,7 +137,7 @@ def test_summary_and_time_series_from_known_windows():
     store.add(recorder.drain())
     shape = shapes.steps("users", "1:5,1:10")
     samples = [Sample(1000, 0.5, 100.0, 0.1, 0.1), Sample(1001, 0.9, 110.0, 0.2, 0.2)]
-    summary = summarize(
+    summary = build_summary(
         store,
         start=1000.0,
         end=1002.0,
@@ -147,10 +147,10 @@ def test_summary_and_time_series_from_known_windows():
         problems=[],
         config={},
     )
-    assert (summary["requests"], summary["failures"], summary["rps"]) == (31, 1, 15.5)
-    assert summary["latency_ms"]["p50"] == pytest.approx(50, rel=1e-3)
-    assert summary["sla"]["met"] is False  # 1 error in 31 is above 1 %
-    assert summary["valid"]
+    assert (summary.requests, summary.failures, summary.rps) == (31, 1, 15.5)
+    assert summary.latency_ms["p50"] == pytest.approx(50, rel=1e-3)
+    assert summary.sla is not None and summary.sla.met is False  # 1 error in 31 is above 1 %
+    assert summary.valid
     rows = timeseries(store, start=1000.0, shape=shape, samples=samples)
     assert [(r["elapsed_s"], r["users"], r["rps"], r["failures_per_s"]) for r in rows] == [
         (0, 5, 10, 0),
@@ -174,7 +174,7 @@ def test_a_generator_saturated_while_the_load_holds_invalidates_the_run():
             Sample(1000 + i, 0.5, 1.0, cpu, cpu)
             for i, cpu in enumerate(0.95 if i in busy_seconds else 0.5 for i in range(10))
         ]
-        return summarize(
+        return build_summary(
             store,
             start=1000.0,
             end=1010.0,
@@ -186,10 +186,10 @@ def test_a_generator_saturated_while_the_load_holds_invalidates_the_run():
         )
 
     # Busy while starting 2,000 users and their connections: any generator is.
-    assert verdict({0, 1, 2, 3})["valid"]
+    assert verdict({0, 1, 2, 3}).valid
     saturated = verdict({6})
-    assert not saturated["valid"]
-    assert "was the bottleneck" in saturated["problems"][0]
+    assert not saturated.valid
+    assert "was the bottleneck" in saturated.problems[0]
 
 
 def test_request_mix_and_body_formats():

@@ -40,6 +40,7 @@ def _settings(out_dir: str = "unused") -> PlanSettings:
     )
 
 
+@pytest.mark.slow  # runs `python -m mlscale.schemas`
 def test_the_published_schema_is_the_models():
     assert PUBLISHED.read_text(encoding="utf-8") == plan_json_schema_text(), (
         "docs/plan.schema.json is stale: regenerate it with "

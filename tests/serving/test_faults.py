@@ -420,10 +420,10 @@ def test_a_lost_locust_worker_invalidates_the_run_which_ends_on_time(tmp_path, l
         took = time.monotonic() - started
         killer.join(1)
     summary = result.summary
-    assert not summary["valid"]
+    assert not summary.valid
     expected = "a load generator worker was lost" if lost == 1 else "the run stopped after"
-    assert any(expected in problem for problem in summary["problems"]), summary["problems"]
-    assert summary["requests"] > 0
+    assert any(expected in problem for problem in summary.problems), summary.problems
+    assert summary.requests > 0
     assert took < duration + 30, took  # Locust's start and drain, not the 60 s deadline
 
 
@@ -469,10 +469,10 @@ def test_a_target_that_dies_mid_run_is_counted_by_kind_and_the_run_ends_on_time(
         target.kill()
         target.wait(10)
     summary = result.summary
-    kinds = {e["error"]: e["count"] for e in summary["errors"]}
+    kinds = {e.error: e.count for e in summary.errors}
     assert kinds.get("ConnectionRefusedError", 0) > 0, kinds
-    assert summary["failures"] == sum(kinds.values()) > 0
-    assert 0 < summary["failures"] < summary["requests"]
+    assert summary.failures == sum(kinds.values()) > 0
+    assert 0 < summary.failures < summary.requests
     assert took < duration + 30, took
     # Once the target is gone, its memory is not measured any more (it is not zero).
     assert {r["server_rss_mb"] for r in result.rows[-2:]} == {None}, result.rows[-3:]
@@ -510,5 +510,5 @@ def test_a_target_that_never_answers_cannot_hold_the_run(tmp_path, shape):
         )
         took = time.monotonic() - started
     assert took < shape.duration_s + 30, took
-    assert not result.summary["valid"]
-    assert any("no request got a successful answer" in p for p in result.summary["problems"])
+    assert not result.summary.valid
+    assert any("no request got a successful answer" in p for p in result.summary.problems)

@@ -169,10 +169,10 @@ def test_the_load_tester_sends_the_token_and_keeps_it_out_of_its_results(server,
         return run_loadtest(settings).summary
 
     signed = run(TOKEN, "signed")
-    assert signed["requests"] > 20 and signed["failures"] == 0
+    assert signed.requests > 20 and signed.failures == 0
     anonymous = run(None, "anonymous")
-    assert anonymous["requests"] > 20 and anonymous["failures"] == anonymous["requests"]
-    assert any("401" in entry["error"] for entry in anonymous["errors"]), anonymous["errors"]
+    assert anonymous.requests > 20 and anonymous.failures == anonymous.requests
+    assert any("401" in entry.error for entry in anonymous.errors), anonymous.errors
     written = "".join(
         path.read_text(errors="replace") for path in (tmp_path / "signed").iterdir() if path.is_file()
     )
