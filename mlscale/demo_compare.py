@@ -20,6 +20,7 @@ from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 
 from mlscale.errors import MlscaleError
+from mlscale.examples.wine import FEATURES
 from mlscale.loadtest.runner import LoadTestSettings, run_loadtest
 from mlscale.loadtest.shapes import constant
 from mlscale.processes import free_port, start_group, stop_group
@@ -34,20 +35,6 @@ class DemoError(MlscaleError):
 
 
 USERS = 16
-# One row of the wine data, in the model's signature order.
-FEATURES = [
-    "fixed acidity",
-    "volatile acidity",
-    "citric acid",
-    "residual sugar",
-    "chlorides",
-    "free sulfur dioxide",
-    "total sulfur dioxide",
-    "density",
-    "pH",
-    "sulphates",
-    "alcohol",
-]
 ROW = [7.0, 0.27, 0.36, 20.7, 0.045, 45.0, 170.0, 1.001, 3.0, 0.45, 8.8]
 
 

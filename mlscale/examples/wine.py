@@ -18,6 +18,20 @@ import pandas as pd
 from mlscale.errors import TrainingError
 
 TARGET = "quality"
+# The features, in the data's (and so the model signature's) column order.
+FEATURES = (
+    "fixed acidity",
+    "volatile acidity",
+    "citric acid",
+    "residual sugar",
+    "chlorides",
+    "free sulfur dioxide",
+    "total sulfur dioxide",
+    "density",
+    "pH",
+    "sulphates",
+    "alcohol",
+)
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
 
 

@@ -19,24 +19,13 @@ import pytest
 from mlscale.containers.engine import ENGINE_VARIABLE, ca_bundle, find_engine
 from mlscale.containers.images import IMAGES, ImageSpec, build_images, content_hash, select
 from mlscale.errors import ContainerError
+from mlscale.examples.wine import FEATURES
 from tests.support.containers import container, engine_or_skip, post_json, published_port, wait_http
 
 ROOT = Path(__file__).resolve().parents[2]
 WINE_ROW = {
     "dataframe_split": {
-        "columns": [
-            "fixed acidity",
-            "volatile acidity",
-            "citric acid",
-            "residual sugar",
-            "chlorides",
-            "free sulfur dioxide",
-            "total sulfur dioxide",
-            "density",
-            "pH",
-            "sulphates",
-            "alcohol",
-        ],
+        "columns": list(FEATURES),
         "data": [
             [7, 0.27, 0.36, 20.7, 0.045, 45, 170, 1.001, 3, 0.45, 8.8],
             [6.3, 0.3, 0.34, 1.6, 0.049, 14, 132, 0.994, 3.3, 0.49, 9.5],

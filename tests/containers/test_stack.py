@@ -44,6 +44,7 @@ from mlscale.containers.translate import (
     translate,
 )
 from mlscale.errors import ConfigurationError
+from mlscale.examples.wine import FEATURES
 from mlscale.k8s.kubectl import find_kubectl
 from mlscale.k8s.render import render_plan
 from mlscale.k8s.validate import validate_dir
@@ -562,19 +563,7 @@ def test_podman_stats_read():
 _MODEL_URI = "models:/wine-quality/1"
 _ROW = {
     "dataframe_split": {
-        "columns": [
-            "fixed acidity",
-            "volatile acidity",
-            "citric acid",
-            "residual sugar",
-            "chlorides",
-            "free sulfur dioxide",
-            "total sulfur dioxide",
-            "density",
-            "pH",
-            "sulphates",
-            "alcohol",
-        ],
+        "columns": list(FEATURES),
         "data": [[7, 0.27, 0.36, 20.7, 0.045, 45, 170, 1.001, 3, 0.45, 8.8]],
     }
 }

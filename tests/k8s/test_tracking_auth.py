@@ -20,6 +20,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from mlscale.examples.wine import FEATURES
 from mlscale.k8s.kubectl import find_kubectl
 from mlscale.processes import free_port
 
@@ -177,19 +178,7 @@ def test_the_model_server_signs_in_with_the_reader_account(tracking, first_reade
             "mlscale serve",
         )
         assert server.poll() is None
-        columns = [
-            "fixed acidity",
-            "volatile acidity",
-            "citric acid",
-            "residual sugar",
-            "chlorides",
-            "free sulfur dioxide",
-            "total sulfur dioxide",
-            "density",
-            "pH",
-            "sulphates",
-            "alcohol",
-        ]
+        columns = list(FEATURES)
         row = {
             "dataframe_split": {
                 "columns": columns,
