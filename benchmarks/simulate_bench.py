@@ -27,8 +27,8 @@ import time
 
 from mlscale.simulate.engine import simulate
 from mlscale.simulate.profile import daily_shape
+from mlscale.simulate.queue import PodModel
 from mlscale.simulate.results import summarize, write_outputs
-from mlscale.simulate.service import PodModel
 from mlscale.simulate.settings import HpaSettings, NodePool, SimSettings
 
 TARGET_S = 3.0  # end to end, for 24 simulated hours

@@ -41,7 +41,8 @@ from mlscale.capacity.pods import Pod, PodSpec, cores_for
 from mlscale.loadtest.runner import LoadTestSettings, run_loadtest
 from mlscale.loadtest.shapes import constant
 from mlscale.schemas.plan import parse_plan
-from mlscale.simulate.service import load_at_busy, plan_kind, plan_think_time, pod_from_plan, pod_latency
+from mlscale.simulate.calibration import plan_kind, plan_think_time, pod_from_plan, pod_latency
+from mlscale.simulate.queue import load_at_busy
 
 TARGET = 0.20
 

@@ -755,7 +755,7 @@ def test_a_failed_cpu_limit_stops_the_server_it_started(monkeypatch):
 
 
 def test_old_and_new_plans_load_in_the_simulator():
-    from mlscale.simulate.service import pod_from_plan
+    from mlscale.simulate.calibration import pod_from_plan
 
     settings = PlanSettings(
         sla=parse_sla("p95<1s"),

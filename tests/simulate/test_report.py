@@ -21,8 +21,8 @@ from mlscale.simulate import engine
 from mlscale.simulate.engine import COLUMNS, simulate
 from mlscale.simulate.presets import build_preset
 from mlscale.simulate.profile import daily_shape
+from mlscale.simulate.queue import PodModel
 from mlscale.simulate.results import summarize, write_outputs
-from mlscale.simulate.service import PodModel
 from mlscale.simulate.settings import HpaSettings, NodePool, SimSettings
 from tests.support.pages import CHROMIUM, check_page, has_chart_data, open_in_browser
 

@@ -15,11 +15,12 @@ from mlscale.cli.main import main
 from mlscale.loadtest.shapes import steps
 from mlscale.schemas.plan import parse_plan
 from mlscale.schemas.simulation import SimulationSummary
+from mlscale.simulate.calibration import reference_pod
 from mlscale.simulate.engine import COLUMNS, simulate
 from mlscale.simulate.presets import PRESETS, build_preset, run_experiment, run_preset
 from mlscale.simulate.profile import daily_shape
+from mlscale.simulate.queue import PodModel
 from mlscale.simulate.results import summarize
-from mlscale.simulate.service import PodModel, reference_pod
 from mlscale.simulate.settings import (
     HpaSettings,
     ManualScaling,

@@ -10,22 +10,17 @@ import pytest
 from mlscale.capacity.models import mmc_response_quantile
 from mlscale.errors import ConfigurationError
 from mlscale.schemas.plan import PlanStep, parse_plan
-from mlscale.simulate.presets import build_preset
-from mlscale.simulate.service import (
-    RHO_MAX,
-    ClosedTable,
-    OpenTable,
-    PodModel,
-    capacity_at_sla,
+from mlscale.simulate.calibration import (
     check_against_plan,
-    closed_loop,
-    open_loop,
     plan_think_time,
     pod_from_plan,
     pod_latency,
     reference_pod,
     saturation_throughput,
 )
+from mlscale.simulate.presets import build_preset
+from mlscale.simulate.queue import RHO_MAX, PodModel, capacity_at_sla, closed_loop, open_loop
+from mlscale.simulate.tables import ClosedTable, OpenTable
 
 
 def test_one_user_sees_an_idle_server():
