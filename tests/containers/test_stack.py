@@ -791,26 +791,29 @@ def test_the_stack_end_to_end(tmp_path):
         for pod in (tracking_pod, postgres):
             engine.run("pod", "stop", "--time", "30", pod, timeout=180)
         engine.run("pod", "start", postgres, timeout=180)
+        last_check: list[str] = []
+
+        def postgres_ready() -> bool:
+            container = restarted[postgres]
+            status = engine.run("inspect", "--format", "{{.State.Status}}", container, check=False)
+            if status.stdout.strip() in ("exited", "stopped", "created"):
+                # podman 4.3's restart policy races `pod stop` (podman issue 18259): the
+                # container it restarted mid-stop is killed, and `pod start` can then
+                # leave it down. Started again here, as the kubelet would.
+                engine.run("start", container, check=False, timeout=120)
+            ready = engine.run("exec", container, "pg_isready", "-q", check=False, timeout=30)
+            last_check[:] = [status.stdout.strip(), str(ready.returncode), ready.stderr.strip()]
+            return ready.returncode == 0
+
         try:
             # Crash recovery after a stop that outlived its grace period can take a while
             # on a busy 2-core machine; the timeout is what it needs there, not a target.
-            _poll(
-                lambda: (
-                    engine.run("exec", restarted[postgres], "pg_isready", "-q", check=False).returncode == 0
-                ),
-                timeout_s=240,
-                what="Postgres after its restart",
-            )
+            _poll(postgres_ready, timeout_s=240, what="Postgres after its restart", every_s=1)
         except BaseException:
-            postgres_state = engine.run(
-                "inspect",
-                "--format",
-                "{{.State.Status}} {{.State.ExitCode}}",
-                restarted[postgres],
-                check=False,
-            )
             logs = engine.run("logs", "--tail", "40", restarted[postgres], check=False)
-            print(f"Postgres container: {postgres_state.stdout.strip()}\n" + logs.stdout + logs.stderr)
+            pods = engine.run("pod", "ps", "--filter", f"name={name}", check=False)
+            print(f"Postgres container (status, pg_isready exit, its stderr): {last_check}")
+            print(pods.stdout + logs.stdout + logs.stderr)
             raise
         engine.run("pod", "start", tracking_pod, timeout=180)
         assert all(started_at(c) != first_start[c] for c in restarted.values())
