@@ -9,7 +9,7 @@ _OVERLAY_CHOICES = ("base", "local", "gke")
 
 @click.group(context_settings={"max_content_width": 100})
 def k8s() -> None:
-    """Kubernetes manifests: render an overlay sized from a plan, validate overlays.
+    """Kubernetes manifests: render an overlay or KServe objects sized from a plan, validate them.
 
     The manifests are a kustomize base and overlays in deploy/ (the model server
     with its HPA and PodDisruptionBudget, the MLflow tracking server with
@@ -230,7 +230,10 @@ def validate(directory: str, versions: tuple[str, ...], for_apply: bool) -> None
     open only to named ranges and no ipBlock that lets the cluster's pods in,
     HPAs (autoscaling/v2, explicit scale-down, bounds, a PodDisruptionBudget), the model server's
     graceful shutdown and metrics, Locust on mlscale's locustfile; and, for a
-    folder `mlscale k8s render` wrote, that the numbers are its plan's.
+    folder `mlscale k8s render` wrote, that the numbers are its plan's (an HPA's or
+    a KEDA ScaledObject's in-flight target, a KServe InferenceService's sizes too).
+    KEDA's ScaledObject is checked against KEDA's CRD (cloudcoil-models-keda), KServe's
+    ServingRuntime and InferenceService against KServe's API fields.
     Placeholders such as YOUR_PROJECT, which the gke overlay keeps for you to
     fill (deploy/README.md, step 4), are listed as warnings; with --for-apply
     they fail the check. Exit status 1 when anything fails.

@@ -14,7 +14,7 @@ fields are errors: the API server would otherwise drop a misspelt field in silen
   ships KServe's CRDs. So :data:`SERVING_RUNTIME` and :data:`INFERENCE_SERVICE`
   spell out the fields KServe's API types define (pkg/apis/serving/v1alpha1/
   servingruntime_types.go, pkg/apis/serving/v1beta1/{component,predictor,model}.go,
-  KServe 0.16), with their types and enums, for the parts mlscale renders and the
+  KServe 0.20), with their types and enums, for the parts mlscale renders and the
   ones a user adds most (a predictor's explainer and transformer are not covered);
   the Kubernetes types embedded in them (a Container, Volumes, an HPA behaviour,
   ObjectMeta) are validated against Kubernetes' own schemas, strict.
