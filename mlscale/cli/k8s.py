@@ -124,9 +124,9 @@ def render(
     """
     # yaml and the renderer (20 ms) load only when the command runs, not at every start.
     from mlscale.errors import ConfigurationError
-    from mlscale.k8s.inflight import DEFAULT_PROMETHEUS_URL, KEDA
+    from mlscale.k8s.inflight import DEFAULT_PROMETHEUS_URL, KEDA, PROMETHEUS_ADAPTER, InflightScaling
     from mlscale.k8s.plan import read_plan
-    from mlscale.k8s.render import InflightScaling, render_plan, sizing_for_overlay
+    from mlscale.k8s.render import render_plan, sizing_for_overlay
 
     kserve = target == "kserve"
     if inflight_via is not None and policy != "inflight":
@@ -143,7 +143,7 @@ def render(
         raise ConfigurationError(
             "--target kserve serves the model at --storage-uri; --model-uri is for kustomize."
         )
-    if kserve and inflight_via == "prometheus-adapter":
+    if kserve and inflight_via == PROMETHEUS_ADAPTER:
         raise ConfigurationError(
             "--target kserve scales on requests in flight with KServe's KEDA autoscaler; "
             "--inflight-via prometheus-adapter is for the kustomize target."

@@ -25,7 +25,12 @@ builders are pure: numbers in, objects (dicts) out.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
+
+from mlscale.k8s import SERVER
+from mlscale.k8s.documents import document
+from mlscale.k8s.plan import DeploySizing
 
 # mlscale/serving/metrics.py names the gauge; a test holds the two names equal.
 # (Not imported: the k8s renderer has no business importing prometheus_client.)
@@ -35,7 +40,15 @@ INFLIGHT_METRIC = "mlscale_in_flight_requests"
 DEFAULT_PROMETHEUS_URL = "http://prometheus-server.monitoring.svc"
 KEDA = "keda"
 PROMETHEUS_ADAPTER = "prometheus-adapter"
-VIA = (KEDA, PROMETHEUS_ADAPTER)
+
+
+@dataclass(frozen=True, kw_only=True)
+class InflightScaling:
+    """Scale the model server on requests in flight instead of CPU (``--policy inflight``)."""
+
+    via: str  # "keda" (a ScaledObject) or "prometheus-adapter" (an HPA on a Pods metric)
+    target: float  # requests in flight per pod: mlscale.simulate.inflight.plan_inflight_target
+    prometheus_url: str  # where KEDA queries Prometheus
 
 
 def threshold_text(target: float) -> str:
@@ -126,4 +139,76 @@ def adapter_values() -> dict[str, Any]:
                 }
             ]
         }
+    }
+
+
+def inflight_files(
+    sizing: DeploySizing, inflight: InflightScaling, *, namespace: str, behavior: dict[str, Any] | None
+) -> dict[str, str]:
+    """The files that scale the server on requests in flight, replacing hpa.yaml's CPU target."""
+    target = threshold_text(inflight.target)
+    why = [
+        f"{target} requests in flight per pod: the plan's pod at 80 % of its capacity at the SLA",
+        "(mlscale.simulate.inflight; `mlscale simulate --plan plan.json --policy inflight` runs it).",
+    ]
+    if inflight.via == KEDA:
+        delete = {
+            "$patch": "delete",
+            "apiVersion": "autoscaling/v2",
+            "kind": "HorizontalPodAutoscaler",
+            "metadata": {"name": SERVER},
+        }
+        obj = scaled_object(
+            name=SERVER,
+            deployment=SERVER,
+            namespace=namespace,
+            min_replicas=sizing.hpa_min_replicas,
+            max_replicas=sizing.hpa_max_replicas,
+            target=inflight.target,
+            prometheus_url=inflight.prometheus_url,
+            behavior=behavior,
+        )
+        return {
+            "hpa.yaml": document(
+                delete, ["KEDA makes and owns the HPA (scaledobject.yaml): the base's is removed."]
+            ),
+            "scaledobject.yaml": document(
+                obj,
+                [
+                    f"KEDA scales {SERVER} from {sizing.hpa_min_replicas} to {sizing.hpa_max_replicas} pods on",
+                    *why,
+                    "The HPA it makes keeps sum(in flight) / pods at the threshold, with the base's behaviour.",
+                    "Needs KEDA and a Prometheus that scrapes the pods (deploy/README.md).",
+                ],
+            ),
+        }
+    hpa = {
+        "apiVersion": "autoscaling/v2",
+        "kind": "HorizontalPodAutoscaler",
+        "metadata": {"name": SERVER},
+        "spec": {
+            "minReplicas": sizing.hpa_min_replicas,
+            "maxReplicas": sizing.hpa_max_replicas,
+            "metrics": [pods_metric(inflight.target)],
+        },
+    }
+    return {
+        "hpa.yaml": document(
+            hpa,
+            [
+                f"From the plan: {sizing.hpa_min_replicas} to {sizing.hpa_max_replicas} pods, adding pods above",
+                *why,
+                f"The Pods metric {INFLIGHT_METRIC} is prometheus-adapter's: install it with",
+                "prometheus-adapter-values.yaml. The behaviour stays the base's.",
+            ],
+        ),
+        "prometheus-adapter-values.yaml": document(
+            adapter_values(),
+            [
+                f"prometheus-adapter's rule for the HPA's Pods metric {INFLIGHT_METRIC}:",
+                "helm upgrade --install prometheus-adapter prometheus-community/prometheus-adapter \\",
+                "  -n monitoring -f prometheus-adapter-values.yaml --set prometheus.url=http://prometheus-server",
+                "Not part of the overlay: the adapter lives in its own namespace.",
+            ],
+        ),
     }

@@ -36,10 +36,11 @@ from typing import Any
 import yaml
 
 from mlscale.errors import ConfigurationError
+from mlscale.k8s.documents import document
 from mlscale.k8s.inflight import pods_query, threshold_text
 from mlscale.k8s.paths import deploy_root
 from mlscale.k8s.plan import DeploySizing, sizing_from_plan
-from mlscale.k8s.render import MARKER, PLAN_FILE, document, prepare_out_dir, write_files
+from mlscale.k8s.render import MARKER, PLAN_FILE, prepare_out_dir, write_files
 from mlscale.schemas.plan import Plan
 
 RUNTIME = "mlscale"

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import os
 import shutil
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,14 +23,8 @@ import yaml
 
 from mlscale.errors import ConfigurationError
 from mlscale.k8s import LOCUST_CONTAINER, LOCUST_WORKER, SERVER, SERVER_CONTAINER
-from mlscale.k8s.inflight import (
-    INFLIGHT_METRIC,
-    KEDA,
-    adapter_values,
-    pods_metric,
-    scaled_object,
-    threshold_text,
-)
+from mlscale.k8s.documents import document
+from mlscale.k8s.inflight import KEDA, InflightScaling, inflight_files
 from mlscale.k8s.objects import cpu_millicores
 from mlscale.k8s.paths import deploy_root, overlay_dir
 from mlscale.k8s.plan import RPS_PER_LOCUST_WORKER, DeploySizing, sizing_from_plan
@@ -57,15 +50,6 @@ _OWNED = (
     "overlays",
     "components",
 )
-
-
-@dataclass(frozen=True, kw_only=True)
-class InflightScaling:
-    """Scale the model server on requests in flight instead of CPU (``--policy inflight``)."""
-
-    via: str  # "keda" (a ScaledObject) or "prometheus-adapter" (an HPA on a Pods metric)
-    target: float  # requests in flight per pod: mlscale.simulate.inflight.plan_inflight_target
-    prometheus_url: str  # where KEDA queries Prometheus
 
 
 def render_plan(
@@ -124,78 +108,6 @@ def write_files(out: Path, files: dict[str, str], plan: Plan) -> None:
     for name, text in files.items():
         (out / name).write_text(text, encoding="utf-8")
     (out / PLAN_FILE).write_text(plan.to_json() + "\n", encoding="utf-8")
-
-
-def inflight_files(
-    sizing: DeploySizing, inflight: InflightScaling, *, namespace: str, behavior: dict[str, Any] | None
-) -> dict[str, str]:
-    """The files that scale the server on requests in flight, replacing hpa.yaml's CPU target."""
-    target = threshold_text(inflight.target)
-    why = [
-        f"{target} requests in flight per pod: the plan's pod at 80 % of its capacity at the SLA",
-        "(mlscale.simulate.inflight; `mlscale simulate --plan plan.json --policy inflight` runs it).",
-    ]
-    if inflight.via == KEDA:
-        delete = {
-            "$patch": "delete",
-            "apiVersion": "autoscaling/v2",
-            "kind": "HorizontalPodAutoscaler",
-            "metadata": {"name": SERVER},
-        }
-        obj = scaled_object(
-            name=SERVER,
-            deployment=SERVER,
-            namespace=namespace,
-            min_replicas=sizing.hpa_min_replicas,
-            max_replicas=sizing.hpa_max_replicas,
-            target=inflight.target,
-            prometheus_url=inflight.prometheus_url,
-            behavior=behavior,
-        )
-        return {
-            "hpa.yaml": document(
-                delete, ["KEDA makes and owns the HPA (scaledobject.yaml): the base's is removed."]
-            ),
-            "scaledobject.yaml": document(
-                obj,
-                [
-                    f"KEDA scales {SERVER} from {sizing.hpa_min_replicas} to {sizing.hpa_max_replicas} pods on",
-                    *why,
-                    "The HPA it makes keeps sum(in flight) / pods at the threshold, with the base's behaviour.",
-                    "Needs KEDA and a Prometheus that scrapes the pods (deploy/README.md).",
-                ],
-            ),
-        }
-    hpa = {
-        "apiVersion": "autoscaling/v2",
-        "kind": "HorizontalPodAutoscaler",
-        "metadata": {"name": SERVER},
-        "spec": {
-            "minReplicas": sizing.hpa_min_replicas,
-            "maxReplicas": sizing.hpa_max_replicas,
-            "metrics": [pods_metric(inflight.target)],
-        },
-    }
-    return {
-        "hpa.yaml": document(
-            hpa,
-            [
-                f"From the plan: {sizing.hpa_min_replicas} to {sizing.hpa_max_replicas} pods, adding pods above",
-                *why,
-                f"The Pods metric {INFLIGHT_METRIC} is prometheus-adapter's: install it with",
-                "prometheus-adapter-values.yaml. The behaviour stays the base's.",
-            ],
-        ),
-        "prometheus-adapter-values.yaml": document(
-            adapter_values(),
-            [
-                f"prometheus-adapter's rule for the HPA's Pods metric {INFLIGHT_METRIC}:",
-                "helm upgrade --install prometheus-adapter prometheus-community/prometheus-adapter \\",
-                "  -n monitoring -f prometheus-adapter-values.yaml --set prometheus.url=http://prometheus-server",
-                "Not part of the overlay: the adapter lives in its own namespace.",
-            ],
-        ),
-    }
 
 
 def sizing_for_overlay(plan: Plan, overlay: str | None) -> DeploySizing:
@@ -434,11 +346,6 @@ def set_option(args: list[str], names: tuple[str, ...], value: str) -> list[str]
         result.append(arg)
         index += 1
     return result if placed else [*result, names[0], value]
-
-
-def document(obj: dict[str, Any], comments: list[str]) -> str:
-    header = "".join(f"# {line}\n" for line in comments)
-    return header + yaml.safe_dump(obj, sort_keys=False, default_flow_style=False)
 
 
 def check_writable(out: Path) -> None:

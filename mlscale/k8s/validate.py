@@ -31,7 +31,7 @@ from mlscale.k8s.crds import custom_problems, is_custom
 from mlscale.k8s.kubectl import find_kubectl
 from mlscale.k8s.objects import Problem, name_of
 from mlscale.k8s.placeholders import find_placeholders, placeholder_problems
-from mlscale.k8s.plan import PlanError, read_plan, sizing_from_plan
+from mlscale.k8s.plan import read_plan, sizing_from_plan
 from mlscale.k8s.policy import POLICIES, check_against_plan, check_all
 from mlscale.k8s.policy.against_plan import scales_on_inflight
 from mlscale.k8s.render import MARKER, PLAN_FILE
@@ -140,7 +140,7 @@ def validate_dir(
 
                 inflight = plan_inflight_target(plan)
             report.problems += check_against_plan(objects, sizing_from_plan(plan), inflight)
-        except (PlanError, ConfigurationError) as exc:
+        except ConfigurationError as exc:  # PlanError, or a plan whose pod cannot be fitted
             report.problems.append(Problem("plan", str(plan_path), str(exc)))
     return report
 

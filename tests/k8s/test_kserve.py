@@ -16,7 +16,7 @@ import yaml
 
 from mlscale.k8s import SERVER
 from mlscale.k8s.crds import custom_problems
-from mlscale.k8s.inflight import INFLIGHT_METRIC, adapter_values, threshold_text
+from mlscale.k8s.inflight import INFLIGHT_METRIC, InflightScaling, adapter_values, threshold_text
 from mlscale.k8s.kserve import (
     KSERVE_CONTAINER,
     MODEL_DIR,
@@ -27,7 +27,7 @@ from mlscale.k8s.kserve import (
 )
 from mlscale.k8s.objects import command_option, cpu_millicores, memory_mib
 from mlscale.k8s.plan import sizing_from_plan
-from mlscale.k8s.render import InflightScaling, render_plan
+from mlscale.k8s.render import render_plan
 from mlscale.k8s.validate import validate_dir
 from mlscale.schemas.plan import Plan, parse_plan
 from mlscale.simulate.inflight import plan_inflight_target

@@ -22,12 +22,24 @@ from mlscale.k8s.plan import DeploySizing, locust_workers_for
 
 
 def scales_on_inflight(objects: list[Obj]) -> bool:
-    """Whether the objects scale on requests in flight: then the plan's target is needed."""
-    return any(
-        obj.get("kind") == "ScaledObject" or INFLIGHT_METRIC in str(obj.get("spec"))
-        for obj in objects
-        if obj.get("kind") in ("ScaledObject", "HorizontalPodAutoscaler", "InferenceService")
-    )
+    """Whether the objects scale on requests in flight (a KEDA ScaledObject, an HPA on the
+    in-flight Pods metric, an InferenceService on KServe's KEDA autoscaler): then the
+    plan's in-flight target is needed to check them."""
+    for obj in objects:
+        spec = obj.get("spec") or {}
+        kind = obj.get("kind")
+        if kind == "ScaledObject":
+            return True
+        if kind == "HorizontalPodAutoscaler" and any(
+            m.get("type") == "Pods" and (m.get("pods") or {}).get("metric", {}).get("name") == INFLIGHT_METRIC
+            for m in spec.get("metrics") or []
+        ):
+            return True
+        if kind == "InferenceService" and ((spec.get("predictor") or {}).get("autoScaling") or {}).get(
+            "metrics"
+        ):
+            return True
+    return False
 
 
 def check_against_plan(
@@ -39,12 +51,10 @@ def check_against_plan(
     problems: list[Problem] = []
 
     def expect(where: str, what: str, actual: object, wanted: object) -> None:
-        if actual != wanted:
-            problems.append(Problem("plan", where, f"{what} is {actual!r}, the plan says {wanted!r}"))
+        problems.extend(_differs(where, what, actual, wanted))
 
     if any(o.get("kind") == "InferenceService" for o in objects):
-        _check_kserve(objects, sizing, inflight_target, expect)
-        return problems
+        return _check_kserve(objects, sizing, inflight_target)
     by_name = {(o.get("kind"), o["metadata"]["name"]): o for o in objects}
     server = by_name.get(("Deployment", SERVER))
     hpa = by_name.get(("HorizontalPodAutoscaler", SERVER))
@@ -129,43 +139,54 @@ def check_against_plan(
     return problems
 
 
-def _check_kserve(objects: list[Obj], sizing: DeploySizing, inflight_target: float | None, expect) -> None:
+def _differs(where: str, what: str, actual: object, wanted: object) -> list[Problem]:
+    return (
+        []
+        if actual == wanted
+        else [Problem("plan", where, f"{what} is {actual!r}, the plan says {wanted!r}")]
+    )
+
+
+def _check_kserve(objects: list[Obj], sizing: DeploySizing, inflight_target: float | None) -> list[Problem]:
     """An InferenceService rendered with --target kserve: bounds, autoscaling, the model's pod."""
-    runtimes = {o["metadata"]["name"] for o in objects if o.get("kind") == "ServingRuntime"}
+    problems: list[Problem] = []
+    runtimes = [o for o in objects if o.get("kind") == "ServingRuntime"]
     for isvc in (o for o in objects if o.get("kind") == "InferenceService"):
         where = name_of(isvc)
         predictor = (isvc.get("spec") or {}).get("predictor") or {}
         model = predictor.get("model") or {}
-        expect(where, "minReplicas", predictor.get("minReplicas"), sizing.hpa_min_replicas)
-        expect(where, "maxReplicas", predictor.get("maxReplicas"), sizing.hpa_max_replicas)
+        problems += _differs(where, "minReplicas", predictor.get("minReplicas"), sizing.hpa_min_replicas)
+        problems += _differs(where, "maxReplicas", predictor.get("maxReplicas"), sizing.hpa_max_replicas)
         if inflight_target is None:
-            expect(where, "scaleMetric", predictor.get("scaleMetric"), "cpu")
-            expect(where, "scaleTarget", predictor.get("scaleTarget"), sizing.hpa_target_cpu_utilization)
+            problems += _differs(where, "scaleMetric", predictor.get("scaleMetric"), "cpu")
+            problems += _differs(
+                where, "scaleTarget", predictor.get("scaleTarget"), sizing.hpa_target_cpu_utilization
+            )
         else:
             thresholds = [
                 ((m.get("external") or {}).get("target") or {}).get("value")
                 for m in (predictor.get("autoScaling") or {}).get("metrics") or []
                 if m.get("type") == "External"
             ]
-            expect(where, f"{INFLIGHT_METRIC} threshold", thresholds, [threshold_text(inflight_target)])
+            wanted = [threshold_text(inflight_target)]
+            problems += _differs(where, f"{INFLIGHT_METRIC} threshold", thresholds, wanted)
         resources = model.get("resources") or {}
         for bound in ("requests", "limits"):
             quantities = resources.get(bound) or {}
-            expect(where, f"{bound}.cpu", cpu_millicores(quantities.get("cpu")), sizing.cpu_millicores)
-            expect(where, f"{bound}.memory", memory_mib(quantities.get("memory")), sizing.memory_mib)
-        expect(
-            where,
-            "-w",
-            command_option(model.get("args") or [], "-w", "--workers"),
-            str(sizing.workers_per_pod),
-        )
-        if model.get("runtime") not in runtimes:
-            expect(
-                where,
-                "runtime",
-                model.get("runtime"),
-                f"one of the rendered ServingRuntimes {sorted(runtimes)}",
+            cpu, memory = cpu_millicores(quantities.get("cpu")), memory_mib(quantities.get("memory"))
+            problems += _differs(where, f"{bound}.cpu", cpu, sizing.cpu_millicores)
+            problems += _differs(where, f"{bound}.memory", memory, sizing.memory_mib)
+        workers = command_option(model.get("args") or [], "-w", "--workers")
+        problems += _differs(where, "-w", workers, str(sizing.workers_per_pod))
+        if model.get("runtime") not in {r["metadata"]["name"] for r in runtimes}:
+            problems.append(
+                Problem(
+                    "plan",
+                    where,
+                    f"runtime {model.get('runtime')!r} is not among the rendered ServingRuntimes",
+                )
             )
-        for runtime in (o for o in objects if o.get("kind") == "ServingRuntime"):
-            names = [c.get("name") for c in (runtime.get("spec") or {}).get("containers") or []]
-            expect(name_of(runtime), "containers", names, [KSERVE_CONTAINER])
+    for runtime in runtimes:
+        names = [c.get("name") for c in (runtime.get("spec") or {}).get("containers") or []]
+        problems += _differs(name_of(runtime), "containers", names, [KSERVE_CONTAINER])
+    return problems
