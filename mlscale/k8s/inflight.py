@@ -52,8 +52,11 @@ class InflightScaling:
 
 
 def threshold_text(target: float) -> str:
-    """The per-pod target as KEDA's threshold and a Kubernetes quantity: ``3.47``, ``2``."""
-    return f"{target:g}"
+    """The per-pod target as KEDA's threshold and a Kubernetes quantity: ``3.47``, ``2``.
+
+    Fixed-point to hundredths (the target's own precision), never an exponent.
+    """
+    return f"{target:.2f}".rstrip("0").rstrip(".")
 
 
 def pods_query(namespace: str, deployment: str) -> str:
