@@ -258,3 +258,27 @@ def test_the_metric_scaled_on_is_the_one_the_server_exports():
     from mlscale.serving.metrics import Metrics
 
     assert Metrics().in_flight._name == INFLIGHT_METRIC
+
+
+def test_the_kserve_plan_check_names_what_differs():
+    from mlscale.k8s.policy.against_plan import check_against_plan, scales_on_inflight
+
+    sizing = sizing_from_plan(PLAN)
+    runtime = serving_runtime(image="mlscale/server:0.1.0")
+    isvc = inference_service(sizing, name="wine", storage_uri="gs://b/m")
+    assert not scales_on_inflight([runtime, isvc])
+    assert check_against_plan([runtime, isvc], sizing) == []
+    isvc["spec"]["predictor"]["model"]["runtime"] = "kserve-mlserver"
+    isvc["spec"]["predictor"]["model"]["args"] = ["-w", str(sizing.workers_per_pod + 1)]
+    messages = [p.message for p in check_against_plan([runtime, isvc], sizing)]
+    assert messages == [
+        f"-w is '{sizing.workers_per_pod + 1}', the plan says '{sizing.workers_per_pod}'",
+        "runtime 'kserve-mlserver' is not among the rendered ServingRuntimes",
+    ]
+    scaled = inference_service(
+        sizing, name="wine", storage_uri="gs://b/m", inflight_target=1.5, prometheus_url="u"
+    )
+    assert scales_on_inflight([runtime, scaled])
+    assert check_against_plan([runtime, scaled], sizing, 1.5) == []
+    (problem,) = check_against_plan([runtime, scaled], sizing, 2.0)
+    assert problem.message == f"{INFLIGHT_METRIC} threshold is ['1.5'], the plan says ['2']"
