@@ -114,8 +114,9 @@ def render(
     target; and Locust workers for the target load, one worker of one CPU per 500
     requests/s (twice as many of the local overlay's half-CPU workers), users
     counting as one request per think time. Memory per pod is the plan's, or,
-    for a plan without it, 256Mi + 300Mi per worker process. DIR holds a copy
-    of the base (and of the overlay), so it renders wherever it is moved.
+    for a plan without it, 256Mi + 300Mi per worker process. A kustomize DIR
+    holds a copy of the base (and of the overlay), so it renders wherever it is
+    moved.
 
     --target kserve writes a ServingRuntime and an InferenceService with the same
     pods, CPU, memory, workers and autoscaling bounds (deploy/README.md, KServe).
