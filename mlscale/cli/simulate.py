@@ -130,8 +130,9 @@ def _base(options: dict, plan: Plan | None):
     return SimSettings(think_time_s=think, pod=pod, sla=sla), shape, model, name
 
 
-def _apply_options(settings, options: dict):
-    """Options given on the command line win over the preset's or the defaults."""
+def _apply_options(settings, options: dict, plan: Plan | None = None):
+    """Options given on the command line win over the preset's or the defaults; ``plan``
+    gives ``--policy inflight`` its target when ``--inflight-target`` does not."""
 
     def given(key: str) -> bool:
         return options.get(key) is not None
@@ -194,7 +195,16 @@ def _apply_options(settings, options: dict):
         hpa_changes.update(metric=INFLIGHT, target=options["inflight_target"])
         policy = policy or "inflight"
     if policy == "inflight" and not given("inflight_target"):
-        raise ConfigurationError("--policy inflight needs --inflight-target (in-flight requests per pod).")
+        if plan is None:
+            raise ConfigurationError(
+                "--policy inflight needs --inflight-target (in-flight requests per pod), or a --plan "
+                "to take it from."
+            )
+        # The number `mlscale k8s render --policy inflight` writes for the same plan: one
+        # function computes both, so the simulated policy is the deployed one.
+        from mlscale.simulate.inflight import plan_inflight_target  # numpy and scipy: off start-up
+
+        hpa_changes.update(metric=INFLIGHT, target=plan_inflight_target(plan))
     if given("behavior"):
         hpa_changes["behavior"] = _read_behavior(options["behavior"])
     if given("max_pods") and not given("min_pods"):
@@ -283,7 +293,9 @@ def _minutes(seconds) -> str:
     "--inflight-target",
     type=click.FloatRange(min=0, min_open=True),
     default=None,
-    help="HPA target of in-flight requests per pod (External AverageValue).",
+    help="HPA target of in-flight requests per pod (External AverageValue). With --plan and "
+    "--policy inflight it defaults to the plan's: the in-flight count of its pod at 80 % of its "
+    "capacity at the SLA, the number `mlscale k8s render --policy inflight` writes.",
 )
 @click.option("--min-pods", type=click.IntRange(min=1), default=None, help="HPA minReplicas [1].")
 @click.option("--max-pods", type=click.IntRange(min=1), default=None, help="HPA maxReplicas [10].")
@@ -424,7 +436,7 @@ def simulate(**options) -> None:
 
     plan = _read_plan(options["plan_file"]) if options["plan_file"] else None
     settings, shape, model, name = _base(options, plan)
-    settings = _apply_options(settings, options)
+    settings = _apply_options(settings, options, plan)
     settings = apply_overrides(settings, options["overrides"])
     validate(settings)
     out_dir = options["out_dir"]

@@ -1,9 +1,13 @@
-"""Kubernetes manifests: render a kustomize overlay from a plan, and validate one.
+"""Kubernetes manifests: render a kustomize overlay or KServe objects from a plan, and validate them.
 
 The manifests themselves are plain YAML that a Kubernetes user reads, in the
 repository's ``deploy/`` folder (a kustomize base and overlays). This package
-only writes small patches on top of them (:mod:`mlscale.k8s.render`) and checks
-what ``kubectl kustomize`` makes of a folder (:mod:`mlscale.k8s.validate`).
+writes small patches on top of them (:mod:`mlscale.k8s.render`), the objects
+that scale the server on requests in flight (:mod:`mlscale.k8s.inflight`: KEDA
+or prometheus-adapter), a KServe ServingRuntime and InferenceService
+(:mod:`mlscale.k8s.kserve`), and checks what ``kubectl kustomize`` makes of a
+folder (:mod:`mlscale.k8s.validate`; KEDA's and KServe's kinds by
+:mod:`mlscale.k8s.crds`).
 """
 
 # Where the Locust image keeps mlscale's locustfile: the site-packages of the

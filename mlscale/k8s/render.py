@@ -23,6 +23,8 @@ import yaml
 
 from mlscale.errors import ConfigurationError
 from mlscale.k8s import LOCUST_CONTAINER, LOCUST_WORKER, SERVER, SERVER_CONTAINER
+from mlscale.k8s.documents import document
+from mlscale.k8s.inflight import KEDA, InflightScaling, inflight_files
 from mlscale.k8s.objects import cpu_millicores
 from mlscale.k8s.paths import deploy_root, overlay_dir
 from mlscale.k8s.plan import RPS_PER_LOCUST_WORKER, DeploySizing, sizing_from_plan
@@ -39,28 +41,37 @@ _OWNED = (
     "server.yaml",
     "hpa.yaml",
     "locust.yaml",
+    "scaledobject.yaml",
+    "prometheus-adapter-values.yaml",
+    "servingruntime.yaml",
+    "inferenceservice.yaml",
+    "namespace.yaml",
     "base",
     "overlays",
     "components",
 )
 
 
-def render_plan(plan: Plan, out_dir: str, *, overlay: str | None = None, model_uri: str | None = None) -> str:
+def render_plan(
+    plan: Plan,
+    out_dir: str,
+    *,
+    overlay: str | None = None,
+    model_uri: str | None = None,
+    inflight: InflightScaling | None = None,
+) -> str:
     """Write an overlay sized from ``plan`` to ``out_dir``; returns the folder's path.
 
     ``overlay`` (``"local"`` or ``"gke"``) builds on that overlay instead of the
     bare base (``None`` or ``"base"``); ``model_uri`` replaces the base's
-    ``models:/wine-quality/1``.
+    ``models:/wine-quality/1``; ``inflight`` scales on requests in flight
+    instead of the base's HPA on CPU.
     """
     overlay = None if overlay == "base" else overlay
     sizing = sizing_for_overlay(plan, overlay)
     root = deploy_root()
     source_overlay = overlay_dir(overlay) if overlay is not None else None
-    out = Path(out_dir)
-    _check_writable(out)
-    for name in _OWNED:
-        _remove(out / name)
-    out.mkdir(parents=True, exist_ok=True)
+    out = prepare_out_dir(out_dir)
     # *.env files are credentials a user created for a secret generator: they
     # stay where they are.
     ignore = shutil.ignore_patterns("*.env", "__pycache__")
@@ -71,11 +82,32 @@ def render_plan(plan: Plan, out_dir: str, *, overlay: str | None = None, model_u
         resource = f"overlays/{overlay}"
         shutil.copytree(source_overlay, out / resource, ignore=ignore)
     server_args = base_server_args(out / "base" / "server.yaml")
-    files = overlay_files(sizing, resource=resource, server_args=server_args, model_uri=model_uri)
+    keda = inflight is not None and inflight.via == KEDA
+    files = overlay_files(
+        sizing,
+        resource=resource,
+        server_args=server_args,
+        model_uri=model_uri,
+        extra_resources=("scaledobject.yaml",) if keda else (),
+    )
+    if inflight is not None:
+        files.update(
+            inflight_files(
+                sizing,
+                inflight,
+                namespace=base_namespace(out / "base"),
+                behavior=base_hpa_behavior(out / "base" / "server.yaml"),
+            )
+        )
+    write_files(out, files, plan)
+    return str(out)
+
+
+def write_files(out: Path, files: dict[str, str], plan: Plan) -> None:
+    """The rendered files and the plan they come from, into ``out``."""
     for name, text in files.items():
         (out / name).write_text(text, encoding="utf-8")
     (out / PLAN_FILE).write_text(plan.to_json() + "\n", encoding="utf-8")
-    return str(out)
 
 
 def sizing_for_overlay(plan: Plan, overlay: str | None) -> DeploySizing:
@@ -136,8 +168,10 @@ def overlay_files(
     resource: str,
     server_args: list[str],
     model_uri: str | None = None,
+    extra_resources: tuple[str, ...] = (),
 ) -> dict[str, str]:
-    """The kustomization and its patches, as file name -> YAML text."""
+    """The kustomization and its patches, as file name -> YAML text; ``extra_resources``
+    are files of whole objects the kustomization adds to ``resource``."""
     args = set_option(server_args, ("-w", "--workers"), str(sizing.workers_per_pod))
     if model_uri:
         args = set_option(args, ("-m", "--model-uri"), model_uri)
@@ -208,12 +242,12 @@ def overlay_files(
     kustomization = {
         "apiVersion": "kustomize.config.k8s.io/v1beta1",
         "kind": "Kustomization",
-        "resources": [resource],
+        "resources": [resource, *extra_resources],
         "patches": [{"path": "server.yaml"}, {"path": "hpa.yaml"}, {"path": "locust.yaml"}],
     }
     target = f"{sizing.target:g} {'concurrent users' if sizing.target_kind == 'users' else 'requests/s'}"
     return {
-        "kustomization.yaml": _document(
+        "kustomization.yaml": document(
             kustomization,
             [
                 MARKER[2:] + f" from {PLAN_FILE}; render again rather than edit.",
@@ -221,7 +255,7 @@ def overlay_files(
                 "Apply: kubectl apply -k .   Check: mlscale k8s validate .",
             ],
         ),
-        "server.yaml": _document(
+        "server.yaml": document(
             server,
             [
                 f"The model server at the target load ({target}): {sizing.pods} pods",
@@ -230,7 +264,7 @@ def overlay_files(
                 "and a pod never uses CPU the scheduler did not reserve.",
             ],
         ),
-        "hpa.yaml": _document(
+        "hpa.yaml": document(
             hpa,
             [
                 f"From the plan: {sizing.hpa_min_replicas} to {sizing.hpa_max_replicas} pods, adding",
@@ -238,7 +272,7 @@ def overlay_files(
                 "and scale-down behaviour stays the base's.",
             ],
         ),
-        "locust.yaml": _document(
+        "locust.yaml": document(
             locust,
             [
                 f"{sizing.locust_workers} Locust worker(s) of {worker_cpu} CPU for {sizing.target_rps:g} requests/s:",
@@ -249,6 +283,28 @@ def overlay_files(
             ],
         ),
     }
+
+
+def base_namespace(base: Path) -> str:
+    """The namespace the base puts its objects in (its kustomization's ``namespace``)."""
+    try:
+        data = yaml.safe_load((base / "kustomization.yaml").read_text(encoding="utf-8")) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise ConfigurationError(f"Cannot read {base / 'kustomization.yaml'}: {exc}") from None
+    return str(data.get("namespace") or "default")
+
+
+def base_hpa_behavior(server_yaml: Path) -> dict[str, Any] | None:
+    """The base HPA's ``behavior``, which a KEDA ScaledObject carries over to the HPA it makes."""
+    try:
+        documents = list(yaml.safe_load_all(server_yaml.read_text(encoding="utf-8")))
+    except (OSError, yaml.YAMLError) as exc:
+        raise ConfigurationError(f"Cannot read {server_yaml}: {exc}") from None
+    for doc in documents:
+        if isinstance(doc, dict) and doc.get("kind") == "HorizontalPodAutoscaler":
+            behavior = (doc.get("spec") or {}).get("behavior")
+            return behavior if isinstance(behavior, dict) else None
+    return None
 
 
 def base_server_args(server_yaml: Path) -> list[str]:
@@ -292,12 +348,7 @@ def set_option(args: list[str], names: tuple[str, ...], value: str) -> list[str]
     return result if placed else [*result, names[0], value]
 
 
-def _document(obj: dict[str, Any], comments: list[str]) -> str:
-    header = "".join(f"# {line}\n" for line in comments)
-    return header + yaml.safe_dump(obj, sort_keys=False, default_flow_style=False)
-
-
-def _check_writable(out: Path) -> None:
+def check_writable(out: Path) -> None:
     """Render only into a new or empty folder, or over a previous render."""
     if out.exists() and not out.is_dir():
         raise ConfigurationError(f"--out {out} is a file; give a folder.")
@@ -312,6 +363,16 @@ def _check_writable(out: Path) -> None:
             f"{out} is not empty and was not written by `mlscale k8s render`; "
             "render into a new or empty folder."
         )
+
+
+def prepare_out_dir(out_dir: str) -> Path:
+    """``out_dir``, created, with what an earlier render wrote there removed."""
+    out = Path(out_dir)
+    check_writable(out)
+    for name in _OWNED:
+        _remove(out / name)
+    out.mkdir(parents=True, exist_ok=True)
+    return out
 
 
 def _remove(path: Path) -> None:

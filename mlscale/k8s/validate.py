@@ -7,7 +7,8 @@ Three layers, each catching what the one before lets through:
    oldest and the newest release checked, with unknown fields as errors (a
    misspelt field would otherwise be dropped by the API server in silence).
    The schemas ship in the ``kubernetes-validate`` package: no cluster and no
-   network needed.
+   network needed. KEDA's and KServe's kinds are checked against their own
+   schemas (:mod:`mlscale.k8s.crds`).
 3. The policies of :mod:`mlscale.k8s.policy`; and, for a folder that
    ``mlscale k8s render`` wrote, that the numbers are the plan's.
 
@@ -26,11 +27,13 @@ from typing import Any
 import yaml
 
 from mlscale.errors import ConfigurationError, MlscaleError
+from mlscale.k8s.crds import custom_problems, is_custom
 from mlscale.k8s.kubectl import find_kubectl
 from mlscale.k8s.objects import Problem, name_of
 from mlscale.k8s.placeholders import find_placeholders, placeholder_problems
-from mlscale.k8s.plan import PlanError, read_plan, sizing_from_plan
+from mlscale.k8s.plan import read_plan, sizing_from_plan
 from mlscale.k8s.policy import POLICIES, check_against_plan, check_all
+from mlscale.k8s.policy.against_plan import scales_on_inflight
 from mlscale.k8s.render import MARKER, PLAN_FILE
 
 # preStop.sleep, which the model server uses, is on by default from 1.30
@@ -129,8 +132,15 @@ def validate_dir(
     if plan_path.is_file() and _written_by_render(path):
         report.against_plan = True
         try:
-            report.problems += check_against_plan(objects, sizing_from_plan(read_plan(str(plan_path))))
-        except PlanError as exc:
+            plan = read_plan(str(plan_path))
+            inflight = None
+            if scales_on_inflight(objects):
+                # The number render wrote, computed again: numpy, scipy and a fit, only here.
+                from mlscale.simulate.inflight import plan_inflight_target
+
+                inflight = plan_inflight_target(plan)
+            report.problems += check_against_plan(objects, sizing_from_plan(plan), inflight)
+        except ConfigurationError as exc:  # PlanError, or a plan whose pod cannot be fitted
             report.problems.append(Problem("plan", str(plan_path), str(exc)))
     return report
 
@@ -179,6 +189,9 @@ def schema_problems(objects: list[dict[str, Any]], versions: tuple[str, ...]) ->
     problems = []
     for obj in objects:
         for version in versions:
+            if is_custom(obj):
+                problems += custom_problems(obj, version)
+                continue
             try:
                 kv.validate(obj, version, strict=True)
             except kv.ValidationError as exc:

@@ -5,6 +5,8 @@ on a GKE node pool, with each ready pod serving like the pod ``mlscale plan``
 measured. The rules and their sources are in ``hpa``, ``autoscaler``,
 ``metrics`` and ``cluster``; the pod's queue in ``queue``, fitted to a plan in
 ``calibration`` and tabulated for the tick loop in ``tables``; the tick loop in
-``engine``; its summary.json in ``results``.
+``engine``; its summary.json in ``results``; the in-flight target a concurrency
+autoscaler holds, which ``mlscale k8s render --policy inflight`` writes too, in
+``inflight``.
 Everything takes its clock as an argument: no sleeps, no threads.
 """

@@ -21,7 +21,8 @@ from mlscale.loadtest.shapes import Shape
 from mlscale.report.simulate import write_comparison_report
 from mlscale.schemas.simulation import PolicyComparison, PolicyOutcome
 from mlscale.simulate.engine import simulate
-from mlscale.simulate.queue import PodModel, capacity_at_sla, closed_loop, open_loop
+from mlscale.simulate.inflight import inflight_target
+from mlscale.simulate.queue import PodModel
 from mlscale.simulate.results import summarize, write_outputs
 from mlscale.simulate.settings import (
     CPU,
@@ -46,26 +47,13 @@ class Candidate:
     description: str
 
 
-def inflight_target(
-    model: PodModel, kind: str, think_s: float, settings: SimSettings, share: float = 0.8
-) -> float:
-    """In-flight requests per pod at ``share`` of the pod's capacity at the SLA: the
-    AverageValue that keeps pods where the CPU policy at 80 % would."""
-    capacity = capacity_at_sla(model, kind, think_s, settings.sla.quantile, settings.sla.limit_ms)
-    if kind == "users":
-        state = closed_loop(model, share * capacity, think_s)
-    else:
-        state = open_loop(model, share * capacity)
-    return max(round(state.in_flight, 2), 0.01)
-
-
 def default_candidates(
     base: HpaSettings, model: PodModel, kind: str, settings: SimSettings
 ) -> list[Candidate]:
     def hpa(**changes: Any) -> HpaSettings:
         return dataclasses.replace(base, **changes)
 
-    target = inflight_target(model, kind, settings.think_time_s, settings)
+    target = inflight_target(model, kind, settings.think_time_s, settings.sla)
     return [
         Candidate(
             "cpu-80",
