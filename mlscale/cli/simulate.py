@@ -479,6 +479,10 @@ def simulate(**options) -> None:
         f"files written in {written:.1f} s"
     )
     click.echo(f"Pod: {model.source}")
+    if settings.hpa is not None:
+        hpa = settings.hpa
+        on = f"{hpa.target:g} % CPU" if hpa.metric == CPU else f"{hpa.target:g} requests in flight per pod"
+        click.echo(f"HPA: {hpa.min_replicas}-{hpa.max_replicas} pods at {on}")
     click.echo(
         f"SLA {summary.sla.expr} missed for {summary.sla_violation_s:.0f} s "
         f"({100 * (1 - summary.sla_met_share):.1f} %); {summary.node_hours:.2f} node-hours, "

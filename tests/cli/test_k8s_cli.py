@@ -115,6 +115,7 @@ def test_the_rendered_threshold_is_the_target_simulate_runs(tmp_path, plan_file)
     assert result.exit_code == 0, result.output
     policy = json.loads((sim / "summary.json").read_text())["policy"]
     assert policy["metric"] == "inflight"
+    assert f"at {policy['target']:g} requests in flight per pod" in result.output  # said, not only written
     assert (
         threshold == value == threshold_text(policy["target"]) == threshold_text(plan_inflight_target(PLAN))
     )
