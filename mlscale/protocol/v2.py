@@ -499,16 +499,17 @@ class ModelMetadata:
     def from_signature(
         cls, *, name: str, versions: tuple[str, ...], platform: str, signature: ModelSignature | None
     ) -> ModelMetadata:
-        if signature is None:
+        schema = signature.inputs if signature is not None else None
+        outputs_schema = signature.outputs if signature is not None else None
+        outputs = _metadata_tensors(outputs_schema, "output-") if outputs_schema is not None else ()
+        if schema is None:  # no signature, or one without inputs (MLflow allows params alone)
             return cls(
-                name=name, versions=versions, platform=platform, inputs=(), outputs=(), content_type=None
+                name=name, versions=versions, platform=platform, inputs=(), outputs=outputs, content_type=None
             )
-        inputs = _metadata_tensors(signature.inputs, "input-")
-        outputs = _metadata_tensors(signature.outputs, "output-") if signature.outputs is not None else ()
-        schema = signature.inputs
+        inputs = _metadata_tensors(schema, "input-")
+        required: tuple[str, ...] = ()
         if schema.is_tensor_spec():
             content_type = DICT if schema.has_input_names() else NUMPY
-            required: tuple[str, ...] = ()
         else:
             content_type = PANDAS
             required = tuple(

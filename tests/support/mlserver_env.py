@@ -11,15 +11,19 @@ loaded by the same MLflow and the same library versions in both servers, which
 is what a differential test needs.
 
 Run as a script (``python tests/support/mlserver_env.py``) or through ``ensure``;
-the venv is reused while its stamp matches the versions below.
+the venv is reused while its stamp matches the versions below. ``write_repository``
+lays out the folder ``mlserver start`` serves: one MLflow model, on loopback ports.
 """
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import sysconfig
 from pathlib import Path
+
+from mlscale.processes import free_port
 
 MLSERVER_VERSION = "1.7.1"
 REQUIREMENTS = [f"mlserver=={MLSERVER_VERSION}", f"mlserver-mlflow=={MLSERVER_VERSION}"]
@@ -80,6 +84,48 @@ def _link_parent_site_packages() -> None:
     parent = sysconfig.get_paths()["purelib"]
     # A name that sorts last: .pth files are read in order, and this path goes after the venv's own.
     Path(ours, "zz_mlscale_venv.pth").write_text(parent + "\n")
+
+
+def write_repository(
+    folder: Path,
+    *,
+    name: str,
+    model_path: str,
+    version: str | None = None,
+    max_batch_size: int = 0,
+    max_batch_time: float = 0.0,
+) -> int:
+    """Settings for ``mlserver start folder`` serving one MLflow model; returns its HTTP port.
+
+    Inference runs in the server's own process (``parallel_workers: 0``), like
+    ``mlscale serve -w 1``; gRPC gets a free port too (MLServer always starts it);
+    the metrics server is off. ``platform`` and ``versions`` are set to what
+    mlscale's metadata says of the same model, so that metadata compares whole.
+    Adaptive batching is on when ``max_batch_size`` > 1.
+    """
+    port = free_port()
+    folder.mkdir(parents=True, exist_ok=True)
+    settings = {
+        "host": "127.0.0.1",
+        "http_port": port,
+        "grpc_port": free_port(),
+        "metrics_endpoint": None,
+        "parallel_workers": 0,
+        "debug": False,
+    }
+    (folder / "settings.json").write_text(json.dumps(settings))
+    model: dict[str, object] = {
+        "name": name,
+        "implementation": "mlserver_mlflow.MLflowRuntime",
+        "platform": "mlflow",
+        "versions": [version] if version else [],
+        "parameters": {"uri": model_path, **({"version": version} if version else {})},
+    }
+    if max_batch_size > 1:
+        model.update(max_batch_size=max_batch_size, max_batch_time=max_batch_time)
+    (folder / name).mkdir(exist_ok=True)
+    (folder / name / "model-settings.json").write_text(json.dumps(model))
+    return port
 
 
 if __name__ == "__main__":
