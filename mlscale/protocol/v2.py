@@ -246,6 +246,9 @@ def decode_matrix(
             return None
         if values.dtype.kind == "i" and np.abs(values).max() > _EXACT_INT:
             return None
+        # null (NaN) is valid data, but the native path was only checked on finite rows.
+        if values.dtype.kind == "f" and not np.isfinite(values).all():
+            return None
         matrix[:, column] = values.reshape(rows)
         seen |= 1 << column
     return matrix if seen == (1 << signature.width) - 1 else None

@@ -48,6 +48,7 @@ def ensure() -> Path:
     """The venv's ``mlserver`` command, installing the venv first if needed."""
     wanted = " ".join(REQUIREMENTS) + f" on {sys.executable}\n"
     if _STAMP.is_file() and _STAMP.read_text() == wanted and mlserver().is_file():
+        _STAMP.touch()  # newer than .venv's stamp: make sees it up to date
         return mlserver()
     if not python().is_file():
         subprocess.run([sys.executable, "-m", "venv", str(VENV)], check=True)
