@@ -202,7 +202,7 @@ def test_a_native_model_that_raises_answers_mlflows_400():
         raise ValueError("the library refused the input")
 
     with pytest.raises(MlflowException) as raised:
-        native_batch(broken)([np.zeros((1, 3))])
+        native_batch(broken)([Job(np.zeros((1, 3)))])
     assert raised.value.get_http_status_code() == 400
     assert "unexpected error while evaluating the model" in raised.value.message
     assert "the library refused the input" in raised.value.serialize_as_json()
@@ -214,6 +214,8 @@ def test_a_native_failure_in_a_merged_call_fails_only_its_request():
             raise ValueError("too large")
         return matrix[:, 0] * 2
 
-    outcomes = native_batch(picky)([np.ones((1, 2)), np.full((2, 2), 1000.0), np.zeros((1, 2))])
+    outcomes = native_batch(picky)(
+        [Job(np.ones((1, 2))), Job(np.full((2, 2), 1000.0)), Job(np.zeros((1, 2)))]
+    )
     assert outcomes[0] == b'{"predictions":[2.0]}' and outcomes[2] == b'{"predictions":[0.0]}'
     assert isinstance(outcomes[1], MlflowException)
