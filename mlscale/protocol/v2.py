@@ -30,7 +30,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 import orjson
@@ -114,9 +114,11 @@ def error_body(message: str) -> bytes:
 # -- requests ------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class Tensor:
-    """One request input as sent: ``data`` is the JSON value, decoded later."""
+class Tensor(NamedTuple):
+    """One request input as sent: ``data`` is the JSON value, decoded later.
+
+    A NamedTuple rather than a frozen dataclass: one is made per input of every
+    request, and a tuple is made in half the time."""
 
     name: str
     datatype: str
@@ -188,14 +190,23 @@ def _tensor(item: object, index: int) -> Tensor:
             "(the model's metadata, GET /v2/models/<name>, says which each input expects)."
         )
     shape = item.get("shape")
-    if type(shape) is not list or not all(type(d) is int and d >= 0 for d in shape):
+    if type(shape) is not list or not _dimensions(shape):
         raise V2Error(
             f'Input {name!r} needs "shape", a list of non-negative integers, such as [n] or [n, 1].'
         )
     if "data" not in item:
         raise V2Error(f'Input {name!r} has no "data".')
-    content_type, _ = _parameters(item.get("parameters"), f"input {name!r}")
+    parameters = item.get("parameters")
+    content_type = None if parameters is None else _parameters(parameters, f"input {name!r}")[0]
     return Tensor(name, datatype, tuple(shape), item["data"], content_type)
+
+
+def _dimensions(shape: list[Any]) -> bool:
+    # A loop, not all() over a generator: this runs for every input of every request.
+    for dimension in shape:
+        if type(dimension) is not int or dimension < 0:
+            return False
+    return bool(shape)
 
 
 def _requested_outputs(value: object) -> tuple[str, ...] | None:
@@ -227,8 +238,8 @@ def decode_matrix(
     rows = inputs[0].shape[0] if inputs[0].shape else 0
     if rows == 0:
         return None
-    matrix = np.empty((rows, signature.width), dtype=np.float64)
-    seen = 0
+    columns: list[int] = []
+    all_fp64 = True
     for tensor in inputs:
         column = position.get(tensor.name)
         if column is None or tensor.content_type not in (None, NUMPY):
@@ -236,22 +247,43 @@ def decode_matrix(
         if tensor.datatype not in _EXACT_DATATYPES.get(column_types.get(tensor.name, ""), ()):
             return None
         shape = tensor.shape
-        if not shape or shape[0] != rows or (len(shape) > 1 and any(d != 1 for d in shape[1:])):
+        if shape[0] != rows or (len(shape) > 1 and any(d != 1 for d in shape[1:])):
             return None
-        try:
-            values = np.asarray(tensor.data, dtype=DATATYPES[tensor.datatype])
-        except (ValueError, TypeError, OverflowError):
-            return None
-        if values.size != rows:
-            return None
-        if values.dtype.kind == "i" and np.abs(values).max() > _EXACT_INT:
-            return None
-        # null (NaN) is valid data, but the native path was only checked on finite rows.
-        if values.dtype.kind == "f" and not np.isfinite(values).all():
-            return None
-        matrix[:, column] = values.reshape(rows)
-        seen |= 1 << column
-    return matrix if seen == (1 << signature.width) - 1 else None
+        columns.append(column)
+        all_fp64 = all_fp64 and tensor.datatype == "FP64"
+    if len(set(columns)) != signature.width:
+        return None
+    # The common case, every column FP64: one conversion for the whole request.
+    values = _fp64_block(inputs, rows) if all_fp64 else None
+    if values is None:
+        values = np.empty((len(inputs), rows), dtype=np.float64)
+        for i, tensor in enumerate(inputs):
+            try:
+                column_values = np.asarray(tensor.data, dtype=DATATYPES[tensor.datatype])
+            except (ValueError, TypeError, OverflowError):
+                return None
+            if column_values.size != rows:
+                return None
+            if column_values.dtype.kind == "i" and np.abs(column_values).max() > _EXACT_INT:
+                return None
+            values[i] = column_values.reshape(rows)
+    # null (NaN) is valid data, but the native path was only checked on finite rows.
+    if not np.isfinite(values).all():
+        return None
+    matrix = np.empty((rows, signature.width), dtype=np.float64)
+    matrix[:, columns] = values.T
+    return matrix
+
+
+def _fp64_block(inputs: Sequence[Tensor], rows: int) -> np.ndarray | None:
+    """All inputs' data as one (inputs, rows) float64 array, or None (ragged, nested, not numbers)."""
+    try:
+        block = np.array([tensor.data for tensor in inputs], dtype=np.float64)
+    except (ValueError, TypeError, OverflowError):
+        return None
+    if block.size != len(inputs) * rows:
+        return None
+    return block.reshape(len(inputs), rows)
 
 
 def decode(request: InferRequest, metadata: ModelMetadata) -> object:
