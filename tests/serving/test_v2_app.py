@@ -4,11 +4,15 @@ metrics, readiness while draining, authentication and the model's name."""
 from __future__ import annotations
 
 import asyncio
+import json
 
 import httpx
 import orjson
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
+from mlscale.protocol.v2 import DATATYPES
 from mlscale.serving.batcher import BatchSettings
 from mlscale.serving.server import build_app
 from mlscale.serving.settings import ServeSettings, default_model_name
@@ -144,3 +148,59 @@ def test_the_default_model_name(uri, name, version):
     settings = ServeSettings(model_uri=uri)
     assert (settings.v2_model_name, settings.v2_model_version) == (name, version)
     assert ServeSettings(model_uri=uri, model_name="kserve-name").v2_model_name == "kserve-name"
+
+
+# -- hostile input: never a 5xx ------------------------------------------------------
+
+_JSON_LEAF = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-(2**70), 2**70),
+    st.floats(allow_nan=False, allow_infinity=False),
+    st.text(max_size=5),
+)
+_DATA = st.recursive(_JSON_LEAF, lambda inner: st.lists(inner, max_size=4), max_leaves=12)
+_PARAMETERS = st.one_of(
+    st.none(),
+    st.fixed_dictionaries(
+        {"content_type": st.sampled_from(["pd", "np", "str", "dict", "pd_json", "base64", "x", 7])},
+        optional={"temperature": _JSON_LEAF},
+    ),
+)
+_TENSOR = st.fixed_dictionaries(
+    {
+        "name": st.sampled_from([*SMALL_COLUMNS, "color", "size", "zzz", 5]),
+        "datatype": st.sampled_from([*DATATYPES, "FLOAT", None]),
+        "shape": st.one_of(st.lists(st.integers(-1, 3), max_size=3), st.just("2")),
+        "data": _DATA,
+    },
+    optional={"parameters": _PARAMETERS},
+)
+_REQUEST = st.fixed_dictionaries(
+    {"inputs": st.one_of(st.lists(_TENSOR, max_size=4), _JSON_LEAF)},
+    optional={
+        "id": st.one_of(st.text(max_size=4), st.integers()),
+        "parameters": _PARAMETERS,
+        "outputs": st.one_of(
+            st.lists(st.fixed_dictionaries({"name": st.text(max_size=8)}), max_size=2), _DATA
+        ),
+    },
+)
+
+
+@pytest.mark.parametrize("model", ["xgboost", "sklearn_pipeline"])
+def test_no_v2_request_gets_a_server_error(clients, model_paths, model):
+    """Requests that fit the protocol's shape loosely, with wrong types, shapes and data
+    anywhere: every answer is a 200, or a 4xx with the protocol's error body."""
+    client, _ = clients[model]
+    path = f"/v2/models/{default_model_name(model_paths[model])}/infer"
+
+    @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+    @given(document=_REQUEST)
+    def check(document):
+        answer = client.post(path, content=json.dumps(document))
+        assert answer.status_code in (200, 400), (answer.status_code, answer.text, document)
+        if answer.status_code == 400:
+            assert set(answer.json()) == {"error"} and answer.json()["error"], document
+
+    check()
