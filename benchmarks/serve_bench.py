@@ -780,11 +780,27 @@ def render_v2(results: list[WrkResult]) -> str:
                 continue
             out.append(
                 f"| {connections} | {r.server} | {r.requests_per_s:,.0f} | {fmt_ms(r.p50_ms)} "
-                f"| {fmt_ms(r.p99_ms)} | {fmt_ratio(r.requests_per_s, base and base.requests_per_s)} "
-                f"| {fmt_ratio(r.requests_per_s, theirs and theirs.requests_per_s)} "
+                f"| {fmt_ms(r.p99_ms)} | {_ratio(r.requests_per_s, base and base.requests_per_s)} "
+                f"| {_ratio(r.requests_per_s, theirs and theirs.requests_per_s)} "
                 f"| {'yes' if r.valid else '**no**'} |"
             )
+    noisy = [
+        f"{r.server}, {r.connections} conn: {r.foreign_cpu_pct:.0f} %"
+        for r in results
+        if r.foreign_cpu_pct > NOISY_CPU_PCT
+    ]
+    if noisy:
+        out += [
+            "",
+            "**Noisy runs:** other processes used CPU during these measurements (% of one core): "
+            f"{'; '.join(noisy)}. Read the ratios, not the absolute numbers.",
+        ]
     return "\n".join(out) + "\n"
+
+
+def _ratio(num: float | None, den: float | None) -> str:
+    """Two decimals: V2 ratios sit near 1 (and MLServer's far below it)."""
+    return f"{num / den:.2f}x" if num and den else "-"
 
 
 # --------------------------------------------------------------------------- the run
