@@ -16,9 +16,17 @@ server's process tree. Pinning server and load generator to different cores
 keeps them from stealing each other's CPU, so the numbers compare servers, not
 scheduler luck.
 
+Then the Open Inference Protocol ("V2"), on the same model, core and wrk: mlscale's
+``/v2/models/<name>/infer`` against mlscale's own ``/invocations`` (the cost of the
+protocol) and against Seldon MLServer 1.7.1's V2 endpoint with its MLflow runtime
+and adaptive batching on (``max_batch_size`` 32, ``max_batch_time`` 5 ms; inference
+in the server process, as ``mlscale serve -w 1``), at 16 and 1 connections.
+MLServer runs from its own venv (``tests/support/mlserver_env.py``, built on first
+use); ``--v2-only`` runs this comparison alone.
+
 Usage::
 
-    .venv/bin/python benchmarks/serve_bench.py [--duration 10] [--quick] [--out benchmarks/results]
+    .venv/bin/python benchmarks/serve_bench.py [--duration 10] [--quick] [--v2-only] [--out benchmarks/results]
 """
 
 from __future__ import annotations
@@ -45,6 +53,9 @@ from pathlib import Path
 import psutil
 
 from mlscale.processes import free_port, signal_group, start_group
+
+# The repository root, for tests/support/mlserver_env.py (MLServer's venv and settings).
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 BENCH_DIR = Path(__file__).resolve().parent
 VENV_BIN = Path(sys.executable).parent
@@ -538,7 +549,15 @@ def parse_wrk(output: str, result: WrkResult) -> WrkResult:
     return result
 
 
-def run_wrk(port: int, script: Path, connections: int, duration_s: float, *, latency: bool = True) -> str:
+def run_wrk(
+    port: int,
+    script: Path,
+    connections: int,
+    duration_s: float,
+    *,
+    latency: bool = True,
+    path: str = "/invocations",
+) -> str:
     """Run wrk pinned to the load core; wrk's -d bounds the loop, the timeout bounds wrk."""
     cmd = [
         "taskset",
@@ -555,7 +574,7 @@ def run_wrk(port: int, script: Path, connections: int, duration_s: float, *, lat
     ]
     if latency:
         cmd.append("--latency")
-    cmd.append(f"http://127.0.0.1:{port}/invocations")
+    cmd.append(f"http://127.0.0.1:{port}{path}")
     result = subprocess.run(cmd, capture_output=True, text=True, timeout=duration_s + 60)
     if result.returncode != 0:
         raise BenchError(f"wrk failed (exit {result.returncode}):\n{result.stderr}\n{result.stdout}")
@@ -611,6 +630,177 @@ def inprocess_rates(model_uri: str, env: dict[str, str], duration_s: float) -> d
     if result.returncode != 0 or not lines:
         raise BenchError(f"in-process predict failed (exit {result.returncode}):\n{result.stderr[-3000:]}")
     return {k: float(v) for k, v in json.loads(lines[-1]).items()}
+
+
+# --------------------------------------------------------------------------- V2
+
+V2_NAME = "wine-quality"
+V2_PATH = f"/v2/models/{V2_NAME}/infer"
+# MLServer's adaptive batching, as its docs suggest trying it: a batch of up to 32
+# requests, waiting at most 5 ms for it to fill.
+MLSERVER_MAX_BATCH_SIZE = 32
+MLSERVER_MAX_BATCH_TIME_S = 0.005
+
+
+@dataclass(frozen=True)
+class V2Run:
+    """One measured run of the V2 comparison: which server, which endpoint."""
+
+    server: str  # the process: "mlscale" or "mlserver"
+    label: str  # how the report names it
+    path: str
+    body: str
+    connections: int
+
+
+V2_RUNS = tuple(
+    run
+    for connections in (16, 1)
+    for run in (
+        V2Run("mlscale", "mlscale /invocations", "/invocations", "one", connections),
+        V2Run("mlscale", "mlscale V2 infer", V2_PATH, "v2_one", connections),
+        V2Run("mlserver", "MLServer V2 infer (adaptive batching)", V2_PATH, "v2_one", connections),
+    )
+)
+
+
+def v2_body() -> bytes:
+    """The one-row request as V2 tensors: one FP64 input of shape [1] per column."""
+    from mlscale.examples.wine import feature_frame
+
+    row = feature_frame().iloc[:1]
+    inputs = [
+        {"name": column, "datatype": "FP64", "shape": [1], "data": row[column].tolist()}
+        for column in row.columns
+    ]
+    return json.dumps({"inputs": inputs}).encode()
+
+
+def post_json(port: int, path: str, body: bytes) -> object:
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}{path}", data=body, headers={"Content-Type": "application/json"}
+    )
+    with urllib.request.urlopen(request, timeout=30) as response:
+        return json.loads(response.read())
+
+
+def v2_servers(model_uri: str, workdir: Path, tracking_uri: str) -> list[Server]:
+    """mlscale (both endpoints from one process), then MLServer on a local copy of the model."""
+    import mlflow.artifacts
+
+    from tests.support import mlserver_env
+
+    mlscale = next(s for s in make_servers(model_uri, workdir) if s.name == "mlscale")
+    command = mlserver_env.ensure()
+    # The registry too is read from the environment (download_artifacts' tracking_uri is not
+    # used for a models:/ URI's registry look-up).
+    os.environ["MLFLOW_TRACKING_URI"] = tracking_uri
+    local = mlflow.artifacts.download_artifacts(model_uri, dst_path=str(workdir / "model-copy"))
+    folder = workdir / "mlserver"
+    port = mlserver_env.write_repository(
+        folder,
+        name=V2_NAME,
+        model_path=local,
+        max_batch_size=MLSERVER_MAX_BATCH_SIZE,
+        max_batch_time=MLSERVER_MAX_BATCH_TIME_S,
+    )
+    mlserver = Server("mlserver", [str(command), "start", str(folder)], port, workdir / "mlserver.log")
+    return [mlscale, mlserver]
+
+
+def bench_v2(
+    model_uri: str, workdir: Path, env: dict[str, str], args: argparse.Namespace, warmup_s: float
+) -> list[WrkResult]:
+    """The V2 runs, server by server; each answer checked equal before measuring."""
+    bodies = {"one": request_bodies()["one"], "v2_one": v2_body()}
+    scripts = {name: write_lua(workdir, f"v2-{name}", body) for name, body in bodies.items()}
+    results: list[WrkResult] = []
+    expected: object = None
+    for server in v2_servers(model_uri, workdir, env["MLFLOW_TRACKING_URI"]):
+        background = wait_for_quiet(10.0 if args.quick else QUIET_WAIT_S)
+        print(
+            f"\n[{server.name}] background CPU: {background:.0f} %; starting: {' '.join(server.argv)}",
+            flush=True,
+        )
+        start_server(server, env)
+        try:
+            print(f"[{server.name}] ready in {wait_ready(server):.1f} s", flush=True)
+            answer = post_json(server.port, V2_PATH, bodies["v2_one"])
+            outputs = answer.get("outputs") if isinstance(answer, dict) else None
+            if expected is None:
+                expected = outputs
+            elif outputs != expected:
+                raise BenchError(f"{server.name}'s V2 answer differs: {outputs!r} vs mlscale's {expected!r}")
+            runs = [r for r in V2_RUNS if r.server == server.name]
+            for path, body in sorted({(r.path, r.body) for r in runs}):
+                run_wrk(server.port, scripts[body], 4, warmup_s, latency=False, path=path)
+            for run in runs:
+                result = WrkResult(
+                    run.label, f"V2 1 row, {run.connections} conn", run.connections, args.duration
+                )
+                audit = CpuAudit(server.proc.pid if server.proc else None)
+                output = run_wrk(
+                    server.port, scripts[run.body], run.connections, args.duration, path=run.path
+                )
+                result.foreign_cpu_pct = audit.foreign_pct()
+                parse_wrk(output, result)
+                flag = "" if result.valid else "  INVALID (errors)"
+                if result.foreign_cpu_pct > NOISY_CPU_PCT:
+                    flag += f"  (noisy: {result.foreign_cpu_pct:.0f} % of a core used by others)"
+                print(
+                    f"[{run.label}] {run.connections} conn: {result.requests_per_s:,.0f} req/s, "
+                    f"p50 {fmt_ms(result.p50_ms)}, p99 {fmt_ms(result.p99_ms)}{flag}",
+                    flush=True,
+                )
+                results.append(result)
+        finally:
+            stop_server(server)
+    return results
+
+
+def render_v2(results: list[WrkResult]) -> str:
+    """The V2 table: each run beside mlscale's /invocations and MLServer's V2 at the same concurrency."""
+    by_key = {(r.connections, r.server): r for r in results}
+    out = [
+        "## Open Inference Protocol (V2), one row per request",
+        "",
+        f"MLServer 1.7.1 with its MLflow runtime, adaptive batching on (max_batch_size "
+        f"{MLSERVER_MAX_BATCH_SIZE}, max_batch_time {MLSERVER_MAX_BATCH_TIME_S * 1000:g} ms), inference "
+        "in the server process; the same model, core and wrk as above.",
+        "",
+        "| connections | server / endpoint | requests/s | p50 | p99 | / mlscale /invocations "
+        "| / MLServer V2 | valid |",
+        "|---:|---|---:|---:|---:|---:|---:|:---:|",
+    ]
+    for connections in sorted({r.connections for r in results}, reverse=True):
+        base = by_key.get((connections, "mlscale /invocations"))
+        theirs = by_key.get((connections, "MLServer V2 infer (adaptive batching)"))
+        for r in results:
+            if r.connections != connections:
+                continue
+            out.append(
+                f"| {connections} | {r.server} | {r.requests_per_s:,.0f} | {fmt_ms(r.p50_ms)} "
+                f"| {fmt_ms(r.p99_ms)} | {_ratio(r.requests_per_s, base and base.requests_per_s)} "
+                f"| {_ratio(r.requests_per_s, theirs and theirs.requests_per_s)} "
+                f"| {'yes' if r.valid else '**no**'} |"
+            )
+    noisy = [
+        f"{r.server}, {r.connections} conn: {r.foreign_cpu_pct:.0f} %"
+        for r in results
+        if r.foreign_cpu_pct > NOISY_CPU_PCT
+    ]
+    if noisy:
+        out += [
+            "",
+            "**Noisy runs:** other processes used CPU during these measurements (% of one core): "
+            f"{'; '.join(noisy)}. Read the ratios, not the absolute numbers.",
+        ]
+    return "\n".join(out) + "\n"
+
+
+def _ratio(num: float | None, den: float | None) -> str:
+    """Two decimals: V2 ratios sit near 1 (and MLServer's far below it)."""
+    return f"{num / den:.2f}x" if num and den else "-"
 
 
 # --------------------------------------------------------------------------- the run
@@ -861,6 +1051,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--duration", type=float, default=10.0, help="seconds per measured run")
     parser.add_argument("--quick", action="store_true", help="3-second runs: a smoke check")
     parser.add_argument(
+        "--v2-only",
+        action="store_true",
+        help="only the Open Inference Protocol comparison (mlscale V2, mlscale /invocations, MLServer V2)",
+    )
+    parser.add_argument(
         "--out", type=Path, default=BENCH_DIR / "results", help="folder for serve.md and serve.json"
     )
     args = parser.parse_args(argv)
@@ -906,6 +1101,9 @@ def run(args: argparse.Namespace) -> int:
         bodies = request_bodies()
         scripts = {name: write_lua(workdir, name, body) for name, body in bodies.items()}
 
+        if args.v2_only:
+            return _finish_v2(args, bench_v2(model_uri, workdir, env, args, warmup_s), facts)
+
         results: list[WrkResult] = []
         memory: dict[str, dict[str, float]] = {}
         for server in make_servers(model_uri, workdir):
@@ -925,10 +1123,12 @@ def run(args: argparse.Namespace) -> int:
         audit = CpuAudit()
         inproc = inprocess_rates(model_uri, env, args.duration)
         inproc_noise = audit.foreign_pct()
+        v2_results = bench_v2(model_uri, workdir, env, args, warmup_s)
 
     by_key = {(r.workload, r.server): r for r in results}
     targets = evaluate_targets(by_key, memory, inproc)
     report = render_markdown(facts, args.duration, results, memory, inproc, targets, inproc_noise)
+    report += "\n" + render_v2(v2_results)
     print("\n" + report)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "serve.md").write_text(report)
@@ -941,6 +1141,7 @@ def run(args: argparse.Namespace) -> int:
         "in_process_foreign_cpu_pct": inproc_noise,
         "memory": memory,
         "targets": targets,
+        "v2_runs": [{**asdict(r), "valid": r.valid} for r in v2_results],
     }
     (args.out / "serve.json").write_text(json.dumps(payload, indent=2) + "\n")
     print(f"Wrote {args.out / 'serve.md'} and {args.out / 'serve.json'}")
@@ -948,6 +1149,22 @@ def run(args: argparse.Namespace) -> int:
     if invalid:
         print("warning: runs with errors (marked invalid): " + "; ".join(invalid), file=sys.stderr)
     return 0
+
+
+def _finish_v2(args: argparse.Namespace, results: list[WrkResult], facts: dict[str, str]) -> int:
+    """Print and write the V2 comparison alone (``--v2-only``)."""
+    report = (
+        f"# mlscale serving benchmark: V2 only\n\nMachine: {facts['cpu']} ({facts['cores']} cores); "
+        f"servers pinned to core {SERVER_CORE}, wrk to core {WRK_CORE}; {args.duration:g} s per run.\n\n"
+        + render_v2(results)
+    )
+    print("\n" + report)
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "serve-v2.md").write_text(report)
+    runs = [{**asdict(r), "valid": r.valid} for r in results]
+    (args.out / "serve-v2.json").write_text(json.dumps({"machine": facts, "runs": runs}, indent=2) + "\n")
+    print(f"Wrote {args.out / 'serve-v2.md'} and {args.out / 'serve-v2.json'}")
+    return 0 if all(r.valid for r in results) else 1
 
 
 if __name__ == "__main__":

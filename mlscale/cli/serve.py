@@ -23,6 +23,16 @@ _ENV_MANAGERS = ("local", "virtualenv", "uv", "conda")
     "a local folder, or an object-store URI.",
 )
 @click.option(
+    "--model-name",
+    envvar="MLSCALE_MODEL_NAME",
+    default=None,
+    metavar="NAME",
+    help="The model's name in the Open Inference Protocol (V2) paths, /v2/models/NAME/...; "
+    "other names get 404. KServe passes it in a ServingRuntime's args (--model-name={{.Name}}). Default: the "
+    "registered model's name for models:/NAME/..., else the last component of the URI "
+    "(a folder's name, the path of runs:/ID/PATH). Env: MLSCALE_MODEL_NAME.",
+)
+@click.option(
     "-h",
     "--host",
     envvar="MLFLOW_HOST",
@@ -136,8 +146,9 @@ _ENV_MANAGERS = ("local", "virtualenv", "uv", "conda")
     envvar="MLSCALE_AUTH_TOKEN",
     default=None,
     metavar="TOKEN",
-    help="Require 'Authorization: Bearer TOKEN' on /invocations and /version (401 "
-    "otherwise); /ping, /health and /metrics stay open for probes and Prometheus. "
+    help="Require 'Authorization: Bearer TOKEN' on /invocations, /version and V2 infer and "
+    "metadata (401 otherwise); /ping, /health, /v2/health/* and /metrics stay open for probes "
+    "and Prometheus. "
     "Prefer the environment variable: a flag shows in the process list. "
     "Env: MLSCALE_AUTH_TOKEN.",
 )
@@ -148,6 +159,15 @@ def serve(**options) -> None:
     schema enforcement and error JSON as MLflow's scoring server, and the same flags
     and environment variables; plus /metrics for Prometheus, micro-batching, a native
     fast path for XGBoost, LightGBM and scikit-learn, and bounded overload.
+
+    \b
+    Also the Open Inference Protocol (V2, as KServe and MLServer), over the same batching:
+      POST /v2/models/NAME/infer                 JSON tensors in and out
+      GET  /v2/models/NAME                       inputs and outputs, from the signature
+      GET  /v2/models/NAME/ready, /v2/health/ready, /v2/health/live, /v2
+    NAME is --model-name; /v2/models/NAME/versions/N/... also works for models:/NAME/N.
+    A column signature takes one input per column (shape [n] or [n, 1], strings as
+    BYTES), as MLServer's MLflow runtime does.
     """
     # heavy: the server stack (uvicorn, numpy, orjson: about 0.1 s) stays off the
     # start-up of every other command.
@@ -196,5 +216,6 @@ def serve(**options) -> None:
         graceful_timeout_s=options["graceful_timeout"],
         log_level=options["log_level"],
         auth_token=options["auth_token"] or None,  # an empty variable means no token
+        model_name=options["model_name"] or None,
     )
     sys.exit(run_server(settings))

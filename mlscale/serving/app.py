@@ -2,11 +2,14 @@
 
 A plain ASGI callable rather than a framework: every microsecond of routing
 and request wrapping is paid on each of thousands of requests per second per
-core, and the server has five fixed routes. Handlers only read the request,
-pick the path (native fast path or MLflow's generic one) and write the answer.
+core, and the server has five fixed routes plus the ``/v2`` tree. Handlers only
+read the request, pick the path (native fast path or MLflow's generic one) and
+write the answer.
 
 Endpoints (as ``mlflow models serve``): ``POST /invocations``, ``GET /ping``,
-``GET /health``, ``GET /version``; plus ``GET /metrics`` (Prometheus).
+``GET /health``, ``GET /version``; plus ``GET /metrics`` (Prometheus) and the
+Open Inference Protocol's ``/v2/...`` (``mlscale.serving.v2``), over the same
+batchers.
 """
 
 from __future__ import annotations
@@ -14,10 +17,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
-from typing import Any
 
 import numpy as np
 import orjson
@@ -36,23 +37,27 @@ from mlscale.protocol.errors import (
     ServingError,
 )
 from mlscale.protocol.fast import decode_matrix
-from mlscale.serving import lifecycle
+from mlscale.protocol.v2 import error_body
+from mlscale.serving import lifecycle, v2
+from mlscale.serving.asgi import (
+    CLOSE,
+    ClientDisconnected,
+    Receive,
+    Scope,
+    Send,
+    header,
+    headers,
+    read_body,
+    respond,
+)
 from mlscale.serving.auth import PROTECTED, BearerToken
 from mlscale.serving.batcher import Batcher, BatchSettings
 from mlscale.serving.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from mlscale.serving.metrics import Metrics
-from mlscale.serving.predict import batch_key, native_batch, pyfunc_batch
+from mlscale.serving.predict import MLFLOW, MLFLOW_UNWRAPPED, Job, batch_key, native_batch, pyfunc_batch
 from mlscale.serving.settings import ServeSettings
 
 logger = logging.getLogger("mlscale.serving")
-
-# ASGI's callables, as uvicorn calls the app: a scope and messages are dicts whose keys
-# depend on their "type" (the ASGI specification), read here by key.
-Scope = dict[str, Any]
-Message = dict[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
-Headers = list[tuple[bytes, bytes]]
 
 # Bodies larger than this are decoded in a thread so the event loop keeps serving.
 _INLINE_DECODE_BYTES = 256 * 1024
@@ -67,37 +72,12 @@ _ROUTES = {
     b"/metrics": ("metrics", b"GET"),
 }
 _NOT_FOUND = b'{"detail":"Not Found"}'
-# On an answer given before the body was read: otherwise the server would go on
-# reading, and dropping, whatever the client still sends (up to its Content-Length).
-_CLOSE = [(b"connection", b"close")]
 _NOT_ALLOWED = b'{"detail":"Method Not Allowed"}'
-
-
-def _headers(content_type: bytes, body: bytes, extra: Headers | None = None) -> Headers:
-    headers = [(b"content-type", content_type), (b"content-length", b"%d" % len(body))]
-    return headers + extra if extra else headers
-
-
-async def _respond(send: Send, status: int, body: bytes, headers: Headers) -> None:
-    await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": body})
-
-
-def _header(scope: Scope, name: bytes) -> bytes | None:
-    headers: Headers = scope["headers"]
-    for key, value in headers:
-        if key == name:
-            return value
-    return None
 
 
 def _batch_settings(settings: ServeSettings, mergeable: bool) -> BatchSettings:
     """One request per predict call when merging could change an answer's last bit."""
     return settings.batch if mergeable else replace(settings.batch, max_batch_rows=1)
-
-
-class ClientDisconnected(Exception):
-    """The client went away before its body arrived: there is no one to answer."""
 
 
 def _row_count(data: object) -> int:
@@ -124,7 +104,7 @@ class ScoringApp:
         self._token = BearerToken(settings.auth_token) if settings.auth_token else None
         # One thread runs the model: batching relies on calls not overlapping.
         self._model_thread = ThreadPoolExecutor(1, thread_name_prefix="mlscale-predict")
-        self._native: Batcher[np.ndarray, bytes] | None = None
+        self._native: Batcher[Job[np.ndarray], bytes] | None = None
         # load_model picks a native path only for a numeric signature.
         if model.native is not None and model.signature is not None:
             self._signature = model.signature
@@ -144,6 +124,14 @@ class ScoringApp:
             observer=metrics.observer("pyfunc"),
         )
         metrics.model_load.set(model.load_seconds)
+        self._v2 = v2.OpenInference(
+            settings=settings,
+            model=model,
+            metrics=metrics,
+            native=self._native,
+            pyfunc=self._pyfunc,
+            not_ready=self._not_ready,
+        )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
@@ -188,6 +176,9 @@ class ScoringApp:
     # -- routing -----------------------------------------------------------
 
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["path"].startswith("/v2") and scope["path"][3:4] in ("", "/"):
+            await self._v2_http(scope, receive, send)
+            return
         path = scope["path"].encode()
         route = _ROUTES.get(path)
         if route is None and path.endswith(b"/") and path.rstrip(b"/") in _ROUTES:
@@ -197,23 +188,15 @@ class ScoringApp:
             return
         if route is None:
             self.metrics.count("other", 404)
-            await _respond(send, 404, _NOT_FOUND, _headers(JSON, _NOT_FOUND))
+            await respond(send, 404, _NOT_FOUND, headers(JSON, _NOT_FOUND))
             return
         endpoint, method = route
         if scope["method"].encode() != method:
             self.metrics.count(endpoint, 405)
-            headers = _headers(JSON, _NOT_ALLOWED, [(b"allow", method)])
-            await _respond(send, 405, _NOT_ALLOWED, headers)
+            await respond(send, 405, _NOT_ALLOWED, headers(JSON, _NOT_ALLOWED, [(b"allow", method)]))
             return
-        if self._token is not None and endpoint in PROTECTED:
-            authorization = _header(scope, b"authorization")
-            if not self._token.allows(authorization):
-                # Refused before the body is read: an unauthenticated client costs no work.
-                error = self._token.refusal(authorization)
-                self.metrics.count(endpoint, error.status)
-                headers = _headers(error.content_type, error.body, error.extra_headers + _CLOSE)
-                await _respond(send, error.status, error.body, headers)
-                return
+        if not await self._authorized(scope, send, endpoint, v2_body=False):
+            return
         if endpoint == "invocations":
             await self._invocations(scope, receive, send)
             return
@@ -224,21 +207,60 @@ class ScoringApp:
         else:
             status, content_type, body = 200, METRICS_CONTENT_TYPE, self.metrics.exposition()
         self.metrics.count(endpoint, status)
-        await _respond(send, status, body, _headers(content_type, body))
+        await respond(send, status, body, headers(content_type, body))
+
+    async def _v2_http(self, scope: Scope, receive: Receive, send: Send) -> None:
+        route = v2.resolve(scope["path"])
+        if route is None:
+            self.metrics.count("other", 404)
+            body = error_body(
+                f"Not found: {scope['path']} is not an endpoint of the Open Inference Protocol."
+            )
+            await respond(send, 404, body, headers(JSON, body))
+            return
+        if scope["method"].encode() != route.method:
+            self.metrics.count(route.endpoint, 405)
+            body = error_body(f"Method not allowed: {scope['path']} takes {route.method.decode()}.")
+            await respond(send, 405, body, headers(JSON, body, [(b"allow", route.method)]))
+            return
+        if await self._authorized(scope, send, route.endpoint, v2_body=True):
+            await self._v2.handle(route, scope, receive, send)
+
+    async def _authorized(self, scope: Scope, send: Send, endpoint: str, *, v2_body: bool) -> bool:
+        """Whether the request may go on; if not, it has been answered 401."""
+        if self._token is None or endpoint not in PROTECTED:
+            return True
+        authorization = header(scope, b"authorization")
+        if self._token.allows(authorization):
+            return True
+        # Refused before the body is read: an unauthenticated client costs no work.
+        error = self._token.refusal(authorization)
+        self.metrics.count(endpoint, error.status)
+        content_type, body = (
+            (JSON, error_body(error.message)) if v2_body else (error.content_type, error.body)
+        )
+        await respond(send, error.status, body, headers(content_type, body, error.extra_headers + CLOSE))
+        return False
 
     async def _redirect(self, scope: Scope, send: Send, path: bytes) -> None:
-        host = _header(scope, b"host")
+        host = header(scope, b"host")
         scheme = scope.get("scheme", "http").encode()
         location = (scheme + b"://" + host + path) if host else path
         if scope.get("query_string"):
             location += b"?" + scope["query_string"]
         self.metrics.count("other", 307)
-        await _respond(send, 307, b"", [(b"location", location), (b"content-length", b"0")])
+        await respond(send, 307, b"", [(b"location", location), (b"content-length", b"0")])
+
+    def _not_ready(self) -> str | None:
+        """Why the server is not ready, or None when it is (/ping and /v2/health/ready)."""
+        if self.ready and not self.draining:
+            return None
+        return "draining: the server is shutting down" if self.draining else "starting"
 
     def _ping(self) -> tuple[int, bytes, bytes]:
-        if self.ready and not self.draining:
+        reason = self._not_ready()
+        if reason is None:
             return 200, JSON, b"\n"
-        reason = "draining: the server is shutting down" if self.draining else "starting"
         error = NotReady(f"Not ready ({reason}).")
         return error.status, JSON, error.body
 
@@ -253,40 +275,40 @@ class ScoringApp:
             try:
                 async with asyncio.timeout(self.settings.timeout_s):
                     body = await self._score(scope, receive)
-                status, headers = 200, _headers(JSON, body)
+                status, response_headers = 200, headers(JSON, body)
             except ServingError as error:
                 status, body = error.status, error.body
-                close = _CLOSE if isinstance(error, PayloadTooLarge) else []
-                headers = _headers(error.content_type, body, error.extra_headers + close)
+                close = CLOSE if isinstance(error, PayloadTooLarge) else []
+                response_headers = headers(error.content_type, body, error.extra_headers + close)
             except MlflowException as error:
                 status, body = error.get_http_status_code(), error.serialize_as_json().encode()
-                headers = _headers(JSON, body)
+                response_headers = headers(JSON, body)
             except TimeoutError:
                 deadline = DeadlineExceeded(
                     "Request processing time exceeded limit "
                     f"({self.settings.timeout_s:g} s; raise it with -t/--timeout)."
                 )
-                status, body, headers = deadline.status, deadline.body, _headers(JSON, deadline.body)
+                status, body, response_headers = deadline.status, deadline.body, headers(JSON, deadline.body)
             except ClientDisconnected:
                 status = 499  # nginx's code for it, in the metrics only
                 return
             except Exception:
                 logger.exception("Unexpected error while scoring a request")
                 status, body = 500, b'{"error_code": "INTERNAL_ERROR", "message": "Internal error"}'
-                headers = _headers(JSON, body)
-            await _respond(send, status, body, headers)
+                response_headers = headers(JSON, body)
+            await respond(send, status, body, response_headers)
         finally:
             metrics.in_flight.dec()
             metrics.latency.observe(time.perf_counter() - started)
             metrics.count("invocations", status)
 
     async def _score(self, scope: Scope, receive: Receive) -> bytes:
-        content_type = _header(scope, b"content-type")
+        content_type = header(scope, b"content-type")
         if content_type == b"application/json":
             mime = generic.JSON
         else:
             mime = generic.media_type(None if content_type is None else content_type.decode("latin-1"))
-        body = await self._read_body(scope, receive)
+        body = await read_body(scope, receive, self.settings.max_body_bytes)
 
         if mime is generic.JSON and self._native is not None:
             if len(body) <= _INLINE_DECODE_BYTES:
@@ -294,10 +316,11 @@ class ScoringApp:
             else:
                 matrix = await asyncio.get_running_loop().run_in_executor(None, self._decode, body)
             if matrix is not None:
-                return await self._native.submit(matrix, len(matrix))
+                return await self._native.submit(Job(matrix), len(matrix))
 
         parsed = await asyncio.get_running_loop().run_in_executor(None, self._parse, body, mime)
-        return await self._pyfunc.submit(parsed, _row_count(parsed.data), batch_key(parsed))
+        job = Job(parsed, MLFLOW_UNWRAPPED if parsed.unwrapped else MLFLOW)
+        return await self._pyfunc.submit(job, _row_count(parsed.data), batch_key(parsed))
 
     def _parse(self, body: bytes, mime: str) -> generic.ParsedRequest:
         model = self.model
@@ -326,36 +349,3 @@ class ScoringApp:
         except orjson.JSONDecodeError:
             return None  # MLflow's parser words the error
         return decode_matrix(document, self._signature, accept_legacy_split=self.settings.accept_legacy_split)
-
-    async def _read_body(self, scope: Scope, receive: Receive) -> bytes:
-        limit = self.settings.max_body_bytes
-        declared = _header(scope, b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > limit:
-            raise self._too_large(int(declared))
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            raise ClientDisconnected()
-        body = message.get("body", b"")
-        if not message.get("more_body", False):
-            if len(body) > limit:
-                raise self._too_large(len(body))
-            return body
-        chunks = [body]
-        size = len(body)
-        while message.get("more_body", False):
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                raise ClientDisconnected()
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            if size > limit:
-                raise self._too_large(size)
-            chunks.append(chunk)
-        return b"".join(chunks)
-
-    def _too_large(self, size: int) -> PayloadTooLarge:
-        return PayloadTooLarge(
-            f"The request body ({size} bytes) is larger than the limit of "
-            f"{self.settings.max_body_bytes} bytes. Send fewer rows per request, or raise "
-            "the limit with --max-body-size."
-        )

@@ -18,7 +18,7 @@ from mlscale.protocol.errors import ServingError
 
 # The endpoints a token guards: scoring, and the version that tells an attacker
 # which MLflow to look up vulnerabilities for.
-PROTECTED = frozenset({"invocations", "version"})
+PROTECTED = frozenset({"invocations", "version", "infer", "v2_metadata"})
 
 
 class Unauthenticated(ServingError):

@@ -5,7 +5,10 @@ worker's values in files under ``PROMETHEUS_MULTIPROC_DIR`` and ``/metrics``
 on any worker sums them. The directory must be set before prometheus_client is
 imported, so the supervisor sets it before it starts the workers.
 
-The in-flight gauge is the signal a concurrency autoscaler (KEDA, Knative)
+Scoring requests of both protocols count alike: ``/invocations`` and the Open
+Inference Protocol's infer (endpoint label ``infer``) are in the in-flight gauge
+and the latency histogram; the other V2 endpoints are counted as ``v2_health``
+and ``v2_metadata``. The in-flight gauge is the signal a concurrency autoscaler (KEDA, Knative)
 scales on; the queue wait and batch size histograms show whether batching is
 working and whether the server is saturated.
 """
@@ -73,7 +76,7 @@ class Metrics:
         )
         self.latency = Histogram(
             "mlscale_request_duration_seconds",
-            "Time from the request's arrival to its answer, for /invocations.",
+            "Time from the request's arrival to its answer, for /invocations and V2 infer.",
             buckets=_LATENCY_BUCKETS,
             registry=r,
         )
@@ -107,7 +110,7 @@ class Metrics:
         )
         self.in_flight = Gauge(
             "mlscale_in_flight_requests",
-            "Requests being read, queued or predicted now.",
+            "Requests being read, queued or predicted now (/invocations and V2 infer).",
             multiprocess_mode="livesum",
             registry=r,
         )

@@ -2,12 +2,18 @@
 
 Both encode each request's answer to JSON bytes in the same call, so that the
 work leaves the event loop in one piece when the batcher runs it in a thread.
+Each request (a ``Job``) brings its own encoder: MLflow's ``{"predictions": ...}``
+for ``/invocations``, the Open Inference Protocol's response for V2 infer. So
+requests of both protocols share one predict call, and one model output row
+gives the same number in either answer.
 """
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Sequence
-from typing import TypeGuard, cast
+from collections.abc import Callable, Hashable, Sequence
+from dataclasses import dataclass
+from functools import partial
+from typing import Generic, TypeGuard, TypeVar, cast
 
 import numpy as np
 import pandas as pd
@@ -27,16 +33,33 @@ class OutputNotSerializable(ServingError):
     error_code = "INTERNAL_ERROR"
 
 
-def _encode(raw: object, *, unwrapped: bool = False) -> bytes:
+# A model's output for one request -> that request's response body.
+Encoder = Callable[[object], bytes]
+MLFLOW: Encoder = encode_predictions
+# MLflow's unified LLM format answers without the ``predictions`` wrapper.
+MLFLOW_UNWRAPPED: Encoder = partial(encode_predictions, unwrapped=True)
+
+Input = TypeVar("Input")
+
+
+@dataclass(frozen=True, slots=True)
+class Job(Generic[Input]):
+    """One request's model input, and how its answer is written."""
+
+    input: Input
+    encode: Encoder = MLFLOW
+
+
+def _encode(job: Job[Input], raw: object) -> bytes:
     try:
-        return encode_predictions(raw, unwrapped=unwrapped)
+        return job.encode(raw)
     except (TypeError, ValueError, OverflowError) as exc:
         raise OutputNotSerializable(
             f"The model's output of type {type(raw).__name__} cannot be encoded as JSON: {exc}"
         ) from exc
 
 
-def native_batch(predict: NativePredict) -> BatchFunction[np.ndarray, bytes]:
+def native_batch(predict: NativePredict) -> BatchFunction[Job[np.ndarray], bytes]:
     """A batch function over float64 matrices for a native predict function."""
 
     def guarded(matrix: np.ndarray) -> np.ndarray:
@@ -45,26 +68,27 @@ def native_batch(predict: NativePredict) -> BatchFunction[np.ndarray, bytes]:
         except Exception as exc:  # the model's own failure: MLflow's 400, as on pyfunc
             raise unexpected_model_error() from exc
 
-    def one(matrix: np.ndarray) -> bytes | Exception:
+    def one(job: Job[np.ndarray], raw: np.ndarray | None = None) -> bytes | Exception:
         try:
-            return _encode(guarded(matrix))
+            return _encode(job, guarded(job.input) if raw is None else raw)
         except Exception as exc:
             return exc
 
-    def run(matrices: Sequence[np.ndarray]) -> Sequence[bytes | BaseException]:
-        if len(matrices) == 1:
-            return [_encode(guarded(matrices[0]))]
+    def run(jobs: Sequence[Job[np.ndarray]]) -> Sequence[bytes | BaseException]:
+        if len(jobs) == 1:
+            return [_encode(jobs[0], guarded(jobs[0].input))]
         try:
-            out = guarded(np.concatenate(matrices))
+            out = guarded(np.concatenate([job.input for job in jobs]))
         except Exception:
-            return [one(m) for m in matrices]  # find out whose request the model refused
-        bounds = np.cumsum([len(m) for m in matrices])[:-1]
-        return [_encode(part) for part in np.split(out, bounds)]
+            return [one(job) for job in jobs]  # find out whose request the model refused
+        bounds = np.cumsum([len(job.input) for job in jobs])[:-1]
+        # One request's encoder may refuse its part (a V2 output it does not have): only it fails.
+        return [one(job, part) for job, part in zip(jobs, np.split(out, bounds), strict=True)]
 
     return run
 
 
-def pyfunc_batch(predictor: Predictor) -> BatchFunction[ParsedRequest, bytes]:
+def pyfunc_batch(predictor: Predictor) -> BatchFunction[Job[ParsedRequest], bytes]:
     """A batch function over parsed requests, through pyfunc's predict.
 
     Requests are only merged when the batcher's key says they are compatible
@@ -74,30 +98,30 @@ def pyfunc_batch(predictor: Predictor) -> BatchFunction[ParsedRequest, bytes]:
     alone.
     """
 
-    def one(request: ParsedRequest) -> bytes | Exception:
+    def one(job: Job[ParsedRequest]) -> bytes | Exception:
         try:
-            return _encode(predictor(request.data, request.params), unwrapped=request.unwrapped)
+            return _encode(job, predictor(job.input.data, job.input.params))
         except Exception as exc:
             return exc
 
-    def run(requests: Sequence[ParsedRequest]) -> Sequence[bytes | BaseException]:
-        if len(requests) == 1:
-            return [one(requests[0])]
+    def run(jobs: Sequence[Job[ParsedRequest]]) -> Sequence[bytes | BaseException]:
+        if len(jobs) == 1:
+            return [one(jobs[0])]
         # batch_key merges DataFrames only.
-        frames = cast("list[pd.DataFrame]", [r.data for r in requests])
+        frames = cast("list[pd.DataFrame]", [job.input.data for job in jobs])
         sizes = [len(frame) for frame in frames]
         merged = pd.concat(frames, ignore_index=True)
         try:
             raw = predictor(merged, None)
         except Exception:
-            return [one(r) for r in requests]
+            return [one(job) for job in jobs]
         parts = split_rows(raw, sizes)
         if parts is None:
-            return [one(r) for r in requests]
+            return [one(job) for job in jobs]
         outcomes: list[bytes | BaseException] = []
-        for part in parts:
+        for job, part in zip(jobs, parts, strict=True):
             try:
-                outcomes.append(_encode(part))
+                outcomes.append(_encode(job, part))
             except ServingError as exc:
                 outcomes.append(exc)
         return outcomes

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import re
 from dataclasses import asdict, dataclass, field
 
 from mlscale.serving.batcher import BatchSettings
@@ -36,6 +38,20 @@ class ServeSettings:
     # Bearer token required on /invocations and /version (see serving/auth.py);
     # None: no authentication. Kept out of repr so that it never reaches a log.
     auth_token: str | None = field(default=None, repr=False)
+    # The model's name in the Open Inference Protocol's paths (/v2/models/<name>/...);
+    # None: derived from the URI (``default_model_name``).
+    model_name: str | None = None
+
+    @property
+    def v2_model_name(self) -> str:
+        return self.model_name or default_model_name(self.model_uri)
+
+    @property
+    def v2_model_version(self) -> str | None:
+        """The registry version of a ``models:/name/N`` URI; None for any other URI."""
+        match = _REGISTERED.match(self.model_uri)
+        version = match.group(2) if match else None
+        return version if version is not None and version.isdigit() else None
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))
@@ -45,3 +61,19 @@ class ServeSettings:
         values = json.loads(text)
         values["batch"] = BatchSettings(**values["batch"])
         return cls(**values)
+
+
+# models:/name/version, models:/name@alias, models:/name/stage (the name may hold slashes
+# in a Unity Catalog three-part name, but never "@").
+_REGISTERED = re.compile(r"^models:/+([^@]+?)(?:/([^/@]+)|@[^/]+)/*$")
+
+
+def default_model_name(uri: str) -> str:
+    """The V2 model name for a URI: the registered model's name for ``models:/name/...``,
+    else the last component of the path (a local folder, ``runs:/id/model``, ``s3://...``)."""
+    match = _REGISTERED.match(uri)
+    if match:
+        return match.group(1)
+    tail = uri.rstrip("/")
+    name = os.path.basename(tail.split(":", 1)[1] if re.match(r"^[a-z][a-z0-9+.-]*:", tail) else tail)
+    return name or "model"

@@ -80,6 +80,20 @@ def test_mlflow_environment_variables_set_the_defaults(monkeypatch):
     assert (settings.workers, settings.timeout_s, settings.port, settings.host) == (3, 7, 6001, "0.0.0.0")
 
 
+def test_serve_model_name_reaches_the_settings_and_help_documents_v2(monkeypatch):
+    seen = {}
+    monkeypatch.setattr(server, "serve", lambda settings: seen.setdefault("s", settings) and 0)
+    result = CliRunner().invoke(main, ["serve", "-m", "models:/wine/2", "--model-name", "fraud"])
+    assert result.exit_code == 0, result.output
+    assert seen["s"].v2_model_name == "fraud" and seen["s"].v2_model_version == "2"
+    seen.clear()
+    CliRunner().invoke(main, ["serve", "-m", "models:/wine/2"], env={"MLSCALE_MODEL_NAME": ""})
+    assert seen["s"].v2_model_name == "wine"
+    help_text = CliRunner().invoke(main, ["serve", "--help"]).output
+    for text in ("--model-name", "/v2/models/NAME/infer", "/v2/health/ready", "MLSCALE_MODEL_NAME"):
+        assert text in help_text
+
+
 @pytest.mark.slow
 def test_train_prints_the_registered_uri_last(tmp_path):
     uri = f"sqlite:///{tmp_path}/mlflow.db"

@@ -14,7 +14,7 @@ from mlscale.model.checks import split_rows
 from mlscale.protocol.fast import decode_matrix
 from mlscale.protocol.pyfunc import JSON, Predictor, parse
 from mlscale.serving.loading import load_model
-from mlscale.serving.predict import batch_key, native_batch, pyfunc_batch
+from mlscale.serving.predict import Job, batch_key, native_batch, pyfunc_batch
 from tests.support.models import color_frame, small_frame
 
 
@@ -42,8 +42,8 @@ def test_native_batches_answer_as_if_alone(model_paths, name):
         decode_matrix(orjson.loads(split_body(part)), model.signature) for part in chunks(frame, SIZES)
     ]
     run = native_batch(model.native)
-    together = run(matrices)
-    alone = [run([m])[0] for m in matrices]
+    together = run([Job(m) for m in matrices])
+    alone = [run([Job(m)])[0] for m in matrices]
     assert together == alone
     # ...and equal to what MLflow's pyfunc answers for the whole frame.
     expected = model.pyfunc.predict(frame).astype(np.float64).tolist()
@@ -67,8 +67,8 @@ def test_pyfunc_batches_answer_as_if_alone(model_paths, name, frame):
     keys = {batch_key(r) for r in requests}
     assert len(keys) == 1, "requests of the same shape must be mergeable"
     run = pyfunc_batch(Predictor(model.pyfunc))
-    together = run(requests)
-    alone = [run([r])[0] for r in requests]
+    together = run([Job(r) for r in requests])
+    alone = [run([Job(r)])[0] for r in requests]
     assert together == alone
     assert all(isinstance(a, bytes) for a in alone)
 
@@ -78,7 +78,7 @@ def merging_changes_answers(model) -> bool:
     frame = small_frame(sum(SIZES), seed=3)
     matrices = [decode_matrix(orjson.loads(split_body(p)), model.signature) for p in chunks(frame, SIZES)]
     run = native_batch(model.native)
-    return run(matrices) != [run([m])[0] for m in matrices]
+    return run([Job(m) for m in matrices]) != [run([Job(m)])[0] for m in matrices]
 
 
 def test_blas_models_are_merged_only_where_this_machine_sums_exactly(model_paths):
@@ -149,7 +149,7 @@ def test_a_failing_request_in_a_batch_fails_alone(tmp_path):
         for f in (good, bad, good)
     ]
     assert len({batch_key(r) for r in requests}) == 1
-    outcomes = pyfunc_batch(Predictor(model.pyfunc))(requests)
+    outcomes = pyfunc_batch(Predictor(model.pyfunc))([Job(r) for r in requests])
     assert isinstance(outcomes[0], bytes) and outcomes[0] == outcomes[2]
     assert isinstance(outcomes[1], MlflowException)
     assert outcomes[1].get_http_status_code() == 400
@@ -202,7 +202,7 @@ def test_a_native_model_that_raises_answers_mlflows_400():
         raise ValueError("the library refused the input")
 
     with pytest.raises(MlflowException) as raised:
-        native_batch(broken)([np.zeros((1, 3))])
+        native_batch(broken)([Job(np.zeros((1, 3)))])
     assert raised.value.get_http_status_code() == 400
     assert "unexpected error while evaluating the model" in raised.value.message
     assert "the library refused the input" in raised.value.serialize_as_json()
@@ -214,6 +214,8 @@ def test_a_native_failure_in_a_merged_call_fails_only_its_request():
             raise ValueError("too large")
         return matrix[:, 0] * 2
 
-    outcomes = native_batch(picky)([np.ones((1, 2)), np.full((2, 2), 1000.0), np.zeros((1, 2))])
+    outcomes = native_batch(picky)(
+        [Job(np.ones((1, 2))), Job(np.full((2, 2), 1000.0)), Job(np.zeros((1, 2)))]
+    )
     assert outcomes[0] == b'{"predictions":[2.0]}' and outcomes[2] == b'{"predictions":[0.0]}'
     assert isinstance(outcomes[1], MlflowException)
