@@ -72,6 +72,10 @@ class PlanSettings:
     daemonset_cpu_m: int = 100
     price_per_node_hour: float | None = None
     quick: bool = False
+    # The scoring protocol the load tests speak: its path and body format.
+    protocol: str = "mlflow"
+    path: str = "/invocations"
+    body_format: str = "split"
 
 
 def _measure_fn(
@@ -98,6 +102,8 @@ def _measure_fn(
         return run_loadtest(
             LoadTestSettings(
                 host=url,
+                path=settings.path,
+                body_format=settings.body_format,
                 shape=constant(settings.kind, load, duration_s),
                 out_dir=out,
                 think_time_s=settings.think_time_s,
@@ -581,6 +587,7 @@ def _assemble(settings: PlanSettings, measurements: Sequence[Measurement]) -> Pl
             think_time_s=settings.think_time_s,
             rows_per_request=settings.rows_per_request,
             mix=settings.mix,
+            protocol="v2" if settings.protocol == "v2" else "mlflow",
         ),
         quick=settings.quick,
         measurements=tuple(measurements),

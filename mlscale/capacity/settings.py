@@ -14,7 +14,10 @@ from dataclasses import dataclass, replace
 
 from mlscale.capacity import pods
 from mlscale.capacity.planner import PlanSettings, check_plan, check_sizing
+from mlscale.errors import ConfigurationError
+from mlscale.loadtest.bodies import PROTOCOL_FORMATS, v2_infer_path
 from mlscale.loadtest.sla import parse_sla
+from mlscale.protocol.names import default_model_name
 from mlscale.schemas.plan import CapacityFit, Plan
 
 # The search's step length, precision and step budget: a quick plan trades error bars
@@ -46,6 +49,8 @@ class PlanRequest:
     daemonset_cpu_m: int = 100
     price_per_node_hour: float | None = None
     quick: bool = False
+    protocol: str = "mlflow"  # or "v2": the Open Inference Protocol's infer endpoint
+    model_name: str | None = None  # the model's name in V2 paths (a --url server's)
 
 
 def resized_from(request: PlanRequest, earlier: Plan) -> PlanRequest:
@@ -59,7 +64,31 @@ def resized_from(request: PlanRequest, earlier: Plan) -> PlanRequest:
         rows_per_request=load_model.rows_per_request,
         mix=load_model.mix,
         quick=earlier.quick,
+        protocol=load_model.protocol,
     )
+
+
+def _scoring_path(request: PlanRequest) -> str:
+    """Where the load tests send their requests: /invocations, or the V2 infer path of
+    the model plan serves itself (its default name) or of --url's (--model-name)."""
+    if request.protocol != "v2":
+        if request.model_name:
+            raise ConfigurationError("--model-name names the model in V2 paths: use it with --protocol v2.")
+        return "/invocations"
+    if request.model_uri:
+        if request.model_name:
+            raise ConfigurationError(
+                "--model-name is for --url: plan's own servers serve -m under its default name."
+            )
+        return v2_infer_path(default_model_name(request.model_uri))
+    if request.url is None:
+        return "/invocations"  # --from-plan: nothing is measured
+    if not request.model_name:
+        raise ConfigurationError(
+            "--protocol v2 with --url needs the model's name for /v2/models/NAME/infer: give "
+            "--model-name (the server's --model-name)."
+        )
+    return v2_infer_path(request.model_name)
 
 
 def plan_settings(request: PlanRequest) -> PlanSettings:
@@ -86,6 +115,9 @@ def plan_settings(request: PlanRequest) -> PlanSettings:
         daemonset_cpu_m=request.daemonset_cpu_m,
         price_per_node_hour=request.price_per_node_hour,
         quick=quick,
+        protocol=request.protocol,
+        path=_scoring_path(request),
+        body_format=PROTOCOL_FORMATS.get(request.protocol, "split"),
     )
 
 

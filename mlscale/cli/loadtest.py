@@ -6,7 +6,7 @@ import sys
 
 import click
 
-from mlscale.cli.options import load_shape_options
+from mlscale.cli.options import load_shape_options, protocol_option
 
 
 @click.command()
@@ -17,7 +17,24 @@ from mlscale.cli.options import load_shape_options
     metavar="URL",
     help="The server, e.g. http://127.0.0.1:5000. Env: TARGET_HOST.",
 )
-@click.option("--path", default="/invocations", show_default=True, help="The scoring path.")
+@protocol_option(
+    "mlflow: POST /invocations with a dataframe_split body (or --format). v2: the "
+    "Open Inference Protocol, POST /v2/models/NAME/infer with one input per column, as "
+    "KServe and MLServer take it (mlscale serves both)."
+)
+@click.option(
+    "--model-name",
+    default=None,
+    metavar="NAME",
+    help="The model's name in the V2 path (--protocol v2): the server's --model-name. "
+    "Default: the name mlscale serve gives the --from-signature model.",
+)
+@click.option(
+    "--path",
+    default=None,
+    metavar="PATH",
+    help="The scoring path. Default: /invocations, or /v2/models/NAME/infer with --protocol v2.",
+)
 @load_shape_options
 @click.option(
     "--workers",
@@ -48,9 +65,9 @@ from mlscale.cli.options import load_shape_options
     "--format",
     "body_format",
     type=click.Choice(["split", "records", "csv", "legacy-split"]),
-    default="split",
-    show_default=True,
-    help="Body format; legacy-split is the MLflow 1.x bare split of the reference.",
+    default=None,
+    help="Body format of --protocol mlflow [split]; legacy-split is the MLflow 1.x bare "
+    "split of the reference.",
 )
 @click.option(
     "--max-in-flight",

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 
 import click
+from click.decorators import FC
 
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?i?b?)?\s*$", re.IGNORECASE)
 _UNITS = {
@@ -124,3 +126,14 @@ def load_shape_options(command):
     for option in reversed(_LOAD_SHAPE):
         command = option(command)
     return command
+
+
+def protocol_option(help_text: str) -> Callable[[FC], FC]:
+    """``--protocol mlflow|v2``: the scoring endpoint a load test or a plan drives."""
+    return click.option(
+        "--protocol",
+        type=click.Choice(["mlflow", "v2"]),
+        default="mlflow",
+        show_default=True,
+        help=help_text,
+    )

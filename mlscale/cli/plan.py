@@ -6,6 +6,7 @@ import math
 
 import click
 
+from mlscale.cli.options import protocol_option
 from mlscale.errors import ConfigurationError
 
 
@@ -39,6 +40,16 @@ class _PositiveNumber(click.ParamType):
     help="Plan starts its own mlscale servers of each pod size for this model.",
 )
 @click.option("--url", default=None, help="Or measure a running server as it is (one size).")
+@protocol_option(
+    "The endpoint the load tests drive: MLflow's /invocations, or the Open Inference "
+    "Protocol's /v2/models/NAME/infer (KServe's), under the same SLA."
+)
+@click.option(
+    "--model-name",
+    default=None,
+    metavar="NAME",
+    help="With --url and --protocol v2: the server's model name in the V2 path.",
+)
 @click.option("--sla", default="p95<1s", show_default=True, help="e.g. 'p95<1s,errors<1%'.")
 @click.option(
     "--target-users",
@@ -171,6 +182,8 @@ def plan(**options) -> None:
         daemonset_cpu_m=options["daemonset_cpu"],
         price_per_node_hour=options["price_per_node_hour"],
         quick=options["quick"],
+        protocol=options["protocol"],
+        model_name=options["model_name"],
     )
     earlier = read_plan(options["from_plan"]) if options["from_plan"] else None
     if earlier is not None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import dataclass
+from urllib.parse import quote
 
 import numpy as np
 import pandas as pd
@@ -18,13 +19,17 @@ from mlscale.errors import ConfigurationError
 from mlscale.examples.wine import data_path
 from mlscale.loadtest.records import BodyKindRecord, PoolRecord
 from mlscale.loadtest.shapes import colon_pairs
+from mlscale.protocol.v2 import datatype_of
 
 FORMATS = {
     "split": "application/json",  # {"dataframe_split": {...}}
     "records": "application/json",  # {"dataframe_records": [...]}
     "csv": "text/csv",
     "legacy-split": "application/json",  # MLflow 1.x bare split, as in the reference
+    "v2": "application/json",  # the Open Inference Protocol's infer request
 }
+# The scoring protocols a load test can speak, and the body format each sends by default.
+PROTOCOL_FORMATS = {"mlflow": "split", "v2": "v2"}
 
 
 @dataclass(frozen=True)
@@ -115,7 +120,29 @@ def encode_body(rows: pd.DataFrame, fmt: str) -> str:
         return json.dumps({"dataframe_records": rows.to_dict(orient="records")})
     if fmt == "legacy-split":
         return json.dumps(split)
+    if fmt == "v2":
+        return json.dumps(v2_request(rows))
     raise ConfigurationError(f"Unknown body format {fmt!r}; use one of {', '.join(FORMATS)}.")
+
+
+def v2_request(rows: pd.DataFrame) -> dict[str, object]:
+    """An infer request as MLServer's pandas codec writes one: an input per column, named
+    for it, of shape [rows], strings as BYTES; ``content_type: pd`` says it is a frame."""
+    inputs = [
+        {
+            "name": str(column),
+            "datatype": datatype_of(rows[column].dtype),
+            "shape": [len(rows)],
+            "data": rows[column].tolist(),
+        }
+        for column in rows.columns
+    ]
+    return {"parameters": {"content_type": "pd"}, "inputs": inputs}
+
+
+def v2_infer_path(model_name: str) -> str:
+    """The infer endpoint of ``model_name`` (quoted: a name may hold any character)."""
+    return f"/v2/models/{quote(model_name, safe='')}/infer"
 
 
 @dataclass(frozen=True)

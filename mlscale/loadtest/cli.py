@@ -10,9 +10,11 @@ import click
 
 from mlscale.errors import ConfigurationError
 from mlscale.loadtest import shapes
+from mlscale.loadtest.bodies import PROTOCOL_FORMATS, v2_infer_path
 from mlscale.loadtest.records import Progress
 from mlscale.loadtest.runner import LoadTestResult, LoadTestSettings, check_host, run_loadtest
 from mlscale.loadtest.sla import parse_sla
+from mlscale.protocol.names import default_model_name
 
 # The command's options as click passes them: flag name -> value, of each flag's own type.
 Options = dict[str, Any]
@@ -45,12 +47,38 @@ def shape_from_options(options: Options) -> shapes.Shape:
     return shapes.constant(kind, base, duration or 30.0)
 
 
+def protocol_path_and_format(options: Options) -> tuple[str, str]:
+    """The scoring path and body format that --protocol, --model-name, --path and
+    --format ask for together."""
+    protocol, name = options.get("protocol") or "mlflow", options.get("model_name")
+    body_format = options.get("body_format")
+    if protocol == "v2":
+        if body_format:
+            raise ConfigurationError(
+                f"--format {body_format} is an MLflow body; --protocol v2 sends V2 infer requests."
+            )
+        if options.get("path"):
+            return options["path"], PROTOCOL_FORMATS["v2"]
+        if not name and options.get("signature_of"):
+            name = default_model_name(options["signature_of"])
+        if not name:
+            raise ConfigurationError(
+                "--protocol v2 needs the model's name for /v2/models/NAME/infer: give --model-name "
+                "(the server's --model-name), or --from-signature MODEL_URI to take its default."
+            )
+        return v2_infer_path(name), PROTOCOL_FORMATS["v2"]
+    if name:
+        raise ConfigurationError("--model-name names the model in V2 paths: use it with --protocol v2.")
+    return options.get("path") or "/invocations", body_format or PROTOCOL_FORMATS["mlflow"]
+
+
 def settings_from_options(options: Options) -> LoadTestSettings:
     if options["data"] and options["signature_of"]:
         raise ConfigurationError("Give --data or --from-signature, not both.")
+    path, body_format = protocol_path_and_format(options)
     return LoadTestSettings(
         host=check_host(options["host"]),
-        path=options["path"],
+        path=path,
         shape=shape_from_options(options),
         out_dir=options["out_dir"],
         spawn_rate=options["spawn_rate"],
@@ -62,7 +90,7 @@ def settings_from_options(options: Options) -> LoadTestSettings:
         signature_of=options["signature_of"],
         rows_per_request=options["rows_per_request"],
         mix=options["mix"],
-        body_format=options["body_format"],
+        body_format=body_format,
         max_in_flight=options["max_in_flight"],
         sla=parse_sla(options["sla"]) if options["sla"] else None,
         server_pid=options["server_pid"],

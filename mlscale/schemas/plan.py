@@ -70,6 +70,8 @@ class LoadModel(_Frozen):
     think_time_s: Float = 1.0
     rows_per_request: Int = 1
     mix: str | None = None
+    # The scoring protocol measured: MLflow's /invocations or the V2 infer endpoint.
+    protocol: Literal["mlflow", "v2"] = "mlflow"
 
 
 class PlanStep(_Frozen):

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import json
-import os
-import re
 from dataclasses import asdict, dataclass, field
 
+from mlscale.protocol.names import default_model_name, registered_version
 from mlscale.serving.batcher import BatchSettings
 
 # The environment variable that carries the settings to worker processes.
@@ -49,9 +48,7 @@ class ServeSettings:
     @property
     def v2_model_version(self) -> str | None:
         """The registry version of a ``models:/name/N`` URI; None for any other URI."""
-        match = _REGISTERED.match(self.model_uri)
-        version = match.group(2) if match else None
-        return version if version is not None and version.isdigit() else None
+        return registered_version(self.model_uri)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))
@@ -61,19 +58,3 @@ class ServeSettings:
         values = json.loads(text)
         values["batch"] = BatchSettings(**values["batch"])
         return cls(**values)
-
-
-# models:/name/version, models:/name@alias, models:/name/stage (the name may hold slashes
-# in a Unity Catalog three-part name, but never "@").
-_REGISTERED = re.compile(r"^models:/+([^@]+?)(?:/([^/@]+)|@[^/]+)/*$")
-
-
-def default_model_name(uri: str) -> str:
-    """The V2 model name for a URI: the registered model's name for ``models:/name/...``,
-    else the last component of the path (a local folder, ``runs:/id/model``, ``s3://...``)."""
-    match = _REGISTERED.match(uri)
-    if match:
-        return match.group(1)
-    tail = uri.rstrip("/")
-    name = os.path.basename(tail.split(":", 1)[1] if re.match(r"^[a-z][a-z0-9+.-]*:", tail) else tail)
-    return name or "model"

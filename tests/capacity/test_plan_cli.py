@@ -10,6 +10,7 @@ import mlscale.capacity.planner as planner
 import mlscale.capacity.pods as pods
 from mlscale.capacity.settings import PlanRequest, model_check_line, plan_settings, resized_from
 from mlscale.cli.main import main
+from mlscale.errors import ConfigurationError
 from mlscale.schemas.plan import CapacityFit, LoadModel
 from tests.k8s.test_k8s import PLAN
 
@@ -179,3 +180,46 @@ def test_the_model_check_is_one_line():
     assert model_check_line(size.model_copy(update={"holdout": "step"})).startswith(
         "Model check: the 1-CPU capacity read without its nearest load step: 7000"
     )
+
+
+def test_plan_drives_the_v2_endpoint_of_its_own_servers_or_of_a_named_url():
+    own = plan_settings(
+        PlanRequest(
+            sla="p95<1s", kind="users", target=5, out_dir="o", model_uri="models:/wine/2", protocol="v2"
+        )
+    )
+    assert (own.path, own.body_format, own.protocol) == ("/v2/models/wine/infer", "v2", "v2")
+    running = plan_settings(
+        PlanRequest(
+            sla="p95<1s",
+            kind="users",
+            target=5,
+            out_dir="o",
+            url="http://h:1",
+            protocol="v2",
+            model_name="w q",
+        )
+    )
+    assert (running.path, running.body_format) == ("/v2/models/w%20q/infer", "v2")
+    mlflow = plan_settings(PlanRequest(sla="p95<1s", kind="users", target=5, out_dir="o", url="http://h:1"))
+    assert (mlflow.path, mlflow.body_format, mlflow.protocol) == ("/invocations", "split", "mlflow")
+
+
+@pytest.mark.parametrize(
+    ("given", "says"),
+    [
+        ({"url": "http://h:1", "protocol": "v2"}, "needs the model's name"),
+        ({"model_uri": "m", "protocol": "v2", "model_name": "x"}, "--model-name is for --url"),
+        ({"url": "http://h:1", "model_name": "x"}, "use it with --protocol v2"),
+    ],
+)
+def test_plan_protocol_mistakes_name_the_flag(given, says):
+    with pytest.raises(ConfigurationError, match=says):
+        plan_settings(PlanRequest(sla="p95<1s", kind="users", target=5, out_dir="o", **given))
+
+
+def test_re_sizing_keeps_the_protocol_measured():
+    earlier = PLAN.model_copy(update={"load_model": LoadModel(kind="users", protocol="v2")})
+    request = resized_from(PlanRequest(sla="p95<1s", kind="users", target=10, out_dir="o"), earlier)
+    assert request.protocol == "v2"
+    assert plan_settings(request).protocol == "v2"  # nothing measured: no name needed

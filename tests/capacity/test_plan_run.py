@@ -1,4 +1,5 @@
-"""One real, short plan against a real mlscale server."""
+"""One real, short plan against a real mlscale server, through its V2 infer endpoint
+(`mlscale plan --protocol v2`; the demo and the README plan through /invocations)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,9 @@ import pytest
 
 from mlscale.capacity.planner import PlanSettings, run_plan
 from mlscale.capacity.pods import PodSpec
+from mlscale.loadtest.bodies import v2_infer_path
 from mlscale.loadtest.sla import parse_sla
+from mlscale.protocol.names import default_model_name
 from mlscale.schemas.plan import Plan
 from tests.support.server_process import ServerProcess
 
@@ -35,9 +38,17 @@ def test_a_quick_plan_against_a_running_server(tmp_path, model_paths):
             max_steps=5,
             quick=True,
             signature_of=model_paths["xgboost"],
+            protocol="v2",
+            path=v2_infer_path(default_model_name(model_paths["xgboost"])),
+            body_format="v2",
         )
         lines: list[str] = []
         plan = run_plan(settings, say=lines.append)
+        infer = server.metric("mlscale_requests_total", endpoint="infer", status="200")
+        invocations = server.metric("mlscale_requests_total", endpoint="invocations", status="200")
+    # Every step drove the V2 endpoint, and the plan says which protocol it measured.
+    assert infer >= sum(s.requests or 0 for s in plan.measurements[0].steps) > 0 and not invocations
+    assert plan.load_model.protocol == "v2"
     measured = plan.measurements[0]
     # The search's ceiling, far below this server's capacity, even on a busy machine.
     assert measured.max_users == 16, "\n".join(lines)

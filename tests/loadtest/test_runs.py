@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import subprocess
 import sys
@@ -173,3 +174,32 @@ def test_a_real_mlscale_server_with_generated_rows_and_its_metrics(tmp_path, mod
     assert any(r["server_cpu"] is not None for r in result.rows)
     assert any(r["in_flight"] is not None for r in result.rows)
     assert any(r["batch_rows"] for r in result.rows)
+
+
+def test_a_v2_load_test_drives_the_infer_endpoint_with_string_columns(tmp_path, model_paths):
+    """`--protocol v2` from the command line: the path from the model's default name,
+    V2 bodies of the pipeline's numeric and string columns, all answered by infer."""
+    from tests.support.server_process import ServerProcess
+
+    model = model_paths["sklearn_pipeline"]
+    with ServerProcess("-m", model) as server:
+        server.wait_ready()
+        done = subprocess.run(
+            [
+                sys.executable, "-m", "mlscale", "loadtest", "--host", server.url, "--protocol", "v2",
+                "--from-signature", model, "--users", "4", "--think-time", "0.01", "--duration", "4",
+                "--mix", "1:80,20:20", "--out", str(tmp_path),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=180,
+        )  # fmt: skip
+        infer = server.metric("mlscale_requests_total", endpoint="infer", status="200")
+        invocations = server.metric("mlscale_requests_total", endpoint="invocations", status="200")
+    output = done.stdout + done.stderr
+    assert done.returncode == 0, output
+    assert f"{server.url}/v2/models/{os.path.basename(model)}/infer" in output
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["failures"] == 0 and summary["requests"] > 20
+    assert infer >= summary["requests"] and not invocations
+    assert summary["config"]["path"].endswith("/infer") and summary["config"]["body_format"] == "v2"

@@ -84,7 +84,8 @@ def test_the_layout_is_the_one_written_before_the_schema():
         "sizing",
         "sizing_error",
     ]
-    assert list(data["load_model"]) == ["kind", "think_time_s", "rows_per_request", "mix"]
+    # plus the protocol measured, since the Open Inference Protocol (optional: "mlflow").
+    assert list(data["load_model"]) == ["kind", "think_time_s", "rows_per_request", "mix", "protocol"]
     assert {"lambda", "sigma", "kappa", "tail", "holdout_error", "predicted"} <= set(data["model"])
     assert "lam" not in data["model"]
     assert set(data["sizing"]["hpa"]) == {"min_replicas", "max_replicas", "target_cpu_utilization"}
@@ -96,11 +97,13 @@ def test_an_older_plan_without_a_version_loads(tmp_path):
     del older["schema_version"]
     # Plans before these keys existed: no rows per request, mix or sizing reasons.
     del older["load_model"]["rows_per_request"], older["load_model"]["mix"], older["sizing_error"]
+    del older["load_model"]["protocol"]
     del older["sizing"]["hpa_target_reason"], older["sizing"]["memory_reason"]
     path = tmp_path / "plan.json"
     path.write_text(json.dumps(older, indent=2), encoding="utf-8")
     plan = read_plan_file(str(path))
     assert plan.schema_version == PLAN_SCHEMA_VERSION and plan.load_model.rows_per_request == 1
+    assert plan.load_model.protocol == "mlflow"  # what every plan before V2 measured
     assert plan.sizing is not None and plan.sizing.pods > 0
     # Written again, it keeps the keys it had, and gains its version.
     assert json.loads(plan.to_json()) == {"schema_version": PLAN_SCHEMA_VERSION, **older}
