@@ -44,6 +44,7 @@ from serve_bench import _tree_cpu_s as tree_cpu_s  # CPU seconds of a process tr
 from serve_bench import ensure_wrk
 
 from mlscale.processes import free_port, signal_group, start_group, stop_group
+from mlscale.schemas.plan import read_plan_file
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 BIN = os.path.dirname(sys.executable)
@@ -318,18 +319,17 @@ def users_per_core(workdir: str) -> dict:
         capture_output=True,
         timeout=3600,
     )
-    with open(os.path.join(out, "plan.json")) as handle:
-        plan = json.load(handle)
-    (measured,) = plan["measurements"]
-    at_limit = measured.get("at_limit") or {}
+    plan = read_plan_file(os.path.join(out, "plan.json"))
+    (measured,) = plan.measurements
+    at_limit = measured.at_limit
     return {
-        "cpu": measured["cpu"],
-        "capacity_users": measured["max_load"],
-        "stopped_by": measured["stopped_by"],
-        "users_at_limit": at_limit.get("load"),
-        "rps_at_limit": at_limit.get("rps"),
-        "users_per_core": measured["max_load"] / measured["cpu"],
-        "holdout_error": plan["model"].get("holdout_error"),
+        "cpu": measured.cpu,
+        "capacity_users": measured.max_load,
+        "stopped_by": measured.stopped_by,
+        "users_at_limit": at_limit.load if at_limit else None,
+        "rps_at_limit": at_limit.rps if at_limit else None,
+        "users_per_core": (measured.max_load or 0) / measured.cpu,
+        "holdout_error": plan.model.holdout_error,
         "minutes": (time.monotonic() - started) / 60,
     }
 

@@ -31,7 +31,6 @@ itself, not the model with the server.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import sys
@@ -40,7 +39,7 @@ import tempfile
 from mlscale.capacity.pods import Pod, PodSpec, cores_for
 from mlscale.loadtest.runner import LoadTestSettings, run_loadtest
 from mlscale.loadtest.shapes import constant
-from mlscale.schemas.plan import parse_plan
+from mlscale.schemas.plan import Measurement, Plan, PlanStep, read_plan_file
 from mlscale.simulate.calibration import plan_kind, plan_think_time, pod_from_plan, pod_latency
 from mlscale.simulate.queue import load_at_busy
 
@@ -67,15 +66,16 @@ def main() -> int:
     )
     args = parser.parse_args()
 
-    with open(args.plan) as handle:
-        plan = json.load(handle)
-    sizing = plan["sizing"]
-    spec = PodSpec(sizing["cpu_per_pod"], sizing["workers_per_pod"])
-    kind, think = plan_kind(parse_plan(plan)), plan_think_time(parse_plan(plan))
-    model = pod_from_plan(parse_plan(plan))
+    plan = read_plan_file(args.plan)
+    sizing = plan.sizing
+    if sizing is None:
+        raise SystemExit(f"{args.plan} has no sizing: run `mlscale plan` with a target first.")
+    spec = PodSpec(sizing.cpu_per_pod, sizing.workers_per_pod)
+    kind, think = plan_kind(plan), plan_think_time(plan)
+    model = pod_from_plan(plan)
     loads = [max(1, round(load_at_busy(model, kind, think, float(b)))) for b in args.busy.split(",")]
     generator = tuple(c for c in range(os.cpu_count() or 1) if c not in cores_for(spec))
-    rows_per_request = plan["load_model"].get("rows_per_request", 1)
+    rows_per_request = plan.load_model.rows_per_request
     print(
         f"pod {spec.label}: {model.source}\n"
         f"think time {think:g} s; {rows_per_request} row(s) per request; loads {loads} {kind}, "
@@ -84,7 +84,7 @@ def main() -> int:
 
     steps = _plan_steps(plan, args.max_steps) if args.same_run else []
     measured: dict[int, list[dict]] = {load: [] for load in loads}
-    remeasured: dict[float, list[dict]] = {step["load"]: [] for step in steps}
+    remeasured: dict[float, list[dict]] = {step.load: [] for step in steps}
     with Pod(args.model_uri, spec) as pod, tempfile.TemporaryDirectory() as scratch:
         scratch = args.keep or scratch
         for repeat in range(args.repeats):
@@ -100,7 +100,7 @@ def main() -> int:
                         cpu_affinity=generator or None,
                         report=False,
                         rows_per_request=rows_per_request,
-                        mix=plan["load_model"].get("mix"),
+                        mix=plan.load_model.mix,
                     )
                 ).summary.to_json_dict()
                 latency = summary["latency_ms"]
@@ -121,7 +121,7 @@ def main() -> int:
 
     if steps:
         plan = _with_steps(plan, remeasured)
-        print(f"calibrated on the steps measured in this run: {pod_from_plan(parse_plan(plan)).source}")
+        print(f"calibrated on the steps measured in this run: {pod_from_plan(plan).source}")
     errors = []
     print(
         f"\n| load ({kind}) | busy | measured p95, median (runs) | simulated p95 | error | p50 measured / simulated |"
@@ -131,7 +131,7 @@ def main() -> int:
         p95s = [m["p95"] for m in measured[load]]
         p50 = statistics.median(m["p50"] for m in measured[load])
         median = statistics.median(p95s)
-        sim_p50, sim_p95 = pod_latency(parse_plan(plan), load)
+        sim_p50, sim_p95 = pod_latency(plan, load)
         error = sim_p95 / median - 1
         errors.append(abs(error))
         runs = ", ".join(f"{p:.0f}" for p in p95s)
@@ -146,45 +146,48 @@ def main() -> int:
     return 0 if worst <= TARGET else 1
 
 
-def _chosen(plan: dict) -> dict:
-    cpu = plan["sizing"]["cpu_per_pod"]
-    return next(m for m in plan["measurements"] if m.get("cpu") == cpu)
+def _chosen(plan: Plan) -> Measurement:
+    assert plan.sizing is not None  # main() checked
+    cpu = plan.sizing.cpu_per_pod
+    return next(m for m in plan.measurements if m.cpu == cpu)
 
 
-def _plan_steps(plan: dict, most: int) -> list[dict]:
+def _plan_steps(plan: Plan, most: int) -> list[PlanStep]:
     """Up to ``most`` of the chosen size's valid steps: those that met the SLA first
     (the checks run below saturation, so these bracket them), the lightest to the
     heaviest, then the heaviest step of all (it pins the throughput plateau)."""
-    steps = sorted((s for s in _chosen(plan)["steps"] if s.get("valid", True)), key=lambda s: s["load"])
+    steps = sorted((s for s in _chosen(plan).steps if s.valid), key=lambda s: s.load)
     if len(steps) <= most:
         return steps
-    meeting = [s for s in steps if s.get("meets")]
+    meeting = [s for s in steps if s.meets]
     picks = meeting[: most - 1] if len(meeting) >= most - 1 else meeting
     rest = [s for s in steps if s not in picks]
     while len(picks) < most - 1 and rest:
         picks.append(rest.pop(0))
-    return sorted([*picks, steps[-1]] if steps[-1] not in picks else picks, key=lambda s: s["load"])
+    return sorted([*picks, steps[-1]] if steps[-1] not in picks else picks, key=lambda s: s.load)
 
 
-def _with_steps(plan: dict, remeasured: dict[float, list[dict]]) -> dict:
+def _with_steps(plan: Plan, remeasured: dict[float, list[dict]]) -> Plan:
     """The plan with its chosen size's steps replaced by the medians measured here."""
-    percentile = (plan.get("sla") or {}).get("percentile") or "p95"
+    percentile = plan.sla.percentile or "p95"
     steps = []
     for load, runs in remeasured.items():
         steps.append(
-            {
-                "load": load,
-                "rps": statistics.median(r["rps"] for r in runs),
-                "latency_ms": statistics.median(r[percentile] for r in runs),
-                "p50_ms": statistics.median(r["p50"] for r in runs),
-                "mean_ms": statistics.median(r["mean"] for r in runs),
-                "valid": all(r["valid"] for r in runs),
-                "meets": False,  # not judged here; as before, not a step the think time is read from
-            }
+            PlanStep(
+                load=load,
+                rps=statistics.median(r["rps"] for r in runs),
+                latency_ms=statistics.median(r[percentile] for r in runs),
+                p50_ms=statistics.median(r["p50"] for r in runs),
+                mean_ms=statistics.median(r["mean"] for r in runs),
+                valid=all(r["valid"] for r in runs),
+                meets=False,  # not judged here; as before, not a step the think time is read from
+            )
         )
-    copy = json.loads(json.dumps(plan))
-    _chosen(copy)["steps"] = steps
-    return copy
+    chosen = _chosen(plan)
+    measurements = tuple(
+        m.model_copy(update={"steps": tuple(steps)}) if m is chosen else m for m in plan.measurements
+    )
+    return plan.model_copy(update={"measurements": measurements})
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 import json
+import math
 import time
 
 import pytest
@@ -16,6 +17,7 @@ from mlscale.loadtest.shapes import steps
 from mlscale.schemas.plan import parse_plan
 from mlscale.schemas.simulation import SimulationSummary
 from mlscale.simulate.calibration import reference_pod
+from mlscale.simulate.cluster import Cluster
 from mlscale.simulate.engine import COLUMNS, simulate
 from mlscale.simulate.presets import PRESETS, build_preset, run_experiment, run_preset
 from mlscale.simulate.profile import daily_shape
@@ -123,7 +125,15 @@ def test_a_preset_with_a_plan_keeps_the_experiment_s_shape():
     }
     experiment = build_preset("reference-cluster-autoscaler", parse_plan(plan))
     assert experiment.settings.pod.cpu_request_m == 500
-    assert experiment.settings.hpa.max_replicas == 29  # 1.5 x the 19 half-CPU pods three nodes hold
+    # The reference's rule: at most 1.5 times the pods its three nodes hold, counted here
+    # by the simulated scheduler on three Ready nodes of the experiment's pool.
+    three = Cluster(experiment.settings.pool, experiment.settings.pod)
+    for _ in range(3):
+        three.add_node(0.0, ready_now=True)
+    three.create_pods(200, 0.0)
+    held = three.schedule(0.0)
+    assert 3 < held < 200
+    assert experiment.settings.hpa.max_replicas == math.ceil(1.5 * held)
     _, summary = run_experiment(experiment)
     assert summary.max_pods_pending > 0 and summary.max_nodes > 3
     assert 50 <= summary.scale_up_delay_s <= 150
