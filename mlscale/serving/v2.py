@@ -113,6 +113,7 @@ class OpenInference:
         self._metadata_body = self.metadata.to_json()
         self._server_body = v2.server_metadata("mlscale", __version__)
         self._column_types = v2.column_types(model.input_schema)
+        self._fp64_columns = v2.fp64_columns(self._column_types)
         # The fast path's signature; load_model picks a native path only with one.
         self._signature = model.signature if native is not None else None
 
@@ -200,19 +201,22 @@ class OpenInference:
     async def _score(self, scope: Scope, receive: Receive) -> bytes:
         body = await read_body(scope, receive, self.settings.max_body_bytes)
         if len(body) <= _INLINE_DECODE_BYTES:
-            request, matrix = self._decode(body)
+            request_id, outputs, request, matrix = self._decode(body)
         else:
             loop = asyncio.get_running_loop()
-            request, matrix = await loop.run_in_executor(self._executor, self._decode, body)
+            request_id, outputs, request, matrix = await loop.run_in_executor(
+                self._executor, self._decode, body
+            )
         encode = partial(
             v2.encode_response,
             model_name=self.name,
             model_version=self.version,
-            request_id=request.id,
-            outputs=request.outputs,
+            request_id=request_id,
+            outputs=outputs,
         )
         if matrix is not None and self._native is not None:
             return await self._native.submit(Job(matrix, encode), len(matrix))
+        assert request is not None  # _decode parses whatever has no matrix
         # MLServer's codecs and pandas: in a thread, as MLflow's parser is for /invocations.
         data = await asyncio.get_running_loop().run_in_executor(
             self._executor, v2.decode, request, self.metadata
@@ -221,8 +225,21 @@ class OpenInference:
         rows = len(data) if isinstance(data, (list, np.ndarray, pd.DataFrame)) else 1
         return await self._pyfunc.submit(Job(parsed, encode), max(rows, 1), batch_key(parsed))
 
-    def _decode(self, body: bytes) -> tuple[v2.InferRequest, np.ndarray | None]:
-        request = v2.parse_request(body)
+    def _decode(
+        self, body: bytes
+    ) -> tuple[str | None, tuple[str, ...] | None, v2.InferRequest | None, np.ndarray | None]:
+        """(id, outputs asked for, the parsed request or None, the native path's matrix or None)."""
+        document = v2.load_document(body)
+        if self._signature is not None:
+            matrix = v2.fp64_matrix(document, self._signature, self._fp64_columns)
+            if matrix is not None:
+                return (*v2.request_head(document), None, matrix)
+        request = v2.parse_document(document)
         if self._signature is None:
-            return request, None
-        return request, v2.decode_matrix(request, self._signature, self._column_types)
+            return request.id, request.outputs, request, None
+        return (
+            request.id,
+            request.outputs,
+            request,
+            v2.decode_matrix(request, self._signature, self._column_types),
+        )

@@ -65,6 +65,55 @@ def test_the_fast_path_declines_what_it_cannot_decode_exactly(inputs):
     assert v2.decode_matrix(request(*inputs), SIGNATURE, TYPES) is None
 
 
+DOUBLES = Schema([ColSpec("double", "a"), ColSpec("double", "b"), ColSpec("double", "c")])
+DOUBLE_SIGNATURE = NumericSignature.from_schema(DOUBLES)
+DOUBLE_COLUMNS = v2.fp64_columns(v2.column_types(DOUBLES))
+A, B, C = column("a", [1.5, 2.5]), column("b", [3.0, 4.0]), column("c", [5.0, 6.0])
+
+
+def _direct(*inputs: dict, **fields) -> np.ndarray | None:
+    return v2.fp64_matrix({"inputs": list(inputs), **fields}, DOUBLE_SIGNATURE, DOUBLE_COLUMNS)
+
+
+@pytest.mark.parametrize(
+    ("inputs", "fields"),
+    [
+        ((A, B, C), {}),
+        ((C, A, B), {}),  # any order
+        ((*(column(t["name"], t["data"], shape=[2, 1]) for t in (A, B, C)),), {}),
+        ((A, B, C), {"parameters": {"content_type": "pd"}, "id": "x"}),
+    ],
+)
+def test_the_direct_fp64_matrix_is_the_parsed_paths(inputs, fields):
+    """Read straight from the document, or through parse and decode_matrix: one matrix."""
+    direct = _direct(*inputs, **fields)
+    parsed = v2.decode_matrix(request(*inputs, **fields), DOUBLE_SIGNATURE, v2.column_types(DOUBLES))
+    assert direct is not None and parsed is not None
+    assert direct.tolist() == parsed.tolist() == [[1.5, 3.0, 5.0], [2.5, 4.0, 6.0]]
+    assert direct.flags.c_contiguous and direct.dtype == np.float64
+
+
+@pytest.mark.parametrize(
+    ("inputs", "fields"),
+    [
+        ((A, B), {}),  # a column missing
+        ((A, B, column("c", [5.0, 6.0], content_type="np")), {}),  # parameters on an input
+        ((A, B, column("c", [5, 6], "INT64")), {}),  # not FP64
+        ((A, B, column("c", [5.0])), {}),  # rows that disagree
+        ((A, B, column("c", [5.0, 6.0], shape=[1, 2])), {}),
+        ((A, B, column("c", [5.0, None])), {}),  # null
+        ((A, B, column("c", ["five", "six"])), {}),
+        ((A, A, C), {}),  # a column twice
+        ((A, B, C), {"parameters": {"content_type": "pd", "temperature": 1}}),
+        ((A, B, column("c", [5.0, 6.0], shape=[2, 1])), {}),  # shapes that differ: the parser decides
+        ((A, B, {**C, "extra": 1}), {}),
+        ((A, B, {"name": ["c"], "datatype": "FP64", "shape": [2], "data": [5.0, 6.0]}), {}),
+    ],
+)
+def test_the_direct_fp64_matrix_leaves_everything_else_to_the_parser(inputs, fields):
+    assert _direct(*inputs, **fields) is None
+
+
 def test_parameters_or_another_content_type_take_the_generic_path():
     assert v2.decode_matrix(request(*ROWS, parameters={"temperature": 1}), SIGNATURE, TYPES) is None
     assert v2.decode_matrix(request(*ROWS, parameters={"content_type": "np"}), SIGNATURE, TYPES) is None
